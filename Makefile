@@ -1,0 +1,192 @@
+# tide: one hand-written Makefile.
+#
+#   make deps    install the Debian packages the build needs and build the
+#                pinned librdkafka (safe to run twice; quick when all is there)
+#   make         build build/tide and build/lua/tide/core.so
+#   make test    C tests and every busted tier; ends with "N passed, N failed"
+#   make run     a short demo on the development broker
+#   make bench   tide against plain librdkafka programs, in one run
+#
+# Switches: V=1 (show commands), SANITIZER=address|undefined, BUILD=dir.
+
+BUILD     ?= build
+DEPS      := $(BUILD)/deps
+SANITIZER ?=
+
+RDK_VERSION := 2.15.1
+RDK_NPM     := @confluentinc/kafka-javascript@1.10.1
+RDK_TGZ     := $(DEPS)/confluentinc-kafka-javascript-1.10.1.tgz
+RDK_SHA512  := KVePUBn21EqCVP9mfxzEuM3SYJHHEF7X+iiC2e43QQgDSyEaksInmCGooT3w5q+cNAdkSCrK71j0ICfqoSqZLw==
+RDK_PREFIX  := $(abspath $(DEPS))/librdkafka-$(RDK_VERSION)
+RDK_STAMP   := $(RDK_PREFIX)/lib/librdkafka.a
+
+APT_PACKAGES := build-essential pkg-config libluajit2-5.1-dev luajit2 \
+	librocksdb-dev lua-busted lua-cjson libssl-dev zlib1g-dev libzstd-dev \
+	liblz4-dev python3 npm
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# librdkafka: an installed one >= 2.15 when pkg-config finds it, else ours.
+RDK_SYSTEM := $(shell pkg-config --atleast-version=2.15 rdkafka 2>/dev/null && echo yes)
+ifeq ($(RDK_SYSTEM),yes)
+RDK_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags rdkafka))
+RDK_LIBS   := $(shell pkg-config --libs rdkafka)
+RDK_DEP    :=
+else
+RDK_CFLAGS := -isystem $(RDK_PREFIX)/include
+RDK_LIBS   := $(RDK_PREFIX)/lib/librdkafka.a -lssl -lcrypto -lzstd -llz4 -lz -lm -ldl -lpthread -lrt
+RDK_DEP    := $(RDK_STAMP)
+endif
+
+LUA_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
+LUA_LIBS   := $(shell pkg-config --libs luajit 2>/dev/null)
+
+WARNINGS := \
+	-Wall \
+	-Wextra \
+	-Wshadow \
+	-Wpointer-arith \
+	-Wstrict-prototypes \
+	-Wmissing-prototypes \
+	-Wno-unused-parameter
+
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -fPIC $(WARNINGS) -MMD -MP
+CPPFLAGS += -Ibindings -I$(BUILD)/gen -D_GNU_SOURCE
+LDFLAGS  += -Wl,-E
+ifneq ($(SANITIZER),)
+CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZER)
+endif
+
+SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
+GEN       := $(BUILD)/gen/embedded.c
+BIND_SRC  := bindings/sink.c bindings/lua_call.c bindings/core.c
+HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
+HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o
+CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
+BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
+CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config
+
+TIDE := $(BUILD)/tide
+CORE := $(BUILD)/lua/tide/core.so
+
+.PHONY: all deps check-deps test _test bench _bench run _run demo clean valgrind core
+.DEFAULT_GOAL := all
+
+all: check-deps $(TIDE) $(CORE)
+core: $(CORE)
+
+check-deps:
+	@if [ -z "$(LUA_CFLAGS)" ] || { [ "$(RDK_SYSTEM)" != yes ] && [ ! -f $(RDK_STAMP) ]; }; then \
+		echo "tide: build dependencies are missing; run 'make deps' first" >&2; exit 1; fi
+
+# ---------------------------------------------------------------- deps
+deps:
+	$(Q)missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "deps: Debian packages present"; fi
+	$(Q)if [ "$$(pkg-config --atleast-version=2.15 rdkafka 2>/dev/null && echo yes)" = yes ]; then \
+		echo "deps: using installed librdkafka $$(pkg-config --modversion rdkafka)"; \
+	else $(MAKE) --no-print-directory $(RDK_STAMP); fi
+
+$(RDK_TGZ):
+	$(Q)mkdir -p $(DEPS)
+	@echo "deps: fetching librdkafka $(RDK_VERSION) from the npm registry ($(RDK_NPM))"
+	$(Q)cd $(DEPS) && npm pack --silent $(RDK_NPM) >/dev/null
+	$(Q)sum=$$(openssl dgst -sha512 -binary $@ | base64 -w0); \
+	if [ "$$sum" != "$(RDK_SHA512)" ]; then \
+		echo "deps: sha512 mismatch for $@: $$sum" >&2; rm -f $@; exit 1; fi
+
+$(RDK_STAMP): $(RDK_TGZ)
+	@echo "deps: building librdkafka $(RDK_VERSION) (about a minute)"
+	$(Q)rm -rf $(DEPS)/src && mkdir -p $(DEPS)/src
+	$(Q)tar -xzf $(RDK_TGZ) -C $(DEPS)/src package/deps/librdkafka
+	$(Q)cd $(DEPS)/src/package/deps/librdkafka && \
+		./configure --prefix=$(RDK_PREFIX) --no-download --no-cache --enable-zlib \
+			--enable-zstd --enable-ssl --enable-lz4-ext --disable-gssapi --disable-curl \
+			>$(abspath $(DEPS))/librdkafka-configure.log 2>&1 && \
+		$(MAKE) -j2 libs >$(abspath $(DEPS))/librdkafka-build.log 2>&1 && \
+		$(MAKE) install-subdirs >$(abspath $(DEPS))/librdkafka-install.log 2>&1 \
+		|| { echo "deps: librdkafka build failed, see $(DEPS)/librdkafka-*.log" >&2; exit 1; }
+	$(Q)rm -rf $(DEPS)/src
+	$(Q)touch $@
+
+# ---------------------------------------------------------------- build
+$(GEN): bindings/embed.lua bindings/tide_ffi.h $(SCRIPTS)
+	$(Q)mkdir -p $(@D)
+	@echo "  GEN   $@"
+	$(Q)luajit bindings/embed.lua $@ bindings/tide_ffi.h $(SCRIPTS)
+
+$(BUILD)/obj/gen/embedded.o: $(GEN)
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(RDK_DEP)
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) -c $< -o $@
+
+$(TIDE): $(HOST_OBJ)
+	@echo "  LINK  $@"
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS)
+
+$(CORE): $(CORE_OBJ)
+	$(Q)mkdir -p $(@D)
+	@echo "  LINK  $@"
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@
+
+$(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(RDK_CFLAGS) $< -o $@ $(RDK_LIBS)
+
+$(BUILD)/test/test_%: spec/c/test_%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS)
+
+-include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------- test
+LUA_ENV := LUA_PATH="$(CURDIR)/scripts/?.lua;$(CURDIR)/scripts/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" TIDE_TEST_BIN="$(CURDIR)/$(TIDE)" \
+	TIDE_TEST_TMP="$(CURDIR)/$(BUILD)/test-tmp"
+
+# test, run and bench install what is missing first (quick when all is
+# there), then re-read this Makefile so pkg-config sees what deps installed.
+test run bench:
+	$(Q)$(MAKE) --no-print-directory deps >/dev/null
+	$(Q)$(MAKE) --no-print-directory _$@
+
+_test: all $(CTEST_BIN)
+	$(Q)rm -rf $(BUILD)/test-results $(BUILD)/test-tmp && mkdir -p $(BUILD)/test-results $(BUILD)/test-tmp
+	$(Q)for t in $(CTEST_BIN); do $$t $(BUILD)/test-results/$$(basename $$t).counts || true; done
+	$(Q)$(LUA_ENV) TIDE_TEST_COUNTS="$(CURDIR)/$(BUILD)/test-results/busted.counts" \
+		luajit spec/busted.lua -o spec/helpers/output.lua spec/01-unit spec/02-bindings spec/03-detectors spec/04-integration || true
+	$(Q)cat $(BUILD)/test-results/*.counts | awk '{p+=$$1; f+=$$2} END {printf "%d passed, %d failed\n", p, f; exit (f > 0 || p == 0)}'
+
+valgrind: all
+	$(Q)$(LUA_ENV) TIDE_TEST_WRAP="valgrind --error-exitcode=99 --leak-check=full -q" \
+		luajit spec/busted.lua spec/04-integration
+
+# ---------------------------------------------------------------- run, bench
+_run: all
+	$(Q)sh examples/demo.sh $(TIDE)
+
+demo: run
+
+_bench: all $(BENCH_BIN)
+	$(Q)sh bench/run.sh $(TIDE) $(BUILD)/bench
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/gen $(BUILD)/lua $(BUILD)/test $(BUILD)/bench $(TIDE) \
+		$(BUILD)/test-results $(BUILD)/test-tmp

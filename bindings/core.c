@@ -1,0 +1,378 @@
+/*
+ * core.c: the Lua C module `tide.core`.
+ *
+ * The same module is preloaded into every detector runtime in the host and
+ * built as tide/core.so for plain busted (the rockspec), so scripts/ run
+ * unchanged in both. It holds the cold path: the FFI header text, the api
+ * pointer, logging, hashing, and for tests and the driver, sinks and batches
+ * made from Lua tables, and the dispatch loop with the error policy. The hot
+ * path (records, emits) goes through the FFI, not through these functions.
+ */
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_call.h"
+
+/* --- default api: emits into a sink, headers from tide_test_headers_t --- */
+
+static int default_emit(tide_sink_t *s, int32_t o, const char *k, int32_t kl,
+                        const char *v, int32_t vl) {
+    return tide_sink_emit(s, o, k, kl, v, vl);
+}
+static int default_emit_header(tide_sink_t *s, const char *n, int32_t nl,
+                               const char *v, int32_t vl) {
+    return tide_sink_emit_header(s, n, nl, v, vl);
+}
+static int test_header_count(const tide_rec_t *r) {
+    const tide_test_headers_t *h = r->msg;
+    return h ? h->n : 0;
+}
+static int test_header_get(const tide_rec_t *r, int32_t i, const char **name,
+                           const void **val, size_t *len) {
+    const tide_test_headers_t *h = r->msg;
+    if (!h || i < 0 || i >= h->n) return -1;
+    *name = h->names[i];
+    *val = h->vals[i];
+    *len = h->vals[i] ? (size_t)h->lens[i] : 0;
+    return 0;
+}
+
+const tide_api_t tide_default_api = {
+    default_emit, default_emit_header, tide_utf8_valid, test_header_count,
+    test_header_get,
+};
+
+static const tide_api_t *current_api(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, TIDE_REG_API);
+    const tide_api_t *api = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return api ? api : &tide_default_api;
+}
+
+static int core_api(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)current_api(L));
+    return 1;
+}
+
+static int core_hash(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    char out[17];
+    tide_hash_hex(s, len, out);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* core.log(level, msg): to the host's logger, or stderr under busted. */
+static int core_log(lua_State *L) {
+    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    int level = luaL_checkoption(L, 1, "info", levels);
+    const char *msg = luaL_checkstring(L, 2);
+    lua_getfield(L, LUA_REGISTRYINDEX, TIDE_REG_LOG);
+    const tide_log_hook_t *hook = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (hook && hook->fn) {
+        const tide_rec_t *rec = NULL;
+        if (hook->sink && hook->sink->batch) {
+            const tide_batch_t *b = hook->sink->batch;
+            if (b->cursor >= 0 && b->cursor < b->n) rec = &b->recs[b->cursor];
+        }
+        hook->fn(hook->ud, (tide_log_level_t)level, msg, rec);
+    } else {
+        fprintf(stderr, "[%s] %s\n", levels[level], msg);
+    }
+    return 0;
+}
+
+/* --- sinks, for tests and the driver --- */
+
+#define SINK_MT "tide.sink"
+#define BATCH_MT "tide.batch"
+
+static tide_sink_t *check_sink(lua_State *L, int i) {
+    tide_sink_t **p = luaL_checkudata(L, i, SINK_MT);
+    if (!*p) luaL_argerror(L, i, "attempt to use a closed sink");
+    return *p;
+}
+
+static int sink_new(lua_State *L) {
+    tide_sink_t **p = lua_newuserdata(L, sizeof(*p));
+    *p = NULL;
+    luaL_getmetatable(L, SINK_MT);
+    lua_setmetatable(L, -2);
+    *p = malloc(sizeof(**p));
+    if (!*p) return luaL_error(L, "not enough memory");
+    tide_sink_init(*p);
+    return 1;
+}
+
+static int sink_close(lua_State *L) {
+    tide_sink_t **p = luaL_checkudata(L, 1, SINK_MT);
+    if (*p) {
+        tide_sink_free(*p);
+        free(*p);
+        *p = NULL;
+    }
+    return 0;
+}
+
+static int sink_ptr(lua_State *L) {
+    lua_pushlightuserdata(L, check_sink(L, 1));
+    return 1;
+}
+
+static int sink_clear(lua_State *L) {
+    tide_sink_clear(check_sink(L, 1));
+    return 0;
+}
+
+static void push_bytes(lua_State *L, const char *p, int32_t len) {
+    if (len < 0) lua_pushnil(L);
+    else lua_pushlstring(L, p, (size_t)len);
+}
+
+/* sink:entries() -> { { output =, source =, key =, value =, headers = {} } } */
+static int sink_entries(lua_State *L) {
+    tide_sink_t *s = check_sink(L, 1);
+    lua_createtable(L, (int)s->n, 0);
+    for (size_t i = 0; i < s->n; i++) {
+        const tide_sink_entry_t *e = &s->entries[i];
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, e->output);
+        lua_setfield(L, -2, "output");
+        lua_pushinteger(L, e->source);
+        lua_setfield(L, -2, "source");
+        push_bytes(L, tide_sink_key(s, e), e->key_len);
+        lua_setfield(L, -2, "key");
+        push_bytes(L, tide_sink_val(s, e), e->val_len);
+        lua_setfield(L, -2, "value");
+        lua_createtable(L, 0, (int)e->hdr_count);
+        for (uint32_t h = 0; h < e->hdr_count; h++) {
+            const tide_sink_hdr_t *hd = &s->hdrs[e->hdr_first + h];
+            lua_pushlstring(L, tide_sink_bytes(s, hd->name_off),
+                            (size_t)hd->name_len);
+            push_bytes(L, tide_sink_bytes(s, hd->val_off), hd->val_len);
+            lua_rawset(L, -3);
+        }
+        lua_setfield(L, -2, "headers");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+/* --- batches made from Lua tables --- */
+
+typedef struct test_batch {
+    tide_batch_t b;
+    tide_test_headers_t *hdrs; /* one per record */
+    int n;
+    int closed;
+} test_batch_t;
+
+static test_batch_t *check_batch(lua_State *L, int i) {
+    test_batch_t *tb = luaL_checkudata(L, i, BATCH_MT);
+    if (tb->closed) luaL_argerror(L, i, "attempt to use a closed batch");
+    return tb;
+}
+
+static void free_batch(test_batch_t *tb) {
+    if (tb->closed) return;
+    for (int i = 0; i < tb->n && tb->hdrs; i++) {
+        free(tb->hdrs[i].names);
+        free(tb->hdrs[i].vals);
+        free((void *)tb->hdrs[i].lens);
+    }
+    free(tb->hdrs);
+    free(tb->b.recs);
+    tb->closed = 1;
+}
+
+static int batch_close(lua_State *L) {
+    free_batch(luaL_checkudata(L, 1, BATCH_MT));
+    return 0;
+}
+
+/* The string at stack index `idx` (absolute), pinned in the table at `pins`
+ * for the batch's lifetime; NULL with *len = -1 for nil. */
+static const char *pin(lua_State *L, int idx, int pins, int32_t *len) {
+    if (lua_isnil(L, idx)) {
+        *len = -1;
+        return NULL;
+    }
+    size_t l;
+    const char *s = lua_tolstring(L, idx, &l);
+    if (!s) luaL_error(L, "batch: record fields must be strings or numbers");
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, pins, (int)lua_objlen(L, pins) + 1);
+    *len = (int32_t)l;
+    return s;
+}
+
+static const char *pin_field(lua_State *L, int t, const char *field, int pins,
+                             int32_t *len) {
+    lua_getfield(L, t, field);
+    const char *s = pin(L, lua_gettop(L), pins, len);
+    lua_pop(L, 1);
+    return s;
+}
+
+static lua_Number num_field(lua_State *L, int t, const char *field, lua_Number def) {
+    lua_getfield(L, t, field);
+    lua_Number v = luaL_optnumber(L, -1, def);
+    lua_pop(L, 1);
+    return v;
+}
+
+static void batch_headers(lua_State *L, int hdrs, int pins, tide_test_headers_t *h) {
+    int nh = (int)lua_objlen(L, hdrs);
+    int32_t *lens = calloc((size_t)nh + 1, sizeof(int32_t));
+    h->names = calloc((size_t)nh + 1, sizeof(char *));
+    h->vals = calloc((size_t)nh + 1, sizeof(char *));
+    h->lens = lens;
+    if (!h->names || !h->vals || !lens) luaL_error(L, "not enough memory");
+    for (int j = 0; j < nh; j++) {
+        int32_t nlen;
+        lua_rawgeti(L, hdrs, j + 1);
+        int pair = lua_gettop(L);
+        luaL_argcheck(L, lua_istable(L, pair), 1, "a header is a { name, value } pair");
+        lua_rawgeti(L, pair, 1);
+        h->names[j] = pin(L, lua_gettop(L), pins, &nlen);
+        lua_rawgeti(L, pair, 2);
+        h->vals[j] = pin(L, lua_gettop(L), pins, &lens[j]);
+        lua_pop(L, 3);
+        luaL_argcheck(L, h->names[j] != NULL, 1, "a header has no name");
+        h->n = j + 1;
+    }
+}
+
+/* core.batch({ { key=, value=, topic=, partition=, offset=, timestamp=,
+ *               headers = { {name, value}, ... } }, ... }) */
+static int batch_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    test_batch_t *tb = lua_newuserdata(L, sizeof(*tb));
+    memset(tb, 0, sizeof(*tb));
+    tb->closed = 1; /* until allocated */
+    luaL_getmetatable(L, BATCH_MT);
+    lua_setmetatable(L, -2);
+    lua_newtable(L);
+    int pins = lua_gettop(L);
+    tb->b.recs = calloc((size_t)(n ? n : 1), sizeof(tide_rec_t));
+    tb->hdrs = calloc((size_t)(n ? n : 1), sizeof(tide_test_headers_t));
+    if (!tb->b.recs || !tb->hdrs) {
+        free(tb->b.recs);
+        free(tb->hdrs);
+        return luaL_error(L, "not enough memory");
+    }
+    tb->closed = 0;
+    tb->n = n;
+    tb->b.n = n;
+    for (int i = 0; i < n; i++) {
+        tide_rec_t *r = &tb->b.recs[i];
+        int32_t len;
+        lua_rawgeti(L, 1, i + 1);
+        int t = lua_gettop(L);
+        if (!lua_istable(L, t)) return luaL_error(L, "batch: record %d is not a table", i + 1);
+        r->key = pin_field(L, t, "key", pins, &r->key_len);
+        r->val = pin_field(L, t, "value", pins, &r->val_len);
+        r->topic = pin_field(L, t, "topic", pins, &len);
+        if (!r->topic) r->topic = "";
+        r->partition = (int32_t)num_field(L, t, "partition", 0);
+        r->offset = (int64_t)num_field(L, t, "offset", i);
+        r->timestamp = (int64_t)num_field(L, t, "timestamp", -1);
+        r->index = i;
+        lua_getfield(L, t, "headers");
+        if (lua_istable(L, -1)) {
+            batch_headers(L, lua_gettop(L), pins, &tb->hdrs[i]);
+            r->msg = &tb->hdrs[i];
+        }
+        lua_pop(L, 2);
+    }
+    lua_setfenv(L, -2);
+    return 1;
+}
+
+static int batch_ptr(lua_State *L) {
+    lua_pushlightuserdata(L, &check_batch(L, 1)->b);
+    return 1;
+}
+
+static int batch_cursor(lua_State *L) {
+    lua_pushinteger(L, check_batch(L, 1)->b.cursor);
+    return 1;
+}
+
+/* core.dispatch(run, batch, sink, on_error, detector, version)
+ *   -> failures { { index=, class=, message=, traceback= } }, stopped */
+static void collect_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
+    lua_State *L = ud;
+    (void)r;
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, f->index);
+    lua_setfield(L, -2, "index");
+    lua_pushstring(L, f->cls);
+    lua_setfield(L, -2, "class");
+    lua_pushstring(L, f->message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, f->traceback);
+    lua_setfield(L, -2, "traceback");
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+}
+
+static int core_dispatch(lua_State *L) {
+    static const char *const policies[] = {"dlq", "skip", "stop", NULL};
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    test_batch_t *tb = check_batch(L, 2);
+    tide_sink_t *s = check_sink(L, 3);
+    int policy = luaL_checkoption(L, 4, "dlq", policies);
+    const char *detector = luaL_optstring(L, 5, "");
+    const char *version = luaL_optstring(L, 6, "");
+    lua_pushvalue(L, 1);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L); /* failures, filled by collect_failure */
+    tide_lua_error_t err = {0};
+    tide_status_t st =
+        tide_lua_dispatch(L, ref, &tb->b, s, current_api(L), (tide_on_error_t)policy,
+                          detector, version, &err, collect_failure, L);
+    tide_lua_error_free(&err);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    lua_pushboolean(L, st == TIDE_STOPPED);
+    return 2;
+}
+
+int luaopen_tide_core(lua_State *L) {
+    static const luaL_Reg sink_methods[] = {
+        {"ptr", sink_ptr}, {"entries", sink_entries}, {"clear", sink_clear},
+        {"close", sink_close}, {NULL, NULL}};
+    static const luaL_Reg batch_methods[] = {
+        {"ptr", batch_ptr}, {"cursor", batch_cursor}, {"close", batch_close},
+        {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"api", core_api},     {"hash", core_hash},   {"log", core_log},
+        {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
+        {NULL, NULL}};
+
+    if (luaL_newmetatable(L, SINK_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, sink_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, sink_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, BATCH_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, batch_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, batch_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    lua_pushstring(L, tide_ffi_cdef);
+    lua_setfield(L, -2, "cdef");
+    return 1;
+}

@@ -1,0 +1,71 @@
+/*
+ * lua_call.h: the one way from C into Lua, and the batch dispatch loop.
+ * Only bindings/ includes this (it needs lua.h).
+ */
+#ifndef TIDE_LUA_CALL_H
+#define TIDE_LUA_CALL_H
+#include <lua.h>
+
+#include "runtime.h"
+
+/* The last error caught by tide_lua_pcall. Owned by its user; strings are
+ * malloc'd and replaced on the next error. */
+typedef struct tide_lua_error {
+    char cls[32];
+    char *message;
+    char *traceback;
+    size_t memory_limit; /* for the MemoryError message; 0: none */
+} tide_lua_error_t;
+
+/* lua_pcall with tide's message handler: classifies the error (a table
+ * { class, message } from tide.errors, a MemoryError, or a ProcessError) and
+ * keeps its traceback in *err. Returns lua_pcall's status; on error leaves
+ * nothing on the stack. */
+int tide_lua_pcall(lua_State *L, int nargs, int nresults, tide_lua_error_t *err);
+void tide_lua_error_free(tide_lua_error_t *err);
+
+/* The policy loop behind tide_runtime_dispatch, shared with tide.core:
+ * `run_ref` is a registry reference to the dispatcher's run function. */
+tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b,
+                                tide_sink_t *s, const tide_api_t *api,
+                                tide_on_error_t policy, const char *detector,
+                                const char *version, tide_lua_error_t *err,
+                                tide_failure_fn on_failure, void *ud);
+
+/* Registry keys for what tide.core hands to Lua. */
+#define TIDE_REG_API "tide.api"
+#define TIDE_REG_LOG "tide.log"
+
+/* Where ctx.log and print() go (registry TIDE_REG_LOG, a lightuserdata). */
+typedef struct tide_log_hook {
+    tide_log_fn fn;
+    void *ud;
+    const tide_sink_t *sink; /* for the record being processed, if any */
+} tide_log_hook_t;
+
+/* The module loader, also preloaded into every runtime. */
+int luaopen_tide_core(lua_State *L);
+
+/* Default api: emits into a sink; headers from tide_test_headers_t. */
+extern const tide_api_t tide_default_api;
+
+/* Headers of a record built by tide.core for tests (rec->msg points here). */
+typedef struct tide_test_headers {
+    int n;
+    const char **names;
+    const char **vals;
+    const int32_t *lens;
+} tide_test_headers_t;
+
+/* Scripts and the FFI header embedded by the build (build/gen/embedded.c). */
+typedef struct tide_embedded {
+    const char *module, *path, *source;
+    size_t len;
+} tide_embedded_t;
+extern const tide_embedded_t tide_embedded[];
+extern const char tide_ffi_cdef[];
+
+/* FNV-1a 64-bit of the bytes, as 16 hex digits plus NUL into out[17]. */
+void tide_hash_hex(const char *buf, size_t len, char out[17]);
+
+#endif

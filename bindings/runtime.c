@@ -1,0 +1,222 @@
+/*
+ * runtime.c: one detector's Lua runtime, behind runtime.h.
+ *
+ * Owns the lua_State (with a capped allocator), the sink its emits go to and
+ * the registry references to the dispatcher and close(). It preloads tide's
+ * scripts from the copies embedded in the binary, so the host needs no files
+ * besides the detector. It never talks to Kafka: the host lays out batches
+ * and produces what the sink holds.
+ */
+#include "runtime.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_call.h"
+
+typedef struct capped_alloc {
+    size_t used, peak, limit; /* limit 0: none */
+} capped_alloc_t;
+
+struct tide_runtime {
+    lua_State *L;
+    capped_alloc_t alloc;
+    tide_runtime_opts_t opts;
+    const tide_api_t *api;
+    tide_sink_t sink;
+    tide_log_hook_t log_hook;
+    tide_lua_error_t err;
+    int run_ref, close_ref;
+    tide_detector_info_t info;
+};
+
+/* The Lua heap cap. Shrinking and freeing always succeed, so the collector
+ * can always make room; growing past the limit fails, which Lua raises as a
+ * memory error in the detector (a MemoryError for that record). */
+static void *on_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    capped_alloc_t *a = ud;
+    if (nsize == 0) {
+        free(ptr);
+        a->used -= osize;
+        return NULL;
+    }
+    if (a->limit && nsize > osize && a->used - osize + nsize > a->limit)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (!p) return NULL;
+    a->used = a->used - osize + nsize;
+    if (a->used > a->peak) a->peak = a->used;
+    return p;
+}
+
+static char *dupstr(const char *s) { return strdup(s ? s : ""); }
+
+static char *field_str(lua_State *L, int t, const char *k) {
+    lua_getfield(L, t, k);
+    char *s = dupstr(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return s;
+}
+
+static char **field_list(lua_State *L, int t, const char *k, int *n) {
+    lua_getfield(L, t, k);
+    *n = (int)lua_objlen(L, -1);
+    char **v = calloc((size_t)*n + 1, sizeof(char *));
+    for (int i = 0; v && i < *n; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        v[i] = dupstr(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static void free_list(char **v, int n) {
+    for (int i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+static void read_info(lua_State *L, int t, tide_detector_info_t *d) {
+    d->name = field_str(L, t, "name");
+    d->path = field_str(L, t, "path");
+    d->version = field_str(L, t, "version");
+    d->description = field_str(L, t, "description");
+    d->value_serde = field_str(L, t, "value_serde");
+    d->key_serde = field_str(L, t, "key_serde");
+    d->inputs = field_list(L, t, "inputs", &d->n_inputs);
+    d->outputs = field_list(L, t, "outputs", &d->n_outputs);
+    char *p = field_str(L, t, "on_error");
+    d->on_error = !strcmp(p, "skip")   ? TIDE_ON_ERROR_SKIP
+                  : !strcmp(p, "stop") ? TIDE_ON_ERROR_STOP
+                                       : TIDE_ON_ERROR_DLQ;
+    free(p);
+}
+
+/* package.preload[module] = the compiled embedded script, for each one. */
+static int preload_scripts(lua_State *L) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_tide_core);
+    lua_setfield(L, -2, "tide.core");
+    for (const tide_embedded_t *e = tide_embedded; e->module; e++) {
+        char chunk[256];
+        snprintf(chunk, sizeof(chunk), "@%s", e->path);
+        if (luaL_loadbuffer(L, e->source, e->len, chunk) != 0)
+            return -1; /* message on the stack */
+        lua_setfield(L, -2, e->module);
+    }
+    lua_pop(L, 2);
+    return 0;
+}
+
+const char *tide_on_error_name(tide_on_error_t p) {
+    switch (p) {
+    case TIDE_ON_ERROR_SKIP: return "skip";
+    case TIDE_ON_ERROR_STOP: return "stop";
+    default: return "dlq";
+    }
+}
+
+tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
+                                tide_runtime_t **rtp, char **errp) {
+    *rtp = NULL;
+    tide_runtime_t *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        *errp = strdup("not enough memory");
+        return TIDE_ERROR;
+    }
+    rt->opts = *o;
+    rt->api = o->api ? o->api : &tide_default_api;
+    rt->run_ref = rt->close_ref = LUA_NOREF;
+    tide_sink_init(&rt->sink);
+    rt->L = lua_newstate(on_alloc, &rt->alloc);
+    if (!rt->L) {
+        free(rt);
+        *errp = strdup("cannot create a Lua state");
+        return TIDE_ERROR;
+    }
+    lua_State *L = rt->L;
+    luaL_openlibs(L);
+    rt->log_hook = (tide_log_hook_t){o->log, o->log_ud, &rt->sink};
+    lua_pushlightuserdata(L, (void *)rt->api);
+    lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_API);
+    lua_pushlightuserdata(L, &rt->log_hook);
+    lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_LOG);
+    if (preload_scripts(L) != 0) {
+        *errp = dupstr(lua_tostring(L, -1));
+        tide_runtime_close(rt);
+        return TIDE_ERROR;
+    }
+
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.host");
+    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) goto fail;
+    lua_getfield(L, -1, "open");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    lua_pushlightuserdata(L, &rt->sink);
+    if (tide_lua_pcall(L, 2, 3, &rt->err) != 0) goto fail;
+    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    read_info(L, lua_gettop(L), &rt->info);
+    lua_pop(L, 1);
+    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    /* Loading is done: from now on the detector lives within its cap. */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    rt->alloc.limit = o->memory_limit;
+    rt->err.memory_limit = o->memory_limit;
+    *rtp = rt;
+    return TIDE_OK;
+
+fail:
+    *errp = dupstr(rt->err.message);
+    rt->close_ref = LUA_NOREF; /* never call close() of a detector that did not open */
+    tide_runtime_close(rt);
+    return TIDE_ERROR;
+}
+
+const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt) {
+    return &rt->info;
+}
+
+tide_sink_t *tide_runtime_sink(tide_runtime_t *rt) { return &rt->sink; }
+
+tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b,
+                                    tide_failure_fn on_failure, void *ud) {
+    return tide_lua_dispatch(rt->L, rt->run_ref, b, &rt->sink, rt->api,
+                             rt->info.on_error, rt->info.name, rt->info.version,
+                             &rt->err, on_failure, ud);
+}
+
+size_t tide_runtime_heap_bytes(const tide_runtime_t *rt) { return rt->alloc.used; }
+size_t tide_runtime_heap_peak(const tide_runtime_t *rt) { return rt->alloc.peak; }
+
+void tide_runtime_stop(tide_runtime_t *rt) {
+    if (!rt->L || rt->close_ref == LUA_NOREF) return;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->close_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, rt->close_ref);
+    rt->close_ref = LUA_NOREF;
+    if (tide_lua_pcall(rt->L, 0, 0, &rt->err) != 0 && rt->opts.log)
+        rt->opts.log(rt->opts.log_ud, TIDE_LOG_ERROR, rt->err.message, NULL);
+}
+
+void tide_runtime_close(tide_runtime_t *rt) {
+    if (!rt) return;
+    tide_runtime_stop(rt);
+    if (rt->L) lua_close(rt->L);
+    tide_lua_error_free(&rt->err);
+    tide_sink_free(&rt->sink);
+    tide_detector_info_t *d = &rt->info;
+    free(d->name);
+    free(d->path);
+    free(d->version);
+    free(d->description);
+    free(d->value_serde);
+    free(d->key_serde);
+    free_list(d->inputs, d->n_inputs);
+    free_list(d->outputs, d->n_outputs);
+    free(rt);
+}

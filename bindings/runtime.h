@@ -1,0 +1,98 @@
+/*
+ * runtime.h: one detector's Lua runtime, as the C core sees it.
+ *
+ * The host never includes lua.h: it opens a runtime on a detector file, reads
+ * the detector's declared shape (tide_detector_info_t), and hands it batches.
+ * Everything Lua-specific (sandbox, allocator cap, the single protected call,
+ * the error policy loop) lives behind this header in bindings/.
+ */
+#ifndef TIDE_RUNTIME_H
+#define TIDE_RUNTIME_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sink.h"
+#include "tide_ffi.h"
+
+typedef enum tide_status {
+    TIDE_OK = 0,
+    TIDE_ERROR,   /* see the error string out-parameter */
+    TIDE_STOPPED, /* a record failed under on_error = "stop" */
+} tide_status_t;
+
+typedef enum tide_on_error {
+    TIDE_ON_ERROR_DLQ = 0,
+    TIDE_ON_ERROR_SKIP,
+    TIDE_ON_ERROR_STOP,
+} tide_on_error_t;
+
+/* Sink output index of dead-letter records (outputs are numbered from 0). */
+#define TIDE_OUTPUT_DLQ (-1)
+
+typedef enum tide_log_level {
+    TIDE_LOG_DEBUG = 0,
+    TIDE_LOG_INFO,
+    TIDE_LOG_WARN,
+    TIDE_LOG_ERROR,
+} tide_log_level_t;
+
+/* A record that failed. Strings are owned by the runtime and valid until the
+ * next dispatch or close. */
+typedef struct tide_failure {
+    int32_t index;         /* in the batch */
+    const char *cls;       /* DecodeError, ProcessError, MemoryError */
+    const char *message;   /* with the detector's file:line when it has one */
+    const char *traceback; /* may be empty */
+} tide_failure_t;
+
+typedef void (*tide_log_fn)(void *ud, tide_log_level_t level, const char *msg,
+                            const tide_rec_t *rec);
+typedef void (*tide_failure_fn)(void *ud, const tide_rec_t *rec,
+                                const tide_failure_t *f);
+
+typedef struct tide_runtime_opts {
+    size_t memory_limit;   /* Lua heap cap in bytes; 0: none */
+    const tide_api_t *api; /* NULL: bindings' default (test headers) */
+    tide_log_fn log;       /* ctx.log and print(); NULL: stderr */
+    void *log_ud;
+} tide_runtime_opts_t;
+
+/* The detector's declared shape, owned by the runtime. */
+typedef struct tide_detector_info {
+    char *name, *path, *version, *description;
+    char **inputs;
+    int n_inputs;
+    char **outputs;
+    int n_outputs;
+    char *value_serde, *key_serde;
+    tide_on_error_t on_error;
+} tide_detector_info_t;
+
+typedef struct tide_runtime tide_runtime_t;
+
+/* Load, validate and init the detector at `path` in a fresh sandboxed state.
+ * On failure returns TIDE_ERROR and sets *errp (malloc'd, caller frees) to
+ * "file:line: reason". */
+tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
+                                tide_runtime_t **rtp, char **errp);
+const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt);
+/* The sink emits go to; owned by the runtime, cleared by the caller. */
+tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);
+/* Run the batch from b->cursor to its end. A failed record is reported to
+ * on_failure, its emits are dropped, and on_error decides: DLQ appends a
+ * dead-letter entry (output TIDE_OUTPUT_DLQ) to the sink, SKIP drops it, STOP
+ * returns TIDE_STOPPED with b->cursor at the failed record. */
+tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b,
+                                    tide_failure_fn on_failure, void *ud);
+/* Lua heap bytes in use, and the peak. */
+size_t tide_runtime_heap_bytes(const tide_runtime_t *rt);
+size_t tide_runtime_heap_peak(const tide_runtime_t *rt);
+/* Call the detector's close(ctx) once (errors are logged); what it emits is
+ * left in the sink. */
+void tide_runtime_stop(tide_runtime_t *rt);
+/* Stop if not stopped yet, then free everything (NULL is fine). */
+void tide_runtime_close(tide_runtime_t *rt);
+
+const char *tide_on_error_name(tide_on_error_t p);
+
+#endif

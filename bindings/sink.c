@@ -1,0 +1,131 @@
+/*
+ * sink.c: the emit arena (see sink.h). Plain C, no Lua, no Kafka: it is
+ * called from JIT-compiled Lua through tide_api_t on every emit, so it only
+ * copies bytes and grows buffers geometrically.
+ */
+#include "sink.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void tide_sink_init(tide_sink_t *s) { memset(s, 0, sizeof(*s)); }
+
+void tide_sink_free(tide_sink_t *s) {
+    free(s->bytes);
+    free(s->entries);
+    free(s->hdrs);
+    memset(s, 0, sizeof(*s));
+}
+
+void tide_sink_clear(tide_sink_t *s) {
+    s->bytes_len = 0;
+    s->n = 0;
+    s->n_hdrs = 0;
+}
+
+void tide_sink_truncate(tide_sink_t *s, size_t first) {
+    if (first >= s->n) return;
+    const tide_sink_entry_t *e = &s->entries[first];
+    s->n_hdrs = e->hdr_first;
+    s->bytes_len = e->key_off; /* the entry's bytes start with its key */
+    s->n = first;
+}
+
+const char *tide_sink_bytes(const tide_sink_t *s, size_t off) {
+    return s->bytes + off;
+}
+const char *tide_sink_key(const tide_sink_t *s, const tide_sink_entry_t *e) {
+    return e->key_len < 0 ? NULL : s->bytes + e->key_off;
+}
+const char *tide_sink_val(const tide_sink_t *s, const tide_sink_entry_t *e) {
+    return e->val_len < 0 ? NULL : s->bytes + e->val_off;
+}
+
+/* Grow `*buf` (of `*cap` elements of `size`) to hold `need`. */
+static int grow(void **buf, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return 0;
+    size_t ncap = *cap ? *cap : 64;
+    while (ncap < need) ncap *= 2;
+    void *nb = realloc(*buf, ncap * size);
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
+/* Copy len bytes (len < 0: nothing) into the arena; returns the offset. */
+static int put_bytes(tide_sink_t *s, const char *p, int32_t len, size_t *off) {
+    size_t n = len > 0 ? (size_t)len : 0;
+    if (grow((void **)&s->bytes, &s->bytes_cap, s->bytes_len + n, 1)) return -1;
+    *off = s->bytes_len;
+    if (n) memcpy(s->bytes + s->bytes_len, p, n);
+    s->bytes_len += n;
+    return 0;
+}
+
+int tide_sink_emit(tide_sink_t *s, int32_t output, const char *key,
+                   int32_t key_len, const char *val, int32_t val_len) {
+    if (grow((void **)&s->entries, &s->cap, s->n + 1, sizeof(*s->entries)))
+        return -1;
+    tide_sink_entry_t *e = &s->entries[s->n];
+    if (put_bytes(s, key, key_len, &e->key_off) ||
+        put_bytes(s, val, val_len, &e->val_off))
+        return -1;
+    e->output = output;
+    e->source = s->batch ? s->batch->cursor : -1;
+    e->key_len = key ? key_len : -1;
+    e->val_len = val ? val_len : -1;
+    e->hdr_first = (uint32_t)s->n_hdrs;
+    e->hdr_count = 0;
+    s->n++;
+    return 0;
+}
+
+int tide_sink_emit_header(tide_sink_t *s, const char *name, int32_t name_len,
+                          const char *val, int32_t val_len) {
+    if (s->n == 0 || name_len < 0) return -1;
+    if (grow((void **)&s->hdrs, &s->cap_hdrs, s->n_hdrs + 1, sizeof(*s->hdrs)))
+        return -1;
+    tide_sink_hdr_t *h = &s->hdrs[s->n_hdrs];
+    if (put_bytes(s, name, name_len, &h->name_off) ||
+        put_bytes(s, val, val_len, &h->val_off))
+        return -1;
+    h->name_len = name_len;
+    h->val_len = val ? val_len : -1;
+    s->n_hdrs++;
+    s->entries[s->n - 1].hdr_count++;
+    return 0;
+}
+
+int tide_utf8_valid(const char *buf, int32_t len) {
+    const unsigned char *p = (const unsigned char *)buf;
+    const unsigned char *end = p + (len > 0 ? len : 0);
+    while (p < end) {
+        /* ASCII fast path, eight bytes at a time */
+        while (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (w & 0x8080808080808080ULL) break;
+            p += 8;
+        }
+        if (p >= end) break;
+        unsigned c = *p;
+        if (c < 0x80) { p++; continue; }
+        int n;
+        unsigned min;
+        if (c >= 0xC2 && c <= 0xDF) { n = 1; min = 0x80; }
+        else if (c >= 0xE0 && c <= 0xEF) { n = 2; min = 0x800; }
+        else if (c >= 0xF0 && c <= 0xF4) { n = 3; min = 0x10000; }
+        else return 0;
+        if (end - p <= n) return 0;
+        unsigned cp = c & (0x3F >> n);
+        for (int i = 1; i <= n; i++) {
+            if ((p[i] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}

@@ -1,0 +1,58 @@
+/*
+ * sink.h: the records a detector emits, collected in C while a batch runs.
+ *
+ * A sink is an append-only arena of output records. Every entry remembers the
+ * input record (batch cursor) that produced it, so when a record fails, C drops
+ * exactly what that record emitted (tide_sink_truncate) and keeps the rest.
+ * The host produces the entries to Kafka after the batch; the test driver
+ * reads them back into Lua. The sink never talks to Kafka itself.
+ */
+#ifndef TIDE_SINK_H
+#define TIDE_SINK_H
+#include <stddef.h>
+#include <stdint.h>
+#include "tide_ffi.h"
+
+typedef struct tide_sink_hdr {
+    size_t name_off, val_off;  /* offsets into the sink's byte arena */
+    int32_t name_len, val_len; /* val_len -1: null header value */
+} tide_sink_hdr_t;
+
+typedef struct tide_sink_entry {
+    int32_t output;  /* index into the detector's outputs (or a special sink) */
+    int32_t source;  /* batch cursor of the input record, -1 outside a batch */
+    size_t key_off, val_off;
+    int32_t key_len, val_len; /* -1: null */
+    uint32_t hdr_first, hdr_count;
+} tide_sink_entry_t;
+
+struct tide_sink {
+    const tide_batch_t *batch; /* the batch being dispatched, or NULL */
+    char *bytes;               /* owned; entries point into it by offset */
+    size_t bytes_len, bytes_cap;
+    tide_sink_entry_t *entries; /* owned */
+    size_t n, cap;
+    tide_sink_hdr_t *hdrs; /* owned */
+    size_t n_hdrs, cap_hdrs;
+};
+
+void tide_sink_init(tide_sink_t *s);
+void tide_sink_free(tide_sink_t *s);
+/* Forget every entry; keeps the memory for the next batch. */
+void tide_sink_clear(tide_sink_t *s);
+/* Drop every entry from index `first` on (used to drop a failed record's emits). */
+void tide_sink_truncate(tide_sink_t *s, size_t first);
+/* Borrowed views into the arena: valid until the next emit, clear or free. */
+const char *tide_sink_key(const tide_sink_t *s, const tide_sink_entry_t *e);
+const char *tide_sink_val(const tide_sink_t *s, const tide_sink_entry_t *e);
+const char *tide_sink_bytes(const tide_sink_t *s, size_t off);
+
+int tide_sink_emit(tide_sink_t *s, int32_t output, const char *key,
+                   int32_t key_len, const char *val, int32_t val_len);
+int tide_sink_emit_header(tide_sink_t *s, const char *name, int32_t name_len,
+                          const char *val, int32_t val_len);
+
+/* 1 when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
+int tide_utf8_valid(const char *buf, int32_t len);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * tide_ffi.h: the one boundary between tide's C core and its Lua dispatcher.
+ *
+ * Both sides read this file: C includes it, and the build embeds its text so
+ * that scripts/tide/dispatch.lua can pass it to ffi.cdef() (lines starting
+ * with '#' are dropped for the FFI). Keep it plain C declarations only: no
+ * macros, no includes, fixed-width types.
+ *
+ * The hot path is here: records are laid out by C as an array of tide_rec_t,
+ * Lua reads them in place, and emits come back through tide_api_t function
+ * pointers, which LuaJIT compiles into direct calls.
+ */
+#ifndef TIDE_FFI_H
+#define TIDE_FFI_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* One input record. Every pointer is borrowed from the consumer's message and
+ * is valid only while the batch is being dispatched. A length of -1 means
+ * null (a Kafka tombstone has a null value). */
+typedef struct tide_rec {
+    const char *key;
+    const char *val;
+    const char *topic;  /* NUL-terminated */
+    int32_t key_len;
+    int32_t val_len;
+    int32_t partition;
+    int32_t index;      /* position in the batch */
+    int64_t offset;
+    int64_t timestamp;  /* ms since the epoch, -1 when unknown */
+    void *msg;          /* the rd_kafka_message_t, for headers; may be NULL */
+} tide_rec_t;
+
+/* A batch handed to the dispatcher. The dispatcher writes `cursor` before it
+ * calls process() on a record, so when the batch call fails, C knows which
+ * record failed and resumes after it. */
+typedef struct tide_batch {
+    tide_rec_t *recs;
+    int32_t n;
+    int32_t cursor;
+} tide_batch_t;
+
+/* Where emitted records go (owned by C, see bindings/sink.h). */
+typedef struct tide_sink tide_sink_t;
+
+/* The functions Lua calls per record. One static instance lives in C;
+ * Lua gets a pointer to it through tide.core.api(). */
+typedef struct tide_api {
+    /* Append one output record for the record at batch->cursor.
+     * Copies key and value. A length of -1 is null. Returns 0, or -1 when
+     * memory is exhausted. */
+    int (*emit)(tide_sink_t *sink, int32_t output, const char *key,
+                int32_t key_len, const char *val, int32_t val_len);
+    /* Add a header to the record emitted last. Returns 0 or -1. */
+    int (*emit_header)(tide_sink_t *sink, const char *name, int32_t name_len,
+                       const char *val, int32_t val_len);
+    /* 1 when buf[0..len) is well-formed UTF-8. */
+    int (*utf8_valid)(const char *buf, int32_t len);
+    /* Number of headers of a record, and the idx-th one (0 or -1). */
+    int (*header_count)(const tide_rec_t *rec);
+    int (*header_get)(const tide_rec_t *rec, int32_t idx, const char **name,
+                      const void **val, size_t *val_len);
+} tide_api_t;
+
+#endif

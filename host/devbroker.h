@@ -1,0 +1,25 @@
+/*
+ * devbroker.h: the development broker, librdkafka's mock cluster.
+ *
+ * It speaks the real Kafka protocol on 127.0.0.1 (a random port), keeps about
+ * 5 MiB per partition in memory, does not compact and cannot create topics
+ * through the Admin API: good for a laptop and for tests, never production.
+ */
+#ifndef TIDE_DEVBROKER_H
+#define TIDE_DEVBROKER_H
+
+typedef struct tide_devbroker tide_devbroker_t;
+
+/* Start a one-broker cluster; topics unknown to it auto-create with
+ * `partitions` partitions. Returns NULL with *errp set on failure. */
+tide_devbroker_t *tide_devbroker_start(int partitions, char **errp);
+/* "127.0.0.1:port" (owned by the broker). */
+const char *tide_devbroker_bootstraps(const tide_devbroker_t *b);
+int tide_devbroker_create_topic(tide_devbroker_t *b, const char *topic, int partitions,
+                                char **errp);
+void tide_devbroker_stop(tide_devbroker_t *b);
+
+/* `tide broker [--topic name:partitions]... [--partitions N]` */
+int tide_devbroker_main(int argc, char **argv);
+
+#endif

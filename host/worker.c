@@ -1,0 +1,525 @@
+/*
+ * worker.c: the record path of one detector (see worker.h).
+ *
+ * Owns: the consumer, the per-partition offsets (what was processed, what was
+ * committed), the producer and the runtime. At-least-once, honestly: an
+ * offset is committed only after the producer has acknowledged every output
+ * of the records before it (flush, then commit), at the commit interval, on
+ * revoke and at shutdown. Never commits ahead of what is durable; never calls
+ * into Lua except through the runtime.
+ */
+#include "worker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "log.h"
+#include "produce.h"
+#include "runtime.h"
+
+/* What tide knows of one assigned input partition. */
+typedef struct tide_partition {
+    char *topic;
+    int32_t partition;
+    int64_t processed; /* last offset processed, -1 none in this assignment */
+    int64_t committed; /* next offset committed, -1 none */
+} tide_partition_t;
+
+typedef struct tide_worker {
+    const tide_worker_opts_t *o;
+    tide_runtime_t *rt;
+    const tide_detector_info_t *info;
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *queue;
+    tide_producer_t *producer;
+    tide_partition_t *parts;
+    int n_parts, cap_parts, last_hit;
+    int max_batch;
+    rd_kafka_message_t **msgs;
+    tide_rec_t *recs;
+    tide_partition_t **rec_part; /* partition of each laid-out record */
+    int fatal;
+    int shutdown_timeout_ms;
+    /* counters */
+    uint64_t records_in, errors, dropped, batches;
+    int64_t first_record_ms, last_record_ms;
+    int assigned_once;
+    /* error-log rate limit */
+    int64_t err_window_ms;
+    int err_in_window;
+    uint64_t err_suppressed;
+} tide_worker_t;
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- partitions */
+
+static tide_partition_t *part_find(tide_worker_t *w, const char *topic, int32_t partition) {
+    if (w->last_hit < w->n_parts) {
+        tide_partition_t *p = &w->parts[w->last_hit];
+        if (p->partition == partition && !strcmp(p->topic, topic)) return p;
+    }
+    for (int i = 0; i < w->n_parts; i++) {
+        tide_partition_t *p = &w->parts[i];
+        if (p->partition == partition && !strcmp(p->topic, topic)) {
+            w->last_hit = i;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static tide_partition_t *part_add(tide_worker_t *w, const char *topic, int32_t partition) {
+    tide_partition_t *p = part_find(w, topic, partition);
+    if (p) return p;
+    if (w->n_parts == w->cap_parts) {
+        int cap = w->cap_parts ? w->cap_parts * 2 : 16;
+        tide_partition_t *np = realloc(w->parts, (size_t)cap * sizeof(*np));
+        if (!np) return NULL;
+        w->parts = np;
+        w->cap_parts = cap;
+    }
+    p = &w->parts[w->n_parts++];
+    *p = (tide_partition_t){strdup(topic), partition, -1, -1};
+    return p;
+}
+
+static void part_remove(tide_worker_t *w, const char *topic, int32_t partition) {
+    tide_partition_t *p = part_find(w, topic, partition);
+    if (!p) return;
+    free(p->topic);
+    *p = w->parts[--w->n_parts];
+    w->last_hit = 0;
+}
+
+/* "topic[0,1,2] other[3]" for logs. */
+static void describe(const rd_kafka_topic_partition_list_t *l, char *buf, size_t cap) {
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->cnt && o + 64 < cap; i++) {
+        const rd_kafka_topic_partition_t *t = &l->elems[i];
+        int same = i > 0 && !strcmp(l->elems[i - 1].topic, t->topic);
+        if (!same)
+            o += (size_t)snprintf(buf + o, cap - o, "%s%s[%d", i ? "] " : "", t->topic,
+                                  (int)t->partition);
+        else
+            o += (size_t)snprintf(buf + o, cap - o, ",%d", (int)t->partition);
+    }
+    if (l->cnt && o + 2 < cap) snprintf(buf + o, cap - o, "]");
+}
+
+/* ---------------------------------------------------------------- commit */
+
+static int is_rebalance_race(rd_kafka_resp_err_t e) {
+    return e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+           e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+           e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+           e == RD_KAFKA_RESP_ERR__STATE;
+}
+
+/* Commit what was processed, for every partition or only those in `only`.
+ * Flushes the producer first: nothing is committed ahead of its outputs. */
+static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
+                  const char *why) {
+    char *err = NULL;
+    if (tide_producer_flush(w->producer, w->shutdown_timeout_ms, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "not committing (%s): %s", why, err);
+        free(err);
+        w->fatal = 1; /* a lost output: restart from the last commit */
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(w->n_parts);
+    for (int i = 0; i < w->n_parts; i++) {
+        tide_partition_t *p = &w->parts[i];
+        if (p->processed < 0 || p->processed + 1 <= p->committed) continue;
+        if (only && !rd_kafka_topic_partition_list_find(only, p->topic, p->partition))
+            continue;
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->processed + 1;
+    }
+    int rc = 0;
+    if (l->cnt) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, l, 0);
+        if (!e) {
+            for (int i = 0; i < l->cnt; i++) {
+                tide_partition_t *p = part_find(w, l->elems[i].topic, l->elems[i].partition);
+                if (p) p->committed = l->elems[i].offset;
+            }
+            tide_log(TIDE_LOG_DEBUG, TIDE_AT_NONE, "committed %d partition(s) (%s)", l->cnt, why);
+        } else if (is_rebalance_race(e)) {
+            /* The group is rebalancing: the offsets stay pending and are
+             * committed after it, or on revoke. Not fatal. */
+            tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "commit deferred until the rebalance ends: %s",
+                     rd_kafka_err2str(e));
+            rc = -1;
+        } else {
+            tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "commit failed (%s): %s", why,
+                     rd_kafka_err2str(e));
+            rc = -1;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- rebalance */
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    tide_worker_t *w = opaque;
+    char desc[2048];
+    describe(parts, desc, sizeof(desc));
+    char field[2100];
+    tide_json_str(field, sizeof(field), desc, strlen(desc));
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++)
+            part_add(w, parts->elems[i].topic, parts->elems[i].partition);
+        rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+        if (e) {
+            tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "assign failed: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            w->fatal = 1;
+        }
+        w->assigned_once = 1;
+        if (!w->last_record_ms) w->last_record_ms = now_ms();
+        tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "partitions assigned", "partitions", field,
+                   (char *)NULL);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        /* A lost assignment belongs to someone else already: committing
+         * would fail, and the new owner reprocesses from the last commit. */
+        if (!rd_kafka_assignment_lost(rk)) commit(w, parts, "revoke");
+        for (int i = 0; i < parts->cnt; i++)
+            part_remove(w, parts->elems[i].topic, parts->elems[i].partition);
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e) {
+            tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "unassign: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE,
+                   rd_kafka_assignment_lost(rk) ? "partitions lost" : "partitions revoked",
+                   "partitions", field, (char *)NULL);
+    } else {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "rebalance error: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static void on_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
+    tide_worker_t *w = ud;
+    w->errors++;
+    /* At most 20 error lines a second: a detector failing every record must
+     * not drown the logs (the DLQ and the metrics have every one). */
+    int64_t t = now_ms();
+    if (t - w->err_window_ms >= 1000) {
+        if (w->err_suppressed)
+            tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%" PRIu64 " more record error(s) not logged",
+                     w->err_suppressed);
+        w->err_window_ms = t;
+        w->err_in_window = 0;
+        w->err_suppressed = 0;
+    }
+    if (w->err_in_window++ >= 20) {
+        w->err_suppressed++;
+        return;
+    }
+    char cls[64], trace[4096];
+    tide_json_str(cls, sizeof(cls), f->cls, strlen(f->cls));
+    tide_json_str(trace, sizeof(trace), f->traceback, strlen(f->traceback));
+    const char *action = tide_on_error_name(w->info->on_error);
+    char act[32];
+    tide_json_str(act, sizeof(act), action, strlen(action));
+    tide_logkv(TIDE_LOG_WARN, (tide_log_at_t){r->topic, r->partition, r->offset}, f->message,
+               "error_class", cls, "on_error", act, "traceback", trace, (char *)NULL);
+}
+
+static void on_lua_log(void *ud, tide_log_level_t level, const char *msg, const tide_rec_t *r) {
+    (void)ud;
+    tide_log(level, r ? (tide_log_at_t){r->topic, r->partition, r->offset} : TIDE_AT_NONE,
+             "%s", msg);
+}
+
+/* ---------------------------------------------------------------- the api */
+
+/* Headers come from the consumed rd_kafka_message_t (rec->msg). */
+static int host_header_count(const tide_rec_t *r) {
+    rd_kafka_headers_t *h = NULL;
+    if (!r->msg || rd_kafka_message_headers(r->msg, &h) || !h) return 0;
+    return (int)rd_kafka_header_cnt(h);
+}
+
+static int host_header_get(const tide_rec_t *r, int32_t i, const char **name,
+                           const void **val, size_t *len) {
+    rd_kafka_headers_t *h = NULL;
+    if (!r->msg || rd_kafka_message_headers(r->msg, &h) || !h) return -1;
+    return rd_kafka_header_get_all(h, (size_t)i, name, val, len) ? -1 : 0;
+}
+
+static const tide_api_t host_api = {
+    tide_sink_emit, tide_sink_emit_header, tide_utf8_valid, host_header_count,
+    host_header_get,
+};
+
+/* ---------------------------------------------------------------- setup */
+
+static int kset(rd_kafka_conf_t *conf, const char *k, const char *v) {
+    char err[512];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) == RD_KAFKA_CONF_OK) return 0;
+    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "consumer: %s", err);
+    return -1;
+}
+
+static int open_consumer(tide_worker_t *w) {
+    const tide_config_t *c = w->o->config;
+    char group[512], err[512];
+    snprintf(group, sizeof(group), "%s.%s", tide_config_str(c, "application.id"), w->info->name);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char *cerr = NULL;
+    /* Defaults first, so the user's properties override them. Without
+     * fetch.queue.backoff.ms=10 the consumer pauses a whole second each time
+     * its queue fills, and throughput falls to a tenth (DESIGN.md). */
+    if (kset(conf, "auto.offset.reset", "earliest") ||
+        kset(conf, "fetch.queue.backoff.ms", "10") ||
+        tide_config_apply_kafka(c, conf, TIDE_CLIENT_CONSUMER, &cerr) ||
+        kset(conf, "bootstrap.servers", w->o->bootstraps) || kset(conf, "group.id", group) ||
+        kset(conf, "partition.assignment.strategy", "cooperative-sticky") ||
+        kset(conf, "enable.auto.commit", "false") ||
+        kset(conf, "enable.auto.offset.store", "false")) {
+        if (cerr) tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", cerr);
+        free(cerr);
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_opaque(conf, w);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!w->consumer) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "consumer: %s", err);
+        return -1;
+    }
+    rd_kafka_poll_set_consumer(w->consumer);
+    w->queue = rd_kafka_queue_get_consumer(w->consumer);
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new(w->info->n_inputs);
+    for (int i = 0; i < w->info->n_inputs; i++)
+        rd_kafka_topic_partition_list_add(topics, w->info->inputs[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(w->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "subscribe: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", group);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+/* Lay the batch out for the dispatcher; returns the number of records. */
+static int lay_out(tide_worker_t *w, int n) {
+    int nr = 0;
+    for (int i = 0; i < n; i++) {
+        rd_kafka_message_t *m = w->msgs[i];
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                tide_log(TIDE_LOG_WARN,
+                         (tide_log_at_t){m->rkt ? rd_kafka_topic_name(m->rkt) : NULL,
+                                         m->partition, -1},
+                         "consumer: %s", rd_kafka_message_errstr(m));
+            continue;
+        }
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        tide_partition_t *p = part_find(w, topic, m->partition);
+        /* Not past the last record processed here: a redelivery within
+         * this assignment. Drop it and count it. */
+        if (!p || m->offset <= p->processed) {
+            w->dropped++;
+            continue;
+        }
+        tide_rec_t *r = &w->recs[nr];
+        r->key = m->key;
+        r->key_len = m->key ? (int32_t)m->key_len : -1;
+        r->val = m->payload;
+        r->val_len = m->payload ? (int32_t)m->len : -1;
+        r->topic = topic;
+        r->partition = m->partition;
+        r->index = nr;
+        r->offset = m->offset;
+        r->timestamp = rd_kafka_message_timestamp(m, NULL);
+        r->msg = m;
+        w->rec_part[nr] = p;
+        nr++;
+    }
+    return nr;
+}
+
+/* One batch: dispatch, produce, advance the processed offsets. */
+static int process_batch(tide_worker_t *w, int n) {
+    int nr = lay_out(w, n);
+    if (nr == 0) return 0;
+    int64_t t = now_ms();
+    if (!w->first_record_ms) w->first_record_ms = t;
+    w->last_record_ms = t;
+    tide_batch_t b = {w->recs, nr, 0};
+    tide_sink_t *s = tide_runtime_sink(w->rt);
+    tide_status_t st = tide_runtime_dispatch(w->rt, &b, on_failure, w);
+    int done = st == TIDE_STOPPED ? b.cursor : nr;
+    char *err = NULL;
+    int rc = tide_producer_send(w->producer, s, &b, &err);
+    tide_sink_clear(s);
+    if (rc) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        w->fatal = 1;
+        return -1;
+    }
+    for (int i = 0; i < done; i++) w->rec_part[i]->processed = w->recs[i].offset;
+    w->records_in += (uint64_t)done;
+    w->batches++;
+    if (st == TIDE_STOPPED) {
+        const tide_rec_t *r = &w->recs[done];
+        tide_log(TIDE_LOG_ERROR, (tide_log_at_t){r->topic, r->partition, r->offset},
+                 "detector stopped on a failed record (on_error = \"stop\"); "
+                 "offsets are committed up to the record before it");
+        return 1;
+    }
+    return 0;
+}
+
+static long max_rss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void log_stopped(tide_worker_t *w, int64_t end_ms) {
+    char in[32], out[32], dlq[32], errs[32], drop[32], el[32], rate[32], rss[32], heap[32];
+    int64_t elapsed = w->first_record_ms ? end_ms - w->first_record_ms : 0;
+    snprintf(in, sizeof(in), "%" PRIu64, w->records_in);
+    snprintf(out, sizeof(out), "%" PRIu64, tide_producer_sent(w->producer));
+    snprintf(dlq, sizeof(dlq), "%" PRIu64, tide_producer_dead_lettered(w->producer));
+    snprintf(errs, sizeof(errs), "%" PRIu64, w->errors);
+    snprintf(drop, sizeof(drop), "%" PRIu64, w->dropped);
+    snprintf(el, sizeof(el), "%" PRId64, elapsed);
+    snprintf(rate, sizeof(rate), "%.0f", elapsed > 0 ? w->records_in * 1000.0 / elapsed : 0.0);
+    snprintf(rss, sizeof(rss), "%ld", max_rss_kb());
+    snprintf(heap, sizeof(heap), "%zu", w->rt ? tide_runtime_heap_peak(w->rt) : (size_t)0);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "stopped", "records_in", in, "records_out", out,
+               "dlq", dlq, "errors", errs, "dropped", drop, "elapsed_ms", el, "rate", rate,
+               "max_rss_kb", rss, "lua_heap_peak_bytes", heap, (char *)NULL);
+}
+
+static tide_runtime_t *open_runtime(const tide_worker_opts_t *o) {
+    tide_runtime_opts_t ro = {0};
+    ro.memory_limit = (size_t)tide_config_int(o->config, "detector.memory.limit.bytes");
+    ro.log = on_lua_log;
+    ro.api = &host_api;
+    tide_runtime_t *rt = NULL;
+    char *err = NULL;
+    if (tide_runtime_open(&ro, o->path, &rt, &err) != TIDE_OK) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "detector %s refused: %s", o->path, err);
+        fprintf(stderr, "tide: cannot load %s:\n%s\n", o->path, err);
+        free(err);
+        return NULL;
+    }
+    return rt;
+}
+
+tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
+    tide_worker_t wk = {0}, *w = &wk;
+    w->o = o;
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "loading %s", o->path);
+    w->rt = open_runtime(o);
+    if (!w->rt) return TIDE_WORKER_LOAD_FAILED;
+    w->info = tide_runtime_info(w->rt);
+    tide_log_set_detector(w->info->name);
+    {
+        char v[64];
+        tide_json_str(v, sizeof(v), w->info->version, strlen(w->info->version));
+        tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector loaded", "version", v, (char *)NULL);
+    }
+    const tide_config_t *c = o->config;
+    w->max_batch = (int)tide_config_int(c, "max.poll.records");
+    w->shutdown_timeout_ms = (int)tide_config_int(c, "shutdown.timeout.ms");
+    w->msgs = calloc((size_t)w->max_batch, sizeof(*w->msgs));
+    w->recs = calloc((size_t)w->max_batch, sizeof(*w->recs));
+    w->rec_part = calloc((size_t)w->max_batch, sizeof(*w->rec_part));
+
+    char dlq[512];
+    snprintf(dlq, sizeof(dlq), "%s.%s-dlq", tide_config_str(c, "application.id"), w->info->name);
+    char *err = NULL;
+    w->producer = tide_producer_new(c, o->bootstraps, w->info->outputs, w->info->n_outputs,
+                                    dlq, &err);
+    tide_worker_exit_t exit_code = TIDE_WORKER_DONE;
+    if (!w->producer) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        exit_code = TIDE_WORKER_FAILED;
+        goto out;
+    }
+    if (open_consumer(w)) {
+        exit_code = TIDE_WORKER_FAILED;
+        goto out;
+    }
+
+    int64_t commit_every = tide_config_int(c, "commit.interval.ms");
+    int64_t next_commit = now_ms() + commit_every;
+    while (!*o->stop && !w->fatal) {
+        ssize_t n = rd_kafka_consume_batch_queue(w->queue, 100, w->msgs, (size_t)w->max_batch);
+        int rc = 0;
+        if (n > 0) {
+            rc = process_batch(w, (int)n);
+            for (ssize_t i = 0; i < n; i++) rd_kafka_message_destroy(w->msgs[i]);
+        }
+        tide_producer_poll(w->producer);
+        if (rc > 0) {
+            exit_code = TIDE_WORKER_STOPPED_ON_ERROR;
+            break;
+        }
+        int64_t t = now_ms();
+        if (t >= next_commit) {
+            commit(w, NULL, "interval");
+            next_commit = t + commit_every;
+        }
+        if (o->max_records && w->records_in >= o->max_records) break;
+        if (o->idle_timeout_ms && w->assigned_once && t - w->last_record_ms >= o->idle_timeout_ms)
+            break;
+    }
+    if (w->fatal) exit_code = TIDE_WORKER_FAILED;
+
+    /* Shutdown: close(ctx) may still emit; produce that, then flush, commit
+     * and leave the group (the revoke that follows finds nothing to commit). */
+    tide_runtime_stop(w->rt);
+    if (!w->fatal && tide_producer_send(w->producer, tide_runtime_sink(w->rt), NULL, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        exit_code = TIDE_WORKER_FAILED;
+    }
+    if (!w->fatal && commit(w, NULL, "shutdown")) exit_code = TIDE_WORKER_FAILED;
+    log_stopped(w, now_ms());
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "leaving consumer group");
+    rd_kafka_consumer_close(w->consumer);
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "left consumer group");
+
+out:
+    if (w->queue) rd_kafka_queue_destroy(w->queue);
+    if (w->consumer) rd_kafka_destroy(w->consumer);
+    tide_producer_free(w->producer);
+    tide_runtime_close(w->rt);
+    for (int i = 0; i < w->n_parts; i++) free(w->parts[i].topic);
+    free(w->parts);
+    free(w->msgs);
+    free(w->recs);
+    free(w->rec_part);
+    return exit_code;
+}

@@ -1,0 +1,165 @@
+--- Loading and validating a detector script.
+---
+--- A detector is a Lua file that returns a table:
+---   name      string, default: the file name without .lua
+---   inputs    list of topic names (at least one)
+---   outputs   list of topic names it may emit to (may be empty)
+---   process   function(rec, ctx), called once per input record
+---   init      optional function(ctx), called once before the first record
+---   close     optional function(ctx), called once at shutdown
+---   serde     value serde for inputs and outputs: "string" (default), "bytes", "json"
+---   key_serde key serde: "string" (default), "bytes", "json"
+---   on_error  "dlq" (default), "skip" or "stop"
+---   description optional text shown on the status page
+--- Every failure says file, line and reason, as Lua's own errors do.
+local sandbox = require("tide.sandbox")
+local serde = require("tide.serde")
+
+local M = {}
+
+local known_fields = {
+  name = "string", inputs = "table", outputs = "table", process = "function",
+  init = "function", close = "function", serde = "string", key_serde = "string",
+  on_error = "string", description = "string",
+}
+
+M.policies = { dlq = true, skip = true, stop = true }
+
+--- The line of the chunk's last top-level `return`, where the detector table is.
+local function return_line(source)
+  local line, n = 1, 0
+  for l in (source .. "\n"):gmatch("(.-)\n") do
+    n = n + 1
+    if l:match("^return%f[%W]") then line = n end
+  end
+  return line
+end
+
+--- Literal output names passed to emit, with their lines: ctx:emit("name", ...).
+local function literal_emits(source)
+  local found, n = {}, 0
+  for l in (source .. "\n"):gmatch("(.-)\n") do
+    n = n + 1
+    if not l:match("^%s*%-%-") then
+      for name in l:gmatch("emit%s*%(%s*[\"']([^\"']*)[\"']") do
+        found[#found + 1] = { name = name, line = n }
+      end
+    end
+  end
+  return found
+end
+
+local function list_of_names(t)
+  if #t == 0 and next(t) ~= nil then return false end
+  for k, v in pairs(t) do
+    if type(k) ~= "number" or type(v) ~= "string" or v == "" then return false end
+  end
+  return true
+end
+
+--- A short hash of the script source: the detector's version.
+function M.version(source)
+  return require("tide.core").hash(source)
+end
+
+--- Check a detector table; returns the normalised spec or nil, reason.
+---@param det any what the script returned
+---@param path string
+---@param source string
+function M.validate(det, path, source)
+  local rline = return_line(source)
+  local function fail(msg, line)
+    return nil, ("%s:%d: %s"):format(path, line or rline, msg)
+  end
+  if type(det) ~= "table" then
+    return fail("a detector must return a table with inputs and process (got " .. type(det) .. ")")
+  end
+  for k, v in pairs(det) do
+    local want = known_fields[k]
+    if not want then
+      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, on_error, description)"):format(tostring(k)))
+    end
+    if type(v) ~= want then
+      return fail(("detector field '%s' must be a %s, got %s"):format(k, want, type(v)))
+    end
+  end
+  if not det.process then
+    return fail("detector has no 'process' function: add process = function(rec, ctx) ... end")
+  end
+  local base = path:match("([^/]+)%.lua$") or path:match("([^/]+)/init%.lua$") or path
+  if base == "init" then base = path:match("([^/]+)/init%.lua$") or base end
+  local name = det.name or base
+  if not name:match("^[%w][%w._-]*$") then
+    return fail(("detector name '%s' may only use letters, digits, '.', '_' and '-'"):format(name))
+  end
+  local inputs = det.inputs
+  if not inputs or #inputs == 0 or not list_of_names(inputs) then
+    return fail("'inputs' must be a non-empty list of topic names, e.g. inputs = { \"events\" }")
+  end
+  local outputs = det.outputs or {}
+  if not list_of_names(outputs) then
+    return fail("'outputs' must be a list of topic names, e.g. outputs = { \"alerts\" }")
+  end
+  local out_index = {}
+  for i, o in ipairs(outputs) do out_index[o] = i - 1 end
+  for _, e in ipairs(literal_emits(source)) do
+    if not out_index[e.name] then
+      return fail(("emit to unknown output '%s' (declared outputs: %s)"):format(
+        e.name, #outputs > 0 and table.concat(outputs, ", ") or "none"), e.line)
+    end
+  end
+  for _, f in ipairs({ "serde", "key_serde" }) do
+    if det[f] and not serde.names[det[f]] then
+      return fail(("%s '%s' is not one of string, bytes, json"):format(f, det[f]))
+    end
+  end
+  local on_error = det.on_error or "dlq"
+  if not M.policies[on_error] then
+    return fail(("on_error '%s' is not one of dlq, skip, stop"):format(on_error))
+  end
+  return {
+    name = name,
+    path = path,
+    version = M.version(source),
+    description = det.description,
+    inputs = inputs,
+    outputs = outputs,
+    out_index = out_index,
+    value_serde = det.serde or "string",
+    key_serde = det.key_serde or "string",
+    on_error = on_error,
+    process = det.process,
+    init = det.init,
+    close = det.close,
+  }
+end
+
+--- Load a detector from `path` inside a fresh sandbox environment.
+--- Returns spec or nil, "file:line: reason".
+---@param path string
+---@param opts? { tide?: table, print?: fun(msg: string) }
+function M.load(path, opts)
+  opts = opts or {}
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local source = f:read("*a")
+  f:close()
+  return M.load_source(source, path, opts)
+end
+
+function M.load_source(source, path, opts)
+  opts = opts or {}
+  local env = sandbox.env(opts.tide or require("tide"), opts)
+  if source:byte(1) == 27 then
+    return nil, path .. ":1: precompiled bytecode is not accepted; deploy the .lua source"
+  end
+  local chunk, err = load(source, "@" .. path, "t", env)
+  if not chunk then return nil, err end
+  local ok, det = xpcall(chunk, function(e)
+    return debug.traceback(tostring(e), 2)
+  end)
+  if not ok then return nil, det end
+  return M.validate(det, path, source)
+end
+
+return M

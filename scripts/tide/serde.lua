@@ -1,0 +1,91 @@
+--- Serdes: how record keys and values become Lua values and back.
+---
+--- `string` (default): a Lua string; on input it must be valid UTF-8.
+--- `bytes`: a Lua string with the raw bytes, unchecked.
+--- `json`: decoded with lua-cjson (NaN, Infinity and hex numbers refused);
+---         JSON null is `tide.null`. On output any Lua value is encoded.
+--- A null key or value (Kafka tombstone) is `nil` with every serde.
+local ffi = require("ffi")
+local errors = require("tide.errors")
+local cjson = require("cjson").new()
+
+cjson.decode_invalid_numbers(false)
+cjson.encode_invalid_numbers(false)
+cjson.encode_sparse_array(true)
+
+local M = {}
+
+M.null = cjson.null
+M.json = {
+  encode = function(v)
+    return cjson.encode(v)
+  end,
+  decode = function(s)
+    return cjson.decode(s)
+  end,
+}
+
+local decode_error = errors.DECODE
+
+--- Build the serde `name`; `api` is the tide_api_t (for the UTF-8 check).
+--- Each serde has decode(ptr, len, what) and encode(value, what) -> string|nil.
+---@param name string
+function M.new(name, api)
+  if name == "bytes" then
+    return {
+      name = name,
+      decode = function(p, len)
+        if len < 0 then return nil end
+        return ffi.string(p, len)
+      end,
+      encode = function(v, what)
+        if v == nil then return nil end
+        local t = type(v)
+        if t == "string" then return v end
+        error(what .. " must be a string (serde 'bytes'), got " .. t, 3)
+      end,
+    }
+  elseif name == "string" then
+    return {
+      name = name,
+      decode = function(p, len, what)
+        if len < 0 then return nil end
+        if api.utf8_valid(p, len) == 0 then
+          errors.raise(decode_error, what .. " is not valid UTF-8 (serde 'string'; use 'bytes' for binary data)")
+        end
+        return ffi.string(p, len)
+      end,
+      encode = function(v, what)
+        if v == nil then return nil end
+        local t = type(v)
+        if t == "string" then return v end
+        if t == "number" then return tostring(v) end
+        error(what .. " must be a string (serde 'string'), got " .. t .. "; declare serde = 'json' to emit tables", 3)
+      end,
+    }
+  elseif name == "json" then
+    local decode, encode = cjson.decode, cjson.encode
+    return {
+      name = name,
+      decode = function(p, len, what)
+        if len < 0 then return nil end
+        local ok, v = pcall(decode, ffi.string(p, len))
+        if not ok then
+          errors.raise(decode_error, what .. " is not valid JSON: " .. tostring(v))
+        end
+        return v
+      end,
+      encode = function(v, what)
+        if v == nil then return nil end
+        local ok, s = pcall(encode, v)
+        if not ok then error(what .. " cannot be encoded as JSON: " .. tostring(s), 3) end
+        return s
+      end,
+    }
+  end
+  return nil
+end
+
+M.names = { string = true, bytes = true, json = true }
+
+return M

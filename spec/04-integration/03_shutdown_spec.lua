@@ -1,0 +1,148 @@
+-- SIGTERM: tide finishes its batch, flushes, commits, leaves the group and exits 0.
+local cluster = require("helpers.cluster")
+
+--- "topic[0,2]" -> { "topic/0", "topic/2" } (the "partitions" log field).
+local function parse_partitions(field)
+  local list = {}
+  for topic, nums in tostring(field or ""):gmatch("([^%[%],%s]+)%[([%d,%s]*)%]") do
+    for num in nums:gmatch("%d+") do
+      list[#list + 1] = topic .. "/" .. num
+    end
+  end
+  return list
+end
+
+--- The partitions a process holds according to its assigned/revoked/lost log lines.
+local function holding(proc)
+  local held = {}
+  for _, ev in ipairs(proc:events()) do
+    if ev.msg == "partitions assigned" then
+      for _, tp in ipairs(parse_partitions(ev.partitions)) do held[tp] = true end
+    elseif ev.msg == "partitions revoked" or ev.msg == "partitions lost" then
+      for _, tp in ipairs(parse_partitions(ev.partitions)) do held[tp] = nil end
+    end
+  end
+  local n = 0
+  for _ in pairs(held) do n = n + 1 end
+  return n, held
+end
+
+describe("integration: shutdown on SIGTERM", function()
+  local c
+
+  lazy_setup(function()
+    c = cluster.new("shutdown")
+    c:start_broker({ "text-input:4", "text-output:4", "pass-in:4", "pass-out:4" })
+  end)
+
+  lazy_teardown(function()
+    if c then c:shutdown() end
+  end)
+
+  after_each(function()
+    c:cleanup()
+  end)
+
+  it("commits on SIGTERM, so a restart adds no duplicate", function()
+    local function batch(from, to)
+      local values, kept = {}, {}
+      for i = from, to do
+        local v = (i % 4 == 0) and ("no match " .. i) or ("match a " .. i)
+        values[#values + 1] = v
+        if v:find("a", 1, true) then kept[#kept + 1] = v:upper() end
+      end
+      return values, kept
+    end
+    local n, m = 600, 400
+    local first_values, first_kept = batch(1, n)
+    local second_values, second_kept = batch(n + 1, n + m)
+
+    c:produce("text-input", first_values)
+    local app = c:app_id("sigterm-commit")
+    -- A long interval: only the commit at shutdown can save the offsets.
+    local config = { ["commit.interval.ms"] = 600000 }
+    local first = c:run(cluster.example("text_transformer.lua"), { app = app, config = config, name = "first" })
+    c:wait_for_records("text-output", #first_kept, 60, { watch = first })
+
+    assert.is_true(first:kill("TERM"))
+    local code = first:wait(15)
+    assert.are.equal(0, code, "exit on SIGTERM: " .. first:status_text() .. "\n" .. first:log_tail(20))
+    local stopped = cluster.stopped(first)
+    assert.is_table(stopped, "no 'stopped' log line\n" .. first:log_tail(20))
+    assert.are.equal(n, tonumber(stopped.records_in))
+
+    c:produce("text-input", second_values)
+    local second = c:run(cluster.example("text_transformer.lua"),
+      { app = app, config = config, name = "second", idle_timeout_ms = 1500 })
+    assert.are.equal(0, second:wait(60), "restart: " .. second:status_text() .. "\n" .. second:log_tail(20))
+    local stopped2 = cluster.stopped(second)
+    assert.is_table(stopped2, "no 'stopped' log line\n" .. second:log_tail(20))
+    assert.are.equal(m, tonumber(stopped2.records_in), "the restart reads only the new records")
+
+    local total = #first_kept + #second_kept
+    local out = c:consume("text-output", { max = total + 1, idle_ms = 1500 })
+    local counts, duplicates = {}, {}
+    for _, r in ipairs(out) do
+      counts[r.value] = (counts[r.value] or 0) + 1
+      if counts[r.value] == 2 then duplicates[#duplicates + 1] = r.value end
+    end
+    assert.are.equal(0, #duplicates, "duplicates after a SIGTERM restart: " ..
+      table.concat(duplicates, ", ", 1, math.min(10, #duplicates)))
+    assert.are.equal(total, #out)
+    for _, list in ipairs({ first_kept, second_kept }) do
+      for _, v in ipairs(list) do
+        assert.are.equal(1, counts[v], "output " .. v)
+      end
+    end
+  end)
+
+  it("exits 0 within a few seconds of SIGTERM and leaves its consumer group", function()
+    local values = {}
+    for i = 1, 200 do values[i] = "record " .. i end
+    c:produce("pass-in", values)
+
+    local app = c:app_id("leave")
+    -- A session far longer than the test allows: the survivor can only get
+    -- the partitions this fast if the stopped member really left the group.
+    local config = { ["session.timeout.ms"] = 45000, ["heartbeat.interval.ms"] = 500 }
+    local a = c:run(cluster.fixture("detectors/passthrough.lua"), { app = app, config = config, name = "a" })
+    a:wait_for_log("partitions assigned", 30)
+    c:wait_for_records("pass-out", #values, 30, { watch = a })
+
+    local b = c:run(cluster.fixture("detectors/passthrough.lua"), { app = app, config = config, name = "b" })
+    -- Wait for the group to settle with both members holding partitions.
+    local deadline = cluster.now() + 30
+    while true do
+      local na, nb = holding(a), holding(b)
+      if na > 0 and nb > 0 and na + nb == 4 then break end
+      assert.is_true(a:running() and b:running(), "a member exited while the group formed\n" ..
+        a:log_tail(10) .. "\n" .. b:log_tail(10))
+      assert.is_true(cluster.now() < deadline, ("group did not settle in 30s (a holds %d, b holds %d)\n-- a:\n%s\n-- b:\n%s")
+        :format(na, nb, a:log_tail(15), b:log_tail(15)))
+      cluster.pause(50)
+    end
+
+    local t0 = cluster.now()
+    assert.is_true(a:kill("TERM"))
+    local code = a:wait(15)
+    local took = cluster.now() - t0
+    assert.are.equal(0, code, "exit on SIGTERM: " .. a:status_text() .. "\n" .. a:log_tail(20))
+    assert.is_true(took < 5, ("exit took %.1fs after SIGTERM"):format(took))
+
+    local left = a:find_events(function(ev)
+      local msg = type(ev.msg) == "string" and ev.msg:lower() or ""
+      return msg:find("left", 1, true) ~= nil and msg:find("group", 1, true) ~= nil
+    end)
+    assert.is_true(#left > 0, "the log does not say the group was left\n" .. a:log_tail(20))
+    assert.is_table(cluster.stopped(a), "no 'stopped' log line")
+
+    -- The survivor takes over every partition well within the session timeout.
+    local deadline2 = cluster.now() + 15
+    while holding(b) < 4 do
+      assert.is_true(b:running(), "survivor exited\n" .. b:log_tail(20))
+      assert.is_true(cluster.now() < deadline2, ("survivor holds %d of 4 partitions 15s after the other member stopped\n%s")
+        :format(holding(b), b:log_tail(20)))
+      cluster.pause(50)
+    end
+  end)
+end)

@@ -1,0 +1,696 @@
+--- Process management for the integration tier (spec/04-integration).
+---
+--- Each spec file makes one cluster: a `tide broker` (librdkafka's mock cluster)
+--- in its own process on 127.0.0.1, and the `tide run`, `tide produce` and
+--- `tide consume` processes its tests start against it. Processes are started
+--- with fork/exec through LuaJIT's FFI, each in its own process group, and with
+--- PR_SET_PDEATHSIG so that none outlives the test runner even when it is killed.
+--- Exit codes come from waitpid, not from wrapper shells.
+---
+--- Nothing here sleeps to synchronise: every wait polls a condition (a log line,
+--- a file, an exit) against a bounded deadline and raises, with the tail of the
+--- process's log, when the deadline passes.
+---
+--- Environment: TIDE_TEST_BIN (the tide binary), TIDE_TEST_TMP (a fresh directory
+--- per test run), TIDE_TEST_WRAP (optional command prefix for `tide run`, e.g.
+--- valgrind).
+local ffi = require("ffi")
+local cjson = require("cjson").new()
+
+cjson.decode_invalid_numbers(false)
+
+local C = ffi.C
+
+-- One declaration per cdef: another spec running in the same busted process may
+-- have declared some of these already, and LuaJIT refuses a redefinition.
+for _, decl in ipairs({
+  "int fork(void);",
+  "int execvp(const char *file, char *const argv[]);",
+  "void _exit(int status);",
+  "int open(const char *path, int flags, ...);",
+  "int close(int fd);",
+  "int dup2(int oldfd, int newfd);",
+  "int kill(int pid, int sig);",
+  "int waitpid(int pid, int *status, int options);",
+  "int poll(void *fds, unsigned long nfds, int timeout);",
+  "int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);",
+  "int setpgid(int pid, int pgid);",
+  "int getpid(void);",
+  "int getppid(void);",
+  "int close_range(unsigned int first, unsigned int last, int flags);",
+  "int mkdir(const char *path, unsigned int mode);",
+  "char *strerror(int errnum);",
+}) do
+  pcall(ffi.cdef, decl)
+end
+
+-- Resolved now, in the parent: the forked child must not need the dynamic linker.
+local c_fork, c_execvp, c_exit = C.fork, C.execvp, C._exit
+local c_open, c_close, c_dup2 = C.open, C.close, C.dup2
+local c_kill, c_waitpid, c_poll = C.kill, C.waitpid, C.poll
+local c_prctl, c_setpgid, c_getppid = C.prctl, C.setpgid, C.getppid
+local has_close_range, c_close_range = pcall(function() return C.close_range end)
+
+local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0x40, 0x200
+local WNOHANG = 1
+local PR_SET_PDEATHSIG = 1
+local SIG = { HUP = 1, INT = 2, KILL = 9, TERM = 15, CONT = 18, STOP = 19 }
+
+local M = { SIG = SIG }
+
+-- Bounds: every wait in this file ends.
+M.START_TIMEOUT = 15      -- broker address on stdout
+M.EXIT_TIMEOUT = 30       -- a short-lived command (produce, consume)
+M.LOG_TIMEOUT = 30        -- default for wait_for_log
+
+-- A monotonic clock in seconds (lua-system, which busted itself needs).
+M.now = require("system").monotime
+
+--- Wait `ms` milliseconds. Only for the gap between two polls of a condition.
+function M.pause(ms)
+  c_poll(nil, 0, ms)
+end
+
+local function errno_msg()
+  return ffi.string(C.strerror(ffi.errno()))
+end
+
+local function shell_quote(s)
+  if s:match("^[%w%._/:=,@%-+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.read_file = read_file
+
+local function write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  assert(f:close())
+end
+M.write_file = write_file
+
+local function mkdir_p(path)
+  local acc = path:sub(1, 1) == "/" and "" or "."
+  for part in path:gmatch("[^/]+") do
+    acc = acc .. "/" .. part
+    C.mkdir(acc, tonumber("755", 8))
+  end
+end
+
+local function tail(s, n)
+  if not s or s == "" then return "(empty)" end
+  local lines = {}
+  for l in s:gmatch("[^\n]*") do
+    if l ~= "" then lines[#lines + 1] = l end
+  end
+  local from = math.max(1, #lines - n + 1)
+  return table.concat(lines, "\n", from)
+end
+
+-- Paths ---------------------------------------------------------------------
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/helpers/cluster%.lua$")
+  or "spec"
+if here:sub(1, 1) ~= "/" then
+  here = (os.getenv("PWD") or ".") .. "/" .. here
+end
+M.spec_dir = here
+M.root = here:match("^(.*)/spec$") or (here .. "/..")
+
+function M.fixture(name)
+  return M.spec_dir .. "/fixtures/" .. name
+end
+
+function M.example(name)
+  return M.root .. "/examples/" .. name
+end
+
+function M.bin()
+  local bin = os.getenv("TIDE_TEST_BIN")
+  if not bin or bin == "" then bin = M.root .. "/build/tide" end
+  return bin
+end
+
+local function tmp_root()
+  local t = os.getenv("TIDE_TEST_TMP")
+  if not t or t == "" then t = M.root .. "/build/test-tmp" end
+  return t
+end
+
+--- The line number of the first line of `path` containing `needle` (plain).
+function M.line_of(path, needle)
+  local n = 0
+  for line in assert(io.lines(path)) do
+    n = n + 1
+    if line:find(needle, 1, true) then return n end
+  end
+  error(("line_of: %q not found in %s"):format(needle, path), 2)
+end
+
+-- Processes -----------------------------------------------------------------
+
+local Proc = {}
+Proc.__index = Proc
+
+--- Start argv (a list of strings) in the background.
+--- opts: stdin (path, default /dev/null), stdout (path), stderr (path), name.
+local function spawn(argv, opts)
+  -- Everything the child touches is built here, before fork.
+  local n = #argv
+  local cargv = ffi.new("char *[?]", n + 1)
+  local keep = {}
+  for i = 1, n do
+    local s = ffi.new("char[?]", #argv[i] + 1, argv[i])
+    keep[i] = s
+    cargv[i - 1] = s
+  end
+  cargv[n] = nil
+  local stdin_path = opts.stdin or "/dev/null"
+  local stdout_path = opts.stdout or "/dev/null"
+  local stderr_path = opts.stderr or "/dev/null"
+  local parent_pid = C.getpid()
+  local mode = ffi.cast("int", 420) -- 0644; a vararg wants a C int, not a double
+
+  local pid = c_fork()
+  if pid < 0 then
+    error("fork failed: " .. errno_msg())
+  end
+  if pid == 0 then
+    -- Child: only async-signal-safe calls, then exec.
+    c_setpgid(0, 0)
+    c_prctl(PR_SET_PDEATHSIG, SIG.KILL, 0, 0, 0)
+    if c_getppid() ~= parent_pid then c_exit(126) end
+    local fd0 = c_open(stdin_path, O_RDONLY)
+    local fd1 = c_open(stdout_path, O_WRONLY + O_CREAT + O_TRUNC, mode)
+    local fd2 = c_open(stderr_path, O_WRONLY + O_CREAT + O_TRUNC, mode)
+    if fd0 < 0 or fd1 < 0 or fd2 < 0 then c_exit(126) end
+    c_dup2(fd0, 0)
+    c_dup2(fd1, 1)
+    c_dup2(fd2, 2)
+    if has_close_range then
+      c_close_range(3, 0xffffffff, 0)
+    else
+      for fd = 3, 1023 do c_close(fd) end
+    end
+    c_execvp(cargv[0], cargv)
+    c_exit(127)
+  end
+  -- Parent: the group is set on both sides so that a kill of the group right
+  -- after spawn cannot miss the child.
+  c_setpgid(pid, pid)
+  local p = setmetatable({
+    pid = pid,
+    argv = argv,
+    name = opts.name or argv[2] or argv[1],
+    stdout = stdout_path,
+    stderr = stderr_path,
+    started = M.now(),
+    _log_pos = 0,
+    _log_partial = "",
+    _events = {},
+    _keep = keep,
+  }, Proc)
+  return p
+end
+M.spawn = spawn
+
+--- The command line, quoted for a shell (for messages).
+function Proc:command()
+  local parts = {}
+  for i, a in ipairs(self.argv) do parts[i] = shell_quote(a) end
+  return table.concat(parts, " ")
+end
+
+--- Reap the process if it has exited. Returns true when it has.
+function Proc:poll()
+  if self.exited then return true end
+  local status = ffi.new("int[1]")
+  local r = c_waitpid(self.pid, status, WNOHANG)
+  if r == self.pid then
+    local st = status[0]
+    local sig = bit.band(st, 0x7f)
+    if sig == 0 then
+      self.exit_code = bit.band(bit.rshift(st, 8), 0xff)
+    else
+      self.signal = sig
+    end
+    self.exited = true
+    self.ended = M.now()
+    return true
+  elseif r < 0 then
+    -- Not our child any more (already reaped): treat as gone.
+    self.exited = true
+    self.ended = M.now()
+    return true
+  end
+  return false
+end
+
+function Proc:running()
+  return not self:poll()
+end
+
+--- Send a signal ("TERM", "KILL", ... or a number) to the process only.
+function Proc:kill(sig)
+  sig = type(sig) == "string" and assert(SIG[sig], "unknown signal " .. sig) or sig or SIG.TERM
+  if self:poll() then return false end
+  return c_kill(self.pid, sig) == 0
+end
+
+--- Kill the process's whole group with SIGKILL and reap it. Idempotent.
+function Proc:destroy()
+  if not self.exited then
+    c_kill(-self.pid, SIG.KILL)
+    local deadline = M.now() + 5
+    while not self:poll() and M.now() < deadline do M.pause(10) end
+  else
+    -- The leader is gone; children it left in its group are not welcome either.
+    c_kill(-self.pid, SIG.KILL)
+  end
+end
+
+--- Wait for exit up to `timeout` seconds. Returns exit_code, signal; raises on
+--- timeout (the process keeps running: teardown kills it).
+function Proc:wait(timeout)
+  timeout = timeout or M.EXIT_TIMEOUT
+  local deadline = M.now() + timeout
+  local delay = 2
+  while not self:poll() do
+    if M.now() >= deadline then
+      error(("%s (pid %d) still running after %gs: %s\n-- stderr tail:\n%s"):format(
+        self.name, self.pid, timeout, self:command(), tail(self:stderr_text(), 30)), 2)
+    end
+    M.pause(delay)
+    if delay < 50 then delay = delay * 2 end
+  end
+  return self.exit_code, self.signal
+end
+
+--- A description of how it ended, for assertion messages.
+function Proc:status_text()
+  if not self.exited then return "running" end
+  if self.signal then return "killed by signal " .. self.signal end
+  return "exit code " .. tostring(self.exit_code)
+end
+
+function Proc:stderr_text()
+  return read_file(self.stderr) or ""
+end
+
+function Proc:stdout_text()
+  return read_file(self.stdout) or ""
+end
+
+function Proc:log_tail(n)
+  return tail(self:stderr_text(), n or 30)
+end
+
+--- Read new complete lines of the stderr file and decode the JSON ones.
+--- A line that is not JSON becomes { raw = line }.
+function Proc:read_log()
+  local f = io.open(self.stderr, "rb")
+  if not f then return self._events end
+  f:seek("set", self._log_pos)
+  local chunk = f:read("*a") or ""
+  f:close()
+  if chunk == "" then return self._events end
+  self._log_pos = self._log_pos + #chunk
+  local data = self._log_partial .. chunk
+  local last = 1
+  for line, stop in data:gmatch("([^\n]*)\n()") do
+    last = stop
+    if line ~= "" then
+      local ok, ev = pcall(cjson.decode, line)
+      if not ok or type(ev) ~= "table" then ev = { raw = line } end
+      self._events[#self._events + 1] = ev
+    end
+  end
+  self._log_partial = data:sub(last)
+  return self._events
+end
+
+--- Every log event so far (decoded).
+function Proc:events()
+  return self:read_log()
+end
+
+local function matcher(pred)
+  if type(pred) == "function" then return pred end
+  if type(pred) == "string" then
+    return function(ev) return ev.msg == pred end
+  end
+  if type(pred) == "table" then
+    return function(ev)
+      for k, v in pairs(pred) do
+        if ev[k] ~= v then return false end
+      end
+      return true
+    end
+  end
+  error("wait_for_log: predicate must be a function, msg string or field table", 3)
+end
+
+--- Events matching pred (see wait_for_log) so far.
+function Proc:find_events(pred)
+  local match = matcher(pred)
+  local found = {}
+  for _, ev in ipairs(self:read_log()) do
+    if match(ev) then found[#found + 1] = ev end
+  end
+  return found
+end
+
+--- Poll the log until an event matches `pred`: a function(event) -> bool, a
+--- string (the event's msg, exactly) or a table of fields that must all be
+--- equal. Returns the event. Raises after `timeout` seconds, or as soon as the
+--- process has exited without logging it, with the tail of the log.
+function Proc:wait_for_log(pred, timeout)
+  local match = matcher(pred)
+  timeout = timeout or M.LOG_TIMEOUT
+  local deadline = M.now() + timeout
+  local seen = 0
+  local delay = 2
+  while true do
+    local exited = self:poll()
+    local events = self:read_log()
+    for i = seen + 1, #events do
+      if match(events[i]) then return events[i], i end
+    end
+    seen = #events
+    if exited then
+      -- Read once more: the last lines may have landed after our read.
+      events = self:read_log()
+      for i = seen + 1, #events do
+        if match(events[i]) then return events[i], i end
+      end
+      error(("%s exited (%s) without logging the awaited event\n-- command: %s\n-- stderr tail:\n%s"):format(
+        self.name, self:status_text(), self:command(), self:log_tail(30)), 2)
+    end
+    if M.now() >= deadline then
+      error(("%s: awaited log event did not come within %gs\n-- command: %s\n-- stderr tail:\n%s"):format(
+        self.name, timeout, self:command(), self:log_tail(30)), 2)
+    end
+    M.pause(delay)
+    if delay < 50 then delay = delay * 2 end
+  end
+end
+
+-- A cluster: a broker and every process a spec file starts ---------------------
+
+local Cluster = {}
+Cluster.__index = Cluster
+
+local sequence = 0
+
+--- A new cluster for one spec file. `name` names its temporary directory.
+function M.new(name)
+  sequence = sequence + 1
+  local dir = ("%s/%s-%d-%d"):format(tmp_root(), name:gsub("[^%w_-]", "_"), C.getpid(), sequence)
+  mkdir_p(dir)
+  return setmetatable({
+    name = name,
+    dir = dir,
+    procs = {},
+    files = 0,
+    apps = 0,
+  }, Cluster)
+end
+
+--- A fresh path in this cluster's directory.
+function Cluster:path(label)
+  self.files = self.files + 1
+  return ("%s/%03d-%s"):format(self.dir, self.files, (label or "f"):gsub("[^%w%._-]", "_"))
+end
+
+--- A fresh application.id (consumer groups never meet across tests).
+function Cluster:app_id(label)
+  self.apps = self.apps + 1
+  return ("%s-%d"):format((label or "app"):gsub("[^%w_-]", "-"), self.apps)
+end
+
+function Cluster:spawn(argv, opts)
+  opts = opts or {}
+  local label = opts.name or argv[2] or "proc"
+  opts.stdout = opts.stdout or self:path(label .. ".out")
+  opts.stderr = opts.stderr or self:path(label .. ".err")
+  local p = spawn(argv, opts)
+  p.cluster = self
+  self.procs[#self.procs + 1] = p
+  return p
+end
+
+--- Start `tide broker --topic t:n ...` and wait for its address on stdout.
+--- topics: list of "name:partitions" strings. Returns the address.
+function Cluster:start_broker(topics, opts)
+  opts = opts or {}
+  local argv = { M.bin(), "broker" }
+  for _, t in ipairs(topics or {}) do
+    argv[#argv + 1] = "--topic"
+    argv[#argv + 1] = t
+  end
+  if opts.partitions then
+    argv[#argv + 1] = "--partitions"
+    argv[#argv + 1] = tostring(opts.partitions)
+  end
+  local p = self:spawn(argv, { name = "broker" })
+  self.broker = p
+  local deadline = M.now() + (opts.timeout or M.START_TIMEOUT)
+  while true do
+    local out = read_file(p.stdout) or ""
+    local first = out:match("^([^\n]*)\n")
+    if first then
+      local addr = first:match("^%s*(.-)%s*$")
+      if not addr:match("^127%.0%.0%.1:%d+$") then
+        p:destroy()
+        error(("tide broker: first stdout line should be 127.0.0.1:PORT, got %q\n-- stderr tail:\n%s")
+          :format(first, p:log_tail(20)), 2)
+      end
+      self.addr = addr
+      return addr
+    end
+    if p:poll() then
+      error(("tide broker exited (%s) before printing its address\n-- stderr tail:\n%s")
+        :format(p:status_text(), p:log_tail(20)), 2)
+    end
+    if M.now() >= deadline then
+      p:destroy()
+      error(("tide broker printed no address within %gs\n-- stderr tail:\n%s")
+        :format(opts.timeout or M.START_TIMEOUT, p:log_tail(20)), 2)
+    end
+    M.pause(10)
+  end
+end
+
+--- Start `tide run FILE -b ADDR -D application.id=APP ...`; stderr is its log.
+--- opts: app (application.id, default a fresh one), config (table key -> value,
+--- passed as -D), args (extra arguments), count, idle_timeout_ms, name, stdin.
+function Cluster:run(file, opts)
+  opts = opts or {}
+  local app = opts.app or self:app_id(opts.name or "run")
+  local argv = {}
+  local wrap = os.getenv("TIDE_TEST_WRAP")
+  if wrap and wrap ~= "" and not opts.no_wrap then
+    for w in wrap:gmatch("%S+") do argv[#argv + 1] = w end
+  end
+  for _, a in ipairs({ M.bin(), "run", file }) do argv[#argv + 1] = a end
+  if self.addr and opts.bootstrap ~= false then
+    argv[#argv + 1] = "-b"
+    argv[#argv + 1] = opts.bootstrap or self.addr
+  end
+  argv[#argv + 1] = "-D"
+  argv[#argv + 1] = "application.id=" .. app
+  local config = opts.config or {}
+  if config["state.dir"] == nil then
+    config["state.dir"] = self.dir .. "/state-" .. app
+  end
+  local keys = {}
+  for k in pairs(config) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    argv[#argv + 1] = "-D"
+    argv[#argv + 1] = k .. "=" .. tostring(config[k])
+  end
+  if opts.count then
+    argv[#argv + 1] = "--count"
+    argv[#argv + 1] = tostring(opts.count)
+  end
+  if opts.idle_timeout_ms then
+    argv[#argv + 1] = "--idle-timeout-ms"
+    argv[#argv + 1] = tostring(opts.idle_timeout_ms)
+  end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  local p = self:spawn(argv, { name = opts.name or "run", stdin = opts.stdin })
+  p.app = app
+  return p
+end
+
+local function encode_records(records)
+  local plain = true
+  for _, r in ipairs(records) do
+    if type(r) ~= "string" or r:find("\n", 1, true) then
+      plain = false
+      break
+    end
+  end
+  local lines = {}
+  if plain then
+    for i, r in ipairs(records) do lines[i] = r end
+  else
+    for i, r in ipairs(records) do
+      if type(r) == "string" then r = { value = r } end
+      local o = { key = r.key, value = r.value, headers = r.headers, partition = r.partition }
+      if o.key == nil then o.key = cjson.null end
+      if o.value == nil then o.value = cjson.null end
+      lines[i] = cjson.encode(o)
+    end
+  end
+  lines[#lines + 1] = ""
+  return table.concat(lines, "\n"), plain
+end
+
+--- Start `tide produce TOPIC` on `records` without waiting: records are strings
+--- (values, one per line) or tables { key=, value=, headers=, partition= }
+--- (sent with --json). opts.key_separator sends plain "key<SEP>value" lines.
+function Cluster:produce_async(topic, records, opts)
+  opts = opts or {}
+  local input = self:path("produce-" .. topic .. ".in")
+  local text, plain = encode_records(records)
+  write_file(input, text)
+  local argv = { M.bin(), "produce", topic, "-b", assert(self.addr, "no broker") }
+  if opts.key_separator then
+    assert(plain, "key_separator needs plain string records")
+    argv[#argv + 1] = "--key-separator"
+    argv[#argv + 1] = opts.key_separator
+  elseif not plain then
+    argv[#argv + 1] = "--json"
+  end
+  local p = self:spawn(argv, { name = "produce", stdin = input })
+  p.count = #records
+  return p
+end
+
+--- Produce and wait for `tide produce` to exit 0 (it waits for deliveries).
+function Cluster:produce(topic, records, opts)
+  local p = self:produce_async(topic, records, opts)
+  local code = p:wait((opts and opts.timeout) or 60)
+  if code ~= 0 then
+    error(("tide produce %s failed (%s)\n-- stderr tail:\n%s"):format(
+      topic, p:status_text(), p:log_tail(20)), 2)
+  end
+  return #records
+end
+
+--- `tide consume TOPIC --json --from-beginning`: every record, decoded, as
+--- { topic, partition, offset, timestamp, key, value, headers }.
+--- opts: max (--max-messages), idle_ms (--idle-timeout-ms, default 1500), timeout.
+function Cluster:consume(topic, opts)
+  opts = opts or {}
+  local argv = { M.bin(), "consume", topic, "-b", assert(self.addr, "no broker"),
+    "--from-beginning", "--json", "--idle-timeout-ms", tostring(opts.idle_ms or 1500) }
+  if opts.max then
+    argv[#argv + 1] = "--max-messages"
+    argv[#argv + 1] = tostring(opts.max)
+  end
+  local p = self:spawn(argv, { name = "consume" })
+  local code = p:wait(opts.timeout or 60)
+  if code ~= 0 then
+    error(("tide consume %s failed (%s)\n-- stderr tail:\n%s"):format(
+      topic, p:status_text(), p:log_tail(20)), 2)
+  end
+  local out = p:stdout_text()
+  p.stdout_cache = nil
+  local records = {}
+  for line in out:gmatch("[^\n]+") do
+    local ok, rec = pcall(cjson.decode, line)
+    if not ok or type(rec) ~= "table" then
+      error(("tide consume --json printed a line that is not a JSON object: %q"):format(line:sub(1, 200)), 2)
+    end
+    if rec.key == cjson.null then rec.key = nil end
+    if rec.value == cjson.null then rec.value = nil end
+    if rec.headers == cjson.null then rec.headers = nil end
+    records[#records + 1] = rec
+  end
+  -- The stdout of a big consume is large: drop the file now.
+  os.remove(p.stdout)
+  return records
+end
+
+--- Poll `topic` until it holds at least n records; returns them. Raises after
+--- `timeout` seconds with how many there were.
+function Cluster:wait_for_records(topic, n, timeout, opts)
+  opts = opts or {}
+  local deadline = M.now() + (timeout or 30)
+  local got = {}
+  while true do
+    got = self:consume(topic, { max = n, idle_ms = opts.idle_ms or 700 })
+    if #got >= n then return got end
+    if opts.watch and opts.watch:poll() then
+      error(("%s exited (%s) while %d of %d records were on %s\n-- stderr tail:\n%s"):format(
+        opts.watch.name, opts.watch:status_text(), #got, n, topic, opts.watch:log_tail(30)), 2)
+    end
+    if M.now() >= deadline then
+      error(("%s holds %d records, awaited %d within %gs"):format(topic, #got, n, timeout or 30), 2)
+    end
+    M.pause(100)
+  end
+end
+
+--- Kill (SIGKILL, whole group) every process still running except the broker.
+--- Call from after_each: it runs even when the test failed.
+function Cluster:cleanup()
+  for _, p in ipairs(self.procs) do
+    if p ~= self.broker then p:destroy() end
+  end
+  local keep = {}
+  if self.broker then keep[1] = self.broker end
+  self.procs = keep
+end
+
+--- Stop everything, the broker last (SIGTERM, then SIGKILL after 5 s).
+function Cluster:shutdown()
+  self:cleanup()
+  local b = self.broker
+  if b and not b.exited then
+    b:kill("TERM")
+    local deadline = M.now() + 5
+    while not b:poll() and M.now() < deadline do M.pause(10) end
+    b:destroy()
+  end
+  self.procs = {}
+end
+
+-- Helpers for assertions -------------------------------------------------------
+
+--- The first event with msg "stopped" (or nil).
+function M.stopped(proc)
+  return proc:find_events("stopped")[1]
+end
+
+--- Group records into { [key or "\0nil"] = { values in order } }, ordered by
+--- (partition, offset) within a partition. Keys of one key share a partition.
+function M.by_key(records)
+  table.sort(records, function(a, b)
+    if a.partition ~= b.partition then return a.partition < b.partition end
+    return a.offset < b.offset
+  end)
+  local groups = {}
+  for _, r in ipairs(records) do
+    local k = r.key == nil and "\0nil" or r.key
+    local g = groups[k]
+    if not g then
+      g = {}
+      groups[k] = g
+    end
+    g[#g + 1] = r.value
+  end
+  return groups
+end
+
+return M
