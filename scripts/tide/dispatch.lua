@@ -58,6 +58,13 @@ function M.new(spec, sink_lud, log)
     end,
   }
 
+  -- Decoded fields of the current record live in `cache`, whose keys always
+  -- exist: resetting them is a plain store per field. (Storing nil into absent
+  -- keys of `rec` itself would compile to a hash insert per field per record.)
+  local NONE, NULL = {}, {}
+  local cache = {}
+  for k in pairs(getters) do cache[k] = NONE end
+
   local rec = {}
   --- A plain table with every field of the current record, safe to keep.
   function rec.copy(self)
@@ -68,18 +75,24 @@ function M.new(spec, sink_lud, log)
     }
   end
   setmetatable(rec, {
-    __index = function(t, k)
-      local g = getters[k]
-      if g == nil then return nil end
-      local v = g()
-      t[k] = v
+    __index = function(_, k)
+      local v = cache[k]
+      if v == NONE then
+        v = getters[k]()
+        if v == nil then v = NULL end
+        cache[k] = v
+      end
+      if v == NULL then return nil end
       return v
+    end,
+    __newindex = function(_, k)
+      error(("rec.%s is read-only; copy the record with rec:copy() to change it"):format(tostring(k)), 2)
     end,
   })
 
   local function forget()
-    rec.key, rec.value, rec.topic, rec.partition = nil, nil, nil, nil
-    rec.offset, rec.timestamp, rec.headers = nil, nil, nil
+    cache.key, cache.value, cache.topic, cache.partition = NONE, NONE, NONE, NONE
+    cache.offset, cache.timestamp, cache.headers = NONE, NONE, NONE
   end
 
   local ctx = { detector = spec.name, version = spec.version }

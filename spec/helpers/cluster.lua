@@ -26,6 +26,8 @@ local C = ffi.C
 for _, decl in ipairs({
   "int fork(void);",
   "int execvp(const char *file, char *const argv[]);",
+  "int execvpe(const char *file, char *const argv[], char *const envp[]);",
+  "extern char **environ;",
   "void _exit(int status);",
   "int open(const char *path, int flags, ...);",
   "int close(int fd);",
@@ -45,7 +47,7 @@ for _, decl in ipairs({
 end
 
 -- Resolved now, in the parent: the forked child must not need the dynamic linker.
-local c_fork, c_execvp, c_exit = C.fork, C.execvp, C._exit
+local c_fork, c_execvpe, c_exit = C.fork, C.execvpe, C._exit
 local c_open, c_close, c_dup2 = C.open, C.close, C.dup2
 local c_kill, c_waitpid, c_poll = C.kill, C.waitpid, C.poll
 local c_prctl, c_setpgid, c_getppid = C.prctl, C.setpgid, C.getppid
@@ -156,22 +158,44 @@ end
 
 -- Processes -----------------------------------------------------------------
 
+--- The environment of a started process: ours without any TIDE_* variable
+--- (the runner's own TIDE_TEST_* included: tide reads TIDE_* as configuration,
+--- and a developer's TIDE_BOOTSTRAP_SERVERS must not redirect a test), plus `extra`.
+local function child_environment(extra)
+  local list = {}
+  local i = 0
+  while C.environ[i] ~= nil do
+    local kv = ffi.string(C.environ[i])
+    if not kv:match("^TIDE_") then list[#list + 1] = kv end
+    i = i + 1
+  end
+  for k, v in pairs(extra or {}) do list[#list + 1] = k .. "=" .. v end
+  return list
+end
+
+local function c_string_array(list, keep)
+  local arr = ffi.new("char *[?]", #list + 1)
+  for i, s in ipairs(list) do
+    local cs = ffi.new("char[?]", #s + 1, s)
+    keep[#keep + 1] = cs
+    arr[i - 1] = cs
+  end
+  arr[#list] = nil
+  keep[#keep + 1] = arr
+  return arr
+end
+
 local Proc = {}
 Proc.__index = Proc
 
 --- Start argv (a list of strings) in the background.
---- opts: stdin (path, default /dev/null), stdout (path), stderr (path), name.
+--- opts: stdin (path, default /dev/null), stdout (path), stderr (path), name,
+--- env (extra variables), max_stderr (bytes; more is a runaway, see check_output).
 local function spawn(argv, opts)
   -- Everything the child touches is built here, before fork.
-  local n = #argv
-  local cargv = ffi.new("char *[?]", n + 1)
   local keep = {}
-  for i = 1, n do
-    local s = ffi.new("char[?]", #argv[i] + 1, argv[i])
-    keep[i] = s
-    cargv[i - 1] = s
-  end
-  cargv[n] = nil
+  local cargv = c_string_array(argv, keep)
+  local cenv = c_string_array(child_environment(opts.env), keep)
   local stdin_path = opts.stdin or "/dev/null"
   local stdout_path = opts.stdout or "/dev/null"
   local stderr_path = opts.stderr or "/dev/null"
@@ -199,7 +223,7 @@ local function spawn(argv, opts)
     else
       for fd = 3, 1023 do c_close(fd) end
     end
-    c_execvp(cargv[0], cargv)
+    c_execvpe(cargv[0], cargv, cenv)
     c_exit(127)
   end
   -- Parent: the group is set on both sides so that a kill of the group right
@@ -216,6 +240,7 @@ local function spawn(argv, opts)
     _log_partial = "",
     _events = {},
     _keep = keep,
+    max_stderr = opts.max_stderr or 64 * 1024 * 1024,
   }, Proc)
   return p
 end
@@ -253,6 +278,27 @@ function Proc:poll()
   return false
 end
 
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return 0 end
+  local size = f:seek("end") or 0
+  f:close()
+  return size
+end
+
+--- Raise (after killing the process) when its stderr has grown past
+--- max_stderr: a process that logs in a loop must not fill the disk.
+function Proc:check_output()
+  if file_size(self.stderr) > self.max_stderr then
+    self:destroy()
+    local f = io.open(self.stderr, "rb")
+    local head = f and f:read(600) or ""
+    if f then f:close() end
+    error(("%s (pid %d) wrote more than %d bytes to stderr, killed: %s\n-- stderr head:\n%s"):format(
+      self.name, self.pid, self.max_stderr, self:command(), head), 3)
+  end
+end
+
 function Proc:running()
   return not self:poll()
 end
@@ -283,6 +329,7 @@ function Proc:wait(timeout)
   local deadline = M.now() + timeout
   local delay = 2
   while not self:poll() do
+    self:check_output()
     if M.now() >= deadline then
       error(("%s (pid %d) still running after %gs: %s\n-- stderr tail:\n%s"):format(
         self.name, self.pid, timeout, self:command(), tail(self:stderr_text(), 30)), 2)
@@ -379,6 +426,7 @@ function Proc:wait_for_log(pred, timeout)
   local delay = 2
   while true do
     local exited = self:poll()
+    if not exited then self:check_output() end
     local events = self:read_log()
     for i = seen + 1, #events do
       if match(events[i]) then return events[i], i end
@@ -563,7 +611,7 @@ function Cluster:produce_async(topic, records, opts)
   local input = self:path("produce-" .. topic .. ".in")
   local text, plain = encode_records(records)
   write_file(input, text)
-  local argv = { M.bin(), "produce", topic, "-b", assert(self.addr, "no broker") }
+  local argv = { M.bin(), "produce", topic, "-b", (assert(self.addr, "no broker")) }
   if opts.key_separator then
     assert(plain, "key_separator needs plain string records")
     argv[#argv + 1] = "--key-separator"
@@ -571,7 +619,7 @@ function Cluster:produce_async(topic, records, opts)
   elseif not plain then
     argv[#argv + 1] = "--json"
   end
-  local p = self:spawn(argv, { name = "produce", stdin = input })
+  local p = self:spawn(argv, { name = "produce", stdin = input, max_stderr = 4 * 1024 * 1024 })
   p.count = #records
   return p
 end
@@ -592,13 +640,13 @@ end
 --- opts: max (--max-messages), idle_ms (--idle-timeout-ms, default 1500), timeout.
 function Cluster:consume(topic, opts)
   opts = opts or {}
-  local argv = { M.bin(), "consume", topic, "-b", assert(self.addr, "no broker"),
+  local argv = { M.bin(), "consume", topic, "-b", (assert(self.addr, "no broker")),
     "--from-beginning", "--json", "--idle-timeout-ms", tostring(opts.idle_ms or 1500) }
   if opts.max then
     argv[#argv + 1] = "--max-messages"
     argv[#argv + 1] = tostring(opts.max)
   end
-  local p = self:spawn(argv, { name = "consume" })
+  local p = self:spawn(argv, { name = "consume", max_stderr = 4 * 1024 * 1024 })
   local code = p:wait(opts.timeout or 60)
   if code ~= 0 then
     error(("tide consume %s failed (%s)\n-- stderr tail:\n%s"):format(

@@ -1,0 +1,71 @@
+local detector = require("tide.detector")
+
+local function load_src(src, path)
+  return detector.load_source(src, path or "d.lua")
+end
+
+describe("loading a detector", function()
+  it("normalises a valid detector", function()
+    local spec = assert(load_src([[
+return {
+  inputs = { "in" }, outputs = { "out" },
+  process = function(rec, ctx) ctx:emit("out", rec.key, rec.value) end,
+}]], "dir/my-detector.lua"))
+    assert.equal("my-detector", spec.name)
+    assert.same({ "in" }, spec.inputs)
+    assert.equal(0, spec.out_index.out)
+    assert.equal("string", spec.value_serde)
+    assert.equal("dlq", spec.on_error)
+    assert.matches("^%x+$", spec.version)
+  end)
+
+  it("gives different versions to different sources", function()
+    local a = assert(load_src('return { inputs = {"a"}, process = function() end }'))
+    local b = assert(load_src('return { inputs = {"b"}, process = function() end }'))
+    assert.are_not.equal(a.version, b.version)
+  end)
+
+  it("reports a syntax error with file and line", function()
+    local spec, err = load_src("local x = 1\nlocal y = = 2\n", "broken.lua")
+    assert.is_nil(spec)
+    assert.matches("^broken%.lua:2:", err)
+  end)
+
+  it("reports a runtime error in top-level code with file and line", function()
+    local spec, err = load_src("local t = nil\nlocal x = t.field\nreturn {}", "top.lua")
+    assert.is_nil(spec)
+    assert.matches("top%.lua:2:", err)
+  end)
+
+  it("refuses a detector without process, pointing at its return", function()
+    local spec, err = load_src("local M = {}\n\nreturn { inputs = { 'a' } }\n", "noproc.lua")
+    assert.is_nil(spec)
+    assert.matches("^noproc%.lua:3: detector has no 'process' function", err)
+  end)
+
+  it("refuses an emit to an undeclared output, at the emit's line", function()
+    local spec, err = load_src([[
+return {
+  inputs = { "in" }, outputs = { "out" },
+  process = function(rec, ctx)
+    ctx:emit("elsewhere", rec.key, rec.value)
+  end,
+}]], "emit.lua")
+    assert.is_nil(spec)
+    assert.matches("^emit%.lua:4: emit to unknown output 'elsewhere' %(declared outputs: out%)", err)
+  end)
+
+  it("refuses unknown fields, bad serdes, bad policies and empty inputs", function()
+    for src, pattern in pairs({
+      ['return { inputs = {"a"}, process = function() end, proccess = 1 }'] = "unknown detector field 'proccess'",
+      ['return { inputs = {"a"}, process = function() end, serde = "xml" }'] = "serde 'xml' is not one of",
+      ['return { inputs = {"a"}, process = function() end, on_error = "retry" }'] = "on_error 'retry' is not one of",
+      ['return { inputs = {}, process = function() end }'] = "'inputs' must be a non%-empty list",
+      ['return 42'] = "must return a table",
+    }) do
+      local spec, err = load_src(src)
+      assert.is_nil(spec, src)
+      assert.matches(pattern, err, 1, false)
+    end
+  end)
+end)

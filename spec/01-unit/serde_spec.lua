@@ -1,0 +1,56 @@
+local ffi = require("ffi")
+local serde = require("tide.serde")
+local tffi = require("tide.ffi")
+
+local function decode(name, s)
+  local sd = serde.new(name, tffi.api)
+  if s == nil then return sd.decode(nil, -1, "value") end
+  return sd.decode(ffi.cast("const char *", s), #s, "value")
+end
+
+describe("serdes", function()
+  it("string passes valid UTF-8 and refuses invalid bytes with a DecodeError", function()
+    assert.equal("héllo", decode("string", "héllo"))
+    local ok, err = pcall(decode, "string", "bad \255 byte")
+    assert.is_false(ok)
+    assert.equal("DecodeError", err.class)
+    assert.matches("not valid UTF%-8", err.message)
+  end)
+
+  it("bytes keeps any byte", function()
+    assert.equal("\0\255\1", decode("bytes", "\0\255\1"))
+  end)
+
+  it("a null value is nil with every serde", function()
+    for _, name in ipairs({ "string", "bytes", "json" }) do
+      assert.is_nil(decode(name, nil))
+    end
+  end)
+
+  it("json decodes objects and maps null to tide.null", function()
+    local v = decode("json", '{"a": 1, "b": [1, 2], "c": null}')
+    assert.same({ 1, 2 }, v.b)
+    assert.equal(1, v.a)
+    assert.equal(serde.null, v.c)
+  end)
+
+  it("json refuses invalid documents and invalid numbers", function()
+    for _, bad in ipairs({ "{not json", "NaN", "[Infinity]", "0x10" }) do
+      local ok, err = pcall(decode, "json", bad)
+      assert.is_false(ok, bad)
+      assert.equal("DecodeError", err.class, bad)
+      assert.matches("not valid JSON", err.message)
+    end
+  end)
+
+  it("encodes per serde and refuses what it cannot encode", function()
+    local s = serde.new("string", tffi.api)
+    assert.equal("42", s.encode(42, "value"))
+    assert.has_error(function() s.encode({}, "value") end)
+    local j = serde.new("json", tffi.api)
+    assert.equal('{"a":1}', j.encode({ a = 1 }, "value"))
+    assert.equal('"x"', j.encode("x", "value"))
+    assert.is_nil(j.encode(nil, "value"))
+    assert.has_error(function() j.encode({ f = print }, "value") end)
+  end)
+end)

@@ -1,0 +1,98 @@
+/* C tests of configuration: the properties file, env, flags, validation. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+
+static char *write_file(const char *text) {
+    static char path[] = "/tmp/tide-test-config-XXXXXX";
+    strcpy(path, "/tmp/tide-test-config-XXXXXX");
+    int fd = mkstemp(path);
+    ssize_t w = write(fd, text, strlen(text));
+    (void)w;
+    close(fd);
+    return path;
+}
+
+int main(int argc, char **argv) {
+    tide_config_t c;
+    char *err = NULL;
+
+    CASE("defaults come from the table");
+    tide_config_init(&c);
+    CHECK(!strcmp(tide_config_str(&c, "application.id"), "tide"));
+    CHECK(tide_config_int(&c, "commit.interval.ms") == 5000);
+    CHECK(!tide_config_is_set(&c, "application.id"));
+
+    CASE("a properties file with comments, separators and continuations");
+    char *p = write_file("# comment\n! also a comment\n\napplication.id = fraud\n"
+                         "commit.interval.ms: 250\nclient.id \\\n   my-client\n"
+                         "consumer.fetch.min.bytes=1\n");
+    CHECK(tide_config_load_file(&c, p, &err) == 0);
+    CHECK(!strcmp(tide_config_str(&c, "application.id"), "fraud"));
+    CHECK(tide_config_int(&c, "commit.interval.ms") == 250);
+    CHECK(c.n_kafka == 2 && !strcmp(c.kafka[0].key, "client.id") &&
+          !strcmp(c.kafka[0].value, "my-client"));
+    unlink(p);
+
+    CASE("an unknown key is refused with file and line");
+    p = write_file("application.id=x\n\nbogus.setting=1\n");
+    CHECK(tide_config_load_file(&c, p, &err) == -1);
+    CHECK(err && strstr(err, ":3:") && strstr(err, "unknown configuration key 'bogus.setting'"));
+    free(err);
+    err = NULL;
+    unlink(p);
+
+    CASE("invalid values are refused with the reason");
+    CHECK(tide_config_set(&c, "commit.interval.ms", "soon", "flag -D", &err) == -1);
+    CHECK(err && strstr(err, "flag -D") && strstr(err, "must be an integer"));
+    free(err);
+    err = NULL;
+    CHECK(tide_config_set(&c, "processing.guarantee", "sometimes", "flag -D", &err) == -1);
+    free(err);
+    err = NULL;
+    CHECK(tide_config_set(&c, "session.timeout.ms", "-5", "flag -D", &err) == -1);
+    CHECK(err && strstr(err, "session.timeout.ms"));
+    free(err);
+    err = NULL;
+
+    CASE("keys tide manages are refused");
+    CHECK(tide_config_set(&c, "group.id", "mine", "flag -D", &err) == -1);
+    CHECK(err && strstr(err, "managed by tide"));
+    free(err);
+    err = NULL;
+
+    CASE("environment variables map to keys and win over the file");
+    setenv("TIDE_APPLICATION_ID", "from-env", 1);
+    CHECK(tide_config_load_env(&c, &err) == 0);
+    CHECK(!strcmp(tide_config_str(&c, "application.id"), "from-env"));
+    setenv("TIDE_NOT_A_SETTING", "1", 1);
+    CHECK(tide_config_load_env(&c, &err) == -1);
+    CHECK(err && strstr(err, "TIDE_NOT_A_SETTING"));
+    free(err);
+    err = NULL;
+    unsetenv("TIDE_NOT_A_SETTING");
+    unsetenv("TIDE_APPLICATION_ID");
+
+    CASE("prefixed properties reach only their client; secrets are recognised");
+    CHECK(tide_config_set(&c, "producer.linger.ms", "7", "t", &err) == 0);
+    CHECK(tide_config_set(&c, "sasl.password", "hunter2", "t", &err) == 0);
+    rd_kafka_conf_t *pc = rd_kafka_conf_new(), *cc = rd_kafka_conf_new();
+    CHECK(tide_config_apply_kafka(&c, pc, TIDE_CLIENT_PRODUCER, &err) == 0);
+    CHECK(tide_config_apply_kafka(&c, cc, TIDE_CLIENT_CONSUMER, &err) == 0);
+    char v[64];
+    size_t n = sizeof(v);
+    CHECK(rd_kafka_conf_get(pc, "linger.ms", v, &n) == RD_KAFKA_CONF_OK && !strcmp(v, "7"));
+    n = sizeof(v);
+    CHECK(rd_kafka_conf_get(cc, "linger.ms", v, &n) == RD_KAFKA_CONF_OK && strcmp(v, "7"));
+    n = sizeof(v);
+    CHECK(rd_kafka_conf_get(cc, "fetch.min.bytes", v, &n) == RD_KAFKA_CONF_OK && !strcmp(v, "1"));
+    rd_kafka_conf_destroy(pc);
+    rd_kafka_conf_destroy(cc);
+    CHECK(tide_config_is_secret("sasl.password"));
+    CHECK(tide_config_is_secret("ssl.key.password"));
+    CHECK(!tide_config_is_secret("client.id"));
+    tide_config_free(&c);
+    return check_report(argc > 1 ? argv[1] : NULL);
+}

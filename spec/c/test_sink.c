@@ -1,0 +1,55 @@
+/* C tests of the emit arena and the UTF-8 check (bindings/sink.c). */
+#include "check.h"
+#include "sink.h"
+
+int main(int argc, char **argv) {
+    tide_sink_t s;
+    tide_sink_init(&s);
+    tide_batch_t b = {NULL, 3, 0};
+    s.batch = &b;
+
+    CASE("emit keeps keys, values, nulls and headers");
+    CHECK(tide_sink_emit(&s, 0, "k", 1, "value", 5) == 0);
+    CHECK(tide_sink_emit_header(&s, "h", 1, "x", 1) == 0);
+    b.cursor = 1;
+    CHECK(tide_sink_emit(&s, 1, NULL, -1, NULL, -1) == 0);
+    CHECK(s.n == 2);
+    CHECK(memcmp(tide_sink_key(&s, &s.entries[0]), "k", 1) == 0);
+    CHECK(memcmp(tide_sink_val(&s, &s.entries[0]), "value", 5) == 0);
+    CHECK(s.entries[0].hdr_count == 1);
+    CHECK(s.entries[1].source == 1);
+    CHECK(tide_sink_key(&s, &s.entries[1]) == NULL);
+    CHECK(tide_sink_val(&s, &s.entries[1]) == NULL);
+
+    CASE("truncate drops the tail and its bytes and headers");
+    b.cursor = 2;
+    tide_sink_emit(&s, 0, "dropme", 6, "xxxxxxxx", 8);
+    tide_sink_emit_header(&s, "gone", 4, "y", 1);
+    size_t bytes_before = s.entries[2].key_off;
+    tide_sink_truncate(&s, 2);
+    CHECK(s.n == 2);
+    CHECK(s.n_hdrs == 1);
+    CHECK(s.bytes_len == bytes_before);
+
+    CASE("a header needs a record to attach to");
+    tide_sink_clear(&s);
+    CHECK(tide_sink_emit_header(&s, "h", 1, "v", 1) == -1);
+
+    CASE("the arena grows past its first allocation");
+    char big[10000];
+    memset(big, 'z', sizeof(big));
+    for (int i = 0; i < 100; i++) CHECK(tide_sink_emit(&s, 0, NULL, -1, big, (int32_t)sizeof(big)) == 0);
+    CHECK(s.n == 100 && memcmp(tide_sink_val(&s, &s.entries[99]), big, sizeof(big)) == 0);
+    tide_sink_free(&s);
+
+    CASE("utf8");
+    CHECK(tide_utf8_valid("plain ascii text, long enough for the fast path", 47));
+    CHECK(tide_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+    CHECK(!tide_utf8_valid("\xff", 1));
+    CHECK(!tide_utf8_valid("\xc0\xaf", 2));         /* overlong */
+    CHECK(!tide_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CHECK(!tide_utf8_valid("abc\xe2\x82", 5));      /* truncated */
+    CHECK(!tide_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    CHECK(tide_utf8_valid("", 0));
+    return check_report(argc > 1 ? argv[1] : NULL);
+}
