@@ -80,6 +80,7 @@ CORE := $(BUILD)/lua/tide/core.so
 
 all: check-deps $(TIDE) $(CORE)
 core: $(CORE)
+	$(Q)test -n "$(LUA_CFLAGS)" || { echo "tide: LuaJIT headers missing (libluajit2-5.1-dev)" >&2; exit 1; }
 
 check-deps:
 	@if [ -z "$(LUA_CFLAGS)" ] || { [ "$(RDK_SYSTEM)" != yes ] && [ ! -f $(RDK_STAMP) ]; }; then \
@@ -131,6 +132,12 @@ $(BUILD)/obj/gen/embedded.o: $(GEN)
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) -Wno-missing-prototypes -c $< -o $@
+
+# bindings/ needs no librdkafka: tide.core builds without it (luarocks make).
+$(BUILD)/obj/bindings/%.o: bindings/%.c
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)

@@ -11,16 +11,36 @@
  * fewer records) nor more (commit, copy). It exits 1 after 120 s without
  * reaching the count.
  *
+ * "Reads every byte" is done as cheaply as C allows, so that the baseline is
+ * not handicapped: one load and one xor per 8 bytes. A byte-at-a-time sum
+ * (not vectorised at -O2) cost about 7% of this process's CPU.
+ *
  * Usage: plain_consume BOOTSTRAP TOPIC EXPECTED_RECORDS
  */
 #include "plain.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #define PROG "plain_consume"
 
-/* Written once at the end so the byte sum cannot be optimised away. */
-static volatile uint64_t value_sum_sink;
+/* Written once at the end so the reads cannot be optimised away. */
+static volatile uint64_t value_fold_sink;
+
+/* Every byte of v folded into 64 bits. memcpy is the portable unaligned
+ * load; it compiles to a single mov. */
+static uint64_t fold_bytes(const unsigned char *v, size_t len)
+{
+    uint64_t fold = 0, w;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, v + i, 8);
+        fold ^= w;
+    }
+    for (; i < len; i++)
+        fold ^= (uint64_t)v[i] << (8 * (i & 7));
+    return fold;
+}
 
 int main(int argc, char **argv)
 {
@@ -36,7 +56,7 @@ int main(int argc, char **argv)
     rd_kafka_t *rk = plain_consumer_new(PROG, argv[1], argv[2], &queue);
     rd_kafka_message_t *batch[PLAIN_BATCH];
     long records = 0;
-    uint64_t bytes = 0, sum = 0;
+    uint64_t bytes = 0, fold = 0;
     double start = plain_now_ms(), first = 0, last = 0;
 
     while (records < expected) {
@@ -53,9 +73,7 @@ int main(int argc, char **argv)
             if (m->err) {
                 plain_consumer_error(PROG, m);
             } else {
-                const unsigned char *v = m->payload;
-                for (size_t j = 0; j < m->len; j++)
-                    sum += v[j];
+                fold ^= fold_bytes(m->payload, m->len);
                 bytes += m->len;
                 records++;
             }
@@ -63,7 +81,7 @@ int main(int argc, char **argv)
         }
     }
     last = plain_now_ms();
-    value_sum_sink = sum;
+    value_fold_sink = fold;
 
     double elapsed = last - first;
     printf("{\"name\":\"%s\",\"records\":%ld,\"elapsed_ms\":%.1f,\"rate\":%.0f,"

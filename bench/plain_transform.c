@@ -28,6 +28,8 @@ static rd_kafka_resp_err_t first_failure;
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
+    (void)rk;
+    (void)opaque;
     if (m->err) {
         if (!failed++)
             first_failure = m->err;

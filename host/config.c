@@ -30,8 +30,6 @@ const tide_setting_t tide_settings[] = {
      "Delivery guarantee. at_least_once: outputs are acknowledged before input offsets are committed."},
     {"detector.memory.limit.bytes", TIDE_SET_INT, "134217728", 1 * MiB, 64LL * 1024 * MiB, NULL,
      "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError."},
-    {"detector.on.error", TIDE_SET_ENUM, "dlq", 0, 0, "dlq|skip|stop",
-     "Default error policy for detectors that do not set on_error."},
     {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
     {"dev.broker.partitions", TIDE_SET_INT, "4", 1, 1024, NULL,

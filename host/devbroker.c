@@ -29,6 +29,7 @@ tide_devbroker_t *tide_devbroker_start(int partitions, char **errp) {
     /* The host handle must not try to reach a real cluster. */
     rd_kafka_conf_set(conf, "bootstrap.servers", "", err, sizeof(err));
     rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    rd_kafka_conf_set_log_cb(conf, tide_log_rdkafka);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (!rk) {
         if (asprintf(errp, "development broker: %s", err) < 0) *errp = NULL;

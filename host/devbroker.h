@@ -8,6 +8,7 @@
 #ifndef TIDE_DEVBROKER_H
 #define TIDE_DEVBROKER_H
 
+struct tide_devbroker;
 typedef struct tide_devbroker tide_devbroker_t;
 
 /* Start a one-broker cluster; topics unknown to it auto-create with

@@ -106,6 +106,21 @@ static void vlogkv(tide_log_level_t level, tide_log_at_t at, const char *msg, ..
     va_end(ap);
 }
 
+void tide_log_rdkafka(const struct rd_kafka_s *rk, int level, const char *fac,
+                      const char *buf) {
+    (void)rk;
+    /* syslog levels: 0-3 errors, 4 warnings, 5-6 notices, 7 debug */
+    tide_log_level_t l = level <= 3   ? TIDE_LOG_ERROR
+                         : level == 4 ? TIDE_LOG_WARN
+                         : level <= 6 ? TIDE_LOG_INFO
+                                      : TIDE_LOG_DEBUG;
+    /* A property given to both clients (no consumer./producer. prefix)
+     * warns in the one that ignores it: expected, so only debug. */
+    if (l == TIDE_LOG_WARN && !strcmp(fac, "CONFWARN") && strstr(buf, "will be ignored by this"))
+        l = TIDE_LOG_DEBUG;
+    tide_log(l, TIDE_AT_NONE, "librdkafka %s: %s", fac, buf);
+}
+
 void tide_log(tide_log_level_t level, tide_log_at_t at, const char *fmt, ...) {
     if (level < min_level) return;
     char msg[4096];

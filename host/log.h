@@ -34,6 +34,12 @@ void tide_log(tide_log_level_t level, tide_log_at_t at, const char *fmt, ...)
  * string made with tide_json_str). */
 void tide_logkv(tide_log_level_t level, tide_log_at_t at, const char *msg, ...);
 
+/* librdkafka's log callback (rd_kafka_conf_set_log_cb): its lines become
+ * JSON lines too. Called from librdkafka's threads; one write(2) per line. */
+struct rd_kafka_s;
+void tide_log_rdkafka(const struct rd_kafka_s *rk, int level, const char *fac,
+                      const char *buf);
+
 /* Append s as a JSON string (quoted, escaped) to buf of size cap; returns the
  * length written (truncated safely). Bytes that are not UTF-8 become \u00XX. */
 size_t tide_json_str(char *buf, size_t cap, const char *s, size_t len);

@@ -121,6 +121,7 @@ static int cmd_run(int argc, char **argv) {
     o.path = path;
     o.config = &c;
     o.bootstraps = bootstraps;
+    o.dev = dev;
     tide_worker_exit_t rc = tide_worker_run(&o);
     tide_devbroker_stop(dev);
     tide_config_free(&c);

@@ -56,6 +56,7 @@ tide_producer_t *tide_producer_new(const tide_config_t *c, const char *bootstrap
     }
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_log_cb(conf, tide_log_rdkafka);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (!p->rk) {
         if (asprintf(errp, "producer: %s", err) < 0) *errp = NULL;

@@ -19,6 +19,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "devbroker.h"
 #include "log.h"
 #include "produce.h"
 #include "runtime.h"
@@ -302,6 +303,7 @@ static int open_consumer(tide_worker_t *w) {
     }
     rd_kafka_conf_set_opaque(conf, w);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_log_cb(conf, tide_log_rdkafka);
     w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!w->consumer) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "consumer: %s", err);
@@ -458,6 +460,19 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     char dlq[512];
     snprintf(dlq, sizeof(dlq), "%s.%s-dlq", tide_config_str(c, "application.id"), w->info->name);
     char *err = NULL;
+    if (o->dev) {
+        /* Our own broker starts empty: give the detector its topics. */
+        int rc = tide_devbroker_create_topic(o->dev, dlq, 0, &err);
+        for (int i = 0; !rc && i < w->info->n_inputs; i++)
+            rc = tide_devbroker_create_topic(o->dev, w->info->inputs[i], 0, &err);
+        for (int i = 0; !rc && i < w->info->n_outputs; i++)
+            rc = tide_devbroker_create_topic(o->dev, w->info->outputs[i], 0, &err);
+        if (rc) {
+            tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+            free(err);
+            err = NULL;
+        }
+    }
     w->producer = tide_producer_new(c, o->bootstraps, w->info->outputs, w->info->n_outputs,
                                     dlq, &err);
     tide_worker_exit_t exit_code = TIDE_WORKER_DONE;

@@ -21,6 +21,7 @@ typedef struct tide_worker_opts {
     uint64_t max_records;       /* stop after this many input records; 0: never */
     int idle_timeout_ms;        /* stop after this long without records; 0: never */
     volatile sig_atomic_t *stop; /* set by a signal handler */
+    struct tide_devbroker *dev; /* the in-process development broker, or NULL */
 } tide_worker_opts_t;
 
 typedef enum tide_worker_exit {

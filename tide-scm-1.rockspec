@@ -1,0 +1,32 @@
+-- luarocks make: builds the C module tide.core from bindings/ and installs
+-- tide's Lua modules, so detectors and their tests run under plain busted
+-- (LuaJIT) without the tide host.
+rockspec_format = "3.0"
+package = "tide"
+version = "scm-1"
+source = { url = "git+file://." }
+description = {
+  summary = "Lua detectors for the tide Kafka stream processor: runtime and test driver",
+  license = "Apache-2.0",
+}
+dependencies = { "lua == 5.1", "lua-cjson" }
+build = {
+  type = "make",
+  build_target = "core",
+  build_variables = { CFLAGS = "$(CFLAGS)" },
+  install_pass = false,
+  install = {
+    lib = { ["tide.core"] = "build/lua/tide/core.so" },
+    lua = {
+      ["tide"] = "scripts/tide/init.lua",
+      ["tide.detector"] = "scripts/tide/detector.lua",
+      ["tide.dispatch"] = "scripts/tide/dispatch.lua",
+      ["tide.errors"] = "scripts/tide/errors.lua",
+      ["tide.ffi"] = "scripts/tide/ffi.lua",
+      ["tide.host"] = "scripts/tide/host.lua",
+      ["tide.sandbox"] = "scripts/tide/sandbox.lua",
+      ["tide.serde"] = "scripts/tide/serde.lua",
+      ["tide.testing"] = "scripts/tide/testing.lua",
+    },
+  },
+}
