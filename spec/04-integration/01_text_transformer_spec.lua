@@ -59,6 +59,31 @@ describe("integration: text transformer", function()
     assert.is_table(stopped, "no 'stopped' log line\n" .. p:log_tail(20))
     assert.are.equal(n, tonumber(stopped.records_in))
     assert.are.equal(expected_total, tonumber(stopped.records_out))
+    for _, field in ipairs({ "records_in", "records_out", "dlq", "errors", "dropped", "elapsed_ms", "rate", "max_rss_kb" }) do
+      assert.is_number(stopped[field], "'stopped' field " .. field .. " is a JSON number")
+    end
+    assert.are.equal(0, stopped.dlq)
+    assert.are.equal(0, stopped.errors)
+
+    -- The log: one JSON object per line with ts, level and msg; once the
+    -- detector is known, every line names it.
+    assert.are.same({}, cluster.bad_log_lines(p), "log lines that are not JSON objects with ts, level, msg")
+    local named = false
+    for _, ev in ipairs(p:events()) do
+      if ev.msg == "detector loaded" then named = true end
+      if named then
+        assert.are.equal("text-transformer", ev.detector, "detector field of: " .. tostring(ev.msg))
+      end
+    end
+    assert.is_true(named, "no 'detector loaded' line")
+    local assigned = p:find_events("partitions assigned")[1]
+    assert.is_table(assigned, "no 'partitions assigned' line")
+    local topic, list = tostring(assigned.partitions):match("^([%w._-]+)%[([%d,]*)%]$")
+    assert.are.equal("text-input", topic, "partitions field: " .. tostring(assigned.partitions))
+    local parts = {}
+    for num in list:gmatch("%d+") do parts[#parts + 1] = tonumber(num) end
+    table.sort(parts)
+    assert.are.same({ 0, 1, 2, 3 }, parts, "partitions field: " .. tostring(assigned.partitions))
 
     -- One more than expected may be read: an extra record would show up.
     local out = c:consume("text-output", { max = expected_total + 1, idle_ms = 1500 })

@@ -42,7 +42,14 @@ describe("integration: kill -9 and restart", function()
     c:produce("text-input", batch(1, half))
 
     local app = c:app_id("crash")
-    local config = { ["commit.interval.ms"] = 200 }
+    -- The killed member holds its partitions until its session times out, and
+    -- the mock coordinator waits most of a session timeout before each
+    -- rebalance: a short session keeps the restart quick (45 s by default).
+    local config = {
+      ["commit.interval.ms"] = 200,
+      ["consumer.session.timeout.ms"] = 3000,
+      ["consumer.heartbeat.interval.ms"] = 300,
+    }
     local first = c:run(cluster.example("text_transformer.lua"), { app = app, config = config, name = "first" })
     first:wait_for_log("partitions assigned", 30)
 

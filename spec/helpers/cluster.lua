@@ -60,6 +60,11 @@ local SIG = { HUP = 1, INT = 2, KILL = 9, TERM = 15, CONT = 18, STOP = 19 }
 
 local M = { SIG = SIG }
 
+-- Under a wrapper such as valgrind everything is slower: TIDE_TEST_TIME_SCALE
+-- (default 10 with TIDE_TEST_WRAP, else 1) multiplies every deadline here.
+M.scale = tonumber(os.getenv("TIDE_TEST_TIME_SCALE") or "") or
+  ((os.getenv("TIDE_TEST_WRAP") or "") ~= "" and 10 or 1)
+
 -- Bounds: every wait in this file ends.
 M.START_TIMEOUT = 15      -- broker address on stdout
 M.EXIT_TIMEOUT = 30       -- a short-lived command (produce, consume)
@@ -325,7 +330,7 @@ end
 --- Wait for exit up to `timeout` seconds. Returns exit_code, signal; raises on
 --- timeout (the process keeps running: teardown kills it).
 function Proc:wait(timeout)
-  timeout = timeout or M.EXIT_TIMEOUT
+  timeout = (timeout or M.EXIT_TIMEOUT) * M.scale
   local deadline = M.now() + timeout
   local delay = 2
   while not self:poll() do
@@ -420,7 +425,7 @@ end
 --- process has exited without logging it, with the tail of the log.
 function Proc:wait_for_log(pred, timeout)
   local match = matcher(pred)
-  timeout = timeout or M.LOG_TIMEOUT
+  timeout = (timeout or M.LOG_TIMEOUT) * M.scale
   local deadline = M.now() + timeout
   local seen = 0
   local delay = 2
@@ -509,7 +514,7 @@ function Cluster:start_broker(topics, opts)
   end
   local p = self:spawn(argv, { name = "broker" })
   self.broker = p
-  local deadline = M.now() + (opts.timeout or M.START_TIMEOUT)
+  local deadline = M.now() + (opts.timeout or M.START_TIMEOUT) * M.scale
   while true do
     local out = read_file(p.stdout) or ""
     local first = out:match("^([^\n]*)\n")
@@ -674,7 +679,8 @@ end
 --- `timeout` seconds with how many there were.
 function Cluster:wait_for_records(topic, n, timeout, opts)
   opts = opts or {}
-  local deadline = M.now() + (timeout or 30)
+  timeout = (timeout or 30) * M.scale
+  local deadline = M.now() + timeout
   local got = {}
   while true do
     got = self:consume(topic, { max = n, idle_ms = opts.idle_ms or 700 })
@@ -684,7 +690,7 @@ function Cluster:wait_for_records(topic, n, timeout, opts)
         opts.watch.name, opts.watch:status_text(), #got, n, topic, opts.watch:log_tail(30)), 2)
     end
     if M.now() >= deadline then
-      error(("%s holds %d records, awaited %d within %gs"):format(topic, #got, n, timeout or 30), 2)
+      error(("%s holds %d records, awaited %d within %gs"):format(topic, #got, n, timeout), 2)
     end
     M.pause(100)
   end
@@ -715,6 +721,20 @@ function Cluster:shutdown()
 end
 
 -- Helpers for assertions -------------------------------------------------------
+
+--- Log lines of `proc` that break the log contract (one JSON object per line
+--- with ts, level and msg), as strings; empty when all is well.
+function M.bad_log_lines(proc)
+  local bad = {}
+  for _, ev in ipairs(proc:events()) do
+    if ev.raw then
+      bad[#bad + 1] = ev.raw
+    elseif type(ev.ts) ~= "string" or type(ev.level) ~= "string" or type(ev.msg) ~= "string" then
+      bad[#bad + 1] = cjson.encode(ev)
+    end
+  end
+  return bad
+end
 
 --- The first event with msg "stopped" (or nil).
 function M.stopped(proc)
