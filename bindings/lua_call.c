@@ -95,9 +95,9 @@ int tide_lua_pcall(lua_State *L, int nargs, int nresults, tide_lua_error_t *err)
 }
 
 /* Copy the failed record's own headers, then say why it failed. */
-static void dead_letter(tide_sink_t *s, const tide_api_t *api,
-                        const tide_rec_t *r, const tide_lua_error_t *err,
-                        const char *detector, const char *version) {
+void tide_lua_dead_letter(tide_sink_t *s, const tide_api_t *api, const tide_rec_t *r,
+                          const tide_lua_error_t *err, const char *detector,
+                          const char *version) {
     if (tide_sink_emit(s, TIDE_OUTPUT_DLQ, r->key, r->key_len, r->val,
                        r->val_len))
         return;
@@ -154,7 +154,7 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b,
             break;
         }
         if (policy == TIDE_ON_ERROR_DLQ)
-            dead_letter(s, api, r, err, detector, version);
+            tide_lua_dead_letter(s, api, r, err, detector, version);
         b->cursor = i + 1;
     }
     s->batch = NULL;

@@ -32,6 +32,12 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b,
                                 const char *version, tide_lua_error_t *err,
                                 tide_failure_fn on_failure, void *ud);
 
+/* Append a dead-letter entry for r (its key, value and headers, plus
+ * tide.error.* and tide.source.* headers from err) to the sink. */
+void tide_lua_dead_letter(tide_sink_t *s, const tide_api_t *api, const tide_rec_t *r,
+                          const tide_lua_error_t *err, const char *detector,
+                          const char *version);
+
 /* Registry keys for what tide.core hands to Lua. */
 #define TIDE_REG_API "tide.api"
 #define TIDE_REG_LOG "tide.log"

@@ -200,6 +200,15 @@ tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b,
                              &rt->err, on_failure, ud);
 }
 
+void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const char *cls,
+                              const char *message) {
+    tide_lua_error_t e = {0};
+    snprintf(e.cls, sizeof(e.cls), "%s", cls);
+    e.message = (char *)message;
+    e.traceback = "";
+    tide_lua_dead_letter(&rt->sink, rt->api, rec, &e, rt->info.name, rt->info.version);
+}
+
 size_t tide_runtime_heap_bytes(const tide_runtime_t *rt) { return rt->alloc.used; }
 size_t tide_runtime_heap_peak(const tide_runtime_t *rt) { return rt->alloc.peak; }
 

@@ -84,6 +84,10 @@ tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);
  * returns TIDE_STOPPED with b->cursor at the failed record. */
 tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b,
                                     tide_failure_fn on_failure, void *ud);
+/* Append a dead-letter entry for `rec` to the sink without running the
+ * detector (a record quarantined by the supervisor). */
+void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const char *cls,
+                              const char *message);
 /* Lua heap bytes in use, and the peak. */
 size_t tide_runtime_heap_bytes(const tide_runtime_t *rt);
 size_t tide_runtime_heap_peak(const tide_runtime_t *rt);

@@ -63,11 +63,20 @@ tide_producer_t *tide_producer_new(const tide_config_t *c, const char *bootstrap
         free(p);
         return NULL;
     }
-    p->outputs = calloc((size_t)n_topics + 1, sizeof(*p->outputs));
-    p->n_outputs = n_topics;
-    for (int i = 0; i < n_topics; i++) p->outputs[i] = rd_kafka_topic_new(p->rk, topics[i], NULL);
+    tide_producer_set_outputs(p, topics, n_topics);
     p->dlq = rd_kafka_topic_new(p->rk, dlq, NULL);
     return p;
+}
+
+int tide_producer_set_outputs(tide_producer_t *p, char **topics, int n_topics) {
+    rd_kafka_topic_t **o = calloc((size_t)n_topics + 1, sizeof(*o));
+    if (!o) return -1;
+    for (int i = 0; i < n_topics; i++) o[i] = rd_kafka_topic_new(p->rk, topics[i], NULL);
+    for (int i = 0; i < p->n_outputs; i++) rd_kafka_topic_destroy(p->outputs[i]);
+    free(p->outputs);
+    p->outputs = o;
+    p->n_outputs = n_topics;
+    return 0;
 }
 
 static rd_kafka_headers_t *headers_of(const tide_sink_t *s, const tide_sink_entry_t *e) {

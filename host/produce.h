@@ -19,6 +19,8 @@ typedef struct tide_producer tide_producer_t;
 tide_producer_t *tide_producer_new(const tide_config_t *c, const char *bootstraps,
                                    char **topics, int n_topics, const char *dlq,
                                    char **errp);
+/* Point output indexes at new topics (after a hot swap). 0 or -1. */
+int tide_producer_set_outputs(tide_producer_t *p, char **topics, int n_topics);
 /* Produce every entry of the sink (the batch's records give timestamps).
  * Blocks while librdkafka's queue is full. Returns 0, or -1 with *errp. */
 int tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batch_t *b,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include <librdkafka/rdkafka.h>
@@ -23,6 +24,7 @@
 #include "log.h"
 #include "produce.h"
 #include "runtime.h"
+#include "status.h"
 
 /* What tide knows of one assigned input partition. */
 typedef struct tide_partition {
@@ -51,6 +53,8 @@ typedef struct tide_worker {
     uint64_t records_in, errors, dropped, batches;
     int64_t first_record_ms, last_record_ms;
     int assigned_once;
+    tide_status_block_t *st; /* shared with the supervisor, or NULL */
+    int64_t next_lag_ms;
     /* error-log rate limit */
     int64_t err_window_ms;
     int err_in_window;
@@ -216,9 +220,25 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---------------------------------------------------------------- errors */
 
+static int64_t wall_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
 static void on_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
     tide_worker_t *w = ud;
     w->errors++;
+    if (w->st) {
+        tide_status_block_t *st = w->st;
+        snprintf(st->last_error_class, sizeof(st->last_error_class), "%s", f->cls);
+        snprintf(st->last_error_topic, sizeof(st->last_error_topic), "%s", r->topic ? r->topic : "");
+        st->last_error_partition = r->partition;
+        st->last_error_offset = r->offset;
+        snprintf(st->last_error, sizeof(st->last_error), "%s", f->message);
+        snprintf(st->last_traceback, sizeof(st->last_traceback), "%s", f->traceback);
+        st->last_error_ms = wall_ms();
+    }
     /* At most 20 error lines a second: a detector failing every record must
      * not drown the logs (the DLQ and the metrics have every one). */
     int64_t t = now_ms();
@@ -280,6 +300,21 @@ static int kset(rd_kafka_conf_t *conf, const char *k, const char *v) {
     return -1;
 }
 
+/* Subscribe to the detector's inputs (again, after a swap changed them). */
+static int subscribe(tide_worker_t *w) {
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new(w->info->n_inputs);
+    for (int i = 0; i < w->info->n_inputs; i++)
+        rd_kafka_topic_partition_list_add(topics, w->info->inputs[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(w->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "subscribe: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    return 0;
+}
+
 static int open_consumer(tide_worker_t *w) {
     const tide_config_t *c = w->o->config;
     char group[512], err[512];
@@ -311,23 +346,35 @@ static int open_consumer(tide_worker_t *w) {
     }
     rd_kafka_poll_set_consumer(w->consumer);
     w->queue = rd_kafka_queue_get_consumer(w->consumer);
-    rd_kafka_topic_partition_list_t *topics =
-        rd_kafka_topic_partition_list_new(w->info->n_inputs);
-    for (int i = 0; i < w->info->n_inputs; i++)
-        rd_kafka_topic_partition_list_add(topics, w->info->inputs[i], RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t e = rd_kafka_subscribe(w->consumer, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
-    if (e) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "subscribe: %s", rd_kafka_err2str(e));
-        return -1;
-    }
+    if (subscribe(w)) return -1;
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", group);
     return 0;
 }
 
 /* ---------------------------------------------------------------- the loop */
 
-/* Lay the batch out for the dispatcher; returns the number of records. */
+/* Is this record on the supervisor's list of records that killed workers? */
+static int is_poison(const tide_worker_t *w, const char *topic, int32_t partition, int64_t offset) {
+    if (!w->o->n_skip) return 0;
+    char key[320];
+    snprintf(key, sizeof(key), "%s:%d:%lld", topic, (int)partition, (long long)offset);
+    for (int i = 0; i < w->o->n_skip; i++)
+        if (!strcmp(w->o->skip[i], key)) return 1;
+    return 0;
+}
+
+/* The index of topic in the status block's topic table. */
+static uint16_t status_topic(tide_status_block_t *st, const char *topic) {
+    int i;
+    for (i = 0; i < TIDE_STATUS_TOPICS && st->topics[i][0]; i++)
+        if (!strcmp(st->topics[i], topic)) return (uint16_t)i;
+    if (i == TIDE_STATUS_TOPICS) return 0;
+    snprintf(st->topics[i], sizeof(st->topics[i]), "%s", topic);
+    return (uint16_t)i;
+}
+
+/* Lay the batch out for the dispatcher; returns the number of records.
+ * Records the supervisor quarantined are dead-lettered here, unrun. */
 static int lay_out(tide_worker_t *w, int n) {
     int nr = 0;
     for (int i = 0; i < n; i++) {
@@ -359,7 +406,22 @@ static int lay_out(tide_worker_t *w, int n) {
         r->offset = m->offset;
         r->timestamp = rd_kafka_message_timestamp(m, NULL);
         r->msg = m;
+        if (is_poison(w, topic, m->partition, m->offset)) {
+            tide_log(TIDE_LOG_WARN, (tide_log_at_t){topic, m->partition, m->offset},
+                     "dead-lettering a record that killed the worker repeatedly (poison pill)");
+            tide_runtime_dead_letter(w->rt, r, "PoisonPill",
+                                     "the record killed or hung the detector's worker repeatedly "
+                                     "and was quarantined without running it again");
+            p->processed = m->offset;
+            w->errors++;
+            continue;
+        }
         w->rec_part[nr] = p;
+        if (w->st) {
+            w->st->rec_topic[nr] = status_topic(w->st, topic);
+            w->st->rec_partition[nr] = m->partition;
+            w->st->rec_offset[nr] = m->offset;
+        }
         nr++;
     }
     return nr;
@@ -367,28 +429,50 @@ static int lay_out(tide_worker_t *w, int n) {
 
 /* One batch: dispatch, produce, advance the processed offsets. */
 static int process_batch(tide_worker_t *w, int n) {
-    int nr = lay_out(w, n);
-    if (nr == 0) return 0;
-    int64_t t = now_ms();
-    if (!w->first_record_ms) w->first_record_ms = t;
-    w->last_record_ms = t;
-    tide_batch_t b = {w->recs, nr, 0};
     tide_sink_t *s = tide_runtime_sink(w->rt);
-    tide_status_t st = tide_runtime_dispatch(w->rt, &b, on_failure, w);
-    int done = st == TIDE_STOPPED ? b.cursor : nr;
-    char *err = NULL;
-    int rc = tide_producer_send(w->producer, s, &b, &err);
-    tide_sink_clear(s);
-    if (rc) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
-        free(err);
-        w->fatal = 1;
-        return -1;
+    int nr = lay_out(w, n);
+    int64_t t = now_ms();
+    tide_status_t st_stop = TIDE_OK;
+    int done = 0;
+    /* The batch lives in the shared status block when there is one, so the
+     * dispatcher's cursor is visible to the supervisor's watchdog. */
+    tide_batch_t local = {w->recs, nr, 0}, *b = &local;
+    if (nr > 0) {
+        if (!w->first_record_ms) w->first_record_ms = t;
+        w->last_record_ms = t;
+        if (w->st) {
+            b = &w->st->batch;
+            *b = local;
+            w->st->batch_started_ms = t;
+        }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        st_stop = tide_runtime_dispatch(w->rt, b, on_failure, w);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        done = st_stop == TIDE_STOPPED ? b->cursor : nr;
+        if (w->st) {
+            double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+            w->st->batch_started_ms = 0;
+            w->st->hist[tide_status_bucket(secs)]++;
+            w->st->hist_sum += secs;
+        }
     }
+    if (s->n) {
+        char *err = NULL;
+        int rc = tide_producer_send(w->producer, s, b, &err);
+        tide_sink_clear(s);
+        if (rc) {
+            tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+            free(err);
+            w->fatal = 1;
+            return -1;
+        }
+    }
+    if (nr == 0) return 0;
     for (int i = 0; i < done; i++) w->rec_part[i]->processed = w->recs[i].offset;
     w->records_in += (uint64_t)done;
     w->batches++;
-    if (st == TIDE_STOPPED) {
+    if (st_stop == TIDE_STOPPED) {
         const tide_rec_t *r = &w->recs[done];
         tide_log(TIDE_LOG_ERROR, (tide_log_at_t){r->topic, r->partition, r->offset},
                  "detector stopped on a failed record (on_error = \"stop\"); "
@@ -421,28 +505,150 @@ static void log_stopped(tide_worker_t *w, int64_t end_ms) {
                "max_rss_kb", rss, "lua_heap_peak_bytes", heap, (char *)NULL);
 }
 
-static tide_runtime_t *open_runtime(const tide_worker_opts_t *o) {
+static tide_runtime_t *open_runtime(const tide_worker_opts_t *o, char **errp) {
     tide_runtime_opts_t ro = {0};
     ro.memory_limit = (size_t)tide_config_int(o->config, "detector.memory.limit.bytes");
     ro.log = on_lua_log;
     ro.api = &host_api;
     tide_runtime_t *rt = NULL;
-    char *err = NULL;
-    if (tide_runtime_open(&ro, o->path, &rt, &err) != TIDE_OK) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "detector %s refused: %s", o->path, err);
-        fprintf(stderr, "tide: cannot load %s:\n%s\n", o->path, err);
-        free(err);
-        return NULL;
-    }
+    if (tide_runtime_open(&ro, o->path, &rt, errp) != TIDE_OK) return NULL;
     return rt;
+}
+
+/* Counters and gauges into the shared status block. */
+static void publish(tide_worker_t *w) {
+    tide_status_block_t *st = w->st;
+    if (!st) return;
+    st->records_in = w->records_in;
+    st->records_out = tide_producer_sent(w->producer);
+    st->dlq = tide_producer_dead_lettered(w->producer);
+    st->errors = w->errors;
+    st->dropped = w->dropped;
+    st->batches = w->batches;
+    st->lua_heap_bytes = tide_runtime_heap_bytes(w->rt);
+    st->assigned_partitions = w->n_parts;
+}
+
+/* Records behind the log end over the assigned partitions, from the
+ * consumer's cached watermarks (no request to the broker). */
+static void update_lag(tide_worker_t *w) {
+    if (!w->st || !w->n_parts) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(w->n_parts);
+    for (int i = 0; i < w->n_parts; i++)
+        rd_kafka_topic_partition_list_add(l, w->parts[i].topic, w->parts[i].partition);
+    int64_t lag = 0;
+    int known = 0;
+    if (!rd_kafka_position(w->consumer, l)) {
+        for (int i = 0; i < l->cnt; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_get_watermark_offsets(w->consumer, l->elems[i].topic,
+                                               l->elems[i].partition, &lo, &hi))
+                continue;
+            int64_t pos = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
+            if (hi >= 0 && pos >= 0) {
+                lag += hi > pos ? hi - pos : 0;
+                known = 1;
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    w->st->lag = known ? lag : -1;
+}
+
+static int same_list(char **a, int na, char **b, int nb) {
+    if (na != nb) return 0;
+    for (int i = 0; i < na; i++)
+        if (strcmp(a[i], b[i])) return 0;
+    return 1;
+}
+
+/* Hot swap at a batch boundary: compile and validate the file in a fresh
+ * runtime while the old one stays; swap only if it is sound. Offsets, group
+ * membership and the producer stay. Returns 1 when the detector was renamed
+ * (the supervisor starts it as a new detector), else 0. */
+static int reload(tide_worker_t *w) {
+    if (w->st) w->st->state = TIDE_WS_RELOADING;
+    char *err = NULL;
+    tide_runtime_t *nrt = open_runtime(w->o, &err);
+    tide_status_block_t *st = w->st;
+    if (!nrt) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "reload refused, the running version stays: %s", err);
+        if (st) {
+            st->reload_failures++;
+            st->last_reload_ok = 0;
+            st->last_reload_version[0] = '\0';
+            snprintf(st->last_reload_error, sizeof(st->last_reload_error), "%s", err);
+            st->last_reload_ms = wall_ms();
+            st->state = TIDE_WS_RUNNING;
+        }
+        free(err);
+        return 0;
+    }
+    const tide_detector_info_t *ni = tide_runtime_info(nrt);
+    if (strcmp(ni->name, w->info->name)) {
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "the new version renames the detector to %s: "
+                 "stopping this one", ni->name);
+        tide_runtime_close(nrt);
+        return 1;
+    }
+    int inputs_changed = !same_list(ni->inputs, ni->n_inputs, w->info->inputs, w->info->n_inputs);
+    /* The old version's close(ctx) may emit: send that before it goes. */
+    tide_runtime_stop(w->rt);
+    if (tide_producer_send(w->producer, tide_runtime_sink(w->rt), NULL, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        w->fatal = 1;
+    }
+    char old_version[32];
+    snprintf(old_version, sizeof(old_version), "%s", w->info->version);
+    tide_runtime_close(w->rt);
+    w->rt = nrt;
+    w->info = ni;
+    tide_producer_set_outputs(w->producer, ni->outputs, ni->n_outputs);
+    char v[64];
+    tide_json_str(v, sizeof(v), ni->version, strlen(ni->version));
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector reloaded", "version", v, (char *)NULL);
+    (void)old_version;
+    if (inputs_changed) {
+        /* A new subscription rebalances: commit what we have first. */
+        commit(w, NULL, "resubscribe");
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "inputs changed: re-subscribing");
+        if (subscribe(w)) w->fatal = 1;
+    }
+    if (st) {
+        st->reloads++;
+        st->last_reload_ok = 1;
+        snprintf(st->last_reload_version, sizeof(st->last_reload_version), "%s", ni->version);
+        st->last_reload_error[0] = '\0';
+        st->last_reload_ms = wall_ms();
+        snprintf(st->version, sizeof(st->version), "%s", ni->version);
+        st->state = TIDE_WS_RUNNING;
+    }
+    return 0;
 }
 
 tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     tide_worker_t wk = {0}, *w = &wk;
     w->o = o;
+    w->st = o->status;
+    if (w->st) {
+        w->st->pid = (int32_t)getpid();
+        w->st->state = TIDE_WS_STARTING;
+    }
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "loading %s", o->path);
-    w->rt = open_runtime(o);
-    if (!w->rt) return TIDE_WORKER_LOAD_FAILED;
+    char *err = NULL;
+    w->rt = open_runtime(o, &err);
+    if (!w->rt) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "detector %s refused: %s", o->path, err);
+        fprintf(stderr, "tide: cannot load %s:\n%s\n", o->path, err);
+        if (w->st) {
+            w->st->last_reload_ok = 0;
+            snprintf(w->st->last_reload_error, sizeof(w->st->last_reload_error), "%s", err);
+            w->st->last_reload_ms = wall_ms();
+        }
+        free(err);
+        return TIDE_WORKER_LOAD_FAILED;
+    }
     w->info = tide_runtime_info(w->rt);
     tide_log_set_detector(w->info->name);
     {
@@ -450,8 +656,13 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         tide_json_str(v, sizeof(v), w->info->version, strlen(w->info->version));
         tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector loaded", "version", v, (char *)NULL);
     }
+    if (w->st) {
+        snprintf(w->st->detector, sizeof(w->st->detector), "%s", w->info->name);
+        snprintf(w->st->version, sizeof(w->st->version), "%s", w->info->version);
+    }
     const tide_config_t *c = o->config;
     w->max_batch = (int)tide_config_int(c, "max.poll.records");
+    if (w->st && w->max_batch > TIDE_STATUS_MAX_BATCH) w->max_batch = TIDE_STATUS_MAX_BATCH;
     w->shutdown_timeout_ms = (int)tide_config_int(c, "shutdown.timeout.ms");
     w->msgs = calloc((size_t)w->max_batch, sizeof(*w->msgs));
     w->recs = calloc((size_t)w->max_batch, sizeof(*w->recs));
@@ -459,7 +670,6 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
 
     char dlq[512];
     snprintf(dlq, sizeof(dlq), "%s.%s-dlq", tide_config_str(c, "application.id"), w->info->name);
-    char *err = NULL;
     if (o->dev) {
         /* Our own broker starts empty: give the detector its topics. */
         int rc = tide_devbroker_create_topic(o->dev, dlq, 0, &err);
@@ -486,10 +696,18 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         exit_code = TIDE_WORKER_FAILED;
         goto out;
     }
+    if (w->st) w->st->state = TIDE_WS_RUNNING;
 
     int64_t commit_every = tide_config_int(c, "commit.interval.ms");
     int64_t next_commit = now_ms() + commit_every;
     while (!*o->stop && !w->fatal) {
+        if (o->reload && *o->reload) {
+            *o->reload = 0;
+            if (reload(w)) {
+                exit_code = TIDE_WORKER_RENAMED;
+                break;
+            }
+        }
         ssize_t n = rd_kafka_consume_batch_queue(w->queue, 100, w->msgs, (size_t)w->max_batch);
         int rc = 0;
         if (n > 0) {
@@ -502,6 +720,11 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             break;
         }
         int64_t t = now_ms();
+        publish(w);
+        if (t >= w->next_lag_ms) {
+            update_lag(w);
+            w->next_lag_ms = t + 1000;
+        }
         if (t >= next_commit) {
             commit(w, NULL, "interval");
             next_commit = t + commit_every;
@@ -511,6 +734,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             break;
     }
     if (w->fatal) exit_code = TIDE_WORKER_FAILED;
+    if (w->st) w->st->state = TIDE_WS_STOPPING;
 
     /* Shutdown: close(ctx) may still emit; produce that, then flush, commit
      * and leave the group (the revoke that follows finds nothing to commit). */
@@ -521,6 +745,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         exit_code = TIDE_WORKER_FAILED;
     }
     if (!w->fatal && commit(w, NULL, "shutdown")) exit_code = TIDE_WORKER_FAILED;
+    publish(w);
     log_stopped(w, now_ms());
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "leaving consumer group");
     rd_kafka_consumer_close(w->consumer);

@@ -21,7 +21,11 @@ typedef struct tide_worker_opts {
     uint64_t max_records;       /* stop after this many input records; 0: never */
     int idle_timeout_ms;        /* stop after this long without records; 0: never */
     volatile sig_atomic_t *stop; /* set by a signal handler */
+    volatile sig_atomic_t *reload; /* set by SIGHUP: hot swap at the next batch boundary */
     struct tide_devbroker *dev; /* the in-process development broker, or NULL */
+    struct tide_status_block *status; /* shared with a supervisor, or NULL */
+    char **skip;                /* "topic:partition:offset" records to dead-letter unrun */
+    int n_skip;
 } tide_worker_opts_t;
 
 typedef enum tide_worker_exit {
@@ -29,6 +33,7 @@ typedef enum tide_worker_exit {
     TIDE_WORKER_LOAD_FAILED = 2, /* the detector did not load */
     TIDE_WORKER_FAILED = 3,     /* a Kafka or delivery failure: restart me */
     TIDE_WORKER_STOPPED_ON_ERROR = 4, /* on_error = "stop" hit a record */
+    TIDE_WORKER_RENAMED = 5,    /* a new version renamed the detector: start anew */
 } tide_worker_exit_t;
 
 /* Run until stopped; returns how it ended (used as the exit code). */
