@@ -67,7 +67,8 @@ SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
 BIND_SRC  := bindings/sink.c bindings/lua_call.c bindings/core.c
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
-HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o
+HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
+	$(BUILD)/obj/gen/status_page.o
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
 CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config
@@ -128,6 +129,16 @@ $(GEN): bindings/embed.lua bindings/tide_ffi.h $(SCRIPTS)
 	@echo "  GEN   $@"
 	$(Q)luajit bindings/embed.lua $@ bindings/tide_ffi.h $(SCRIPTS)
 
+$(BUILD)/gen/status_page.c: host/embed_file.lua host/status_page.html
+	$(Q)mkdir -p $(@D)
+	@echo "  GEN   $@"
+	$(Q)luajit host/embed_file.lua $@ tide_status_page_html host/status_page.html
+
+$(BUILD)/obj/gen/status_page.o: $(BUILD)/gen/status_page.c
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
 $(BUILD)/obj/gen/embedded.o: $(GEN)
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
@@ -146,7 +157,7 @@ $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 
 $(TIDE): $(HOST_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS)
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lpthread
 
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)

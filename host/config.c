@@ -34,6 +34,23 @@ const tide_setting_t tide_settings[] = {
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
     {"dev.broker.partitions", TIDE_SET_INT, "4", 1, 1024, NULL,
      "Partitions of topics created by the development broker."},
+    {"admin.address", TIDE_SET_STRING, "127.0.0.1", 0, 0, NULL,
+     "Address of the admin HTTP server (metrics, API, status page) of `tide run DIR`. "
+     "Anything but loopback exposes it: set it explicitly."},
+    {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
+     "Port of the admin HTTP server; 0 picks a free one (logged)."},
+    {"detector.batch.timeout.ms", TIDE_SET_INT, "10000", 100, 3600000, NULL,
+     "Watchdog: a worker whose batch runs longer is killed and restarted."},
+    {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
+     "A record in flight when a worker died this many times is dead-lettered unrun."},
+    {"detector.restart.backoff.max.ms", TIDE_SET_INT, "30000", 100, 3600000, NULL,
+     "Longest wait before restarting a crashed worker (doubles from 500 ms)."},
+    {"detector.quarantine.crashes", TIDE_SET_INT, "5", 1, 1000, NULL,
+     "Crashes within 5 minutes after which a detector is quarantined until its file changes."},
+    {"detector.process.memory.limit.bytes", TIDE_SET_INT, "2147483648", 64 * MiB, 1024LL * 1024 * MiB, NULL,
+     "Address-space limit (RLIMIT_AS) of each worker process, beside the Lua heap cap."},
+    {"reload.debounce.ms", TIDE_SET_INT, "100", 0, 60000, NULL,
+     "Quiet time after the last change to a file before it is (re)loaded: one reload per burst."},
     {"log.level", TIDE_SET_ENUM, "info", 0, 0, "debug|info|warn|error",
      "Least severe log level written."},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
@@ -271,6 +288,14 @@ int tide_config_apply_kafka(const tide_config_t *c, rd_kafka_conf_t *conf,
         }
     }
     return 0;
+}
+
+int tide_config_write(const tide_config_t *c, FILE *out) {
+    for (int i = 0; tide_settings[i].name; i++)
+        if (c->values[i]) fprintf(out, "%s=%s\n", tide_settings[i].name, c->values[i]);
+    for (size_t i = 0; i < c->n_kafka; i++)
+        fprintf(out, "%s=%s\n", c->kafka[i].key, c->kafka[i].value);
+    return ferror(out) ? -1 : 0;
 }
 
 void tide_config_log(const tide_config_t *c) {

@@ -65,6 +65,8 @@ int tide_config_is_set(const tide_config_t *c, const char *name);
 /* Apply the passthrough properties for one client to conf. */
 int tide_config_apply_kafka(const tide_config_t *c, rd_kafka_conf_t *conf,
                             tide_client_t client, char **errp);
+/* Write every value set by any source as a properties file (for workers). */
+int tide_config_write(const tide_config_t *c, FILE *out);
 /* Log the effective configuration with secrets redacted. */
 void tide_config_log(const tide_config_t *c);
 /* 1 when a key's value must never be shown. */

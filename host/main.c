@@ -8,27 +8,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
 #include "config.h"
 #include "devbroker.h"
 #include "log.h"
+#include "status.h"
+#include "supervisor.h"
 #include "tools.h"
 #include "worker.h"
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, reload_requested;
 
 static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
+    if (sig == SIGHUP) reload_requested = 1;
+    else stop_requested = 1;
 }
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: tide <command> [options]\n\n"
             "commands:\n"
-            "  run FILE.lua        run one detector in the foreground\n"
+            "  run FILE.lua        run one detector in the foreground (SIGHUP reloads it)\n"
+            "  run DIR             run every detector in DIR, each in its own worker process;\n"
+            "                      files dropped in start, changed ones hot swap, removed ones stop;\n"
+            "                      admin server on 127.0.0.1:8642 (/, /metrics, /api/detectors)\n"
             "  broker              run a development broker (mock cluster) on 127.0.0.1\n"
             "  produce TOPIC       write records read from standard input\n"
             "  consume TOPIC       print the records of a topic\n"
@@ -38,8 +47,8 @@ static void usage(FILE *out) {
             "  -c FILE             a properties file (Kafka style)\n"
             "  -D key=value        set one property (repeatable; wins over file and env)\n"
             "  -b, --bootstrap-server HOST:PORT   same as -D bootstrap.servers=...\n"
-            "  --count N           stop after N input records\n"
-            "  --idle-timeout-ms MS  stop after MS without input records\n\n"
+            "  --count N           (one detector) stop after N input records\n"
+            "  --idle-timeout-ms MS  (one detector) stop after MS without input records\n\n"
             "Environment: TIDE_BOOTSTRAP_SERVERS, TIDE_APPLICATION_ID, ... (any key,\n"
             "upper-cased, '.' as '_'). With no bootstrap.servers, `tide run` starts a\n"
             "development broker in-process.\n");
@@ -52,64 +61,125 @@ static int refuse(char *err) {
     return 2;
 }
 
-static int cmd_run(int argc, char **argv) {
-    const char *path = NULL, *file = NULL;
-    tide_worker_opts_t o = {0};
-    o.stop = &stop_requested;
-    tide_config_t c;
-    tide_config_init(&c);
+/* What `run` and `worker` share: the configuration sources and options. */
+typedef struct run_args {
+    const char *path;
+    tide_config_t config;
+    tide_worker_opts_t o;
+    int status_fd; /* worker only */
+    char **skip;
+    int n_skip;
+} run_args_t;
+
+static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
+    const char *file = NULL;
+    memset(a, 0, sizeof(*a));
+    a->status_fd = -1;
+    tide_config_init(&a->config);
+    tide_config_t *c = &a->config;
     char *err = NULL;
-    /* First pass: the file; then env; then flags in order. */
+    /* The file first, then the environment, then flags in order. */
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "-c") && i + 1 < argc) file = argv[++i];
-    if (file && tide_config_load_file(&c, file, &err)) return refuse(err);
-    if (tide_config_load_env(&c, &err)) return refuse(err);
+    if (file && tide_config_load_file(c, file, &err)) return refuse(err);
+    if (tide_config_load_env(c, &err)) return refuse(err);
+    a->skip = calloc((size_t)argc, sizeof(char *));
     for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-c") && i + 1 < argc) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-c") && i + 1 < argc) {
             i++;
-        } else if (!strcmp(a, "-D") && i + 1 < argc) {
+        } else if (!strcmp(s, "-D") && i + 1 < argc) {
             char kv[4096];
             snprintf(kv, sizeof(kv), "%s", argv[++i]);
             char *eq = strchr(kv, '=');
             if (!eq) return refuse(strdup("-D wants key=value"));
             *eq = '\0';
-            if (tide_config_set(&c, kv, eq + 1, "flag -D", &err)) return refuse(err);
-        } else if ((!strcmp(a, "-b") || !strcmp(a, "--bootstrap-server")) && i + 1 < argc) {
-            if (tide_config_set(&c, "bootstrap.servers", argv[++i], "flag -b", &err))
+            if (tide_config_set(c, kv, eq + 1, "flag -D", &err)) return refuse(err);
+        } else if ((!strcmp(s, "-b") || !strcmp(s, "--bootstrap-server")) && i + 1 < argc) {
+            if (tide_config_set(c, "bootstrap.servers", argv[++i], "flag -b", &err))
                 return refuse(err);
-        } else if (!strcmp(a, "--count") && i + 1 < argc) {
-            o.max_records = strtoull(argv[++i], NULL, 10);
-        } else if (!strcmp(a, "--idle-timeout-ms") && i + 1 < argc) {
-            o.idle_timeout_ms = atoi(argv[++i]);
-        } else if (a[0] == '-') {
+        } else if (!strcmp(s, "--count") && i + 1 < argc) {
+            a->o.max_records = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(s, "--idle-timeout-ms") && i + 1 < argc) {
+            a->o.idle_timeout_ms = atoi(argv[++i]);
+        } else if (worker && !strcmp(s, "--status-fd") && i + 1 < argc) {
+            a->status_fd = atoi(argv[++i]);
+        } else if (worker && !strcmp(s, "--skip") && i + 1 < argc) {
+            a->skip[a->n_skip++] = argv[++i];
+        } else if (s[0] == '-' || a->path) {
             usage(stderr);
             return 2;
-        } else if (!path) {
-            path = a;
         } else {
-            usage(stderr);
-            return 2;
+            a->path = s;
         }
     }
-    if (!path) {
+    if (!a->path) {
         usage(stderr);
         return 2;
     }
     tide_log_level_t lvl;
-    if (!tide_log_parse_level(tide_config_str(&c, "log.level"), &lvl)) tide_log_set_level(lvl);
-    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "tide starting (librdkafka %s)", rd_kafka_version_str());
-    tide_config_log(&c);
+    if (!tide_log_parse_level(tide_config_str(c, "log.level"), &lvl)) tide_log_set_level(lvl);
+    return 0;
+}
 
+static void install_signals(void) {
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
 
+/* `tide worker FILE --status-fd N [--skip topic:partition:offset]...`: one
+ * detector under a supervisor, which passed every configuration flag on. */
+static int cmd_worker(int argc, char **argv) {
+    run_args_t a;
+    int rc = parse_run(argc, argv, 1, &a);
+    if (rc) return rc;
+    install_signals();
+    /* The supervisor dies with us never, but we die with it: no orphans. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    long long as = tide_config_int(&a.config, "detector.process.memory.limit.bytes");
+    struct rlimit rl = {(rlim_t)as, (rlim_t)as};
+    setrlimit(RLIMIT_AS, &rl);
+    if (a.status_fd >= 0) {
+        a.o.status = tide_status_map(a.status_fd);
+        if (!a.o.status) return refuse(strdup("cannot map the status block"));
+    }
+    a.o.path = a.path;
+    a.o.config = &a.config;
+    a.o.bootstraps = tide_config_str(&a.config, "bootstrap.servers");
+    a.o.stop = &stop_requested;
+    a.o.reload = &reload_requested;
+    a.o.skip = a.skip;
+    a.o.n_skip = a.n_skip;
+    rc = (int)tide_worker_run(&a.o);
+    tide_config_free(&a.config);
+    free(a.skip);
+    return rc;
+}
+
+static int cmd_run(int argc, char **argv) {
+    run_args_t a;
+    int rc = parse_run(argc, argv, 0, &a);
+    if (rc) return rc;
+    tide_config_t *c = &a.config;
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "tide starting (librdkafka %s)", rd_kafka_version_str());
+    tide_config_log(c);
+    install_signals();
+
+    struct stat sb;
+    int is_dir = stat(a.path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    char init[4096];
+    snprintf(init, sizeof(init), "%s/init.lua", a.path);
+    /* A folder holding init.lua is one detector, not a folder of them. */
+    if (is_dir && access(init, R_OK) == 0) is_dir = 0;
+
+    char *err = NULL;
     tide_devbroker_t *dev = NULL;
-    const char *bootstraps = tide_config_str(&c, "bootstrap.servers");
+    const char *bootstraps = tide_config_str(c, "bootstrap.servers");
     if (!*bootstraps) {
-        dev = tide_devbroker_start((int)tide_config_int(&c, "dev.broker.partitions"), &err);
+        dev = tide_devbroker_start((int)tide_config_int(c, "dev.broker.partitions"), &err);
         if (!dev) return refuse(err);
         bootstraps = tide_devbroker_bootstraps(dev);
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
@@ -118,14 +188,21 @@ static int cmd_run(int argc, char **argv) {
                  "`tide produce TOPIC -b %s`)",
                  bootstraps, bootstraps);
     }
-    o.path = path;
-    o.config = &c;
-    o.bootstraps = bootstraps;
-    o.dev = dev;
-    tide_worker_exit_t rc = tide_worker_run(&o);
+    if (is_dir) {
+        rc = tide_supervisor_run(c, a.path, bootstraps, dev, &stop_requested);
+    } else {
+        a.o.path = a.path;
+        a.o.config = c;
+        a.o.bootstraps = bootstraps;
+        a.o.dev = dev;
+        a.o.stop = &stop_requested;
+        a.o.reload = &reload_requested;
+        rc = (int)tide_worker_run(&a.o);
+    }
     tide_devbroker_stop(dev);
-    tide_config_free(&c);
-    return (int)rc;
+    tide_config_free(c);
+    free(a.skip);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -135,6 +212,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
+    if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     if (!strcmp(cmd, "broker")) return tide_devbroker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);

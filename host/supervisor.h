@@ -97,7 +97,8 @@ void tide_supervisor_lock(void);
 void tide_supervisor_unlock(void);
 
 /* Run the folder until *stop; returns the exit code. */
+struct tide_devbroker;
 int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *bootstraps,
-                        volatile sig_atomic_t *stop);
+                        struct tide_devbroker *dev, volatile sig_atomic_t *stop);
 
 #endif

@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <librdkafka/rdkafka.h>
@@ -133,9 +135,13 @@ static int is_rebalance_race(rd_kafka_resp_err_t e) {
 }
 
 /* Commit what was processed, for every partition or only those in `only`.
- * Flushes the producer first: nothing is committed ahead of its outputs. */
+ * Flushes the producer first: nothing is committed ahead of its outputs.
+ * Interval commits are asynchronous (on_commit records the result), so a
+ * rebalance in progress never stalls the record loop; revoke and shutdown
+ * commits wait. Returns 0, or -1 when the commit did not happen (a failed
+ * delivery sets w->fatal; a rebalance race is retried later). */
 static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
-                  const char *why) {
+                  const char *why, int async) {
     char *err = NULL;
     if (tide_producer_flush(w->producer, w->shutdown_timeout_ms, &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "not committing (%s): %s", why, err);
@@ -153,8 +159,10 @@ static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
     }
     int rc = 0;
     if (l->cnt) {
-        rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, l, 0);
-        if (!e) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(w->consumer, l, async);
+        if (async) {
+            /* on_commit has the result */
+        } else if (!e) {
             for (int i = 0; i < l->cnt; i++) {
                 tide_partition_t *p = part_find(w, l->elems[i].topic, l->elems[i].partition);
                 if (p) p->committed = l->elems[i].offset;
@@ -163,8 +171,8 @@ static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
         } else if (is_rebalance_race(e)) {
             /* The group is rebalancing: the offsets stay pending and are
              * committed after it, or on revoke. Not fatal. */
-            tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "commit deferred until the rebalance ends: %s",
-                     rd_kafka_err2str(e));
+            tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "commit (%s) deferred until the rebalance ends: %s",
+                     why, rd_kafka_err2str(e));
             rc = -1;
         } else {
             tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "commit failed (%s): %s", why,
@@ -174,6 +182,28 @@ static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
     }
     rd_kafka_topic_partition_list_destroy(l);
     return rc;
+}
+
+/* The result of an asynchronous commit. */
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    tide_worker_t *w = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    if (err && !is_rebalance_race(err)) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "commit failed: %s", rd_kafka_err2str(err));
+        return;
+    }
+    if (err) {
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "commit deferred until the rebalance ends: %s",
+                 rd_kafka_err2str(err));
+        return;
+    }
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        if (offsets->elems[i].err) continue;
+        tide_partition_t *p = part_find(w, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (p && offsets->elems[i].offset > p->committed) p->committed = offsets->elems[i].offset;
+    }
 }
 
 /* ---------------------------------------------------------------- rebalance */
@@ -201,7 +231,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         /* A lost assignment belongs to someone else already: committing
          * would fail, and the new owner reprocesses from the last commit. */
-        if (!rd_kafka_assignment_lost(rk)) commit(w, parts, "revoke");
+        if (!rd_kafka_assignment_lost(rk)) commit(w, parts, "revoke", 0);
         for (int i = 0; i < parts->cnt; i++)
             part_remove(w, parts->elems[i].topic, parts->elems[i].partition);
         rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
@@ -338,6 +368,7 @@ static int open_consumer(tide_worker_t *w) {
     }
     rd_kafka_conf_set_opaque(conf, w);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
     rd_kafka_conf_set_log_cb(conf, tide_log_rdkafka);
     w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!w->consumer) {
@@ -482,6 +513,15 @@ static int process_batch(tide_worker_t *w, int n) {
     return 0;
 }
 
+static void on_shutdown_timeout(int sig) {
+    static const char msg[] =
+        "{\"level\":\"error\",\"msg\":\"shutdown took too long: exiting without leaving the group\"}\n";
+    (void)sig;
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(TIDE_WORKER_FAILED);
+}
+
 static long max_rss_kb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -611,7 +651,7 @@ static int reload(tide_worker_t *w) {
     (void)old_version;
     if (inputs_changed) {
         /* A new subscription rebalances: commit what we have first. */
-        commit(w, NULL, "resubscribe");
+        commit(w, NULL, "resubscribe", 0);
         tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "inputs changed: re-subscribing");
         if (subscribe(w)) w->fatal = 1;
     }
@@ -726,7 +766,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             w->next_lag_ms = t + 1000;
         }
         if (t >= next_commit) {
-            commit(w, NULL, "interval");
+            commit(w, NULL, "interval", 1);
             next_commit = t + commit_every;
         }
         if (o->max_records && w->records_in >= o->max_records) break;
@@ -735,6 +775,10 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     }
     if (w->fatal) exit_code = TIDE_WORKER_FAILED;
     if (w->st) w->st->state = TIDE_WS_STOPPING;
+    /* Never hang on the way out: a group that does not let go is left to
+     * its session timeout; what was processed is committed before that. */
+    signal(SIGALRM, on_shutdown_timeout);
+    alarm((unsigned)(w->shutdown_timeout_ms / 1000) * 2 + 5);
 
     /* Shutdown: close(ctx) may still emit; produce that, then flush, commit
      * and leave the group (the revoke that follows finds nothing to commit). */
@@ -744,7 +788,10 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         free(err);
         exit_code = TIDE_WORKER_FAILED;
     }
-    if (!w->fatal && commit(w, NULL, "shutdown")) exit_code = TIDE_WORKER_FAILED;
+    /* A final commit that races a rebalance is not a failure: the revoke
+     * that closing the consumer causes commits the same offsets. */
+    if (!w->fatal) commit(w, NULL, "shutdown", 0);
+    if (w->fatal) exit_code = TIDE_WORKER_FAILED;
     publish(w);
     log_stopped(w, now_ms());
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "leaving consumer group");
@@ -761,5 +808,6 @@ out:
     free(w->msgs);
     free(w->recs);
     free(w->rec_part);
+    alarm(0);
     return exit_code;
 }

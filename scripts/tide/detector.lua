@@ -134,22 +134,65 @@ function M.validate(det, path, source)
   }
 end
 
---- Load a detector from `path` inside a fresh sandbox environment.
+--- A require for a folder detector: its own modules, from its own folder,
+--- in its own sandbox; nothing else.
+local function folder_require(dir, env, sources)
+  local loaded = {}
+  return function(name)
+    if type(name) ~= "string" or name:find("%.%.") or name:find("^/") or not name:match("^[%w_.-]+$") then
+      error(("require('%s'): detectors may only require their own modules by name"):format(tostring(name)), 2)
+    end
+    if loaded[name] ~= nil then return loaded[name] end
+    local rel = name:gsub("%.", "/")
+    for _, candidate in ipairs({ dir .. "/" .. rel .. ".lua", dir .. "/" .. rel .. "/init.lua" }) do
+      local f = io.open(candidate, "rb")
+      if f then
+        local src = f:read("*a")
+        f:close()
+        sources[#sources + 1] = src
+        local chunk, err = load(src, "@" .. candidate, "t", env)
+        if not chunk then error(err, 0) end
+        local v = chunk(name)
+        if v == nil then v = true end
+        loaded[name] = v
+        return v
+      end
+    end
+    error(("module '%s' not found in %s (detectors may only require their own modules)"):format(name, dir), 2)
+  end
+end
+
+--- Load a detector from `path` inside a fresh sandbox environment: a .lua
+--- file, or a folder whose init.lua may require the folder's other modules.
 --- Returns spec or nil, "file:line: reason".
 ---@param path string
 ---@param opts? { tide?: table, print?: fun(msg: string) }
 function M.load(path, opts)
   opts = opts or {}
-  local f, err = io.open(path, "rb")
+  local file, dir = path, nil
+  if not path:match("%.lua$") then
+    dir = path:gsub("/+$", "")
+    file = dir .. "/init.lua"
+  elseif path:match("/init%.lua$") then
+    dir = path:match("^(.*)/init%.lua$")
+  end
+  local f, err = io.open(file, "rb")
   if not f then return nil, err end
   local source = f:read("*a")
   f:close()
-  return M.load_source(source, path, opts)
+  return M.load_source(source, file, opts, dir)
 end
 
-function M.load_source(source, path, opts)
+function M.load_source(source, path, opts, dir)
   opts = opts or {}
-  local env = sandbox.env(opts.tide or require("tide"), opts)
+  local sources = { source }
+  local req
+  local sopts = { print = opts.print }
+  if dir then
+    sopts.require = function(name) return req(name) end
+  end
+  local env = sandbox.env(opts.tide or require("tide"), sopts)
+  if dir then req = folder_require(dir, env, sources) end
   if source:byte(1) == 27 then
     return nil, path .. ":1: precompiled bytecode is not accepted; deploy the .lua source"
   end
@@ -159,7 +202,12 @@ function M.load_source(source, path, opts)
     return debug.traceback(tostring(e), 2)
   end)
   if not ok then return nil, det end
-  return M.validate(det, path, source)
+  local spec, verr = M.validate(det, path, source)
+  if spec and #sources > 1 then
+    -- The version covers the modules the detector required too.
+    spec.version = M.version(table.concat(sources, "\0"))
+  end
+  return spec, verr
 end
 
 return M

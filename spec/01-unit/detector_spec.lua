@@ -69,3 +69,58 @@ return {
     end
   end)
 end)
+
+describe("a folder detector", function()
+  local dir
+  before_each(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir .. "/shouter/lib"))
+    local function write(p, s)
+      local f = assert(io.open(dir .. "/shouter/" .. p, "w"))
+      f:write(s)
+      f:close()
+    end
+    write("init.lua", [[
+local util = require("util")
+local more = require("lib.more")
+return { inputs = { "in" }, outputs = { "out" },
+  process = function(rec, ctx) ctx:emit("out", nil, more.twice(util.shout(rec.value))) end }]])
+    write("util.lua", 'return { shout = function(s) return s:upper() end }')
+    write("lib/more.lua", 'return { twice = function(s) return s .. s end }')
+  end)
+  after_each(function()
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("loads init.lua and requires its own modules, named after the folder", function()
+    local spec = assert(detector.load(dir .. "/shouter"))
+    assert.equal("shouter", spec.name)
+    local d = require("tide.testing").driver(dir .. "/shouter")
+    d:pipe("in", nil, "ab")
+    assert.same({ { value = "ABAB", headers = {} } }, d:read("out"))
+  end)
+
+  it("versions the modules too", function()
+    local v1 = assert(detector.load(dir .. "/shouter")).version
+    local f = assert(io.open(dir .. "/shouter/util.lua", "w"))
+    f:write('return { shout = function(s) return s:lower() end }')
+    f:close()
+    assert.are_not.equal(v1, assert(detector.load(dir .. "/shouter")).version)
+  end)
+
+  it("refuses modules outside the folder and unknown ones", function()
+    local f = assert(io.open(dir .. "/shouter/init.lua", "w"))
+    f:write('local x = require("../etc")\nreturn {}')
+    f:close()
+    local spec, err = detector.load(dir .. "/shouter")
+    assert.is_nil(spec)
+    assert.matches("may only require their own modules", err)
+    f = assert(io.open(dir .. "/shouter/init.lua", "w"))
+    f:write('local x = require("missing")\nreturn {}')
+    f:close()
+    spec, err = detector.load(dir .. "/shouter")
+    assert.is_nil(spec)
+    assert.matches("module 'missing' not found", err)
+  end)
+end)

@@ -25,7 +25,6 @@ local C = ffi.C
 -- have declared some of these already, and LuaJIT refuses a redefinition.
 for _, decl in ipairs({
   "int fork(void);",
-  "int execvp(const char *file, char *const argv[]);",
   "int execvpe(const char *file, char *const argv[], char *const envp[]);",
   "extern char **environ;",
   "void _exit(int status);",
@@ -543,7 +542,10 @@ end
 
 --- Start `tide run FILE -b ADDR -D application.id=APP ...`; stderr is its log.
 --- opts: app (application.id, default a fresh one), config (table key -> value,
---- passed as -D), args (extra arguments), count, idle_timeout_ms, name, stdin.
+--- passed as -D; state.dir defaults to a fresh directory), args (extra
+--- arguments), count, idle_timeout_ms, name, stdin, env (extra environment
+--- variables: the runner's TIDE_* ones are never passed on), bootstrap (an
+--- address, or false for none), no_wrap (ignore TIDE_TEST_WRAP).
 function Cluster:run(file, opts)
   opts = opts or {}
   local app = opts.app or self:app_id(opts.name or "run")
@@ -559,9 +561,11 @@ function Cluster:run(file, opts)
   end
   argv[#argv + 1] = "-D"
   argv[#argv + 1] = "application.id=" .. app
-  local config = opts.config or {}
+  local config = {}
+  for k, v in pairs(opts.config or {}) do config[k] = v end
   if config["state.dir"] == nil then
-    config["state.dir"] = self.dir .. "/state-" .. app
+    -- One per process: two members of a group never share local state.
+    config["state.dir"] = self:path("state-" .. app)
   end
   local keys = {}
   for k in pairs(config) do keys[#keys + 1] = k end
@@ -579,7 +583,7 @@ function Cluster:run(file, opts)
     argv[#argv + 1] = tostring(opts.idle_timeout_ms)
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  local p = self:spawn(argv, { name = opts.name or "run", stdin = opts.stdin })
+  local p = self:spawn(argv, { name = opts.name or "run", stdin = opts.stdin, env = opts.env })
   p.app = app
   return p
 end
@@ -658,7 +662,6 @@ function Cluster:consume(topic, opts)
       topic, p:status_text(), p:log_tail(20)), 2)
   end
   local out = p:stdout_text()
-  p.stdout_cache = nil
   local records = {}
   for line in out:gmatch("[^\n]+") do
     local ok, rec = pcall(cjson.decode, line)
@@ -736,13 +739,27 @@ function M.bad_log_lines(proc)
   return bad
 end
 
+--- tide's own log lines (not librdkafka's debug lines) as "ts level msg".
+function M.info_lines(proc, n)
+  local lines = {}
+  for _, ev in ipairs(proc:events()) do
+    if ev.raw then
+      lines[#lines + 1] = ev.raw
+    elseif type(ev.msg) == "string" and not ev.msg:find("^librdkafka") and ev.msg ~= "configuration" then
+      lines[#lines + 1] = ("%s %s %s"):format(tostring(ev.ts), tostring(ev.level), ev.msg)
+    end
+  end
+  n = n or 30
+  return { unpack(lines, math.max(1, #lines - n + 1)) }
+end
+
 --- The first event with msg "stopped" (or nil).
 function M.stopped(proc)
   return proc:find_events("stopped")[1]
 end
 
---- Group records into { [key or "\0nil"] = { values in order } }, ordered by
---- (partition, offset) within a partition. Keys of one key share a partition.
+--- Group records into { [key or "\0nil"] = { values in order } }, in
+--- (partition, offset) order: the records of one key share a partition.
 function M.by_key(records)
   table.sort(records, function(a, b)
     if a.partition ~= b.partition then return a.partition < b.partition end

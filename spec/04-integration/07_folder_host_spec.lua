@@ -1,0 +1,276 @@
+-- `tide run DIR`: detectors dropped in, hot-swapped, broken, removed, hung and
+-- reloaded many times, each in its own worker, against a broker in its own
+-- process.
+local cluster = require("helpers.cluster")
+local cjson = require("cjson")
+local http = require("socket.http")
+
+local function write(path, text)
+  -- Write beside and rename into place, as deploy tools do.
+  local tmp = path:gsub("([^/]+)$", ".%1.tmp")
+  local f = assert(io.open(tmp, "w"))
+  f:write(text)
+  f:close()
+  assert(os.rename(tmp, path))
+end
+
+local function get(port, path)
+  local body, code = http.request(("http://127.0.0.1:%d%s"):format(port, path))
+  return body, code
+end
+
+local function api(port)
+  local body, code = get(port, "/api/detectors")
+  assert.equal(200, code)
+  local list = cjson.decode(body)
+  local by = {}
+  for _, d in ipairs(list) do by[d.name] = d end
+  return by
+end
+
+--- Poll until f() returns a truthy value; bounded.
+local function eventually(what, f, timeout)
+  local deadline = cluster.now() + (timeout or 30)
+  while true do
+    local v = f()
+    if v then return v end
+    if cluster.now() >= deadline then error("timed out waiting for " .. what, 2) end
+    cluster.pause(50)
+  end
+end
+
+local function passthrough(name, input, output, tag)
+  return ([[
+return {
+  name = %q, inputs = { %q }, outputs = { %q },
+  process = function(rec, ctx)
+    ctx:emit(%q, tostring(rec.partition), %q .. ":" .. rec.partition .. ":" .. rec.offset)
+  end,
+}
+]]):format(name, input, output, output, tag)
+end
+
+local function proc_count(pid, what)
+  local p = io.popen("ls /proc/" .. pid .. "/" .. what .. " 2>/dev/null | wc -l")
+  local n = tonumber(p:read("*a"))
+  p:close()
+  return n
+end
+
+local function rss_kb(pid)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+describe("integration: a folder of detectors", function()
+  local c, host, port, dir
+
+  lazy_setup(function()
+    c = cluster.new("folder")
+    c:start_broker({ "f-in:4", "f-out-a:4", "f-out-b:4", "swap-in:4", "swap-out:4",
+      "loop-in:1", "loop-out:1", "steady-in:4", "steady-out:4" })
+  end)
+
+  lazy_teardown(function()
+    if c then c:shutdown() end
+  end)
+
+  before_each(function()
+    dir = c:path("detectors-" .. tostring(math.random(1e9)))
+    assert(os.execute("mkdir -p " .. dir))
+  end)
+
+  after_each(function()
+    c:cleanup()
+  end)
+
+  local function start(config)
+    config = config or {}
+    config["admin.port"] = 0
+    config["reload.debounce.ms"] = config["reload.debounce.ms"] or 50
+    host = c:run(dir, { config = config, name = "host" })
+    local ev = host:wait_for_log(function(e)
+      return e.msg and e.msg:find("admin server listening", 1, true)
+    end)
+    port = tonumber(ev.msg:match("127%.0%.0%.1:(%d+)"))
+    assert.is_number(port)
+    return host
+  end
+
+  it("starts a dropped-in detector without touching the others, and serves it", function()
+    write(dir .. "/a.lua", passthrough("a", "f-in", "f-out-a", "a"))
+    start()
+    host:wait_for_log({ detector = "a", msg = "partitions assigned" })
+    c:produce("f-in", { "1", "2", "3" })
+    c:wait_for_records("f-out-a", 3, 30)
+    local assigned_a = #host:find_events({ detector = "a", msg = "partitions assigned" })
+
+    local t0 = cluster.now()
+    write(dir .. "/b.lua", passthrough("b", "f-in", "f-out-b", "b"))
+    local out = c:wait_for_records("f-out-b", 3, 30)
+    local took = cluster.now() - t0
+    print(("  (dropped-in detector: first outputs read back after %.2fs)"):format(took))
+    assert.equal(3, #out)
+    -- a was not restarted or rebalanced by b's arrival
+    assert.equal(assigned_a, #host:find_events({ detector = "a", msg = "partitions assigned" }))
+    local by = eventually("both detectors running", function()
+      local d = api(port)
+      return d.a and d.b and d.a.state == "running" and d.b.state == "running" and d
+    end)
+    assert.is_true(by.b.counters.records_in >= 3)
+    local metrics = get(port, "/metrics")
+    assert.matches('tide_records_in_total{detector="b"} %d', metrics)
+    local _, ready = get(port, "/readyz")
+    assert.equal(200, ready)
+  end)
+
+  it("hot-swaps under load with no gap and no repeat, keeps a broken edit out, and stops a removed detector", function()
+    local path = dir .. "/swap.lua"
+    write(path, passthrough("swap", "swap-in", "swap-out", "v1"))
+    start()
+    host:wait_for_log({ detector = "swap", msg = "partitions assigned" })
+    local n = 20000
+    local lines = {}
+    for i = 1, n do lines[i] = tostring(i) end
+    local producer = c:produce_async("swap-in", lines)
+    -- swap once records are flowing
+    eventually("records flowing", function()
+      local d = api(port).swap
+      return d and d.counters.records_in > 0
+    end)
+    write(path, passthrough("swap", "swap-in", "swap-out", "v2"))
+    host:wait_for_log({ detector = "swap", msg = "detector reloaded" })
+    assert.equal(0, (producer:wait(60)))
+    local out = c:wait_for_records("swap-out", n, 60)
+    assert.equal(n, #out)
+    -- per input partition: offsets 0..k-1 each exactly once, v1 then v2
+    local seen = {}
+    for _, r in ipairs(out) do
+      local tag, p, off = r.value:match("^(v%d):(%d+):(%d+)$")
+      p, off = tonumber(p), tonumber(off)
+      seen[p] = seen[p] or {}
+      seen[p][#seen[p] + 1] = { tag = tag, off = off }
+    end
+    local versions = {}
+    for p, list in pairs(seen) do
+      table.sort(list, function(x, y) return x.off < y.off end)
+      for i, e in ipairs(list) do
+        assert.equal(i - 1, e.off, ("partition %d: gap or repeat at %d"):format(p, i - 1))
+        if i > 1 and list[i - 1].tag == "v2" then
+          assert.equal("v2", e.tag, ("partition %d went back to v1 at offset %d"):format(p, e.off))
+        end
+        versions[e.tag] = true
+      end
+    end
+    assert.is_true(versions.v1 and versions.v2, "both versions processed records")
+    -- no rebalance: one assignment only
+    assert.equal(1, #host:find_events({ detector = "swap", msg = "partitions assigned" }))
+
+    -- a broken edit changes nothing: v2 goes on, the failure is visible
+    write(path, "return {\n  inputs = { 'swap-in' },,\n}\n")
+    local d = eventually("the failed reload in the API", function()
+      local s = api(port).swap
+      return s and s.reloads and #s.reloads >= 2 and not s.reloads[#s.reloads].ok and s
+    end)
+    assert.matches("swap%.lua:2:", d.reloads[#d.reloads].message)
+    assert.equal("running", d.state)
+    c:produce("swap-in", { "after-broken-edit" })
+    local after = c:wait_for_records("swap-out", n + 1, 30)
+    local last_tag = nil
+    for _, r in ipairs(after) do
+      if r.value:match("^v2:") then last_tag = "v2" end
+    end
+    assert.equal("v2", last_tag)
+    local metrics = get(port, "/metrics")
+    assert.matches('tide_reload_failures_total{detector="swap"} 1', metrics)
+
+    -- removing the file stops the detector: commit, leave the group
+    os.remove(path)
+    host:wait_for_log({ detector = "swap", msg = "left consumer group" })
+    eventually("the detector gone from the API", function() return api(port).swap == nil end)
+  end)
+
+  it("kills a detector stuck in a loop, quarantines its poison record, and the others keep going", function()
+    write(dir .. "/looper.lua", [[
+return {
+  inputs = { "loop-in" }, outputs = { "loop-out" },
+  process = function(rec, ctx)
+    if rec.value == "loop" then while true do end end
+    ctx:emit("loop-out", nil, rec.value)
+  end,
+}
+]])
+    write(dir .. "/steady.lua", passthrough("steady", "steady-in", "steady-out", "s"))
+    start({ ["detector.batch.timeout.ms"] = 1000, ["detector.poison.kills"] = 2 })
+    host:wait_for_log({ detector = "looper", msg = "partitions assigned" })
+    host:wait_for_log({ detector = "steady", msg = "partitions assigned" })
+    c:produce("loop-in", { "ok-1", "loop", "ok-2" })
+    local steady = {}
+    for i = 1, 5000 do steady[i] = tostring(i) end
+    c:produce("steady-in", steady)
+    -- the other detector is not held up by the loop
+    assert.equal(5000, #c:wait_for_records("steady-out", 5000, 30))
+    -- killed twice on the same record, then it is dead-lettered unrun
+    local dead = c:wait_for_records(host.app .. ".looper-dlq", 1, 60)
+    assert.equal("loop", dead[1].value)
+    assert.equal("PoisonPill", dead[1].headers["tide.error.class"])
+    local out = c:wait_for_records("loop-out", 2, 30)
+    local got = {}
+    for _, r in ipairs(out) do got[r.value] = true end
+    assert.is_true(got["ok-1"] and got["ok-2"])
+    assert.is_true(#host:find_events(function(e)
+      return e.msg and e.msg:find("killing worker", 1, true) and e.msg:find("looper", 1, true)
+    end) >= 2)
+    local d = api(port).looper
+    assert.is_true(d.watchdog_kills >= 2)
+    assert.is_true(d.restarts >= 2)
+  end)
+
+  it("stays flat over 100 reloads: descriptors, threads and RSS", function()
+    local path = dir .. "/churn.lua"
+    write(path, passthrough("churn", "f-in", "f-out-a", "c0"))
+    start()
+    host:wait_for_log({ detector = "churn", msg = "partitions assigned" })
+    local function reloads()
+      local d = api(port).churn
+      return d and #d.reloads > 0 and d.reloads[#d.reloads] or nil, d
+    end
+    local _, d0 = reloads()
+    local worker = d0.pid
+    local function measure()
+      return {
+        sv_fd = proc_count(host.pid, "fd"), sv_threads = proc_count(host.pid, "task"),
+        sv_rss = rss_kb(host.pid),
+        w_fd = proc_count(worker, "fd"), w_threads = proc_count(worker, "task"),
+      }
+    end
+    -- warm up, then measure
+    local count = 0
+    local function reload_once()
+      count = count + 1
+      local tag = "c" .. count
+      write(path, passthrough("churn", "f-in", "f-out-a", tag))
+      eventually("reload " .. count, function()
+        local d = api(port).churn
+        return d and d.version ~= nil and #d.reloads > 0 and d.reloads[#d.reloads].ok
+          and d.reloads[#d.reloads].ms and d.counters and d.reload_count == count
+      end, 20)
+    end
+    for _ = 1, 5 do reload_once() end
+    local before = measure()
+    for _ = 1, 100 do reload_once() end
+    local after = measure()
+    print(("  (100 reloads: supervisor fds %d->%d threads %d->%d rss %d->%d kB; worker fds %d->%d threads %d->%d)")
+      :format(before.sv_fd, after.sv_fd, before.sv_threads, after.sv_threads, before.sv_rss, after.sv_rss,
+        before.w_fd, after.w_fd, before.w_threads, after.w_threads))
+    assert.equal(worker, api(port).churn.pid, "hot swaps, not restarts")
+    assert.equal(before.sv_fd, after.sv_fd)
+    assert.equal(before.sv_threads, after.sv_threads)
+    assert.is_true(after.sv_rss - before.sv_rss < 4096, "supervisor RSS grew by more than 4 MB")
+    assert.equal(before.w_fd, after.w_fd)
+    assert.equal(before.w_threads, after.w_threads)
+  end)
+end)

@@ -1,0 +1,525 @@
+/* C tests of the admin HTTP server: routes, formats, limits and timeouts,
+ * against a fake detector table (fake_supervisor.h), over real sockets. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "fake_supervisor.h"
+#include "http.h"
+#include "sink.h"
+
+#define WEIRD_NAME "we\"ird\\name\n"
+
+typedef struct reply {
+    int status;
+    char *raw;  /* the whole answer, NUL-terminated */
+    char *body; /* into raw */
+    size_t body_len;
+} reply_t;
+
+static int64_t mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* rcvbuf > 0: a small receive buffer, for a client that reads nothing */
+static int connect_with(int port, int rcvbuf) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int connect_to(int port) { return connect_with(port, 0); }
+
+/* Read until the server closes (10 s at most) and split the answer. */
+static int read_reply(int fd, reply_t *r) {
+    size_t cap = 1 << 16, n = 0;
+    r->raw = malloc(cap);
+    int64_t deadline = mono_now() + 10000;
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int64_t left = deadline - mono_now();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0) break;
+        if (n + 4096 > cap) r->raw = realloc(r->raw, cap *= 2);
+        ssize_t got = recv(fd, r->raw + n, cap - n - 1, 0);
+        if (got <= 0) break;
+        n += (size_t)got;
+    }
+    r->raw[n] = '\0';
+    r->status = 0;
+    sscanf(r->raw, "HTTP/1.1 %d", &r->status);
+    char *end = strstr(r->raw, "\r\n\r\n");
+    r->body = end ? end + 4 : r->raw + n;
+    r->body_len = (size_t)(r->raw + n - r->body);
+    return r->status;
+}
+
+static int http_raw(int port, const char *request, reply_t *r) {
+    memset(r, 0, sizeof(*r));
+    int fd = connect_to(port);
+    if (fd < 0) return -1;
+    ssize_t w = send(fd, request, strlen(request), MSG_NOSIGNAL);
+    (void)w;
+    read_reply(fd, r);
+    close(fd);
+    return r->status;
+}
+
+static int http_get(int port, const char *path, reply_t *r) {
+    char req[512];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: test\r\n\r\n",
+             path, port);
+    return http_raw(port, req, r);
+}
+
+static void reply_free(reply_t *r) {
+    free(r->raw);
+    memset(r, 0, sizeof(*r));
+}
+
+static int has_header(const reply_t *r, const char *line) {
+    const char *end = strstr(r->raw, "\r\n\r\n");
+    const char *at = strstr(r->raw, line);
+    return at && end && at < end;
+}
+
+/* The value of the sample whose name and labels are exactly `series`;
+ * -1 when there is no such line. */
+static double sample(const char *body, const char *series) {
+    size_t n = strlen(series);
+    for (const char *line = body; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+        if (!strncmp(line, series, n) && line[n] == ' ') return strtod(line + n + 1, NULL);
+    return -1;
+}
+
+/* Every line is a comment or `name{label="value",...} number`, and every
+ * sample's family was declared with # TYPE before it. */
+static int exposition_valid(const char *body, char *why, size_t cap) {
+    char typed[64][64];
+    int n_typed = 0;
+    for (const char *line = body; *line;) {
+        const char *eol = strchr(line, '\n');
+        if (!eol) {
+            snprintf(why, cap, "no final newline");
+            return 0;
+        }
+        char l[1024];
+        size_t len = (size_t)(eol - line) < sizeof(l) - 1 ? (size_t)(eol - line) : sizeof(l) - 1;
+        memcpy(l, line, len);
+        l[len] = '\0';
+        line = eol + 1;
+        if (!strncmp(l, "# TYPE ", 7)) {
+            if (n_typed < 64) sscanf(l + 7, "%63s", typed[n_typed++]);
+            continue;
+        }
+        if (l[0] == '#') continue;
+        const char *p = l;
+        char name[128];
+        size_t k = 0;
+        while ((*p == '_' || *p == ':' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                (k && *p >= '0' && *p <= '9')) && k < sizeof(name) - 1)
+            name[k++] = *p++;
+        name[k] = '\0';
+        if (!k) goto bad;
+        if (*p == '{') {
+            p++;
+            while (*p != '}') {
+                while ((*p >= 'a' && *p <= 'z') || *p == '_') p++;
+                if (*p++ != '=' || *p++ != '"') goto bad;
+                while (*p && *p != '"') {
+                    if (*p == '\\') {
+                        p++;
+                        if (*p != '\\' && *p != '"' && *p != 'n') goto bad;
+                    }
+                    p++;
+                }
+                if (*p++ != '"') goto bad;
+                if (*p == ',') p++;
+                else if (*p != '}') goto bad;
+            }
+            p++;
+        }
+        if (*p++ != ' ') goto bad;
+        char *end;
+        if (strcmp(p, "+Inf") && strcmp(p, "-Inf") && strcmp(p, "NaN")) {
+            strtod(p, &end);
+            if (end == p || *end) goto bad;
+        }
+        /* histogram series belong to the family without the suffix */
+        int declared = 0;
+        for (int i = 0; i < n_typed && !declared; i++) {
+            size_t tl = strlen(typed[i]);
+            declared = !strncmp(name, typed[i], tl) &&
+                       (!name[tl] || !strcmp(name + tl, "_bucket") || !strcmp(name + tl, "_sum") ||
+                        !strcmp(name + tl, "_count"));
+        }
+        if (!declared) {
+            snprintf(why, cap, "no # TYPE before: %s", l);
+            return 0;
+        }
+        continue;
+    bad:
+        snprintf(why, cap, "bad line: %s", l);
+        return 0;
+    }
+    return 1;
+}
+
+static void hex(const char *s, char *out) {
+    for (; *s; s++, out += 2) sprintf(out, "%02x", (unsigned char)*s);
+    *out = '\0';
+}
+
+/* Decode body with lua-cjson (a strict decoder) and return what the script
+ * prints, malloc'd; NULL when luajit or the decoding failed. */
+static char *lua_json_summary(const char *body, size_t len) {
+    static const char script[] =
+        "local cjson = require 'cjson'\n"
+        "local t = cjson.decode(io.read('*a'))\n"
+        "local function hex(s) return (s:gsub('.', function(c) return ('%02x'):format(c:byte()) end)) end\n"
+        "local function v(x) if x == cjson.null then return 'null' end return tostring(x) end\n"
+        "print(type(t.now_ms), type(t.started_ms), v(t.ready), #t.detectors)\n"
+        "for _, d in ipairs(t.detectors) do\n"
+        "  local e = d.last_error\n"
+        "  print(hex(d.name), d.state, v(d.pid), v(d.lag), v(d.lua_heap_bytes), d.counters.records_in,\n"
+        "        d.counters.errors, #d.reloads, e == cjson.null and 'noerr'\n"
+        "        or (e.topic .. ':' .. e.partition .. ':' .. e.offset .. ':' .. hex(e.message)),\n"
+        "        d.reloads[2] and hex(v(d.reloads[2].message)) or '-', v(d.problem))\n"
+        "end\n";
+    char body_path[] = "/tmp/tide-test-http-XXXXXX";
+    char script_path[] = "/tmp/tide-test-http-XXXXXX";
+    int bf = mkstemp(body_path), sf = mkstemp(script_path);
+    ssize_t w = write(bf, body, len);
+    w = write(sf, script, sizeof(script) - 1);
+    (void)w;
+    close(bf);
+    close(sf);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "luajit %s < %s 2>&1", script_path, body_path);
+    FILE *p = popen(cmd, "r");
+    char *out = calloc(1, 1 << 16);
+    size_t n = p ? fread(out, 1, (1 << 16) - 1, p) : 0;
+    out[n] = '\0';
+    int rc = p ? pclose(p) : -1;
+    unlink(body_path);
+    unlink(script_path);
+    if (rc != 0) {
+        printf("# luajit: %s\n", out);
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    volatile sig_atomic_t stop = 0;
+    tide_supervisor_t sv;
+    memset(&sv, 0, sizeof(sv));
+    sv.started_ms = fake_now_ms() - 60000;
+    sv.stop = &stop;
+
+    /* alpha: a restarted worker (base counters), batches in several buckets,
+     * a last error whose message has a quote and a byte that is not UTF-8 */
+    tide_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 100);
+    alpha->base.records_in = 1000;
+    alpha->base.hist[0] = 3;
+    alpha->base.hist_sum = 0.0003;
+    alpha->restarts = 2;
+    alpha->st->lag = 42;
+    const double durations[] = {0.0001, 0.003, 0.003, 0.02, 0.5, 20};
+    for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
+        fake_batch(alpha, 100, durations[i]);
+    fake_error(alpha, "payments", 3, 17, "bad \"amount\" \xff here");
+    fake_reload(alpha, 1, "v2", NULL);
+    fake_reload(alpha, 0, "v3", "alpha.lua:9: unexpected symbol near 'end'");
+    tide_detector_t *weird = fake_detector(WEIRD_NAME, TIDE_DS_RUNNING, 101);
+    tide_detector_t *cold = fake_detector("cold", TIDE_DS_STARTING, 0);
+    fake_add(&sv, alpha);
+    fake_add(&sv, weird);
+    fake_add(&sv, cold);
+
+    char *err = NULL;
+    reply_t r;
+
+    CASE("the server starts on an ephemeral port");
+    tide_http_t *h = tide_http_start("127.0.0.1", 0, &sv, &err);
+    CHECK(h != NULL);
+    if (!h) {
+        printf("# %s\n", err);
+        return check_report(argc > 1 ? argv[1] : NULL);
+    }
+    int port = tide_http_port(h);
+    CHECK(port > 0 && port < 65536);
+
+    CASE("a port in use, or an address that is not IPv4, is refused with the reason");
+    CHECK(tide_http_start("127.0.0.1", port, &sv, &err) == NULL);
+    CHECK(err && strstr(err, "admin http 127.0.0.1:") && strstr(err, "in use"));
+    free(err);
+    err = NULL;
+    CHECK(tide_http_start("::1", 0, &sv, &err) == NULL);
+    CHECK(err && strstr(err, "not an IPv4 address"));
+    free(err);
+    err = NULL;
+
+    CASE("/healthz answers ok");
+    CHECK(http_get(port, "/healthz", &r) == 200);
+    CHECK(r.body_len == 3 && !memcmp(r.body, "ok\n", 3));
+    CHECK(has_header(&r, "Connection: close\r\n"));
+    CHECK(has_header(&r, "Content-Length: 3\r\n"));
+    reply_free(&r);
+
+    CASE("/readyz is 503 with the reason until the supervisor is ready, then 200");
+    CHECK(http_get(port, "/readyz", &r) == 503);
+    CHECK(strstr(r.body, "not ready") && strstr(r.body, "cold (starting)") && !strstr(r.body, "alpha"));
+    reply_free(&r);
+    tide_supervisor_lock();
+    sv.ready = 1;
+    tide_supervisor_unlock();
+    CHECK(http_get(port, "/readyz", &r) == 200);
+    CHECK(!strcmp(r.body, "ready\n"));
+    reply_free(&r);
+
+    CASE("/metrics is valid Prometheus text with HELP and TYPE for every family");
+    CHECK(http_get(port, "/metrics", &r) == 200);
+    CHECK(has_header(&r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+    char why[1200] = "";
+    CHECK(exposition_valid(r.body, why, sizeof(why)));
+    if (why[0]) printf("# %s\n", why);
+    CHECK(strstr(r.body, "# HELP tide_records_in_total "));
+    CHECK(strstr(r.body, "# TYPE tide_records_in_total counter\n"));
+    CHECK(strstr(r.body, "# TYPE tide_batch_duration_seconds histogram\n"));
+    CHECK(strstr(r.body, "# TYPE tide_consumer_lag_records gauge\n"));
+
+    CASE("/metrics counters are the detector's totals, surviving restarts");
+    tide_det_totals_t t;
+    tide_detector_totals(alpha, &t);
+    CHECK(t.records_in == 1600);
+    CHECK(sample(r.body, "tide_records_in_total{detector=\"alpha\"}") == (double)t.records_in);
+    CHECK(sample(r.body, "tide_records_out_total{detector=\"alpha\"}") == (double)t.records_out);
+    CHECK(sample(r.body, "tide_errors_total{detector=\"alpha\"}") == 1);
+    CHECK(sample(r.body, "tide_dlq_records_total{detector=\"alpha\"}") == 1);
+    CHECK(sample(r.body, "tide_worker_restarts_total{detector=\"alpha\"}") == 2);
+    CHECK(sample(r.body, "tide_reload_failures_total{detector=\"alpha\"}") == (double)t.reload_failures);
+    CHECK(sample(r.body, "tide_worker_rss_bytes{detector=\"alpha\"}") == (double)(48u << 20));
+    CHECK(sample(r.body, "tide_worker_cpu_seconds_total{detector=\"alpha\"}") == 1.25);
+
+    CASE("/metrics lag is shown only when known");
+    CHECK(sample(r.body, "tide_consumer_lag_records{detector=\"alpha\"}") == 42);
+    CHECK(!strstr(r.body, "tide_consumer_lag_records{detector=\"we"));
+    CHECK(!strstr(r.body, "tide_consumer_lag_records{detector=\"cold\"}"));
+    CHECK(!strstr(r.body, "tide_lua_heap_bytes{detector=\"cold\"}"));
+
+    CASE("/metrics histogram buckets are cumulative, ordered, and end at +Inf = _count");
+    {
+        double prev_le = -1, prev_v = -1, v = 0;
+        int buckets = 0, ordered = 1;
+        const char *prefix = "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"";
+        for (const char *p = strstr(r.body, prefix); p; p = strstr(p + 1, prefix)) {
+            const char *le = p + strlen(prefix);
+            double bound = !strncmp(le, "+Inf", 4) ? 1e300 : strtod(le, NULL);
+            v = strtod(strchr(le, ' ') + 1, NULL);
+            if (bound <= prev_le || v < prev_v) ordered = 0;
+            prev_le = bound;
+            prev_v = v;
+            buckets++;
+        }
+        CHECK(buckets == TIDE_STATUS_HIST);
+        CHECK(ordered);
+        CHECK(prev_le == 1e300);
+        CHECK(v == 9); /* 3 from the earlier worker, 6 from this one */
+        CHECK(sample(r.body, "tide_batch_duration_seconds_count{detector=\"alpha\"}") == v);
+        CHECK(sample(r.body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"0.0005\"}") == 4);
+        CHECK(sample(r.body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"0.005\"}") == 6);
+        CHECK(sample(r.body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"10\"}") == 8);
+        double sum = sample(r.body, "tide_batch_duration_seconds_sum{detector=\"alpha\"}");
+        CHECK(sum > 20.5263 && sum < 20.5265);
+    }
+
+    CASE("/metrics state gauge is 1 for the current state only");
+    CHECK(sample(r.body, "tide_detector_state{detector=\"alpha\",state=\"running\"}") == 1);
+    CHECK(sample(r.body, "tide_detector_state{detector=\"alpha\",state=\"failed\"}") == 0);
+    CHECK(sample(r.body, "tide_detector_state{detector=\"cold\",state=\"starting\"}") == 1);
+    CHECK(sample(r.body, "tide_detector_state{detector=\"cold\",state=\"running\"}") == 0);
+    {
+        int ones = 0;
+        for (const char *p = strstr(r.body, "tide_detector_state{"); p; p = strstr(p + 1, "tide_detector_state{"))
+            if (!strncmp(strchr(p, '}'), "} 1\n", 4)) ones++;
+        CHECK(ones == 3);
+    }
+
+    CASE("/metrics label values are escaped");
+    CHECK(sample(r.body, "tide_records_in_total{detector=\"we\\\"ird\\\\name\\n\"}") == 0);
+    CHECK(!strstr(r.body, "we\"ird"));
+    reply_free(&r);
+
+    CASE("/api/detectors is valid UTF-8 JSON with every detector's fields");
+    CHECK(http_get(port, "/api/detectors", &r) == 200);
+    CHECK(has_header(&r, "Content-Type: application/json\r\n"));
+    CHECK(tide_utf8_valid(r.body, (int32_t)r.body_len));
+    char *summary = lua_json_summary(r.body, r.body_len);
+    CHECK(summary != NULL);
+    if (summary) {
+        char want[2048], name_hex[64], msg_hex[128], reload_hex[128];
+        /* cjson turns the escaped stray byte \u00ff into U+00FF (c3 bf) */
+        hex("bad \"amount\" \xc3\xbf here", msg_hex);
+        hex("alpha.lua:9: unexpected symbol near 'end'", reload_hex);
+        hex(WEIRD_NAME, name_hex);
+        snprintf(want, sizeof(want),
+                 "number\tnumber\ttrue\t3\n"
+                 "%s\trunning\t100\t42\t3145728\t1600\t1\t2\tpayments:3:17:%s\t%s\tnull\n"
+                 "%s\trunning\t101\tnull\t3145728\t0\t0\t0\tnoerr\t-\tnull\n"
+                 "%s\tstarting\t0\tnull\tnull\t0\t0\t0\tnoerr\t-\tnull\n",
+                 "616c706861", msg_hex, reload_hex, name_hex, "636f6c64");
+        CHECK(!strcmp(summary, want));
+        if (strcmp(summary, want)) printf("# got:\n%s# want:\n%s", summary, want);
+        free(summary);
+    }
+    CHECK(strstr(r.body, "\"traceback\":\"stack traceback:\\n\\t"));
+    CHECK(strstr(r.body, "\"last_exit\":null"));
+    reply_free(&r);
+
+    CASE("/ serves the embedded status page with a strict content policy");
+    CHECK(http_get(port, "/", &r) == 200);
+    CHECK(has_header(&r, "Content-Type: text/html; charset=utf-8\r\n"));
+    CHECK(has_header(&r, "Content-Security-Policy: default-src 'none'"));
+    CHECK(r.body_len == strlen(tide_status_page_html));
+    CHECK(strstr(r.body, "<title>tide</title>") && strstr(r.body, "api/detectors"));
+    CHECK(!strstr(r.body, "http://") && !strstr(r.body, "https://")); /* nothing external */
+    reply_free(&r);
+
+    CASE("unknown paths are 404; query strings are ignored");
+    CHECK(http_get(port, "/nope", &r) == 404);
+    reply_free(&r);
+    CHECK(http_get(port, "/api/detectors/alpha", &r) == 404);
+    reply_free(&r);
+    CHECK(http_get(port, "/healthz?verbose=1", &r) == 200);
+    reply_free(&r);
+
+    CASE("HEAD has the headers of GET and no body");
+    CHECK(http_raw(port, "HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 200);
+    CHECK(has_header(&r, "Content-Length: 3\r\n") && r.body_len == 0);
+    reply_free(&r);
+
+    CASE("other methods are 405 with Allow; malformed requests are 400");
+    CHECK(http_raw(port, "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n", &r) == 405);
+    CHECK(has_header(&r, "Allow: GET, HEAD\r\n"));
+    reply_free(&r);
+    CHECK(http_raw(port, "GET\r\n\r\n", &r) == 400);
+    reply_free(&r);
+    CHECK(http_raw(port, "GET /metrics HTTP/1.1\r\n\r\n", &r) == 400); /* 1.1 needs Host */
+    reply_free(&r);
+    CHECK(http_raw(port, "GET /healthz HTTP/1.0\r\n\r\n", &r) == 200);
+    reply_free(&r);
+    CHECK(http_raw(port, "GET /healthz HTTP/2.0\r\nHost: localhost\r\n\r\n", &r) == 505);
+    reply_free(&r);
+
+    CASE("on loopback, a Host that is not a loopback name is refused (DNS rebinding)");
+    CHECK(http_raw(port, "GET /api/detectors HTTP/1.1\r\nHost: evil.example:80\r\n\r\n", &r) == 403);
+    CHECK(!strstr(r.body, "alpha"));
+    reply_free(&r);
+    CHECK(http_raw(port, "GET /healthz HTTP/1.1\r\nHost: localhost:1234\r\n\r\n", &r) == 200);
+    reply_free(&r);
+
+    CASE("request headers past 8 KiB are refused with 431");
+    {
+        size_t big = 9000;
+        char *req = malloc(big + 64);
+        int o = snprintf(req, big + 64, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: ");
+        memset(req + o, 'a', big);
+        strcpy(req + o + big, "\r\n\r\n");
+        CHECK(http_raw(port, req, &r) == 431);
+        reply_free(&r);
+        free(req);
+    }
+
+    CASE("a silent client is cut off by the read timeout and never holds the table lock");
+    {
+        int slow = connect_to(port);
+        ssize_t w = send(slow, "GET /healthz HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
+        (void)w;
+        usleep(100 * 1000); /* let the server take it */
+        int64_t t0 = mono_now();
+        tide_supervisor_lock();
+        int64_t locked_in = mono_now() - t0;
+        tide_supervisor_unlock();
+        CHECK(locked_in < 50);
+        CHECK(http_get(port, "/healthz", &r) == 200); /* served once the silent one is cut */
+        int64_t waited = mono_now() - t0;
+        CHECK(waited >= 2000 && waited < 5000);
+        reply_free(&r);
+        reply_t s;
+        memset(&s, 0, sizeof(s));
+        CHECK(read_reply(slow, &s) == 408);
+        reply_free(&s);
+        close(slow);
+    }
+
+    CASE("a client that does not read its answer never holds the table lock");
+    {
+        /* an answer far larger than the socket buffers (tcp_wmem max is 4 MiB
+         * by default): the server blocks in send. Control bytes take 6 bytes
+         * each in JSON: 600 problems of 2 KiB make about 7 MiB. */
+        tide_supervisor_lock();
+        for (int i = 0; i < 600; i++) {
+            char name[32];
+            snprintf(name, sizeof(name), "bulk-%03d", i);
+            tide_detector_t *d = fake_detector(name, TIDE_DS_FAILED, 0);
+            memset(d->problem, 1, sizeof(d->problem) - 1);
+            fake_add(&sv, d);
+        }
+        tide_supervisor_unlock();
+        int deaf = connect_with(port, 2048);
+        const char *req = "GET /api/detectors HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        ssize_t w = send(deaf, req, strlen(req), MSG_NOSIGNAL);
+        (void)w;
+        /* the first bytes: the server has rendered and is writing */
+        struct pollfd pf = {deaf, POLLIN, 0};
+        CHECK(poll(&pf, 1, 10000) == 1);
+        usleep(100 * 1000); /* and by now its send blocks on our full window */
+        int64_t t0 = mono_now();
+        tide_supervisor_lock();
+        int64_t locked_in = mono_now() - t0;
+        tide_supervisor_unlock();
+        CHECK(locked_in < 50);
+        close(deaf); /* the server's send fails now; it goes on serving */
+        CHECK(http_get(port, "/healthz", &r) == 200);
+        reply_free(&r);
+    }
+
+    CASE("/healthz turns 503 once the supervisor is stopping");
+    stop = 1;
+    CHECK(http_get(port, "/healthz", &r) == 503);
+    reply_free(&r);
+    stop = 0;
+
+    CASE("stop returns promptly with a request in flight");
+    {
+        int mid = connect_to(port);
+        ssize_t w = send(mid, "GET /met", 8, MSG_NOSIGNAL);
+        (void)w;
+        usleep(100 * 1000);
+        int64_t t0 = mono_now();
+        tide_http_stop(h);
+        CHECK(mono_now() - t0 < 1000);
+        close(mid);
+        CHECK(connect_to(port) < 0); /* nothing listens any more */
+    }
+
+    fake_free(&sv);
+    return check_report(argc > 1 ? argv[1] : NULL);
+}
