@@ -1,11 +1,13 @@
 /*
  * http.c: the admin HTTP server (see http.h) and the documents it serves.
  *
- * It owns one listening socket, one thread and a wake-up pipe. The thread
- * takes one connection at a time: it reads a request of at most 8 KiB of
- * headers, renders the answer into memory, writes it and closes. Every wait on
- * a client is bounded (poll with a deadline on a non-blocking socket) and also
- * watches the wake-up pipe, so tide_http_stop returns at once.
+ * It owns one listening socket, one thread, a wake-up pipe and the client
+ * connections (at most MAX_CONNS at once). The thread multiplexes them with
+ * poll on non-blocking sockets: it reads a request of at most 8 KiB of
+ * headers, renders the whole answer into memory as soon as the request is
+ * complete, then writes it out as the client reads and closes. Every phase
+ * has a deadline, so a slow or silent client delays neither the others nor
+ * tide_http_stop, which returns at once.
  *
  * It must never hold tide_supervisor_lock() across socket I/O, never write to
  * the supervisor's table (it only reads it), and never log: the supervisor
@@ -33,6 +35,7 @@
 #define READ_TIMEOUT_MS 3000   /* for the whole request, against slow senders */
 #define WRITE_TIMEOUT_MS 5000  /* for the whole response, against slow readers */
 #define LINGER_MS 500          /* reading the client's close after ours */
+#define MAX_CONNS 32           /* at once; more wait in the listen backlog */
 
 struct tide_http {
     tide_supervisor_t *sv;
@@ -42,6 +45,9 @@ struct tide_http {
     int loopback;  /* bound to 127.0.0.0/8: check Host (DNS rebinding) */
     pthread_t thread;
     size_t page_len;
+    struct conn *conns[MAX_CONNS]; /* owned by the server thread */
+    int n_conns;
+    int64_t accept_paused_until;   /* monotonic ms */
 };
 
 static int64_t mono_ms(void) {
@@ -445,58 +451,6 @@ static void route(tide_http_t *h, const char *path, response_t *r) {
     }
 }
 
-/* Wait until fd is ready for `events` or the deadline passes or stop is
- * asked: 1 ready, 0 not (timed out, stopping, or an error). */
-static int wait_fd(tide_http_t *h, int fd, short events, int64_t deadline) {
-    for (;;) {
-        int64_t left = deadline - mono_ms();
-        if (left <= 0) return 0;
-        struct pollfd p[2] = {{fd, events, 0}, {h->wake[0], POLLIN, 0}};
-        int n = poll(p, 2, (int)left);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0 || p[1].revents) return 0;
-        return 1;
-    }
-}
-
-static int send_all(tide_http_t *h, int fd, const char *p, size_t n, int64_t deadline) {
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-        } else if (w < 0 && errno == EINTR) {
-            continue;
-        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!wait_fd(h, fd, POLLOUT, deadline)) return -1;
-        } else {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void respond(tide_http_t *h, int fd, response_t *r, int head) {
-    const char *body = r->body ? r->body : r->buf.data ? r->buf.data : "";
-    size_t len = r->body ? r->body_len : r->buf.len;
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    char hdr[1024];
-    int n = snprintf(hdr, sizeof(hdr),
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                     "%sConnection: close\r\n\r\n",
-                     r->status, reason(r->status), date, r->type, len,
-                     r->extra_headers ? r->extra_headers : "");
-    if (n < 0 || (size_t)n >= sizeof(hdr)) return;
-    int64_t deadline = mono_ms() + WRITE_TIMEOUT_MS;
-    if (send_all(h, fd, hdr, (size_t)n, deadline) != 0) return;
-    if (!head) send_all(h, fd, body, len, deadline);
-}
-
 /* Case-insensitive "Name:" at the start of a header line; returns the value,
  * trimmed, copied into out (empty when absent). */
 static void header_value(const char *headers, const char *name, char *out, size_t cap) {
@@ -534,46 +488,9 @@ static int host_allowed(const char *host) {
            !strcmp(name, "[::1]");
 }
 
-static void handle(tide_http_t *h, int fd) {
-    char req[HEADER_MAX + 1];
-    size_t n = 0;
-    char *end = NULL;
-    response_t r;
-    memset(&r, 0, sizeof(r));
-    int head = 0;
-    int64_t deadline = mono_ms() + READ_TIMEOUT_MS;
-
-    while (!end) {
-        if (n == HEADER_MAX) {
-            plain(&r, 431, "request headers too large\n");
-            goto reply;
-        }
-        ssize_t got = recv(fd, req + n, HEADER_MAX - n, 0);
-        if (got > 0) {
-            n += (size_t)got;
-            req[n] = '\0';
-            end = strstr(req, "\r\n\r\n");
-            if (!end) end = strstr(req, "\n\n"); /* bare-LF clients */
-            if (memchr(req, '\0', n)) {
-                plain(&r, 400, "bad request\n");
-                goto reply;
-            }
-        } else if (got == 0) {
-            return; /* the client left */
-        } else if (errno == EINTR) {
-            continue;
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            if (!wait_fd(h, fd, POLLIN, deadline)) {
-                if (mono_ms() < deadline) return; /* stopping */
-                plain(&r, 408, "request timeout\n");
-                goto reply;
-            }
-        } else {
-            return;
-        }
-    }
-    *end = '\0';
-
+/* Parse a complete request (c->req up to the blank line, NUL-terminated
+ * there) and route it. *head is set for HEAD. */
+static void answer(tide_http_t *h, char *req, response_t *r, int *head) {
     /* request line: METHOD SP target SP HTTP/1.x */
     char *line_end = req + strcspn(req, "\r\n");
     char *headers = *line_end ? line_end + 1 : line_end;
@@ -581,81 +498,241 @@ static void handle(tide_http_t *h, int fd) {
     char *sp1 = strchr(req, ' ');
     char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     if (!sp1 || !sp2 || strchr(sp2 + 1, ' ') || sp1 == req || sp2 == sp1 + 1) {
-        plain(&r, 400, "bad request\n");
-        goto reply;
+        plain(r, 400, "bad request\n");
+        return;
     }
     *sp1 = *sp2 = '\0';
     const char *method = req, *target = sp1 + 1, *version = sp2 + 1;
     if (strncmp(version, "HTTP/1.", 7) || !version[7] || version[8]) {
-        plain(&r, strncmp(version, "HTTP/", 5) ? 400 : 505, "unsupported protocol\n");
-        goto reply;
+        plain(r, strncmp(version, "HTTP/", 5) ? 400 : 505, "unsupported protocol\n");
+        return;
     }
-    head = !strcmp(method, "HEAD");
-    if (!head && strcmp(method, "GET")) {
-        plain(&r, 405, "only GET and HEAD\n");
-        r.extra_headers = "Allow: GET, HEAD\r\n";
-        goto reply;
+    *head = !strcmp(method, "HEAD");
+    if (!*head && strcmp(method, "GET")) {
+        plain(r, 405, "only GET and HEAD\n");
+        r->extra_headers = "Allow: GET, HEAD\r\n";
+        return;
     }
     if (target[0] != '/') {
-        plain(&r, 400, "bad request target\n");
-        goto reply;
+        plain(r, 400, "bad request target\n");
+        return;
     }
     char host[300];
     header_value(headers, "Host", host, sizeof(host));
     if (!host[0] && version[7] == '1') {
-        plain(&r, 400, "missing Host header\n");
-        goto reply;
+        plain(r, 400, "missing Host header\n");
+        return;
     }
     if (h->loopback && host[0] && !host_allowed(host)) {
-        plain(&r, 403, "this server answers to loopback names only\n");
-        goto reply;
+        plain(r, 403, "this server answers to loopback names only\n");
+        return;
     }
     char path[1024];
     size_t plen = strcspn(target, "?#");
     if (plen >= sizeof(path)) {
-        plain(&r, 404, "not found\n");
-        goto reply;
+        plain(r, 404, "not found\n");
+        return;
     }
     memcpy(path, target, plen);
     path[plen] = '\0';
-    route(h, path, &r);
+    route(h, path, r);
+}
 
-reply:
-    respond(h, fd, &r, head);
-    tide_buf_free(&r.buf);
+/* Clients, each in one phase with a deadline; the thread multiplexes them
+ * with poll, so a slow one delays nobody. */
+typedef enum conn_phase { READING, WRITING, DRAINING, CLOSED } conn_phase_t;
+
+typedef struct conn {
+    int fd;
+    conn_phase_t phase;
+    int64_t deadline;        /* of the phase, monotonic ms */
+    size_t n;                /* request bytes read */
+    char req[HEADER_MAX + 1];
+    tide_buf_t out;          /* the whole answer, rendered at once */
+    size_t off;              /* of out, sent */
+} conn_t;
+
+static void conn_close(conn_t *c) {
+    close(c->fd);
+    c->fd = -1;
+    c->phase = CLOSED;
+    tide_buf_free(&c->out);
+}
+
+static void conn_write(conn_t *c, int64_t now);
+
+/* Serialize the answer into c->out and start writing it. */
+static void conn_reply(conn_t *c, response_t *r, int head, int64_t now) {
+    const char *body = r->body ? r->body : r->buf.data ? r->buf.data : "";
+    size_t len = r->body ? r->body_len : r->buf.len;
+    char date[64];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    tide_buf_reset(&c->out);
+    tide_buf_printf(&c->out,
+                    "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                    "%sConnection: close\r\n\r\n",
+                    r->status, reason(r->status), date, r->type, len,
+                    r->extra_headers ? r->extra_headers : "");
+    if (!head) tide_buf_append(&c->out, body, len);
+    tide_buf_free(&r->buf);
+    if (c->out.oom) {
+        conn_close(c);
+        return;
+    }
+    c->phase = WRITING;
+    c->off = 0;
+    c->deadline = now + WRITE_TIMEOUT_MS;
+    conn_write(c, now);
+}
+
+static void conn_reply_plain(conn_t *c, int status, const char *text, int64_t now) {
+    response_t r;
+    memset(&r, 0, sizeof(r));
+    plain(&r, status, text);
+    conn_reply(c, &r, 0, now);
+}
+
+static void conn_read(tide_http_t *h, conn_t *c, int64_t now) {
+    for (;;) {
+        if (c->n == HEADER_MAX) {
+            conn_reply_plain(c, 431, "request headers too large\n", now);
+            return;
+        }
+        ssize_t got = recv(c->fd, c->req + c->n, HEADER_MAX - c->n, 0);
+        if (got == 0) {
+            conn_close(c); /* the client left */
+            return;
+        }
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) conn_close(c);
+            else if (now >= c->deadline) conn_reply_plain(c, 408, "request timeout\n", now);
+            return;
+        }
+        c->n += (size_t)got;
+        c->req[c->n] = '\0';
+        if (memchr(c->req, '\0', c->n)) {
+            conn_reply_plain(c, 400, "bad request\n", now);
+            return;
+        }
+        char *end = strstr(c->req, "\r\n\r\n");
+        if (!end) end = strstr(c->req, "\n\n"); /* bare-LF clients */
+        if (end) {
+            *end = '\0';
+            response_t r;
+            memset(&r, 0, sizeof(r));
+            int head = 0;
+            answer(h, c->req, &r, &head);
+            conn_reply(c, &r, head, now);
+            return;
+        }
+    }
+}
+
+static void conn_write(conn_t *c, int64_t now) {
+    while (c->off < c->out.len) {
+        ssize_t w = send(c->fd, c->out.data + c->off, c->out.len - c->off, MSG_NOSIGNAL);
+        if (w > 0) {
+            c->off += (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else {
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && now < c->deadline) return;
+            conn_close(c); /* gone, or too slow to read its answer */
+            return;
+        }
+    }
     /* Close our side, then read until the client closes: closing with
      * unread input would reset the connection and could lose the answer. */
-    shutdown(fd, SHUT_WR);
-    int64_t linger = mono_ms() + LINGER_MS;
+    tide_buf_free(&c->out);
+    shutdown(c->fd, SHUT_WR);
+    c->phase = DRAINING;
+    c->deadline = now + LINGER_MS;
+}
+
+static void conn_drain(conn_t *c, int64_t now) {
     char sink[512];
     for (;;) {
-        ssize_t got = recv(fd, sink, sizeof(sink), 0);
-        if (got > 0) continue;
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-            wait_fd(h, fd, POLLIN, linger))
-            continue;
-        break;
+        ssize_t got = recv(c->fd, sink, sizeof(sink), 0);
+        if (got > 0 || (got < 0 && errno == EINTR)) continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && now < c->deadline) return;
+        conn_close(c);
+        return;
+    }
+}
+
+static void accept_all(tide_http_t *h, int64_t now) {
+    while (h->n_conns < MAX_CONNS) {
+        int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            /* out of descriptors or memory: pause instead of spinning on
+             * a listen queue that stays readable */
+            if (errno != EAGAIN && errno != EWOULDBLOCK) h->accept_paused_until = now + 100;
+            return;
+        }
+        conn_t *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->fd = fd;
+        c->phase = READING;
+        c->deadline = now + READ_TIMEOUT_MS;
+        h->conns[h->n_conns++] = c;
+        conn_read(h, c, now); /* the request is often there already */
     }
 }
 
 static void *serve(void *arg) {
     tide_http_t *h = arg;
+    struct pollfd p[MAX_CONNS + 2];
     for (;;) {
-        struct pollfd p[2] = {{h->listen_fd, POLLIN, 0}, {h->wake[0], POLLIN, 0}};
-        int n = poll(p, 2, -1);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 || p[1].revents) break;
-        int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            /* out of descriptors: back off instead of spinning on the queue */
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                wait_fd(h, h->wake[0], POLLIN, mono_ms() + 100);
+        int64_t now = mono_ms(), next = -1;
+        int np = 0;
+        p[np++] = (struct pollfd){h->wake[0], POLLIN, 0};
+        int listening = h->n_conns < MAX_CONNS && now >= h->accept_paused_until;
+        if (listening) p[np++] = (struct pollfd){h->listen_fd, POLLIN, 0};
+        else if (h->n_conns < MAX_CONNS) next = h->accept_paused_until;
+        int first = np;
+        for (int i = 0; i < h->n_conns; i++) {
+            conn_t *c = h->conns[i];
+            p[np++] = (struct pollfd){c->fd, c->phase == WRITING ? POLLOUT : POLLIN, 0};
+            if (next < 0 || c->deadline < next) next = c->deadline;
+        }
+        int timeout = next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
+        int n = poll(p, (nfds_t)np, timeout);
+        if (n < 0) {
+            if (errno != EINTR) usleep(10 * 1000); /* ENOMEM: try again shortly */
             continue;
         }
-        handle(h, fd);
-        close(fd);
+        if (p[0].revents) break;
+        now = mono_ms();
+        for (int i = 0; i < h->n_conns; i++) {
+            conn_t *c = h->conns[i];
+            if (p[first + i].revents || now >= c->deadline) {
+                if (c->phase == READING) conn_read(h, c, now);
+                else if (c->phase == WRITING) conn_write(c, now);
+                else if (c->phase == DRAINING) conn_drain(c, now);
+            }
+        }
+        int kept = 0;
+        for (int i = 0; i < h->n_conns; i++) {
+            if (h->conns[i]->phase == CLOSED) free(h->conns[i]);
+            else h->conns[kept++] = h->conns[i];
+        }
+        h->n_conns = kept;
+        if (listening && p[1].revents) accept_all(h, now);
     }
+    for (int i = 0; i < h->n_conns; i++) {
+        conn_close(h->conns[i]);
+        free(h->conns[i]);
+    }
+    h->n_conns = 0;
     return NULL;
 }
 
@@ -690,7 +767,7 @@ tide_http_t *tide_http_start(const char *addr, int port, tide_supervisor_t *sv, 
     h->loopback = (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
     h->page_len = strlen(tide_status_page_html);
 
-    h->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    h->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (h->listen_fd < 0) return start_failed(h, errp, addr, port, strerror(errno));
     int one = 1;
     setsockopt(h->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

@@ -2,7 +2,8 @@
  * http.h: the admin HTTP server of `tide run`.
  *
  * A small HTTP/1.1 server on its own thread, loopback by default, GET and
- * HEAD only, one request per connection. It serves what the supervisor knows:
+ * HEAD only, one request per connection, several connections at once. It
+ * serves what the supervisor knows:
  *
  *   GET /                the status page (host/status_page.html, embedded)
  *   GET /api/detectors   the detector table as JSON
@@ -30,8 +31,8 @@ typedef struct tide_http tide_http_t;
 tide_http_t *tide_http_start(const char *addr, int port, tide_supervisor_t *sv, char **errp);
 /* The port actually bound. */
 int tide_http_port(const tide_http_t *h);
-/* Stop accepting, end the request in flight, join the thread, free h.
- * Returns within the server's socket timeouts at worst. NULL is a no-op. */
+/* Stop accepting, drop the connections in flight, join the thread, free h.
+ * Returns at once. NULL is a no-op. */
 void tide_http_stop(tide_http_t *h);
 
 /* The renderers behind /metrics and /api/detectors, for other callers (a CLI,

@@ -104,6 +104,8 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->o.idle_timeout_ms = atoi(argv[++i]);
         } else if (worker && !strcmp(s, "--status-fd") && i + 1 < argc) {
             a->status_fd = atoi(argv[++i]);
+        } else if (worker && !strcmp(s, "--await-topics")) {
+            a->o.await_topics = 1;
         } else if (worker && !strcmp(s, "--skip") && i + 1 < argc) {
             a->skip[a->n_skip++] = argv[++i];
         } else if (s[0] == '-' || a->path) {

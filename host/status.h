@@ -69,6 +69,13 @@ typedef struct tide_status_block {
     char last_reload_version[32];
     char last_reload_error[2048];
 
+    /* Topics the detector uses (inputs, outputs, dead letters), for a
+     * supervisor that runs the development broker to create before the
+     * worker subscribes: the worker fills them and waits for topics_ready. */
+    char declared[TIDE_STATUS_TOPICS][256];
+    int32_t n_declared;
+    volatile int32_t topics_ready;
+
     /* the batch in flight: batch_started_ms is 0 between batches. The
      * dispatcher writes batch.cursor; rec_topic indexes topics[]. */
     int64_t batch_started_ms; /* CLOCK_MONOTONIC ms */

@@ -276,6 +276,7 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     argv[a++] = s->sv.bootstraps;
     argv[a++] = "--status-fd";
     argv[a++] = sfd_s;
+    if (s->dev) argv[a++] = "--await-topics";
     for (int i = 0; i < d->n_poison; i++)
         if (d->poison_hits[i] >= s->poison_kills) {
             argv[a++] = "--skip";
@@ -326,6 +327,17 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     tide_status_block_t *st = d->st;
     det_extra_t *x = extra_of(d);
     if (!st) return;
+    /* Our development broker starts empty: create what the worker declared. */
+    if (s->dev && !st->topics_ready && __atomic_load_n(&st->n_declared, __ATOMIC_ACQUIRE) > 0) {
+        for (int i = 0; i < st->n_declared && i < TIDE_STATUS_TOPICS; i++) {
+            char *err = NULL;
+            if (tide_devbroker_create_topic(s->dev, st->declared[i], 0, &err)) {
+                tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s", err);
+                free(err);
+            }
+        }
+        __atomic_store_n(&st->topics_ready, 1, __ATOMIC_RELEASE);
+    }
     if (st->detector[0]) snprintf(d->name, sizeof(d->name), "%s", st->detector);
     if (st->version[0]) snprintf(d->version, sizeof(d->version), "%s", st->version);
     if (st->reloads != x->seen_reloads) {
@@ -350,7 +362,6 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     } else if (st->state == TIDE_WS_RELOADING) {
         d->state = TIDE_DS_RELOADING;
     }
-    (void)s;
 }
 
 /* The record a dead worker was on counts against it (poison pill). */
@@ -537,7 +548,7 @@ static void sample(sv_state_t *s) {
     }
 }
 
-static int make_config_fd(const tide_config_t *c, const char *bootstraps, int dev) {
+static int make_config_fd(const tide_config_t *c, const char *bootstraps) {
     int fd = memfd_create("tide-config", MFD_CLOEXEC);
     if (fd < 0) return -1;
     FILE *f = fdopen(dup(fd), "w");
@@ -547,9 +558,7 @@ static int make_config_fd(const tide_config_t *c, const char *bootstraps, int de
     }
     tide_config_write(c, f);
     fprintf(f, "bootstrap.servers=%s\n", bootstraps);
-    /* Our own development broker starts empty: let workers' subscriptions
-     * create their input topics there. */
-    if (dev) fprintf(f, "consumer.allow.auto.create.topics=true\n");
+
     fclose(f);
     return fd;
 }
@@ -572,7 +581,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     s->page_size = sysconf(_SC_PAGESIZE);
     tide_log_set_detector(NULL);
 
-    s->config_fd = make_config_fd(c, bootstraps, dev != NULL);
+    s->config_fd = make_config_fd(c, bootstraps);
     s->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (s->config_fd < 0 || s->inotify < 0) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "supervisor: %s", strerror(errno));

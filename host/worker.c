@@ -330,8 +330,30 @@ static int kset(rd_kafka_conf_t *conf, const char *k, const char *v) {
     return -1;
 }
 
+/* Under a supervisor that runs the development broker, the topics must exist
+ * before we subscribe: declare them and wait (bounded) until it says so. */
+static void declare_topics(tide_worker_t *w) {
+    tide_status_block_t *st = w->st;
+    if (!st || !w->o->await_topics) return;
+    st->topics_ready = 0;
+    int n = 0;
+    for (int i = 0; i < w->info->n_inputs && n < TIDE_STATUS_TOPICS; i++)
+        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s", w->info->inputs[i]);
+    for (int i = 0; i < w->info->n_outputs && n < TIDE_STATUS_TOPICS; i++)
+        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s", w->info->outputs[i]);
+    if (n < TIDE_STATUS_TOPICS)
+        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s.%s-dlq",
+                 tide_config_str(w->o->config, "application.id"), w->info->name);
+    __atomic_store_n(&st->n_declared, n, __ATOMIC_RELEASE);
+    for (int i = 0; i < 300 && !__atomic_load_n(&st->topics_ready, __ATOMIC_ACQUIRE); i++) {
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Subscribe to the detector's inputs (again, after a swap changed them). */
 static int subscribe(tide_worker_t *w) {
+    declare_topics(w);
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new(w->info->n_inputs);
     for (int i = 0; i < w->info->n_inputs; i++)
@@ -354,8 +376,11 @@ static int open_consumer(tide_worker_t *w) {
     /* Defaults first, so the user's properties override them. Without
      * fetch.queue.backoff.ms=10 the consumer pauses a whole second each time
      * its queue fills, and throughput falls to a tenth (DESIGN.md). */
+    /* A worker restarted after a crash rejoins only once its dead self's
+     * session expires: 10 s instead of Kafka's 45 s. */
     if (kset(conf, "auto.offset.reset", "earliest") ||
         kset(conf, "fetch.queue.backoff.ms", "10") ||
+        kset(conf, "session.timeout.ms", "10000") || kset(conf, "heartbeat.interval.ms", "2000") ||
         tide_config_apply_kafka(c, conf, TIDE_CLIENT_CONSUMER, &cerr) ||
         kset(conf, "bootstrap.servers", w->o->bootstraps) || kset(conf, "group.id", group) ||
         kset(conf, "partition.assignment.strategy", "cooperative-sticky") ||

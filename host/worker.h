@@ -24,6 +24,7 @@ typedef struct tide_worker_opts {
     volatile sig_atomic_t *reload; /* set by SIGHUP: hot swap at the next batch boundary */
     struct tide_devbroker *dev; /* the in-process development broker, or NULL */
     struct tide_status_block *status; /* shared with a supervisor, or NULL */
+    int await_topics;           /* the supervisor creates our topics (dev broker) */
     char **skip;                /* "topic:partition:offset" records to dead-letter unrun */
     int n_skip;
 } tide_worker_opts_t;

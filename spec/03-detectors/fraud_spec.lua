@@ -473,7 +473,7 @@ describe("the fraud diamond, in-process", function()
   local N, SEED = 3000, 7
 
   local function generate(n, seed)
-    local p = assert(io.popen(("luajit %sgenerator.lua %d %d"):format(DIR, n, seed)))
+    local p = assert(io.popen(("luajit %stools/generator.lua %d %d"):format(DIR, n, seed)))
     local out = p:read("*a")
     assert.is_true(p:close())
     return out

@@ -1,5 +1,8 @@
 /* C tests of the admin HTTP server: routes, formats, limits and timeouts,
- * against a fake detector table (fake_supervisor.h), over real sockets. */
+ * against a fake detector table (fake_supervisor.h), over real sockets on
+ * 127.0.0.1. It owns the table it builds and a server on an ephemeral port;
+ * it never binds a fixed port and never reaches past loopback. The JSON is
+ * checked by lua-cjson through `luajit`, a build dependency. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -447,29 +450,29 @@ int main(int argc, char **argv) {
         free(req);
     }
 
-    CASE("a silent client is cut off by the read timeout and never holds the table lock");
+    CASE("a silent client delays nobody, holds no lock, and is cut off by the read timeout");
     {
         int slow = connect_to(port);
         ssize_t w = send(slow, "GET /healthz HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
         (void)w;
-        usleep(100 * 1000); /* let the server take it */
         int64_t t0 = mono_now();
         tide_supervisor_lock();
         int64_t locked_in = mono_now() - t0;
         tide_supervisor_unlock();
         CHECK(locked_in < 50);
-        CHECK(http_get(port, "/healthz", &r) == 200); /* served once the silent one is cut */
-        int64_t waited = mono_now() - t0;
-        CHECK(waited >= 2000 && waited < 5000);
+        CHECK(http_get(port, "/api/detectors", &r) == 200); /* served meanwhile */
+        CHECK(mono_now() - t0 < 1000);
         reply_free(&r);
         reply_t s;
         memset(&s, 0, sizeof(s));
         CHECK(read_reply(slow, &s) == 408);
+        int64_t cut_after = mono_now() - t0;
+        CHECK(cut_after >= 2500 && cut_after < 5000);
         reply_free(&s);
         close(slow);
     }
 
-    CASE("a client that does not read its answer never holds the table lock");
+    CASE("a client that does not read its answer holds no lock and delays nobody");
     {
         /* an answer far larger than the socket buffers (tcp_wmem max is 4 MiB
          * by default): the server blocks in send. Control bytes take 6 bytes
@@ -496,9 +499,11 @@ int main(int argc, char **argv) {
         int64_t locked_in = mono_now() - t0;
         tide_supervisor_unlock();
         CHECK(locked_in < 50);
-        close(deaf); /* the server's send fails now; it goes on serving */
-        CHECK(http_get(port, "/healthz", &r) == 200);
+        t0 = mono_now();
+        CHECK(http_get(port, "/healthz", &r) == 200); /* others are served meanwhile */
+        CHECK(mono_now() - t0 < 1000);
         reply_free(&r);
+        close(deaf);
     }
 
     CASE("/healthz turns 503 once the supervisor is stopping");
