@@ -22,7 +22,7 @@ RDK_STAMP   := $(RDK_PREFIX)/lib/librdkafka.a
 
 APT_PACKAGES := build-essential pkg-config libluajit2-5.1-dev luajit2 \
 	librocksdb-dev lua-busted lua-cjson libssl-dev zlib1g-dev libzstd-dev \
-	liblz4-dev openssl ca-certificates
+	liblz4-dev openssl ca-certificates curl lua-socket chromium
 
 ifeq ($(V),1)
 Q :=
@@ -71,12 +71,14 @@ HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embed
 	$(BUILD)/obj/gen/status_page.o
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
-CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config
+CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http
+FIXTURES  := $(BUILD)/test/http_fixture
+BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json
 
 TIDE := $(BUILD)/tide
 CORE := $(BUILD)/lua/tide/core.so
 
-.PHONY: all deps check-deps test _test bench _bench run _run demo clean valgrind core
+.PHONY: all deps check-deps test _test bench _bench run _run demo _demo clean valgrind core
 .DEFAULT_GOAL := all
 
 all: check-deps $(TIDE) $(CORE)
@@ -100,6 +102,13 @@ deps:
 	$(Q)if [ "$$(pkg-config --atleast-version=2.15 rdkafka 2>/dev/null && echo yes)" = yes ]; then \
 		echo "deps: using installed librdkafka $$(pkg-config --modversion rdkafka)"; \
 	else $(MAKE) --no-print-directory $(RDK_STAMP); fi
+	$(Q)$(MAKE) --no-print-directory $(BROWSER_DEPS)
+
+# playwright-core for the browser tests, pinned by package-lock.json; it
+# drives Debian's chromium and downloads no browser of its own.
+$(BROWSER_DEPS): spec/05-browser/package.json spec/05-browser/package-lock.json
+	@echo "deps: installing spec/05-browser (playwright-core)"
+	$(Q)cd spec/05-browser && npm ci --silent --no-audit --no-fund
 
 $(RDK_TGZ):
 	$(Q)mkdir -p $(DEPS)
@@ -169,7 +178,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(RDK_CFLAGS) $< -o $@ $(RDK_LIBS)
 
-$(BUILD)/test/test_%: spec/c/test_%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
+$(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS)
@@ -178,20 +187,28 @@ $(BUILD)/test/test_%: spec/c/test_%.c $(filter-out $(BUILD)/obj/host/main.o,$(HO
 
 # ---------------------------------------------------------------- test
 LUA_ENV := LUA_PATH="$(CURDIR)/scripts/?.lua;$(CURDIR)/scripts/?/init.lua;$(CURDIR)/spec/?.lua;;" \
-	LUA_CPATH="$(CURDIR)/$(BUILD)/lua/?.so;;" TIDE_TEST_BIN="$(CURDIR)/$(TIDE)" \
-	TIDE_TEST_TMP="$(CURDIR)/$(BUILD)/test-tmp"
+	LUA_CPATH="$(abspath $(BUILD))/lua/?.so;;" TIDE_TEST_BIN="$(abspath $(TIDE))" \
+	TIDE_TEST_TMP="$(abspath $(BUILD))/test-tmp"
 
 # test, run and bench install what is missing first (quick when all is
 # there), then re-read this Makefile so pkg-config sees what deps installed.
-test run bench:
+test run bench demo:
 	$(Q)$(MAKE) --no-print-directory deps >/dev/null
 	$(Q)$(MAKE) --no-print-directory _$@
 
-_test: all $(CTEST_BIN)
+_test: all $(CTEST_BIN) $(FIXTURES) $(BROWSER_DEPS)
 	$(Q)rm -rf $(BUILD)/test-results $(BUILD)/test-tmp && mkdir -p $(BUILD)/test-results $(BUILD)/test-tmp
 	$(Q)for t in $(CTEST_BIN); do $$t $(BUILD)/test-results/$$(basename $$t).counts || true; done
-	$(Q)$(LUA_ENV) TIDE_TEST_COUNTS="$(CURDIR)/$(BUILD)/test-results/busted.counts" \
+	$(Q)$(LUA_ENV) TIDE_TEST_COUNTS="$(abspath $(BUILD))/test-results/busted.counts" \
 		luajit spec/busted_luajit.lua -o spec/helpers/output.lua spec/01-unit spec/02-bindings spec/03-detectors spec/04-integration || true
+	$(Q)echo "0 1" > $(BUILD)/test-results/browser.counts; \
+	TIDE_HTTP_FIXTURE="$(abspath $(BUILD)/test/http_fixture)" TIDE_BIN="$(abspath $(TIDE))" node --test \
+		--test-reporter=spec --test-reporter-destination=stdout \
+		--test-reporter=./spec/05-browser/counts_reporter.mjs \
+		--test-reporter-destination=$(BUILD)/test-results/browser.out \
+		spec/05-browser/status_page_test.mjs spec/05-browser/status_page_live_test.mjs; \
+	if [ -s $(BUILD)/test-results/browser.out ]; then \
+		mv $(BUILD)/test-results/browser.out $(BUILD)/test-results/browser.counts; fi
 	$(Q)cat $(BUILD)/test-results/*.counts | awk '{p+=$$1; f+=$$2} END {printf "%d passed, %d failed\n", p, f; exit (f > 0 || p == 0)}'
 
 valgrind: all
@@ -202,7 +219,8 @@ valgrind: all
 _run: all
 	$(Q)sh examples/demo.sh $(TIDE)
 
-demo: run
+_demo: all
+	$(Q)sh examples/fraud/demo.sh $(TIDE)
 
 _bench: all $(BENCH_BIN)
 	$(Q)sh bench/run.sh $(TIDE) $(BUILD)/bench

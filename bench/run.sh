@@ -15,14 +15,31 @@
 # ratios tide is held to. BENCHDIR holds the compiled plain programs (`make bench` builds
 # them); bench/gen.c is compiled here into BENCHDIR.
 #
+# Then, once, against the same broker, `TIDE run DIR` (the supervisor, one
+# worker process per detector):
+#
+#   host_1, host_n   a folder of 1, then BENCH_FLEET (10) copies of
+#                    read_values.lua, each its own detector and consumer group
+#                    on bench-in: the aggregate rate while all of them run, and
+#                    each worker's RSS while busy and idle after
+#                    (bench/fleet.lua watches the admin API and /proc)
+#   latency          a host on an empty folder; a detector that copies
+#                    bench-lat-in (already loaded) to bench-lat-out-K is
+#                    renamed into the folder: the time from the rename to its
+#                    first record on the output topic, BENCH_LATENCY_RUNS (5)
+#                    times, each with a fresh host, detector, topic and group
+#
 # Every step is bounded (timeout 300, and the plain programs stop themselves
-# after 120 s); the whole run takes about a minute. Exit status: 0 when every
+# after 120 s); the whole run takes about two minutes. Exit status: 0 when every
 # step ran, 1 when one failed (its log tail is shown). Missing a target is
 # reported, not an error: this is a measurement, not a test.
 #
 # BENCH_RECORDS overrides the record count (for a quick smoke run),
 # BENCH_ROUNDS the number of rounds (default 3); BENCH_KEEP=1 keeps the
 # logs and result lines of every step instead of deleting them.
+# BENCH_FLEET sets the number of detectors in the big folder (default 10; 0
+# skips the `tide run DIR` section), BENCH_LATENCY_RUNS the number of drop-in
+# measurements (default 5).
 
 set -u
 
@@ -41,13 +58,26 @@ VALUE_BYTES=100
 PARTITIONS=64
 STEP_TIMEOUT=300
 ROUNDS=${BENCH_ROUNDS:-3}
+FLEET=${BENCH_FLEET:-10}
+LATENCY_RUNS=${BENCH_LATENCY_RUNS:-5}
+[ "$FLEET" -gt 0 ] || LATENCY_RUNS=0
+# Records in bench-lat-in, what the drop-in detector finds waiting.
+LAT_RECORDS=1000
+# How long a host's workers sit idle, caught up, before their RSS is read.
+IDLE_S=5
 
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench.XXXXXX") || exit 1
 broker_pid=
+host_pid=
 failed=0
 
 cleanup() {
+	# A host first: its workers die with it (they ask for SIGTERM then).
+	if [ -n "$host_pid" ]; then
+		kill -9 "$host_pid" 2>/dev/null
+		wait "$host_pid" 2>/dev/null
+	fi
 	if [ -n "$broker_pid" ]; then
 		kill "$broker_pid" 2>/dev/null
 		wait "$broker_pid" 2>/dev/null
@@ -88,11 +118,24 @@ for f in "$TIDE" "$BENCHDIR/plain_consume" "$BENCHDIR/plain_transform"; do
 		exit 1
 	fi
 done
+if [ "$FLEET" -gt 0 ] && ! luajit -e 'require("cjson")' 2>/dev/null; then
+	say "bench: the tide run DIR section needs luajit and lua-cjson (make deps)"
+	exit 1
+fi
 
 # ---------------------------------------------------------------- broker
 : >"$tmp/broker.out"
+# The drop-in measurement reads bench-lat-in and writes a fresh output topic
+# each time; all of them exist from the start, as topics in production do.
+lat_topics="--topic bench-lat-in:4"
+k=1
+while [ $k -le "$LATENCY_RUNS" ]; do
+	lat_topics="$lat_topics --topic bench-lat-out-$k:4"
+	k=$((k + 1))
+done
+# shellcheck disable=SC2086 # lat_topics is a list of words
 "$TIDE" broker --topic "bench-in:$PARTITIONS" --topic "bench-out-c:$PARTITIONS" \
-	--topic "bench-out-tide:$PARTITIONS" >"$tmp/broker.out" 2>"$tmp/broker.err" &
+	--topic "bench-out-tide:$PARTITIONS" $lat_topics >"$tmp/broker.out" 2>"$tmp/broker.err" &
 broker_pid=$!
 
 # Its first stdout line is the bootstrap address; wait for a whole line.
@@ -135,6 +178,27 @@ if [ $rc -ne 0 ]; then
 	say "bench: tide produce failed (exit $rc)"
 	show_log "$tmp/produce.err"
 	exit 1
+fi
+# The drop-in detector's input, and one marker record at the head of each of
+# its output topics: the reader that waits for the first output prints the
+# marker first, which tells it is reading before the detector lands.
+if [ "$LATENCY_RUNS" -gt 0 ]; then
+	"$BENCHDIR/gen" "$LAT_RECORDS" "$VALUE_BYTES" : |
+		timeout 60 "$TIDE" produce bench-lat-in -b "$addr" --key-separator : \
+			>"$tmp/produce-lat.out" 2>"$tmp/produce-lat.err"
+	rc=$?
+	k=1
+	while [ $rc -eq 0 ] && [ $k -le "$LATENCY_RUNS" ]; do
+		echo marker | timeout 60 "$TIDE" produce "bench-lat-out-$k" -b "$addr" \
+			>>"$tmp/produce-lat.out" 2>>"$tmp/produce-lat.err"
+		rc=$?
+		k=$((k + 1))
+	done
+	if [ $rc -ne 0 ]; then
+		say "bench: loading the drop-in topics failed (exit $rc)"
+		show_log "$tmp/produce-lat.err"
+		exit 1
+	fi
 fi
 
 # ---------------------------------------------------------------- measure
@@ -184,6 +248,176 @@ while [ $round -le "$ROUNDS" ]; do
 	round=$((round + 1))
 done
 
+# ---------------------------------------------------------------- tide run DIR
+# The supervisor: one worker process per detector file in a folder. Each step
+# leaves <step>.res holding its result lines; a failed step leaves none.
+
+# wait_log FILE SED_EXPR: the first match of a host's log, waiting up to 15 s
+# while the host lives; empty when none came.
+wait_log() {
+	i=0
+	while [ $i -lt 150 ]; do
+		m=$(sed -n "$2" "$1" | head -n 1)
+		if [ -n "$m" ]; then
+			echo "$m"
+			return 0
+		fi
+		kill -0 "$host_pid" 2>/dev/null || return 1
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}
+
+# start_host STEP DIR: `TIDE run DIR` on our broker, admin server on a free
+# port; sets host_pid and port (empty when it did not come up).
+start_host() {
+	# A fresh application.id, hence consumer groups, reads from the start.
+	"$TIDE" run "$2" -b "$addr" -D admin.port=0 -D "application.id=bench-$1-$$" \
+		>"$tmp/$1.out" 2>"$tmp/$1.err" &
+	host_pid=$!
+	port=$(wait_log "$tmp/$1.err" \
+		's/.*admin server listening on http:\/\/127\.0\.0\.1:\([0-9][0-9]*\)\/.*/\1/p')
+	# The folder is watched once this is logged.
+	[ -n "$port" ] && wait_log "$tmp/$1.err" '/watching .* for detectors/p' >/dev/null
+}
+
+# stop_host: SIGTERM (every worker commits and leaves its group), bounded by
+# 30 s, then SIGKILL. Returns the host's exit status.
+stop_host() {
+	[ -n "$host_pid" ] || return 0
+	kill "$host_pid" 2>/dev/null
+	i=0
+	while kill -0 "$host_pid" 2>/dev/null && [ $i -lt 300 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	kill -9 "$host_pid" 2>/dev/null
+	wait "$host_pid" 2>/dev/null
+	rc=$?
+	host_pid=
+	return $rc
+}
+
+step_failed() { # STEP REASON
+	say "bench: $1 failed ($2)"
+	show_log "$tmp/$1.err"
+	rm -f "$tmp/$1.res"
+	failed=1
+}
+
+# run_host STEP N: N copies of read_values.lua, each under its own name, in
+# one folder, one host: every one reads all of bench-in in its own group.
+run_host() {
+	say "bench: tide run DIR, $2 detector(s) on bench-in"
+	dir="$tmp/$1.d"
+	mkdir -p "$dir"
+	k=1
+	while [ $k -le "$2" ]; do
+		sed "s/^  name = \"read-values\",/  name = \"read-values-$k\",/" "$here/read_values.lua" \
+			>"$dir/read-values-$k.lua"
+		if ! grep -q "name = \"read-values-$k\"" "$dir/read-values-$k.lua"; then
+			say "bench: cannot rename the detector in $here/read_values.lua"
+			failed=1
+			return
+		fi
+		k=$((k + 1))
+	done
+	if ! start_host "$1" "$dir"; then
+		stop_host
+		step_failed "$1" "the host did not come up"
+		return
+	fi
+	# Polls the admin API every 100 ms until all are assigned, then until
+	# all are done; then IDLE_S s idle. The supervisor's RSS is read then.
+	timeout "$STEP_TIMEOUT" luajit "$here/fleet.lua" watch "$port" "$2" "$RECORDS" 240 "$IDLE_S" \
+		>"$tmp/$1.watch" 2>>"$tmp/$1.err"
+	rc=$?
+	sup_rss=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$host_pid/status" 2>/dev/null)
+	sed "s/^\([a-z]*\) /\1 $1 /" "$tmp/$1.watch" >"$tmp/$1.res"
+	echo "sup $1 ${sup_rss:--}" >>"$tmp/$1.res"
+	stop_host
+	hrc=$?
+	if [ $rc -ne 0 ]; then
+		step_failed "$1" "watching the admin API: exit $rc"
+	elif [ $hrc -ne 0 ]; then
+		step_failed "$1" "the host exited $hrc"
+	elif grep -q '"level": *"\(warn\|error\)"' "$tmp/$1.err"; then
+		# a restarted worker, say, would be measured twice: say so
+		say "bench: $1: the host logged warnings or errors:"
+		grep '"level": *"\(warn\|error\)"' "$tmp/$1.err" | head -n 5 >&2
+	fi
+}
+
+# run_latency K: a host on an empty folder; a detector copying bench-lat-in
+# to bench-lat-out-K is renamed into it. Measures from just before the
+# rename to the moment the first output record is read back, by a reader
+# (`tide consume`, line-buffered) that already printed the topic's marker.
+run_latency() {
+	step=latency.$1
+	say "bench: drop-in to first output record (run $1 of $LATENCY_RUNS)"
+	dir="$tmp/$step.d"
+	mkdir -p "$dir"
+	if ! start_host "$step" "$dir"; then
+		stop_host
+		step_failed "$step" "the host did not come up"
+		return
+	fi
+	fifo="$tmp/$step.fifo"
+	mkfifo "$fifo"
+	timeout 60 stdbuf -oL "$TIDE" consume "bench-lat-out-$1" -b "$addr" --from-beginning \
+		--max-messages 2 --idle-timeout-ms 20000 >"$fifo" 2>"$tmp/$step.consume.err" &
+	reader=$!
+	exec 3<"$fifo"
+	marker=
+	IFS= read -r marker <&3
+	if [ "$marker" != marker ]; then
+		exec 3<&-
+		kill "$reader" 2>/dev/null
+		wait "$reader" 2>/dev/null
+		stop_host
+		step_failed "$step" "the reader saw no marker on bench-lat-out-$1 (got '$marker')"
+		return
+	fi
+	# Written beside (a hidden file is no detector), then renamed into place.
+	cat >"$dir/.lat-$1.tmp" <<LUA
+return {
+  name = "bench-lat-$1",
+  inputs = { "bench-lat-in" },
+  outputs = { "bench-lat-out-$1" },
+  process = function(rec, ctx)
+    ctx:emit("bench-lat-out-$1", rec.key, rec.value)
+  end,
+}
+LUA
+	t0=$(date +%s%N)
+	mv "$dir/.lat-$1.tmp" "$dir/lat-$1.lua"
+	first=
+	IFS= read -r first <&3
+	t1=$(date +%s%N)
+	exec 3<&-
+	wait "$reader" 2>/dev/null
+	stop_host
+	hrc=$?
+	if [ -z "$first" ]; then
+		step_failed "$step" "no output record within the reader's 20 s"
+	elif [ $hrc -ne 0 ]; then
+		step_failed "$step" "the host exited $hrc"
+	else
+		echo "lat $1 $(((t1 - t0) / 1000))" >"$tmp/$step.res"
+	fi
+}
+
+if [ "$FLEET" -gt 0 ]; then
+	run_host host_1 1
+	run_host host_n "$FLEET"
+	k=1
+	while [ $k -le "$LATENCY_RUNS" ]; do
+		run_latency $k
+		k=$((k + 1))
+	done
+fi
+
 # The broker holds every record of the run; its peak shows what the mock costs.
 broker_rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$broker_pid/status" 2>/dev/null)
 
@@ -213,6 +447,11 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 	echo "rdk ${rdk:--}"
 	echo "tide_rdk ${tide_rdk:--}"
 	echo "broker_rss ${broker_rss_kb:--}"
+	echo "fleet_n $FLEET"
+	echo "idle_s $IDLE_S"
+	for f in "$tmp"/host_*.res "$tmp"/latency.*.res; do
+		[ -f "$f" ] && cat "$f"
+	done
 	for f in "$tmp"/*.json; do
 		[ -f "$f" ] || continue
 		run=$(basename "$f" .json)

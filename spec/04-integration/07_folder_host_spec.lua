@@ -72,7 +72,8 @@ describe("integration: a folder of detectors", function()
   lazy_setup(function()
     c = cluster.new("folder")
     c:start_broker({ "f-in:4", "f-out-a:4", "f-out-b:4", "swap-in:4", "swap-out:4",
-      "loop-in:1", "loop-out:1", "steady-in:4", "steady-out:4" })
+      "loop-in:1", "loop-out:1", "steady-in:4", "steady-out:4", "hog-in:2", "hog-out:2",
+      "crash-in:2", "crash-out:2" })
   end)
 
   lazy_teardown(function()
@@ -230,6 +231,50 @@ return {
     local d = api(port).looper
     assert.is_true(d.watchdog_kills >= 2)
     assert.is_true(d.restarts >= 2)
+  end)
+
+  it("caps a memory-hungry detector without harming its neighbour", function()
+    local hog = io.open(cluster.fixture("detectors/memory_hog.lua")):read("*a")
+    write(dir .. "/memory_hog.lua", hog)
+    write(dir .. "/steady.lua", passthrough("steady", "steady-in", "steady-out", "m"))
+    start({ ["detector.memory.limit.bytes"] = 16 * 1024 * 1024 })
+    host:wait_for_log({ detector = "memory_hog", msg = "partitions assigned" })
+    host:wait_for_log({ detector = "steady", msg = "partitions assigned" })
+    local before = #c:consume("steady-out", { idle_ms = 500 })
+    c:produce("hog-in", { "a", "hog", "b" })
+    local lines = {}
+    for i = 1, 2000 do lines[i] = tostring(i) end
+    c:produce("steady-in", lines)
+    assert.equal(before + 2000, #c:wait_for_records("steady-out", before + 2000, 30))
+    local dead = c:wait_for_records(host.app .. ".memory_hog-dlq", 1, 30)
+    assert.equal("MemoryError", dead[1].headers["tide.error.class"])
+    assert.equal(2, #c:wait_for_records("hog-out", 2, 30))
+    local d = api(port)
+    assert.equal(0, d.memory_hog.restarts)
+    assert.equal("running", d.steady.state)
+    assert.is_true(d.memory_hog.lua_heap_bytes < 16 * 1024 * 1024)
+  end)
+
+  it("restarts a worker killed from outside, and only that one", function()
+    write(dir .. "/crashy.lua", passthrough("crashy", "crash-in", "crash-out", "k"))
+    write(dir .. "/steady.lua", passthrough("steady", "steady-in", "steady-out", "s2"))
+    start({ ["consumer.session.timeout.ms"] = 3000, ["consumer.heartbeat.interval.ms"] = 500 })
+    host:wait_for_log({ detector = "crashy", msg = "partitions assigned" })
+    local d0 = eventually("both running", function()
+      local d = api(port)
+      return d.crashy and d.steady and d.crashy.state == "running" and d.steady.state == "running" and d
+    end)
+    assert.is_true(os.execute("kill -SEGV " .. d0.crashy.pid) == 0 or true)
+    local d1 = eventually("crashy restarted", function()
+      local d = api(port)
+      return d.crashy and d.crashy.restarts == 1 and d.crashy.state == "running" and d
+    end)
+    assert.are_not.equal(d0.crashy.pid, d1.crashy.pid)
+    assert.equal(d0.steady.pid, d1.steady.pid)
+    assert.matches("signal 11", d1.crashy.last_exit)
+    c:produce("crash-in", { "after-the-crash" })
+    local out = c:wait_for_records("crash-out", 1, 30)
+    assert.matches("^k:", out[#out].value)
   end)
 
   it("stays flat over 100 reloads: descriptors, threads and RSS", function()
