@@ -19,6 +19,7 @@ build = {
     lib = { ["tide.core"] = "build/lua/tide/core.so" },
     lua = {
       ["tide"] = "scripts/tide/init.lua",
+      ["tide.cache"] = "scripts/tide/cache.lua",
       ["tide.detector"] = "scripts/tide/detector.lua",
       ["tide.dispatch"] = "scripts/tide/dispatch.lua",
       ["tide.errors"] = "scripts/tide/errors.lua",

@@ -28,6 +28,8 @@
 #                    renamed into the folder: the time from the rename to its
 #                    first record on the output topic, BENCH_LATENCY_RUNS (5)
 #                    times, each with a fresh host, detector, topic and group
+#                    (bench/first_record.c renames and reads; it is built here
+#                    with the Makefile's rule for bench programs)
 #
 # Every step is bounded (timeout 300, and the plain programs stop themselves
 # after 120 s); the whole run takes about two minutes. Exit status: 0 when every
@@ -61,8 +63,10 @@ ROUNDS=${BENCH_ROUNDS:-3}
 FLEET=${BENCH_FLEET:-10}
 LATENCY_RUNS=${BENCH_LATENCY_RUNS:-5}
 [ "$FLEET" -gt 0 ] || LATENCY_RUNS=0
-# Records in bench-lat-in, what the drop-in detector finds waiting.
+# Records in bench-lat-in, what the drop-in detector finds waiting, and the
+# partitions of it and of the drop-in output topics.
 LAT_RECORDS=1000
+LAT_PARTITIONS=4
 # How long a host's workers sit idle, caught up, before their RSS is read.
 IDLE_S=5
 
@@ -127,10 +131,10 @@ fi
 : >"$tmp/broker.out"
 # The drop-in measurement reads bench-lat-in and writes a fresh output topic
 # each time; all of them exist from the start, as topics in production do.
-lat_topics="--topic bench-lat-in:4"
+lat_topics="--topic bench-lat-in:$LAT_PARTITIONS"
 k=1
 while [ $k -le "$LATENCY_RUNS" ]; do
-	lat_topics="$lat_topics --topic bench-lat-out-$k:4"
+	lat_topics="$lat_topics --topic bench-lat-out-$k:$LAT_PARTITIONS"
 	k=$((k + 1))
 done
 # shellcheck disable=SC2086 # lat_topics is a list of words
@@ -189,7 +193,11 @@ if [ "$LATENCY_RUNS" -gt 0 ]; then
 	rc=$?
 	k=1
 	while [ $rc -eq 0 ] && [ $k -le "$LATENCY_RUNS" ]; do
-		echo marker | timeout 60 "$TIDE" produce "bench-lat-out-$k" -b "$addr" \
+		p=0
+		while [ $p -lt $LAT_PARTITIONS ]; do
+			echo "{\"value\": \"marker\", \"partition\": $p}"
+			p=$((p + 1))
+		done | timeout 60 "$TIDE" produce "bench-lat-out-$k" -b "$addr" --json \
 			>>"$tmp/produce-lat.out" 2>>"$tmp/produce-lat.err"
 		rc=$?
 		k=$((k + 1))
@@ -350,9 +358,9 @@ run_host() {
 }
 
 # run_latency K: a host on an empty folder; a detector copying bench-lat-in
-# to bench-lat-out-K is renamed into it. Measures from just before the
-# rename to the moment the first output record is read back, by a reader
-# (`tide consume`, line-buffered) that already printed the topic's marker.
+# to bench-lat-out-K is renamed into it. first_record (bench/first_record.c)
+# reads bench-lat-out-K until it has its markers, renames the file into the
+# folder and times the wait for the next record: the detector's first output.
 run_latency() {
 	step=latency.$1
 	say "bench: drop-in to first output record (run $1 of $LATENCY_RUNS)"
@@ -361,22 +369,6 @@ run_latency() {
 	if ! start_host "$step" "$dir"; then
 		stop_host
 		step_failed "$step" "the host did not come up"
-		return
-	fi
-	fifo="$tmp/$step.fifo"
-	mkfifo "$fifo"
-	timeout 60 stdbuf -oL "$TIDE" consume "bench-lat-out-$1" -b "$addr" --from-beginning \
-		--max-messages 2 --idle-timeout-ms 20000 >"$fifo" 2>"$tmp/$step.consume.err" &
-	reader=$!
-	exec 3<"$fifo"
-	marker=
-	IFS= read -r marker <&3
-	if [ "$marker" != marker ]; then
-		exec 3<&-
-		kill "$reader" 2>/dev/null
-		wait "$reader" 2>/dev/null
-		stop_host
-		step_failed "$step" "the reader saw no marker on bench-lat-out-$1 (got '$marker')"
 		return
 	fi
 	# Written beside (a hidden file is no detector), then renamed into place.
@@ -390,24 +382,34 @@ return {
   end,
 }
 LUA
-	t0=$(date +%s%N)
-	mv "$dir/.lat-$1.tmp" "$dir/lat-$1.lua"
-	first=
-	IFS= read -r first <&3
-	t1=$(date +%s%N)
-	exec 3<&-
-	wait "$reader" 2>/dev/null
+	timeout 60 "$BENCHDIR/first_record" "$addr" "bench-lat-out-$1" "$LAT_PARTITIONS" \
+		"$dir/.lat-$1.tmp" "$dir/lat-$1.lua" 30000 >"$tmp/$step.first" 2>>"$tmp/$step.err"
+	rc=$?
 	stop_host
 	hrc=$?
-	if [ -z "$first" ]; then
-		step_failed "$step" "no output record within the reader's 20 s"
+	ms=$(json_num "$tmp/$step.first" ms)
+	if [ $rc -ne 0 ] || [ -z "$ms" ]; then
+		step_failed "$step" "first_record exited $rc"
 	elif [ $hrc -ne 0 ]; then
 		step_failed "$step" "the host exited $hrc"
 	else
-		echo "lat $1 $(((t1 - t0) / 1000))" >"$tmp/$step.res"
+		echo "lat $1 $ms" >"$tmp/$step.res"
 	fi
 }
 
+if [ "$LATENCY_RUNS" -gt 0 ]; then
+	# Built by the Makefile's rule for bench programs (the same librdkafka
+	# as the plain programs); `make bench` does not list it itself.
+	build_dir=$(cd "$BENCHDIR/.." && pwd)
+	if ! make --no-print-directory -s -C "$here/.." BUILD="$build_dir" \
+		"$build_dir/bench/first_record" >"$tmp/first_record.build" 2>&1 ||
+		[ "$(cd "$BENCHDIR" && pwd)" != "$build_dir/bench" ]; then
+		say "bench: cannot build first_record into $BENCHDIR; drop-in latency skipped"
+		show_log "$tmp/first_record.build"
+		LATENCY_RUNS=0
+		failed=1
+	fi
+fi
 if [ "$FLEET" -gt 0 ]; then
 	run_host host_1 1
 	run_host host_n "$FLEET"
@@ -490,6 +492,17 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		if ($7 != "-") { out[s] = $7; if (!(s in outmin) || $7 + 0 < outmin[s]) outmin[s] = $7 + 0 }
 		next
 	}
+	# tide run DIR: "fleet STEP N RECORDS_IN_WINDOW WINDOW_MS RECORDS_BEFORE ASSIGN_MS",
+	# "worker STEP NAME PID BUSY_RSS_KB HWM_KB IDLE_RSS_KB API_RSS_BYTES",
+	# "sup STEP RSS_KB" (see bench/fleet.lua), "lat RUN MS" (bench/first_record.c)
+	$1 == "fleet" { fn[$2] = $3; fin[$2] = $4; fwin[$2] = $5; next }
+	$1 == "worker" {
+		s = $2; k = ++nwk[s]
+		wbusy[s, k] = $5; whwm[s, k] = $6; widle[s, k] = $7
+		next
+	}
+	$1 == "sup" { sup[$2] = $3; next }
+	$1 == "lat" { lat[++nlat] = $3 / 1000; next }
 	{ v[$1] = $2 }
 	END {
 		printf "\ntide bench: %d records of %d bytes on %d partitions, mock broker on 127.0.0.1\n",
@@ -523,8 +536,68 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		    outmin["plain_transform"] != outmin["tide_transform"])
 			warn[++nw] = sprintf("the transformers emitted %d (plain) and %d (tide) records",
 				outmin["plain_transform"], outmin["tide_transform"])
+		if (v["fleet_n"] > 0) fleet_report()
 		for (i = 1; i <= nw; i++)
 			printf "  warning: %s\n", warn[i]
+	}
+	# "median/max" in MB of field f (wbusy, whwm, widle) over the workers of s
+	function rss_of(s, f,    k, n, a, x) {
+		n = 0
+		for (k = 1; k <= nwk[s]; k++) {
+			x = f == "busy" ? wbusy[s, k] : f == "hwm" ? whwm[s, k] : widle[s, k]
+			if (x != "-") a[++n] = x / 1024
+		}
+		if (!n) return "-"
+		median(a, n)
+		if (n == 1) return sprintf("%.1f", a[1])
+		return sprintf("%.1f/%.1f", median(a, n), a[n])
+	}
+	function rss_max(s, f,    k, m, x) {
+		m = -1
+		for (k = 1; k <= nwk[s]; k++) {
+			x = f == "hwm" ? whwm[s, k] : widle[s, k]
+			if (x != "-" && x + 0 > m) m = x + 0
+		}
+		return m
+	}
+	function fleet_report(    i, s, r, label, m, a) {
+		printf "\ntide run DIR: one worker process per detector; each detector reads all of\n"
+		printf "bench-in in its own consumer group; RSS per worker in MB, median/max over workers\n\n"
+		printf "  %-26s %10s %10s %7s %10s %10s %10s %8s\n", "", "records/s", "per det.", "time s",
+			"busy RSS", "peak RSS", "idle RSS", "host MB"
+		split("host_1 host_n", order, " ")
+		label["host_1"] = "1 detector"
+		label["host_n"] = v["fleet_n"] " detectors (aggregate)"
+		for (i = 1; i <= 2; i++) {
+			s = order[i]
+			if (!(s in fn) || fwin[s] <= 0) {
+				printf "  %-26s %10s\n", label[s], "failed"
+				continue
+			}
+			r[s] = fin[s] * 1000 / fwin[s]
+			printf "  %-26s %10.0f %10.0f %7.2f %10s %10s %10s %8s\n", label[s], r[s], r[s] / fn[s],
+				fwin[s] / 1000, rss_of(s, "busy"), rss_of(s, "hwm"), rss_of(s, "idle"),
+				sup[s] == "-" || sup[s] == "" ? "-" : sprintf("%.1f", sup[s] / 1024)
+		}
+		printf "\n"
+		if (("host_1" in r) && ("host_n" in r))
+			printf "  %-46s %6.2f\n", v["fleet_n"] " detectors / 1 detector, aggregate records/s",
+				r["host_n"] / r["host_1"]
+		m = rss_max("host_n", "idle")
+		if (m < 0) m = rss_max("host_1", "idle")
+		if (m >= 0)
+			printf "  %-46s %6.1f MB  (target < 20 MB)  %s\n",
+				"idle worker RSS, largest, " v["idle_s"] " s after its run", m / 1024,
+				(m / 1024 < 20 ? "ok" : "ABOVE TARGET")
+		if (nlat) {
+			for (i = 1; i <= nlat; i++) a[i] = lat[i]
+			m = median(a, nlat)
+			printf "  %-46s %6.3f s   (target <= 1 s)  %s\n", "file dropped in -> first output record, median",
+				m, (m <= 1 ? "ok" : "ABOVE TARGET")
+			printf "  %-46s %s\n", "", sprintf("min %.3f s, max %.3f s over %d runs", a[1], a[nlat], nlat)
+		} else if (v["fleet_n"] > 0) {
+			printf "  %-46s %6s\n", "file dropped in -> first output record", "failed"
+		}
 	}'
 
 exit $failed

@@ -33,21 +33,19 @@ local MAX_CARDS = 100000
 ---@field mean number
 ---@field var number population variance
 
--- Two generations of history: a card seen again moves into `young`; when
--- `young` is full it becomes `old` and the previous `old` is dropped. At most
--- 2 * MAX_CARDS entries are held, and only cards idle for a whole generation
--- are forgotten (they then start learning again and stay silent meanwhile).
-local young, old, n_young = {}, {}, 0
+-- At most 2 * MAX_CARDS histories are held (tide.cache); only cards idle for a
+-- whole generation are forgotten (they then start learning again and stay
+-- silent meanwhile).
+local histories = tide.cache(MAX_CARDS)
+
+local function new_history()
+  return { n = 0, mean = 0, var = 0 }
+end
 
 ---@param id string card and currency
 ---@return SpikeHistory
 local function history(id)
-  local h = young[id]
-  if h then return h end
-  h = old[id] or { n = 0, mean = 0, var = 0 }
-  if n_young >= MAX_CARDS then young, old, n_young = {}, young, 0 end
-  young[id], n_young = h, n_young + 1
-  return h
+  return histories:get_or_create(id, new_history)
 end
 
 --- Fold an amount into the statistics (West's incremental mean and variance:

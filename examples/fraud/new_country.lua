@@ -24,21 +24,19 @@ local MAX_CARDS = 100000
 ---  table of countries, which would take several times the memory
 ---@field n_countries integer
 
--- Two generations of profiles: a card seen again moves into `young`; when
--- `young` is full it becomes `old` and the previous `old` is dropped. At most
--- 2 * MAX_CARDS cards are held, and only cards idle for a whole generation are
--- forgotten (they then rebuild their history before alerting again).
-local young, old, n_young = {}, {}, 0
+-- At most 2 * MAX_CARDS profiles are held (tide.cache); only cards idle for a
+-- whole generation are forgotten (they then rebuild their history before
+-- alerting again).
+local profiles = tide.cache(MAX_CARDS)
+
+local function new_profile()
+  return { n = 0, countries = "|", n_countries = 0 }
+end
 
 ---@param card string
 ---@return CountryProfile
 local function profile(card)
-  local p = young[card]
-  if p then return p end
-  p = old[card] or { n = 0, countries = "|", n_countries = 0 }
-  if n_young >= MAX_CARDS then young, old, n_young = {}, young, 0 end
-  young[card], n_young = p, n_young + 1
-  return p
+  return profiles:get_or_create(card, new_profile)
 end
 
 ---@param countries string "|FR|DE|"

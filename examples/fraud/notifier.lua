@@ -20,26 +20,21 @@ local DEFAULT_CHANNEL = "email"
 -- (card, detector) pairs held per generation; see `last_sent`.
 local MAX_PAIRS = 100000
 
--- Two generations of "last notified at": a pair notified again moves into
--- `young`; when `young` is full it becomes `old` and the previous `old` is
--- dropped. At most 2 * MAX_PAIRS pairs are held; forgetting one older than
--- a whole generation at worst lets one duplicate through.
-local young, old, n_young = {}, {}, 0
+-- "Last notified at" per pair: at most 2 * MAX_PAIRS pairs are held
+-- (tide.cache); forgetting one older than a whole generation at worst lets one
+-- duplicate through. Only sending keeps a pair young.
+local sent = tide.cache(MAX_PAIRS)
 
 ---@param pair string
 ---@return number|nil time of the last notification for `pair`
 local function last_sent(pair)
-  return young[pair] or old[pair]
+  return sent:peek(pair)
 end
 
 ---@param pair string
 ---@param t number
 local function mark_sent(pair, t)
-  if young[pair] == nil then
-    if n_young >= MAX_PAIRS then young, old, n_young = {}, young, 0 end
-    n_young = n_young + 1
-  end
-  young[pair] = t
+  sent:set(pair, t)
 end
 
 ---@param v any

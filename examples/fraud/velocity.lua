@@ -22,21 +22,18 @@ local MAX_CARDS = 100000
 ---@field times number[] the LIMIT latest authorisation times, oldest first
 ---@field quiet_until number no alert before this time (ms)
 
--- Two generations of state: a card seen again moves into `young`; when `young`
--- is full it becomes `old` and the previous `old` is dropped. At most
--- 2 * MAX_CARDS cards are held; a card idle for a whole generation is
--- forgotten, which costs nothing here once its window has passed.
-local young, old, n_young = {}, {}, 0
+-- At most 2 * MAX_CARDS cards are held (tide.cache); a card idle for a whole
+-- generation is forgotten, which costs nothing here once its window has passed.
+local states = tide.cache(MAX_CARDS)
+
+local function new_state()
+  return { times = {}, quiet_until = -math.huge }
+end
 
 ---@param card string
 ---@return VelocityState
 local function state_of(card)
-  local s = young[card]
-  if s then return s end
-  s = old[card] or { times = {}, quiet_until = -math.huge }
-  if n_young >= MAX_CARDS then young, old, n_young = {}, young, 0 end
-  young[card], n_young = s, n_young + 1
-  return s
+  return states:get_or_create(card, new_state)
 end
 
 --- Insert `t` in order (authorisations may arrive slightly out of order) and

@@ -6,6 +6,9 @@ local M = {}
 --- JSON null, as decoded by the json serde and accepted by emit.
 M.null = serde.null
 
+--- A bounded map for state kept in Lua (see tide.cache).
+M.cache = require("tide.cache").new
+
 --- JSON helpers with the json serde's rules.
 M.json = {
   encode = serde.json.encode,
