@@ -138,10 +138,10 @@ $(GEN): bindings/embed.lua bindings/tide_ffi.h $(SCRIPTS)
 	@echo "  GEN   $@"
 	$(Q)luajit bindings/embed.lua $@ bindings/tide_ffi.h $(SCRIPTS)
 
-$(BUILD)/gen/status_page.c: host/embed_file.lua host/status_page.html
+$(BUILD)/gen/status_page.c: bindings/embed.lua host/status_page.html
 	$(Q)mkdir -p $(@D)
 	@echo "  GEN   $@"
-	$(Q)luajit host/embed_file.lua $@ tide_status_page_html host/status_page.html
+	$(Q)luajit bindings/embed.lua --symbol tide_status_page_html $@ host/status_page.html
 
 $(BUILD)/obj/gen/status_page.o: $(BUILD)/gen/status_page.c
 	$(Q)mkdir -p $(@D)

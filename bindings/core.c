@@ -341,6 +341,20 @@ static int core_dispatch(lua_State *L) {
     return 2;
 }
 
+/* One metatable per class, as Lua's io library does: methods, and __gc
+ * running the same close() a caller may call first. */
+static void register_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                           lua_CFunction close) {
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+}
+
 int luaopen_tide_core(lua_State *L) {
     static const luaL_Reg sink_methods[] = {
         {"ptr", sink_ptr}, {"entries", sink_entries}, {"clear", sink_clear},
@@ -353,22 +367,8 @@ int luaopen_tide_core(lua_State *L) {
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
         {NULL, NULL}};
 
-    if (luaL_newmetatable(L, SINK_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, sink_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, sink_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, BATCH_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, batch_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, batch_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    register_class(L, SINK_MT, sink_methods, sink_close);
+    register_class(L, BATCH_MT, batch_methods, batch_close);
 
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

@@ -4,20 +4,7 @@
 local cluster = require("helpers.cluster")
 
 describe("integration: text transformer", function()
-  local c
-
-  lazy_setup(function()
-    c = cluster.new("text_transformer")
-    c:start_broker({ "text-input:4", "text-output:4" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
-
-  after_each(function()
-    c:cleanup()
-  end)
+  local c = cluster.suite("text_transformer", { "text-input:4", "text-output:4" })
 
   it("writes exactly the upper-cased records that contain 'a', per key in order, and no more", function()
     -- Values chosen to hit the edges of the filter: uppercase "A" only, empty,

@@ -4,20 +4,7 @@
 local cluster = require("helpers.cluster")
 
 describe("integration: kill -9 and restart", function()
-  local c
-
-  lazy_setup(function()
-    c = cluster.new("crash_recovery")
-    c:start_broker({ "text-input:4", "text-output:4" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
-
-  after_each(function()
-    c:cleanup()
-  end)
+  local c = cluster.suite("crash_recovery", { "text-input:4", "text-output:4" })
 
   it("loses no input record when tide is killed with SIGKILL mid-run and restarted", function()
     local half = 100000

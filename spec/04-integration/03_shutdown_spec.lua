@@ -28,20 +28,7 @@ local function holding(proc)
 end
 
 describe("integration: shutdown on SIGTERM", function()
-  local c
-
-  lazy_setup(function()
-    c = cluster.new("shutdown")
-    c:start_broker({ "text-input:4", "text-output:4", "pass-in:4", "pass-out:4" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
-
-  after_each(function()
-    c:cleanup()
-  end)
+  local c = cluster.suite("shutdown", { "text-input:4", "text-output:4", "pass-in:4", "pass-out:4" })
 
   it("commits on SIGTERM, so a restart adds no duplicate", function()
     local function batch(from, to)

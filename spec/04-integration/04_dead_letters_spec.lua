@@ -20,20 +20,7 @@ local function count(t)
 end
 
 describe("integration: dead letters", function()
-  local c
-
-  lazy_setup(function()
-    c = cluster.new("dead_letters")
-    c:start_broker({ "numbers:4", "numbers-out:4", "json-in:4", "json-out:4" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
-
-  after_each(function()
-    c:cleanup()
-  end)
+  local c = cluster.suite("dead_letters", { "numbers:4", "numbers-out:4", "json-in:4", "json-out:4" })
 
   it("sends exactly the records process() raised on to the DLQ, with their headers, and processes the rest", function()
     local fixture = cluster.fixture("detectors/raise_every_10th.lua")

@@ -2,20 +2,7 @@
 local cluster = require("helpers.cluster")
 
 describe("integration: sandbox", function()
-  local c
-
-  lazy_setup(function()
-    c = cluster.new("sandbox")
-    c:start_broker({ "escape-in:2", "escape-out:2" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
-
-  after_each(function()
-    c:cleanup()
-  end)
+  local c = cluster.suite("sandbox", { "escape-in:2", "escape-out:2" })
 
   it("refuses each escape inside process() with a message naming what is not available", function()
     local fixture = cluster.fixture("detectors/sandbox_escapes.lua")

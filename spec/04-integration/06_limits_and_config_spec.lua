@@ -10,20 +10,7 @@ local function values(records)
 end
 
 describe("integration: limits and configuration", function()
-  local c
-
-  lazy_setup(function()
-    c = cluster.new("limits")
-    c:start_broker({ "hog-in:2", "hog-out:2", "text-input:2" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
-
-  after_each(function()
-    c:cleanup()
-  end)
+  local c = cluster.suite("limits", { "hog-in:2", "hog-out:2", "text-input:2" })
 
   it("fails a record that exceeds the Lua heap cap with a MemoryError and keeps processing", function()
     c:produce("hog-in", { "a", "hog", "b", "hog", "c" })

@@ -67,26 +67,14 @@ local function rss_kb(pid)
 end
 
 describe("integration: a folder of detectors", function()
-  local c, host, port, dir
-
-  lazy_setup(function()
-    c = cluster.new("folder")
-    c:start_broker({ "f-in:4", "f-out-a:4", "f-out-b:4", "swap-in:4", "swap-out:4",
-      "loop-in:1", "loop-out:1", "steady-in:4", "steady-out:4", "hog-in:2", "hog-out:2",
-      "crash-in:2", "crash-out:2" })
-  end)
-
-  lazy_teardown(function()
-    if c then c:shutdown() end
-  end)
+  local host, port, dir
+  local c = cluster.suite("folder", { "f-in:4", "f-out-a:4", "f-out-b:4", "swap-in:4", "swap-out:4",
+    "loop-in:1", "loop-out:1", "steady-in:4", "steady-out:4", "hog-in:2", "hog-out:2",
+    "crash-in:2", "crash-out:2" })
 
   before_each(function()
     dir = c:path("detectors-" .. tostring(math.random(1e9)))
     assert(os.execute("mkdir -p " .. dir))
-  end)
-
-  after_each(function()
-    c:cleanup()
   end)
 
   local function start(config)

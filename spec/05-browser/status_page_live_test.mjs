@@ -13,14 +13,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TIDE = process.env.TIDE_BIN || path.resolve(here, "../../build/tide");
-const CHROMIUM = process.env.TIDE_CHROMIUM || "/usr/bin/chromium";
 const WAIT = { timeout: 20000 };
 
-let context, page, profile, work, broker, host;
+let browser, page, work, broker, host;
 
 const detector = (name, input, output) => `return {
   name = "${name}", inputs = { "${input}" }, outputs = { "${output}" },
@@ -69,26 +68,17 @@ before(async () => {
     "-D", "application.id=live", "-D", "admin.port=0", "-D", "reload.debounce.ms=50"],
     "stderr", /admin server listening on (http:\/\/127\.0\.0\.1:\d+\/)/);
 
-  profile = mkdtempSync(path.join(tmpdir(), "tide-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 60000,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    viewport: { width: 1280, height: 800 },
-  });
-  page = context.pages()[0] || (await context.newPage());
+  browser = await launch();
+  page = browser.page;
   await page.goto(host.match[1]);
   // A marker that reloading the page would wipe out.
   await page.evaluate(() => { window.__tideNoReload = true; });
 });
 
 after(async () => {
-  if (context) await context.close();
+  if (browser) await browser.close();
   if (host) host.child.kill("SIGTERM");
   if (broker) broker.child.kill("SIGTERM");
-  if (profile) rmSync(profile, { recursive: true, force: true });
   if (work) rmSync(work, { recursive: true, force: true });
 });
 

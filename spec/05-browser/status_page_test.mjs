@@ -15,21 +15,18 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.TIDE_CHROMIUM || "/usr/bin/chromium";
 const FIXTURE = process.env.TIDE_HTTP_FIXTURE || path.resolve(here, "../../build/test/http_fixture");
 const WAIT = { timeout: 10000 };
 const BETA_FAILURE = "beta.lua:12: attempt to call a nil value (global 'frobnicate')";
 const ODD_NAME = 'odd "name" <b>bold</b>';
 
-let context, page, fixture, profile, adminUrl;
+let browser, page, fixture, adminUrl;
 const pageErrors = [];
 let firstNames = null; // detectors on the first render, when we own the fixture
 
@@ -64,16 +61,8 @@ async function row(name) {
 }
 
 before(async () => {
-  profile = mkdtempSync(path.join(tmpdir(), "tide-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 60000,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    viewport: { width: 1280, height: 800 },
-  });
-  page = context.pages()[0] || (await context.newPage());
+  browser = await launch();
+  page = browser.page;
   page.on("pageerror", (e) => pageErrors.push(e.message));
   page.on("console", (m) => { if (m.type() === "error") pageErrors.push(m.text()); });
 
@@ -88,9 +77,8 @@ before(async () => {
 });
 
 after(async () => {
-  if (context) await context.close();
+  if (browser) await browser.close();
   if (fixture) fixture.child.kill("SIGTERM");
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 test("the page loads and lists the running detectors", async () => {

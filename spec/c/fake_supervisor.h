@@ -2,10 +2,8 @@
  * fake_supervisor.h: a supervisor table filled by hand, for the admin server's
  * tests (test_http.c, http_fixture.c). Test code only.
  *
- * It defines weak stand-ins for the four supervisor.c functions the server
- * calls, so the tests link with or without supervisor.o: when supervisor.o is
- * linked (as `make test` does) its definitions win and the tests exercise the
- * real lock and the real totals. Never include this outside spec/.
+ * The tests link supervisor.o, so the server runs with the real lock, the
+ * real totals and the real state names. Never include this outside spec/.
  */
 #ifndef TIDE_FAKE_SUPERVISOR_H
 #define TIDE_FAKE_SUPERVISOR_H
@@ -16,33 +14,6 @@
 #include <time.h>
 
 #include "supervisor.h"
-
-static pthread_mutex_t fake_mutex __attribute__((unused)) = PTHREAD_MUTEX_INITIALIZER;
-
-__attribute__((weak)) void tide_supervisor_lock(void) { pthread_mutex_lock(&fake_mutex); }
-__attribute__((weak)) void tide_supervisor_unlock(void) { pthread_mutex_unlock(&fake_mutex); }
-
-__attribute__((weak)) const char *tide_det_state_name(tide_det_state_t s) {
-    static const char *const names[] = {"starting",    "running", "reloading", "restarting",
-                                        "quarantined", "failed",  "stopping"};
-    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
-}
-
-__attribute__((weak)) void tide_detector_totals(const tide_detector_t *d, tide_det_totals_t *out) {
-    *out = d->base;
-    const tide_status_block_t *st = d->st;
-    if (!st) return;
-    out->records_in += st->records_in;
-    out->records_out += st->records_out;
-    out->dlq += st->dlq;
-    out->errors += st->errors;
-    out->dropped += st->dropped;
-    out->batches += st->batches;
-    out->reloads += st->reloads;
-    out->reload_failures += st->reload_failures;
-    for (int i = 0; i < TIDE_STATUS_HIST; i++) out->hist[i] += st->hist[i];
-    out->hist_sum += st->hist_sum;
-}
 
 static inline int64_t fake_now_ms(void) {
     struct timespec ts;

@@ -778,4 +778,23 @@ function M.by_key(records)
   return groups
 end
 
+--- The usual shape of a spec file: call inside `describe`. Returns a cluster
+--- whose broker (with `topics`) starts before the first test; every process a
+--- test started is killed after it, and the broker after the last one.
+function M.suite(name, topics)
+  -- busted's lazy_setup & co. live in the spec file's environment
+  local busted = getfenv(2)
+  local c = M.new(name)
+  busted.lazy_setup(function()
+    c:start_broker(topics)
+  end)
+  busted.lazy_teardown(function()
+    c:shutdown()
+  end)
+  busted.after_each(function()
+    c:cleanup()
+  end)
+  return c
+end
+
 return M
