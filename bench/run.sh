@@ -579,15 +579,17 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 				fwin[s] / 1000, rss_of(s, "busy"), rss_of(s, "hwm"), rss_of(s, "idle"),
 				sup[s] == "-" || sup[s] == "" ? "-" : sprintf("%.1f", sup[s] / 1024)
 		}
-		printf "\n"
+		printf "  (time: from every detector assigned to the last one done; busy: largest VmRSS\n"
+		printf "  seen while reading, every 100 ms; peak: VmHWM; idle: VmRSS %s s after the last\n", v["idle_s"]
+		printf "  record; host: the supervisor process)\n\n"
 		if (("host_1" in r) && ("host_n" in r))
 			printf "  %-46s %6.2f\n", v["fleet_n"] " detectors / 1 detector, aggregate records/s",
 				r["host_n"] / r["host_1"]
 		m = rss_max("host_n", "idle")
-		if (m < 0) m = rss_max("host_1", "idle")
+		if (rss_max("host_1", "idle") > m) m = rss_max("host_1", "idle")
 		if (m >= 0)
 			printf "  %-46s %6.1f MB  (target < 20 MB)  %s\n",
-				"idle worker RSS, largest, " v["idle_s"] " s after its run", m / 1024,
+				"idle worker RSS, largest", m / 1024,
 				(m / 1024 < 20 ? "ok" : "ABOVE TARGET")
 		if (nlat) {
 			for (i = 1; i <= nlat; i++) a[i] = lat[i]

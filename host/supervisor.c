@@ -212,6 +212,11 @@ static void scan(sv_state_t *s) {
     closedir(dir);
 }
 
+/* A file is read once it is complete: closed after writing, or renamed into
+ * place. Its creation alone (IN_CREATE) is not a change: it is still empty or
+ * half-written then. */
+#define FILE_EVENTS (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE)
+
 static void on_folder_events(sv_state_t *s) {
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (;;) {
@@ -227,14 +232,15 @@ static void on_folder_events(sv_state_t *s) {
                 if (ev->mask & IN_ISDIR) {
                     if (ev->mask & (IN_CREATE | IN_MOVED_TO)) watch_subdir(s, path);
                     touch(s, path);
-                } else if (is_detector_file(ev->name)) {
+                } else if (is_detector_file(ev->name) && (ev->mask & FILE_EVENTS)) {
                     touch(s, path);
                 }
                 continue;
             }
             /* In a folder detector: any Lua file there changes it. */
             for (int i = 0; i < s->n_subwatch; i++)
-                if (s->subwatch[i].wd == ev->wd && is_detector_file(ev->name)) {
+                if (s->subwatch[i].wd == ev->wd && is_detector_file(ev->name) &&
+                    (ev->mask & FILE_EVENTS)) {
                     touch(s, s->subwatch[i].path);
                     break;
                 }

@@ -221,6 +221,68 @@ return {
     assert.is_true(d.restarts >= 2)
   end)
 
+  it("loads a file once it is complete, once per burst of saves, and ignores editor files", function()
+    write(dir .. "/burst.lua", passthrough("burst", "f-in", "f-out-a", "b0"))
+    start({ ["reload.debounce.ms"] = 300 })
+    host:wait_for_log({ detector = "burst", msg = "partitions assigned" })
+    -- editor droppings: none of these is a detector
+    for _, name in ipairs({ ".burst.lua.swp", "#burst.lua#", "burst.lua~", ".hidden.lua", "notes.txt" }) do
+      local f = assert(io.open(dir .. "/" .. name, "w"))
+      f:write("this is not lua {{{")
+      f:close()
+    end
+    -- a burst of ten saves in place (no rename), as an editor writes
+    for i = 1, 10 do
+      local f = assert(io.open(dir .. "/burst.lua", "w"))
+      f:write(passthrough("burst", "f-in", "f-out-a", "b" .. i))
+      f:close()
+    end
+    local d = eventually("one reload", function()
+      local x = api(port).burst
+      return x and x.counters.reloads >= 1 and x
+    end)
+    -- a half-written file, still open: nothing happens until it is closed
+    local f = assert(io.open(dir .. "/half.lua", "w"))
+    f:write("return {\n  inputs = { 'f-in' },\n")
+    f:flush()
+    local settle_ms = 1000
+    local t0 = cluster.now()
+    while cluster.now() - t0 < settle_ms / 1000 do
+      assert.is_nil(api(port).half, "a half-written file was loaded")
+      cluster.pause(100)
+    end
+    f:write("  outputs = { 'f-out-b' },\n  process = function(rec, ctx) ctx:emit('f-out-b', nil, 'half') end,\n}\n")
+    f:close()
+    eventually("the completed file running", function()
+      local x = api(port)["half"]
+      return x and x.state == "running"
+    end)
+    d = api(port)
+    assert.equal(1, d.burst.counters.reloads, "one reload for the burst")
+    assert.equal(0, d.burst.counters.reload_failures)
+    local names = {}
+    for name in pairs(d) do names[#names + 1] = name end
+    table.sort(names)
+    assert.same({ "burst", "half" }, names)
+  end)
+
+  it("stops every worker cleanly on SIGTERM: each commits and leaves its group", function()
+    write(dir .. "/one.lua", passthrough("one", "f-in", "f-out-a", "1"))
+    write(dir .. "/two.lua", passthrough("two", "f-in", "f-out-b", "2"))
+    start()
+    host:wait_for_log({ detector = "one", msg = "partitions assigned" })
+    host:wait_for_log({ detector = "two", msg = "partitions assigned" })
+    local pids = {}
+    for name, d in pairs(api(port)) do pids[name] = d.pid end
+    assert.is_true(host:kill("TERM"))
+    assert.equal(0, (host:wait(30)))
+    for _, name in ipairs({ "one", "two" }) do
+      assert.is_table(host:find_events({ detector = name, msg = "left consumer group" })[1],
+        name .. " did not leave its group")
+      assert.is_nil(io.open("/proc/" .. pids[name] .. "/stat"), name .. "'s worker outlived the host")
+    end
+  end)
+
   it("caps a memory-hungry detector without harming its neighbour", function()
     local hog = io.open(cluster.fixture("detectors/memory_hog.lua")):read("*a")
     write(dir .. "/memory_hog.lua", hog)
