@@ -65,13 +65,14 @@ endif
 
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
-BIND_SRC  := bindings/sink.c bindings/lua_call.c bindings/core.c
+BIND_SRC  := bindings/sink.c bindings/lua_call.c bindings/core.c bindings/state.c bindings/store.c
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
-CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http
+CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http \
+	$(BUILD)/test/test_store
 FIXTURES  := $(BUILD)/test/http_fixture
 BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json
 
@@ -166,12 +167,12 @@ $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 
 $(TIDE): $(HOST_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lpthread
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
 
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
 	@echo "  LINK  $@"
-	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ -lrocksdb
 
 $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)
@@ -181,7 +182,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 $(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS)
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
 
 -include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
 

@@ -27,6 +27,7 @@ build = {
       ["tide.host"] = "scripts/tide/host.lua",
       ["tide.sandbox"] = "scripts/tide/sandbox.lua",
       ["tide.serde"] = "scripts/tide/serde.lua",
+      ["tide.store"] = "scripts/tide/store.lua",
       ["tide.testing"] = "scripts/tide/testing.lua",
     },
   },

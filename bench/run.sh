@@ -15,14 +15,15 @@
 # ratios tide is held to. BENCHDIR holds the compiled plain programs (`make bench` builds
 # them); bench/gen.c is compiled here into BENCHDIR.
 #
-# Then, once, against the same broker, `TIDE run DIR` (the supervisor, one
-# worker process per detector):
+# Then, against the same broker, `TIDE run DIR` (the supervisor, one worker
+# process per detector):
 #
 #   host_1, host_n   a folder of 1, then BENCH_FLEET (10) copies of
 #                    read_values.lua, each its own detector and consumer group
 #                    on bench-in: the aggregate rate while all of them run, and
 #                    each worker's RSS while busy and idle after
-#                    (bench/fleet.lua watches the admin API and /proc)
+#                    (bench/fleet.lua watches the admin API and /proc); in
+#                    ROUNDS rounds, the median rate reported
 #   latency          a host on an empty folder; a detector that copies
 #                    bench-lat-in (already loaded) to bench-lat-out-K is
 #                    renamed into the folder: the time from the rename to its
@@ -32,7 +33,7 @@
 #                    with the Makefile's rule for bench programs)
 #
 # Every step is bounded (timeout 300, and the plain programs stop themselves
-# after 120 s); the whole run takes about two minutes. Exit status: 0 when every
+# after 120 s); the whole run takes about 80 s on 2 cores. Exit status: 0 when every
 # step ran, 1 when one failed (its log tail is shown). Missing a target is
 # reported, not an error: this is a measurement, not a test.
 #
@@ -314,11 +315,13 @@ step_failed() { # STEP REASON
 	failed=1
 }
 
-# run_host STEP N: N copies of read_values.lua, each under its own name, in
-# one folder, one host: every one reads all of bench-in in its own group.
+# run_host STEP N ROUND: N copies of read_values.lua, each under its own
+# name, in one folder, one host: every one reads all of bench-in in its own
+# group. Leaves STEP.ROUND.res.
 run_host() {
-	say "bench: tide run DIR, $2 detector(s) on bench-in"
-	dir="$tmp/$1.d"
+	say "bench: tide run DIR, $2 detector(s) on bench-in (round $3 of $ROUNDS)"
+	run=$1.$3
+	dir="$tmp/$run.d"
 	mkdir -p "$dir"
 	k=1
 	while [ $k -le "$2" ]; do
@@ -331,29 +334,29 @@ run_host() {
 		fi
 		k=$((k + 1))
 	done
-	if ! start_host "$1" "$dir"; then
+	if ! start_host "$run" "$dir"; then
 		stop_host
-		step_failed "$1" "the host did not come up"
+		step_failed "$run" "the host did not come up"
 		return
 	fi
 	# Polls the admin API every 100 ms until all are assigned, then until
 	# all are done; then IDLE_S s idle. The supervisor's RSS is read then.
 	timeout "$STEP_TIMEOUT" luajit "$here/fleet.lua" watch "$port" "$2" "$RECORDS" 240 "$IDLE_S" \
-		>"$tmp/$1.watch" 2>>"$tmp/$1.err"
+		>"$tmp/$run.watch" 2>>"$tmp/$run.err"
 	rc=$?
 	sup_rss=$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$host_pid/status" 2>/dev/null)
-	sed "s/^\([a-z]*\) /\1 $1 /" "$tmp/$1.watch" >"$tmp/$1.res"
-	echo "sup $1 ${sup_rss:--}" >>"$tmp/$1.res"
+	sed "s/^\([a-z]*\) /\1 $1 /" "$tmp/$run.watch" >"$tmp/$run.res"
+	echo "sup $1 ${sup_rss:--}" >>"$tmp/$run.res"
 	stop_host
 	hrc=$?
 	if [ $rc -ne 0 ]; then
-		step_failed "$1" "watching the admin API: exit $rc"
+		step_failed "$run" "watching the admin API: exit $rc"
 	elif [ $hrc -ne 0 ]; then
-		step_failed "$1" "the host exited $hrc"
-	elif grep -q '"level": *"\(warn\|error\)"' "$tmp/$1.err"; then
+		step_failed "$run" "the host exited $hrc"
+	elif grep -q '"level": *"\(warn\|error\)"' "$tmp/$run.err"; then
 		# a restarted worker, say, would be measured twice: say so
-		say "bench: $1: the host logged warnings or errors:"
-		grep '"level": *"\(warn\|error\)"' "$tmp/$1.err" | head -n 5 >&2
+		say "bench: $run: the host logged warnings or errors:"
+		grep '"level": *"\(warn\|error\)"' "$tmp/$run.err" | head -n 5 >&2
 	fi
 }
 
@@ -411,8 +414,12 @@ if [ "$LATENCY_RUNS" -gt 0 ]; then
 	fi
 fi
 if [ "$FLEET" -gt 0 ]; then
-	run_host host_1 1
-	run_host host_n "$FLEET"
+	round=1
+	while [ $round -le "$ROUNDS" ]; do
+		run_host host_1 1 $round
+		run_host host_n "$FLEET" $round
+		round=$((round + 1))
+	done
 	k=1
 	while [ $k -le "$LATENCY_RUNS" ]; do
 		run_latency $k
@@ -451,7 +458,7 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 	echo "broker_rss ${broker_rss_kb:--}"
 	echo "fleet_n $FLEET"
 	echo "idle_s $IDLE_S"
-	for f in "$tmp"/host_*.res "$tmp"/latency.*.res; do
+	for f in "$tmp"/host_*.*.res "$tmp"/latency.*.res; do
 		[ -f "$f" ] && cat "$f"
 	done
 	for f in "$tmp"/*.json; do
@@ -495,13 +502,17 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 	# tide run DIR: "fleet STEP N RECORDS_IN_WINDOW WINDOW_MS RECORDS_BEFORE ASSIGN_MS",
 	# "worker STEP NAME PID BUSY_RSS_KB HWM_KB IDLE_RSS_KB API_RSS_BYTES",
 	# "sup STEP RSS_KB" (see bench/fleet.lua), "lat RUN MS" (bench/first_record.c)
-	$1 == "fleet" { fn[$2] = $3; fin[$2] = $4; fwin[$2] = $5; next }
+	$1 == "fleet" {
+		s = $2; fn[s] = $3
+		if ($5 > 0) { k = ++nfl[s]; frate[s, k] = $4 * 1000 / $5; fwin[s, k] = $5 }
+		next
+	}
 	$1 == "worker" {
 		s = $2; k = ++nwk[s]
 		wbusy[s, k] = $5; whwm[s, k] = $6; widle[s, k] = $7
 		next
 	}
-	$1 == "sup" { sup[$2] = $3; next }
+	$1 == "sup" { if ($3 != "-" && $3 + 0 > sup[$2] + 0) sup[$2] = $3; next }
 	$1 == "lat" { lat[++nlat] = $3 / 1000; next }
 	{ v[$1] = $2 }
 	END {
@@ -560,23 +571,27 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		}
 		return m
 	}
-	function fleet_report(    i, s, r, label, m, a) {
+	function fleet_report(    i, k, s, r, label, m, a, b) {
 		printf "\ntide run DIR: one worker process per detector; each detector reads all of\n"
-		printf "bench-in in its own consumer group; RSS per worker in MB, median/max over workers\n\n"
-		printf "  %-26s %10s %10s %7s %10s %10s %10s %8s\n", "", "records/s", "per det.", "time s",
-			"busy RSS", "peak RSS", "idle RSS", "host MB"
+		printf "bench-in in its own consumer group; rates are medians of %s, RSS per worker\n",
+			v["rounds"] == 1 ? "one round" : v["rounds"] " rounds"
+		printf "in MB, median/max over the workers of every round\n\n"
+		printf "  %-26s %10s %12s %10s %7s %10s %10s %10s %7s\n", "", "records/s", "range (M/s)",
+			"per det.", "time s", "busy RSS", "peak RSS", "idle RSS", "host MB"
 		split("host_1 host_n", order, " ")
 		label["host_1"] = "1 detector"
 		label["host_n"] = v["fleet_n"] " detectors (aggregate)"
 		for (i = 1; i <= 2; i++) {
 			s = order[i]
-			if (!(s in fn) || fwin[s] <= 0) {
+			if (!nfl[s]) {
 				printf "  %-26s %10s\n", label[s], "failed"
 				continue
 			}
-			r[s] = fin[s] * 1000 / fwin[s]
-			printf "  %-26s %10.0f %10.0f %7.2f %10s %10s %10s %8s\n", label[s], r[s], r[s] / fn[s],
-				fwin[s] / 1000, rss_of(s, "busy"), rss_of(s, "hwm"), rss_of(s, "idle"),
+			for (k = 1; k <= nfl[s]; k++) { a[k] = frate[s, k]; b[k] = fwin[s, k] }
+			r[s] = median(a, nfl[s])
+			printf "  %-26s %10.0f %12s %10.0f %7.2f %10s %10s %10s %7s\n", label[s], r[s],
+				sprintf("%.2f-%.2f", a[1] / 1e6, a[nfl[s]] / 1e6), r[s] / fn[s],
+				median(b, nfl[s]) / 1000, rss_of(s, "busy"), rss_of(s, "hwm"), rss_of(s, "idle"),
 				sup[s] == "-" || sup[s] == "" ? "-" : sprintf("%.1f", sup[s] / 1024)
 		}
 		printf "  (time: from every detector assigned to the last one done; busy: largest VmRSS\n"

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "lua_call.h"
+#include "state.h"
+#include "store.h"
 
 /* --- default api: emits into a sink, headers from tide_test_headers_t --- */
 
@@ -39,8 +41,9 @@ static int test_header_get(const tide_rec_t *r, int32_t i, const char **name,
 }
 
 const tide_api_t tide_default_api = {
-    default_emit, default_emit_header, tide_utf8_valid, test_header_count,
-    test_header_get,
+    default_emit,         default_emit_header,   tide_utf8_valid,     test_header_count,
+    test_header_get,      tide_sink_emit_partition, tide_state_get,   tide_state_put,
+    tide_state_iter,      tide_state_iter_next,  tide_state_iter_free,
 };
 
 static const tide_api_t *current_api(lua_State *L) {
@@ -303,7 +306,7 @@ static int batch_cursor(lua_State *L) {
     return 1;
 }
 
-/* core.dispatch(run, batch, sink, on_error, detector, version)
+/* core.dispatch(run, batch, sink, on_error, detector, version, now_ms)
  *   -> failures { { index=, class=, message=, traceback= } }, stopped */
 static void collect_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
     lua_State *L = ud;
@@ -328,12 +331,13 @@ static int core_dispatch(lua_State *L) {
     int policy = luaL_checkoption(L, 4, "dlq", policies);
     const char *detector = luaL_optstring(L, 5, "");
     const char *version = luaL_optstring(L, 6, "");
+    int64_t now_ms = (int64_t)luaL_optnumber(L, 7, 0);
     lua_pushvalue(L, 1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L); /* failures, filled by collect_failure */
     tide_lua_error_t err = {0};
     tide_status_t st =
-        tide_lua_dispatch(L, ref, &tb->b, s, current_api(L), (tide_on_error_t)policy,
+        tide_lua_dispatch(L, ref, &tb->b, now_ms, s, current_api(L), (tide_on_error_t)policy,
                           detector, version, &err, collect_failure, L);
     tide_lua_error_free(&err);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
@@ -355,6 +359,28 @@ static void register_class(lua_State *L, const char *name, const luaL_Reg *metho
     lua_pop(L, 1);
 }
 
+/* core.store_open(dir) -> db (lightuserdata) | nil, msg: a RocksDB store
+ * database for the test driver; core.store_close(db). */
+static int core_store_open(lua_State *L) {
+    tide_store_opts_t o = {luaL_checkstring(L, 1), 0, 0};
+    char *err = NULL;
+    tide_store_db_t *db = tide_store_open(&o, &err);
+    if (!db) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot open the store");
+        free(err);
+        return 2;
+    }
+    lua_pushlightuserdata(L, db);
+    return 1;
+}
+
+static int core_store_close(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    tide_store_close(lua_touserdata(L, 1));
+    return 0;
+}
+
 int luaopen_tide_core(lua_State *L) {
     static const luaL_Reg sink_methods[] = {
         {"ptr", sink_ptr}, {"entries", sink_entries}, {"clear", sink_clear},
@@ -365,6 +391,7 @@ int luaopen_tide_core(lua_State *L) {
     static const luaL_Reg funcs[] = {
         {"api", core_api},     {"hash", core_hash},   {"log", core_log},
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
+        {"store_open", core_store_open}, {"store_close", core_store_close},
         {NULL, NULL}};
 
     register_class(L, SINK_MT, sink_methods, sink_close);

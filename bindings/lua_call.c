@@ -127,7 +127,7 @@ void tide_lua_dead_letter(tide_sink_t *s, const tide_api_t *api, const tide_rec_
 #undef HDR
 }
 
-tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b,
+tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int64_t now_ms,
                                 tide_sink_t *s, const tide_api_t *api,
                                 tide_on_error_t policy, const char *detector,
                                 const char *version, tide_lua_error_t *err,
@@ -137,7 +137,8 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b,
     while (b->cursor < b->n) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, run_ref);
         lua_pushlightuserdata(L, b);
-        if (tide_lua_pcall(L, 1, 0, err) == 0) break;
+        lua_pushnumber(L, (lua_Number)now_ms);
+        if (tide_lua_pcall(L, 2, 0, err) == 0) break;
 
         int32_t i = b->cursor;
         const tide_rec_t *r = &b->recs[i];

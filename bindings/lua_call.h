@@ -26,7 +26,7 @@ void tide_lua_error_free(tide_lua_error_t *err);
 
 /* The policy loop behind tide_runtime_dispatch, shared with tide.core:
  * `run_ref` is a registry reference to the dispatcher's run function. */
-tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b,
+tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int64_t now_ms,
                                 tide_sink_t *s, const tide_api_t *api,
                                 tide_on_error_t policy, const char *detector,
                                 const char *version, tide_lua_error_t *err,

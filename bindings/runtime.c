@@ -31,7 +31,7 @@ struct tide_runtime {
     tide_sink_t sink;
     tide_log_hook_t log_hook;
     tide_lua_error_t err;
-    int run_ref, close_ref;
+    int run_ref, close_ref, task_ref, punctuate_ref, restore_ref;
     tide_detector_info_t info;
 };
 
@@ -92,11 +92,44 @@ static void read_info(lua_State *L, int t, tide_detector_info_t *d) {
     d->key_serde = field_str(L, t, "key_serde");
     d->inputs = field_list(L, t, "inputs", &d->n_inputs);
     d->outputs = field_list(L, t, "outputs", &d->n_outputs);
+    lua_getfield(L, t, "stores");
+    d->n_stores = (int)lua_objlen(L, -1);
+    d->store_names = calloc((size_t)d->n_stores + 1, sizeof(char *));
+    d->store_memory = calloc((size_t)d->n_stores + 1, sizeof(int));
+    for (int i = 0; i < d->n_stores && d->store_names && d->store_memory; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        d->store_names[i] = field_str(L, lua_gettop(L), "name");
+        lua_getfield(L, -1, "memory");
+        d->store_memory[i] = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, t, "punctuators");
+    d->n_punctuators = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
     char *p = field_str(L, t, "on_error");
     d->on_error = !strcmp(p, "skip")   ? TIDE_ON_ERROR_SKIP
                   : !strcmp(p, "stop") ? TIDE_ON_ERROR_STOP
                                        : TIDE_ON_ERROR_DLQ;
     free(p);
+}
+
+/* open_db(name) for tide.host: the host's callback, as a Lua function.
+ * Upvalue 1: the runtime. */
+static int open_db(lua_State *L) {
+    tide_runtime_t *rt = lua_touserdata(L, lua_upvalueindex(1));
+    const char *name = luaL_checkstring(L, 1);
+    if (!rt->opts.open_db)
+        return luaL_error(L, "this host keeps no RocksDB state (declare tide.kv{ memory = true })");
+    char *err = NULL;
+    void *db = rt->opts.open_db(rt->opts.open_db_ud, name, &err);
+    if (!db) {
+        lua_pushfstring(L, "cannot open the state store: %s", err ? err : "unknown error");
+        free(err);
+        return lua_error(L);
+    }
+    lua_pushlightuserdata(L, db);
+    return 1;
 }
 
 /* package.preload[module] = the compiled embedded script, for each one. */
@@ -135,6 +168,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->opts = *o;
     rt->api = o->api ? o->api : &tide_default_api;
     rt->run_ref = rt->close_ref = LUA_NOREF;
+    rt->task_ref = rt->punctuate_ref = rt->restore_ref = LUA_NOREF;
     tide_sink_init(&rt->sink);
     rt->L = luaL_newstate();
     if (!rt->L) {
@@ -167,7 +201,17 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     lua_remove(L, -2);
     lua_pushstring(L, path);
     lua_pushlightuserdata(L, &rt->sink);
-    if (tide_lua_pcall(L, 2, 3, &rt->err) != 0) goto fail;
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, open_db, 1);
+    if (tide_lua_pcall(L, 3, 4, &rt->err) != 0) goto fail;
+    /* run, info, close, hooks */
+    lua_getfield(L, -1, "task");
+    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "punctuate");
+    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "restore");
+    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
     rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     read_info(L, lua_gettop(L), &rt->info);
     lua_pop(L, 1);
@@ -193,11 +237,48 @@ const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt) {
 
 tide_sink_t *tide_runtime_sink(tide_runtime_t *rt) { return &rt->sink; }
 
-tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b,
+tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b, int64_t now_ms,
                                     tide_failure_fn on_failure, void *ud) {
-    return tide_lua_dispatch(rt->L, rt->run_ref, b, &rt->sink, rt->api,
+    return tide_lua_dispatch(rt->L, rt->run_ref, b, now_ms, &rt->sink, rt->api,
                              rt->info.on_error, rt->info.name, rt->info.version,
                              &rt->err, on_failure, ud);
+}
+
+/* Call a hook that reports nothing but errors (logged). */
+static int call_hook(tide_runtime_t *rt, int nargs, int nresults) {
+    if (tide_lua_pcall(rt->L, nargs, nresults, &rt->err) == 0) return 0;
+    if (rt->opts.log) rt->opts.log(rt->opts.log_ud, TIDE_LOG_ERROR, rt->err.message, NULL);
+    else fprintf(stderr, "tide: %s\n", rt->err.message);
+    return -1;
+}
+
+void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active) {
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->task_ref);
+    lua_pushinteger(rt->L, partition);
+    lua_pushboolean(rt->L, active);
+    call_hook(rt, 2, 0);
+}
+
+int tide_runtime_punctuate(tide_runtime_t *rt, int64_t now_ms) {
+    lua_State *L = rt->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->punctuate_ref);
+    lua_pushnumber(L, (lua_Number)now_ms);
+    if (call_hook(rt, 1, 1)) return 1;
+    int failures = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return failures;
+}
+
+void tide_runtime_restore(tide_runtime_t *rt, int store, int32_t partition, const char *key,
+                          size_t klen, const char *val, size_t vlen) {
+    lua_State *L = rt->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->restore_ref);
+    lua_pushinteger(L, store);
+    lua_pushinteger(L, partition);
+    lua_pushlstring(L, key, klen);
+    if (val) lua_pushlstring(L, val, vlen);
+    else lua_pushnil(L);
+    call_hook(rt, 4, 0);
 }
 
 void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const char *cls,
@@ -236,5 +317,7 @@ void tide_runtime_close(tide_runtime_t *rt) {
     free(d->key_serde);
     free_list(d->inputs, d->n_inputs);
     free_list(d->outputs, d->n_outputs);
+    free_list(d->store_names, d->n_stores);
+    free(d->store_memory);
     free(rt);
 }

@@ -26,8 +26,11 @@ typedef enum tide_on_error {
     TIDE_ON_ERROR_STOP,
 } tide_on_error_t;
 
-/* Sink output index of dead-letter records (outputs are numbered from 0). */
+/* Sink output index of dead-letter records (outputs are numbered from 0),
+ * and of store `id`'s changelog records. */
 #define TIDE_OUTPUT_DLQ (-1)
+#define TIDE_OUTPUT_CHANGELOG(id) (-2 - (id))
+#define TIDE_OUTPUT_STORE_ID(output) (-2 - (output))
 
 typedef enum tide_log_level {
     TIDE_LOG_DEBUG = 0,
@@ -50,8 +53,14 @@ typedef void (*tide_log_fn)(void *ud, tide_log_level_t level, const char *msg,
 typedef void (*tide_failure_fn)(void *ud, const tide_rec_t *rec,
                                 const tide_failure_t *f);
 
+/* Opens the store database of detector `name` (called once, only when the
+ * detector declares RocksDB stores); NULL with *errp on failure. */
+typedef void *(*tide_open_db_fn)(void *ud, const char *name, char **errp);
+
 typedef struct tide_runtime_opts {
     size_t memory_limit;   /* Lua heap cap in bytes; 0: none */
+    tide_open_db_fn open_db; /* NULL: detectors with RocksDB stores are refused */
+    void *open_db_ud;
     const tide_api_t *api; /* NULL: bindings' default (test headers) */
     tide_log_fn log;       /* ctx.log and print(); NULL: stderr */
     void *log_ud;
@@ -66,6 +75,10 @@ typedef struct tide_detector_info {
     int n_outputs;
     char *value_serde, *key_serde;
     tide_on_error_t on_error;
+    int n_stores;          /* store ids are 0 .. n_stores-1 */
+    char **store_names;
+    int *store_memory;     /* 1: in-memory (restored through Lua) */
+    int n_punctuators;
 } tide_detector_info_t;
 
 typedef struct tide_runtime tide_runtime_t;
@@ -82,12 +95,21 @@ tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);
  * on_failure, its emits are dropped, and on_error decides: DLQ appends a
  * dead-letter entry (output TIDE_OUTPUT_DLQ) to the sink, SKIP drops it, STOP
  * returns TIDE_STOPPED with b->cursor at the failed record. */
-tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b,
+tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b, int64_t now_ms,
                                     tide_failure_fn on_failure, void *ud);
 /* Append a dead-letter entry for `rec` to the sink without running the
  * detector (a record quarantined by the supervisor). */
 void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const char *cls,
                               const char *message);
+/* A task (input partition) starts, its stores restored, or stops. */
+void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active);
+/* Fire due punctuators and expire old windows; `now_ms` is the wall clock.
+ * Returns the number of punctuators that failed (logged). */
+int tide_runtime_punctuate(tide_runtime_t *rt, int64_t now_ms);
+/* Restore one changelog record into in-memory store `store` (val NULL:
+ * a tombstone). */
+void tide_runtime_restore(tide_runtime_t *rt, int store, int32_t partition, const char *key,
+                          size_t klen, const char *val, size_t vlen);
 /* Lua heap bytes in use, and the peak. */
 size_t tide_runtime_heap_bytes(const tide_runtime_t *rt);
 size_t tide_runtime_heap_peak(const tide_runtime_t *rt);

@@ -65,6 +65,12 @@ static int put_bytes(tide_sink_t *s, const char *p, int32_t len, size_t *off) {
 
 int tide_sink_emit(tide_sink_t *s, int32_t output, const char *key,
                    int32_t key_len, const char *val, int32_t val_len) {
+    return tide_sink_emit_partition(s, output, -1, key, key_len, val, val_len);
+}
+
+int tide_sink_emit_partition(tide_sink_t *s, int32_t output, int32_t partition,
+                             const char *key, int32_t key_len, const char *val,
+                             int32_t val_len) {
     if (grow((void **)&s->entries, &s->cap, s->n + 1, sizeof(*s->entries)))
         return -1;
     tide_sink_entry_t *e = &s->entries[s->n];
@@ -72,6 +78,7 @@ int tide_sink_emit(tide_sink_t *s, int32_t output, const char *key,
         put_bytes(s, val, val_len, &e->val_off))
         return -1;
     e->output = output;
+    e->partition = partition;
     e->source = s->batch ? s->batch->cursor : -1;
     e->key_len = key ? key_len : -1;
     e->val_len = val ? val_len : -1;

@@ -19,8 +19,10 @@ typedef struct tide_sink_hdr {
 } tide_sink_hdr_t;
 
 typedef struct tide_sink_entry {
-    int32_t output;  /* index into the detector's outputs (or a special sink) */
-    int32_t source;  /* batch cursor of the input record, -1 outside a batch */
+    int32_t output;    /* index into the detector's outputs, TIDE_OUTPUT_DLQ, or a
+                        * store's changelog (TIDE_OUTPUT_CHANGELOG(store)) */
+    int32_t source;    /* batch cursor of the input record, -1 outside a batch */
+    int32_t partition; /* -1: the partitioner chooses */
     size_t key_off, val_off;
     int32_t key_len, val_len; /* -1: null */
     uint32_t hdr_first, hdr_count;
@@ -49,6 +51,9 @@ const char *tide_sink_bytes(const tide_sink_t *s, size_t off);
 
 int tide_sink_emit(tide_sink_t *s, int32_t output, const char *key,
                    int32_t key_len, const char *val, int32_t val_len);
+int tide_sink_emit_partition(tide_sink_t *s, int32_t output, int32_t partition,
+                             const char *key, int32_t key_len, const char *val,
+                             int32_t val_len);
 int tide_sink_emit_header(tide_sink_t *s, const char *name, int32_t name_len,
                           const char *val, int32_t val_len);
 

@@ -60,6 +60,27 @@ typedef struct tide_api {
     int (*header_count)(const tide_rec_t *rec);
     int (*header_get)(const tide_rec_t *rec, int32_t idx, const char **name,
                       const void **val, size_t *val_len);
+    /* Like emit, to a given partition (a changelog record). */
+    int (*emit_partition)(tide_sink_t *sink, int32_t output, int32_t partition,
+                          const char *key, int32_t key_len, const char *val,
+                          int32_t val_len);
+    /* State (bindings/state.c). `db` is the worker's store database. get: 1
+     * found (value valid until the next get), 0 absent, -1 error. put writes
+     * the store and appends the changelog record to the sink; val_len -1
+     * deletes (a tombstone). */
+    int (*store_get)(void *db, int32_t store, int32_t partition, const char *key,
+                     size_t key_len, const char **val, size_t *val_len);
+    int (*store_put)(tide_sink_t *sink, void *db, int32_t store, int32_t partition,
+                     const char *key, size_t key_len, const char *val,
+                     int32_t val_len);
+    /* An iterator over [from, to) or over a prefix (non-NULL) of one
+     * (store, partition); NULL on error. next: 1 with an entry, 0 at the end. */
+    void *(*store_iter)(void *db, int32_t store, int32_t partition, const char *from,
+                        size_t from_len, const char *to, size_t to_len,
+                        const char *prefix, size_t prefix_len);
+    int (*store_iter_next)(void *it, const char **key, size_t *key_len,
+                           const char **val, size_t *val_len);
+    void (*store_iter_free)(void *it);
 } tide_api_t;
 
 #endif

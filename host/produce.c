@@ -17,14 +17,42 @@ struct tide_producer {
     rd_kafka_topic_t **outputs; /* one per detector output */
     int n_outputs;
     rd_kafka_topic_t *dlq;
+    rd_kafka_topic_t **changelogs; /* one per store */
+    int n_changelogs;
+    int64_t **acked;   /* [store][partition]: last acknowledged changelog offset */
+    int *acked_cap;
     uint64_t sent, dead_lettered;
     uint64_t failed;      /* deliveries that failed, ever */
     char first_failure[512];
 };
 
+/* Remember the changelog offsets that are acknowledged: the checkpoint says
+ * how far the local store is covered by them. */
+static void changelog_acked(tide_producer_t *p, const rd_kafka_message_t *m) {
+    for (int s = 0; s < p->n_changelogs; s++) {
+        if (p->changelogs[s] != m->rkt) continue;
+        int32_t part = m->partition;
+        if (part < 0) return;
+        if (part >= p->acked_cap[s]) {
+            int cap = p->acked_cap[s] ? p->acked_cap[s] : 16;
+            while (cap <= part) cap *= 2;
+            int64_t *a = realloc(p->acked[s], (size_t)cap * sizeof(*a));
+            if (!a) return;
+            for (int i = p->acked_cap[s]; i < cap; i++) a[i] = -1;
+            p->acked[s] = a;
+            p->acked_cap[s] = cap;
+        }
+        if (m->offset > p->acked[s][part]) p->acked[s][part] = m->offset;
+        return;
+    }
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     tide_producer_t *p = opaque;
-    if (!m->err) return;
+    if (!m->err) {
+        if (p->n_changelogs) changelog_acked(p, m);
+        return;
+    }
     if (!p->failed++)
         snprintf(p->first_failure, sizeof(p->first_failure), "delivery to %s failed: %s",
                  rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
@@ -68,6 +96,22 @@ tide_producer_t *tide_producer_new(const tide_config_t *c, const char *bootstrap
     return p;
 }
 
+int tide_producer_set_changelogs(tide_producer_t *p, char **topics, int n_topics) {
+    p->changelogs = calloc((size_t)n_topics + 1, sizeof(*p->changelogs));
+    p->acked = calloc((size_t)n_topics + 1, sizeof(*p->acked));
+    p->acked_cap = calloc((size_t)n_topics + 1, sizeof(*p->acked_cap));
+    if (!p->changelogs || !p->acked || !p->acked_cap) return -1;
+    for (int i = 0; i < n_topics; i++) p->changelogs[i] = rd_kafka_topic_new(p->rk, topics[i], NULL);
+    p->n_changelogs = n_topics;
+    return 0;
+}
+
+int64_t tide_producer_changelog_offset(const tide_producer_t *p, int store, int32_t partition) {
+    if (store < 0 || store >= p->n_changelogs || partition < 0 || partition >= p->acked_cap[store])
+        return -1;
+    return p->acked[store][partition];
+}
+
 int tide_producer_set_outputs(tide_producer_t *p, char **topics, int n_topics) {
     rd_kafka_topic_t **o = calloc((size_t)n_topics + 1, sizeof(*o));
     if (!o) return -1;
@@ -95,7 +139,9 @@ int tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batc
                        char **errp) {
     for (size_t i = 0; i < s->n; i++) {
         const tide_sink_entry_t *e = &s->entries[i];
-        rd_kafka_topic_t *rkt = e->output == TIDE_OUTPUT_DLQ ? p->dlq : p->outputs[e->output];
+        rd_kafka_topic_t *rkt = e->output >= 0                   ? p->outputs[e->output]
+                                : e->output == TIDE_OUTPUT_DLQ ? p->dlq
+                                                               : p->changelogs[TIDE_OUTPUT_STORE_ID(e->output)];
         /* An output carries its input's timestamp, as in Kafka Streams. */
         int64_t ts = 0;
         if (b && e->source >= 0 && e->source < b->n && b->recs[e->source].timestamp > 0)
@@ -106,6 +152,7 @@ int tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batc
         for (;;) {
             err = rd_kafka_producev(
                 p->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_PARTITION(e->partition >= 0 ? e->partition : RD_KAFKA_PARTITION_UA),
                 RD_KAFKA_V_KEY(key, key ? (size_t)e->key_len : 0),
                 RD_KAFKA_V_VALUE((void *)val, val ? (size_t)e->val_len : 0),
                 RD_KAFKA_V_TIMESTAMP(ts), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
@@ -121,7 +168,7 @@ int tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batc
             return -1;
         }
         if (e->output == TIDE_OUTPUT_DLQ) p->dead_lettered++;
-        else p->sent++;
+        else if (e->output >= 0) p->sent++;
     }
     return 0;
 }
@@ -153,6 +200,13 @@ void tide_producer_free(tide_producer_t *p) {
     for (int i = 0; i < p->n_outputs; i++) rd_kafka_topic_destroy(p->outputs[i]);
     free(p->outputs);
     if (p->dlq) rd_kafka_topic_destroy(p->dlq);
+    for (int i = 0; i < p->n_changelogs; i++) {
+        rd_kafka_topic_destroy(p->changelogs[i]);
+        free(p->acked[i]);
+    }
+    free(p->changelogs);
+    free(p->acked);
+    free(p->acked_cap);
     rd_kafka_destroy(p->rk);
     free(p);
 }

@@ -51,6 +51,9 @@ typedef struct tide_status_block {
     uint64_t reloads, reload_failures;
     int64_t lag;            /* records behind the log end, over assigned partitions; -1 unknown */
     uint64_t lua_heap_bytes;
+    int32_t restoring_tasks;   /* tasks whose stores are being restored */
+    uint64_t restored_records; /* changelog records applied, ever */
+    uint64_t store_memory_bytes;
     uint64_t hist[TIDE_STATUS_HIST]; /* batch processing time, non-cumulative */
     double hist_sum;                 /* seconds */
 

@@ -10,7 +10,10 @@
  */
 #include "worker.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +29,10 @@
 #include "log.h"
 #include "produce.h"
 #include "runtime.h"
+#include "state.h"
 #include "status.h"
+#include "store.h"
+#include "task.h"
 
 /* What tide knows of one assigned input partition. */
 typedef struct tide_partition {
@@ -57,6 +63,18 @@ typedef struct tide_worker {
     int assigned_once;
     tide_status_block_t *st; /* shared with the supervisor, or NULL */
     int64_t next_lag_ms;
+    int trimmed;             /* memory returned to the OS since the last batch */
+    /* state: tasks are input partition numbers */
+    tide_store_db_t *db;     /* RocksDB stores, NULL when none */
+    char state_dir[4096];    /* <state.dir>/<application.id>/<detector> */
+    char checkpoint_path[4200];
+    tide_checkpoint_t checkpoint;
+    tide_restorer_t *restorer;
+    char **changelogs;       /* per store */
+    int n_changelogs;
+    int32_t *tasks;
+    int *task_ready;
+    int n_tasks, cap_tasks;
     /* error-log rate limit */
     int64_t err_window_ms;
     int err_in_window;
@@ -134,6 +152,212 @@ static int is_rebalance_race(rd_kafka_resp_err_t e) {
            e == RD_KAFKA_RESP_ERR__STATE;
 }
 
+/* ---------------------------------------------------------------- state */
+
+static int task_index(const tide_worker_t *w, int32_t p) {
+    for (int i = 0; i < w->n_tasks; i++)
+        if (w->tasks[i] == p) return i;
+    return -1;
+}
+
+/* The stores' part of a commit: the changelog offsets acknowledged so far
+ * tell how far the local database is covered; make its writes durable, then
+ * record that in the checkpoint. Called after the producer was flushed. */
+static int checkpoint(tide_worker_t *w) {
+    if (!w->db) return 0;
+    const tide_detector_info_t *d = w->info;
+    for (int t = 0; t < w->n_tasks; t++) {
+        if (!w->task_ready[t]) continue;
+        for (int s = 0; s < d->n_stores; s++) {
+            if (d->store_memory[s]) continue;
+            int64_t off = tide_producer_changelog_offset(w->producer, s, w->tasks[t]);
+            if (off >= 0 &&
+                off + 1 > tide_checkpoint_get(&w->checkpoint, d->store_names[s], w->tasks[t]))
+                tide_checkpoint_set(&w->checkpoint, d->store_names[s], w->tasks[t], off + 1);
+        }
+    }
+    char *err = NULL;
+    if (tide_store_flush(w->db, &err) ||
+        tide_checkpoint_save(&w->checkpoint, w->checkpoint_path, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state checkpoint failed: %s", err);
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Pause or resume every assigned input partition of task p. */
+static void task_flow(tide_worker_t *w, int32_t p, int resume) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    for (int i = 0; i < w->n_parts; i++)
+        if (w->parts[i].partition == p) rd_kafka_topic_partition_list_add(l, w->parts[i].topic, p);
+    if (l->cnt) {
+        if (resume) rd_kafka_resume_partitions(w->consumer, l);
+        else rd_kafka_pause_partitions(w->consumer, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void task_ready(tide_worker_t *w, int32_t p) {
+    int i = task_index(w, p);
+    if (i < 0 || w->task_ready[i]) return;
+    w->task_ready[i] = 1;
+    tide_runtime_task(w->rt, p, 1);
+    task_flow(w, p, 1);
+}
+
+/* A task starts: restore its stores from their changelogs, from the local
+ * checkpoint (or from the start, wiping what the database holds for it when
+ * it has no checkpoint), with its input paused meanwhile. */
+static void task_start(tide_worker_t *w, int32_t p) {
+    if (task_index(w, p) >= 0) return;
+    if (w->n_tasks == w->cap_tasks) {
+        int cap = w->cap_tasks ? w->cap_tasks * 2 : 16;
+        int32_t *nt = realloc(w->tasks, (size_t)cap * sizeof(*nt));
+        if (nt) w->tasks = nt;
+        int *nr = realloc(w->task_ready, (size_t)cap * sizeof(*nr));
+        if (nr) w->task_ready = nr;
+        if (!nt || !nr) return;
+        w->cap_tasks = cap;
+    }
+    w->tasks[w->n_tasks] = p;
+    w->task_ready[w->n_tasks] = 0;
+    w->n_tasks++;
+    const tide_detector_info_t *d = w->info;
+    for (int s = 0; s < d->n_stores && w->restorer; s++) {
+        int64_t from = 0;
+        char *err = NULL;
+        if (!d->store_memory[s]) {
+            from = tide_checkpoint_get(&w->checkpoint, d->store_names[s], p);
+            if (from < 0) {
+                from = 0;
+                if (tide_store_delete_range(w->db, (uint8_t)s, p, NULL, 0, NULL, 0, &err)) {
+                    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+                    free(err);
+                    err = NULL;
+                }
+            }
+        }
+        if (tide_restorer_add(w->restorer, s, p, from, &err)) {
+            tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot restore store %s of partition %d: %s",
+                     d->store_names[s], (int)p, err);
+            free(err);
+            w->fatal = 1;
+        }
+    }
+    if (!w->restorer || !tide_restorer_busy(w->restorer, p)) task_ready(w, p);
+    else task_flow(w, p, 0);
+}
+
+static void task_stop(tide_worker_t *w, int32_t p) {
+    int i = task_index(w, p);
+    if (i < 0) return;
+    for (int k = 0; k < w->n_parts; k++)
+        if (w->parts[k].partition == p) return; /* another input topic still has it */
+    if (w->restorer) tide_restorer_remove(w->restorer, p);
+    if (w->task_ready[i]) tide_runtime_task(w->rt, p, 0);
+    w->tasks[i] = w->tasks[w->n_tasks - 1];
+    w->task_ready[i] = w->task_ready[w->n_tasks - 1];
+    w->n_tasks--;
+}
+
+static void on_restore_apply(void *ud, int store, int32_t partition, const char *key,
+                             size_t klen, const char *val, size_t vlen) {
+    tide_worker_t *w = ud;
+    if (w->info->store_memory[store]) {
+        tide_runtime_restore(w->rt, store, partition, key, klen, val, vlen);
+        return;
+    }
+    char *err = NULL;
+    int rc = val ? tide_store_put(w->db, (uint8_t)store, partition, key, klen, val, vlen, &err)
+                 : tide_store_delete(w->db, (uint8_t)store, partition, key, klen, &err);
+    if (rc) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "restore: %s", err);
+        free(err);
+        w->fatal = 1;
+    }
+}
+
+static void on_restore_done(void *ud, int32_t partition, uint64_t records, int64_t ms) {
+    tide_worker_t *w = ud;
+    char n[32], t[32], rate[32];
+    snprintf(n, sizeof(n), "%" PRIu64, records);
+    snprintf(t, sizeof(t), "%" PRId64, ms);
+    snprintf(rate, sizeof(rate), "%.0f", ms > 0 ? (double)records * 1000.0 / (double)ms : 0.0);
+    tide_logkv(TIDE_LOG_INFO, (tide_log_at_t){NULL, partition, -1}, "task restored", "records",
+               n, "elapsed_ms", t, "records_per_s", rate, (char *)NULL);
+    task_ready(w, partition);
+}
+
+/* The detector's store database: <state.dir>/<application.id>/<name>/rocksdb.
+ * One that cannot be opened is wiped and rebuilt from the changelogs: a
+ * corrupt or foreign state directory must never become a crash loop. */
+static void *on_open_db(void *ud, const char *name, char **errp) {
+    tide_worker_t *w = ud;
+    if (w->db) return w->db;
+    const tide_config_t *c = w->o->config;
+    snprintf(w->state_dir, sizeof(w->state_dir), "%s/%s/%s", tide_config_str(c, "state.dir"),
+             tide_config_str(c, "application.id"), name);
+    char path[4200], mk[4200];
+    snprintf(mk, sizeof(mk), "%s", w->state_dir);
+    for (char *q = mk + 1; *q; q++)
+        if (*q == '/') {
+            *q = '\0';
+            mkdir(mk, 0755);
+            *q = '/';
+        }
+    if (mkdir(mk, 0755) && errno != EEXIST) {
+        if (asprintf(errp, "%s: %s", mk, strerror(errno)) < 0) *errp = NULL;
+        return NULL;
+    }
+    snprintf(path, sizeof(path), "%s/rocksdb", w->state_dir);
+    snprintf(w->checkpoint_path, sizeof(w->checkpoint_path), "%s/checkpoint", w->state_dir);
+    tide_store_opts_t so = {path, (size_t)tide_config_int(c, "state.block.cache.bytes"),
+                            (size_t)tide_config_int(c, "state.write.buffer.bytes")};
+    char *err = NULL;
+    w->db = tide_store_open(&so, &err);
+    if (!w->db) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
+                 "state store %s unusable (%s): wiping it; the changelogs rebuild it", path, err);
+        free(err);
+        err = NULL;
+        unlink(w->checkpoint_path);
+        if (tide_store_wipe(path, &err) || !(w->db = tide_store_open(&so, &err))) {
+            *errp = err;
+            return NULL;
+        }
+    }
+    if (tide_checkpoint_load(&w->checkpoint, w->checkpoint_path, &err)) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s: restoring every task from the start", err);
+        free(err);
+        memset(&w->checkpoint, 0, sizeof(w->checkpoint));
+    }
+    return w->db;
+}
+
+/* Changelog topics and the restorer, once the detector's stores are known. */
+static int open_state(tide_worker_t *w) {
+    const tide_detector_info_t *d = w->info;
+    if (!d->n_stores) return 0;
+    const char *app = tide_config_str(w->o->config, "application.id");
+    w->changelogs = calloc((size_t)d->n_stores, sizeof(char *));
+    w->n_changelogs = d->n_stores;
+    for (int s = 0; s < d->n_stores; s++)
+        if (asprintf(&w->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
+            return -1;
+    if (tide_producer_set_changelogs(w->producer, w->changelogs, d->n_stores)) return -1;
+    char group[600], *err = NULL;
+    snprintf(group, sizeof(group), "%s.%s-restore", app, d->name);
+    w->restorer = tide_restorer_new(w->o->config, w->o->bootstraps, group, w->changelogs,
+                                    d->n_stores, &err);
+    if (!w->restorer) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Commit what was processed, for every partition or only those in `only`.
  * Flushes the producer first: nothing is committed ahead of its outputs.
  * Interval commits are asynchronous (on_commit records the result), so a
@@ -147,6 +371,10 @@ static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "not committing (%s): %s", why, err);
         free(err);
         w->fatal = 1; /* a lost output: restart from the last commit */
+        return -1;
+    }
+    if (checkpoint(w)) {
+        w->fatal = 1; /* the stores are not durable: nothing may be committed */
         return -1;
     }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(w->n_parts);
@@ -219,6 +447,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         for (int i = 0; i < parts->cnt; i++)
             part_add(w, parts->elems[i].topic, parts->elems[i].partition);
         rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t p = parts->elems[i].partition;
+            int t = task_index(w, p);
+            if (t < 0) task_start(w, p);
+            else if (!w->task_ready[t]) task_flow(w, p, 0); /* another input, same task */
+        }
         if (e) {
             tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "assign failed: %s", rd_kafka_error_string(e));
             rd_kafka_error_destroy(e);
@@ -234,6 +468,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (!rd_kafka_assignment_lost(rk)) commit(w, parts, "revoke", 0);
         for (int i = 0; i < parts->cnt; i++)
             part_remove(w, parts->elems[i].topic, parts->elems[i].partition);
+        for (int i = 0; i < parts->cnt; i++) task_stop(w, parts->elems[i].partition);
         rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
         if (e) {
             tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "unassign: %s", rd_kafka_error_string(e));
@@ -317,8 +552,9 @@ static int host_header_get(const tide_rec_t *r, int32_t i, const char **name,
 }
 
 static const tide_api_t host_api = {
-    tide_sink_emit, tide_sink_emit_header, tide_utf8_valid, host_header_count,
-    host_header_get,
+    tide_sink_emit,      tide_sink_emit_header, tide_utf8_valid,     host_header_count,
+    host_header_get,     tide_sink_emit_partition, tide_state_get,   tide_state_put,
+    tide_state_iter,     tide_state_iter_next,  tide_state_iter_free,
 };
 
 /* ---------------------------------------------------------------- setup */
@@ -344,6 +580,8 @@ static void declare_topics(tide_worker_t *w) {
     if (n < TIDE_STATUS_TOPICS)
         snprintf(st->declared[n++], sizeof(st->declared[0]), "%s.%s-dlq",
                  tide_config_str(w->o->config, "application.id"), w->info->name);
+    for (int i = 0; i < w->n_changelogs && n < TIDE_STATUS_TOPICS; i++)
+        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s", w->changelogs[i]);
     __atomic_store_n(&st->n_declared, n, __ATOMIC_RELEASE);
     for (int i = 0; i < 300 && !__atomic_load_n(&st->topics_ready, __ATOMIC_ACQUIRE); i++) {
         struct timespec ts = {0, 10 * 1000000};
@@ -503,7 +741,7 @@ static int process_batch(tide_worker_t *w, int n) {
         }
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        st_stop = tide_runtime_dispatch(w->rt, b, on_failure, w);
+        st_stop = tide_runtime_dispatch(w->rt, b, wall_ms(), on_failure, w);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         done = st_stop == TIDE_STOPPED ? b->cursor : nr;
         if (w->st) {
@@ -570,14 +808,27 @@ static void log_stopped(tide_worker_t *w, int64_t end_ms) {
                "max_rss_kb", rss, "lua_heap_peak_bytes", heap, (char *)NULL);
 }
 
-static tide_runtime_t *open_runtime(const tide_worker_opts_t *o, char **errp) {
+static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
     tide_runtime_opts_t ro = {0};
-    ro.memory_limit = (size_t)tide_config_int(o->config, "detector.memory.limit.bytes");
+    ro.memory_limit = (size_t)tide_config_int(w->o->config, "detector.memory.limit.bytes");
     ro.log = on_lua_log;
     ro.api = &host_api;
+    ro.open_db = on_open_db;
+    ro.open_db_ud = w;
     tide_runtime_t *rt = NULL;
-    if (tide_runtime_open(&ro, o->path, &rt, errp) != TIDE_OK) return NULL;
+    if (tide_runtime_open(&ro, w->o->path, &rt, errp) != TIDE_OK) return NULL;
     return rt;
+}
+
+/* Do two detector versions declare the same stores? (Store ids are their
+ * positions, so the database layout depends on it.) */
+static int same_stores(const tide_detector_info_t *a, const tide_detector_info_t *b) {
+    if (a->n_stores != b->n_stores) return 0;
+    for (int i = 0; i < a->n_stores; i++)
+        if (strcmp(a->store_names[i], b->store_names[i]) ||
+            a->store_memory[i] != b->store_memory[i])
+            return 0;
+    return 1;
 }
 
 /* Counters and gauges into the shared status block. */
@@ -592,6 +843,25 @@ static void publish(tide_worker_t *w) {
     st->batches = w->batches;
     st->lua_heap_bytes = tide_runtime_heap_bytes(w->rt);
     st->assigned_partitions = w->n_parts;
+    int restoring = 0;
+    for (int t = 0; t < w->n_tasks; t++) restoring += !w->task_ready[t];
+    st->restoring_tasks = restoring;
+    st->restored_records = w->restorer ? tide_restorer_records(w->restorer) : 0;
+    st->store_memory_bytes = w->db ? tide_store_memory_bytes(w->db) : 0;
+}
+
+/* Punctuators and window expiry, then produce what they emitted. */
+static void punctuate(tide_worker_t *w) {
+    if (tide_runtime_punctuate(w->rt, wall_ms()) > 0) w->errors++;
+    tide_sink_t *s = tide_runtime_sink(w->rt);
+    if (!s->n) return;
+    char *err = NULL;
+    if (tide_producer_send(w->producer, s, NULL, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        w->fatal = 1;
+    }
+    tide_sink_clear(s);
 }
 
 /* Records behind the log end over the assigned partitions, from the
@@ -634,7 +904,7 @@ static int same_list(char **a, int na, char **b, int nb) {
 static int reload(tide_worker_t *w) {
     if (w->st) w->st->state = TIDE_WS_RELOADING;
     char *err = NULL;
-    tide_runtime_t *nrt = open_runtime(w->o, &err);
+    tide_runtime_t *nrt = open_runtime(w, &err);
     tide_status_block_t *st = w->st;
     if (!nrt) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "reload refused, the running version stays: %s", err);
@@ -650,6 +920,20 @@ static int reload(tide_worker_t *w) {
         return 0;
     }
     const tide_detector_info_t *ni = tide_runtime_info(nrt);
+    if (!same_stores(ni, w->info)) {
+        const char *msg = "the new version declares different stores; a hot swap keeps the "
+                          "same stores (rename the detector to start it anew with new ones)";
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "reload refused, the running version stays: %s", msg);
+        if (st) {
+            st->reload_failures++;
+            st->last_reload_ok = 0;
+            snprintf(st->last_reload_error, sizeof(st->last_reload_error), "%s: %s", w->o->path, msg);
+            st->last_reload_ms = wall_ms();
+            st->state = TIDE_WS_RUNNING;
+        }
+        tide_runtime_close(nrt);
+        return 0;
+    }
     if (strcmp(ni->name, w->info->name)) {
         tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "the new version renames the detector to %s: "
                  "stopping this one", ni->name);
@@ -670,6 +954,28 @@ static int reload(tide_worker_t *w) {
     w->rt = nrt;
     w->info = ni;
     tide_producer_set_outputs(w->producer, ni->outputs, ni->n_outputs);
+    /* The new state knows no tasks yet, and its in-memory stores are empty:
+     * read those back from their changelogs (RocksDB stores stay as they are). */
+    commit(w, NULL, "swap", 0);
+    for (int t = 0; t < w->n_tasks; t++) {
+        int32_t p = w->tasks[t];
+        w->task_ready[t] = 0;
+        for (int s = 0; s < ni->n_stores; s++) {
+            if (!ni->store_memory[s]) continue;
+            char *rerr = NULL;
+            if (tide_restorer_add(w->restorer, s, p, 0, &rerr)) {
+                tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", rerr);
+                free(rerr);
+                w->fatal = 1;
+            }
+        }
+        if (!w->restorer || !tide_restorer_busy(w->restorer, p)) {
+            w->task_ready[t] = 1;
+            tide_runtime_task(w->rt, p, 1);
+        } else {
+            task_flow(w, p, 0);
+        }
+    }
     char v[64];
     tide_json_str(v, sizeof(v), ni->version, strlen(ni->version));
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector reloaded", "version", v, (char *)NULL);
@@ -702,7 +1008,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     }
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "loading %s", o->path);
     char *err = NULL;
-    w->rt = open_runtime(o, &err);
+    w->rt = open_runtime(w, &err);
     if (!w->rt) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "detector %s refused: %s", o->path, err);
         fprintf(stderr, "tide: cannot load %s:\n%s\n", o->path, err);
@@ -742,6 +1048,12 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             rc = tide_devbroker_create_topic(o->dev, w->info->inputs[i], 0, &err);
         for (int i = 0; !rc && i < w->info->n_outputs; i++)
             rc = tide_devbroker_create_topic(o->dev, w->info->outputs[i], 0, &err);
+        for (int i = 0; !rc && i < w->info->n_stores; i++) {
+            char cl[600];
+            snprintf(cl, sizeof(cl), "%s.%s-%s-changelog", tide_config_str(c, "application.id"),
+                     w->info->name, w->info->store_names[i]);
+            rc = tide_devbroker_create_topic(o->dev, cl, 0, &err);
+        }
         if (rc) {
             tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
             free(err);
@@ -757,7 +1069,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         exit_code = TIDE_WORKER_FAILED;
         goto out;
     }
-    if (open_consumer(w)) {
+    if (open_state(w) || open_consumer(w)) {
         exit_code = TIDE_WORKER_FAILED;
         goto out;
     }
@@ -773,12 +1085,18 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
                 break;
             }
         }
-        ssize_t n = rd_kafka_consume_batch_queue(w->queue, 100, w->msgs, (size_t)w->max_batch);
+        int restoring = w->restorer && tide_restorer_pending(w->restorer);
+        if (restoring)
+            tide_restorer_poll(w->restorer, 10, on_restore_apply, on_restore_done, w);
+        ssize_t n = rd_kafka_consume_batch_queue(w->queue, restoring ? 0 : 100, w->msgs,
+                                                 (size_t)w->max_batch);
         int rc = 0;
         if (n > 0) {
             rc = process_batch(w, (int)n);
             for (ssize_t i = 0; i < n; i++) rd_kafka_message_destroy(w->msgs[i]);
+            w->trimmed = 0;
         }
+        if (w->info->n_punctuators || w->info->n_stores) punctuate(w);
         tide_producer_poll(w->producer);
         if (rc > 0) {
             exit_code = TIDE_WORKER_STOPPED_ON_ERROR;
@@ -786,6 +1104,12 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         }
         int64_t t = now_ms();
         publish(w);
+        /* Idle: hand the consumer's freed fetch buffers back to the OS, or an
+         * idle worker keeps tens of MB it does not use. */
+        if (!w->trimmed && w->last_record_ms && t - w->last_record_ms > 1000) {
+            malloc_trim(0);
+            w->trimmed = 1;
+        }
         if (t >= w->next_lag_ms) {
             update_lag(w);
             w->next_lag_ms = t + 1000;
@@ -826,8 +1150,15 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
 out:
     if (w->queue) rd_kafka_queue_destroy(w->queue);
     if (w->consumer) rd_kafka_destroy(w->consumer);
+    tide_restorer_free(w->restorer);
     tide_producer_free(w->producer);
     tide_runtime_close(w->rt);
+    tide_store_close(w->db);
+    tide_checkpoint_free(&w->checkpoint);
+    for (int i = 0; i < w->n_changelogs; i++) free(w->changelogs[i]);
+    free(w->changelogs);
+    free(w->tasks);
+    free(w->task_ready);
     for (int i = 0; i < w->n_parts; i++) free(w->parts[i].topic);
     free(w->parts);
     free(w->msgs);

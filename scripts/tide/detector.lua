@@ -20,7 +20,7 @@ local M = {}
 local known_fields = {
   name = "string", inputs = "table", outputs = "table", process = "function",
   init = "function", close = "function", serde = "string", key_serde = "string",
-  on_error = "string", description = "string",
+  on_error = "string", description = "string", stores = "table", punctuate = "table",
 }
 
 M.policies = { dlq = true, skip = true, stop = true }
@@ -77,7 +77,7 @@ function M.validate(det, path, source)
   for k, v in pairs(det) do
     local want = known_fields[k]
     if not want then
-      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, on_error, description)"):format(tostring(k)))
+      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, on_error, description, stores, punctuate)"):format(tostring(k)))
     end
     if type(v) ~= want then
       return fail(("detector field '%s' must be a %s, got %s"):format(k, want, type(v)))
@@ -113,6 +113,34 @@ function M.validate(det, path, source)
       return fail(("%s '%s' is not one of string, bytes, json"):format(f, det[f]))
     end
   end
+  local stores = det.stores or {}
+  for sname, decl in pairs(stores) do
+    if type(sname) ~= "string" or not sname:match("^[%w][%w_-]*$") then
+      return fail(("store name '%s' may only use letters, digits, '_' and '-'"):format(tostring(sname)))
+    end
+    if type(decl) ~= "table" or (decl.kind ~= "kv" and decl.kind ~= "window") then
+      return fail(("store '%s' must be declared with tide.kv() or tide.window{...}"):format(sname))
+    end
+  end
+  local punctuators = {}
+  if det.punctuate then
+    local list = det.punctuate
+    if list.fn ~= nil or list.every ~= nil then list = { list } end
+    for i, pu in ipairs(list) do
+      if type(pu) ~= "table" or type(pu.fn) ~= "function" then
+        return fail(("punctuate[%d] needs fn = function(ctx, now) ... end"):format(i))
+      end
+      local on = pu.on or "stream"
+      if on ~= "stream" and on ~= "wall" then
+        return fail(("punctuate[%d]: on must be \"stream\" or \"wall\", got %s"):format(i, tostring(on)))
+      end
+      local ok, every = pcall(require("tide.store").duration, pu.every, "punctuate every")
+      if not ok or every <= 0 then
+        return fail(("punctuate[%d]: every must be a positive duration like \"10s\""):format(i))
+      end
+      punctuators[#punctuators + 1] = { every = every, on = on, fn = pu.fn }
+    end
+  end
   local on_error = det.on_error or "dlq"
   if not M.policies[on_error] then
     return fail(("on_error '%s' is not one of dlq, skip, stop"):format(on_error))
@@ -131,6 +159,8 @@ function M.validate(det, path, source)
     process = det.process,
     init = det.init,
     close = det.close,
+    stores = stores,
+    punctuators = punctuators,
   }
 end
 

@@ -13,6 +13,7 @@
 local ffi = require("ffi")
 local tffi = require("tide.ffi")
 local serde = require("tide.serde")
+local store = require("tide.store")
 
 local M = {}
 
@@ -22,7 +23,9 @@ local ffi_string, tonumber = ffi.string, tonumber
 ---@param spec table a validated detector (tide.detector)
 ---@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
 ---@param log fun(level: string, msg: string)
-function M.new(spec, sink_lud, log)
+---@param opts? { db?: userdata } db: the worker's RocksDB (lightuserdata)
+function M.new(spec, sink_lud, log, opts)
+  opts = opts or {}
   local sink = ffi.cast(tffi.sink_ptr, sink_lud)
   local kser = serde.new(spec.key_serde, api)
   local vser = serde.new(spec.value_serde, api)
@@ -132,22 +135,118 @@ function M.new(spec, sink_lud, log)
   end
   ctx.log = { debug = logger("debug"), info = logger("info"), warn = logger("warn"), error = logger("error") }
 
+  -- Tasks (input partitions) and their stream time: the largest record
+  -- timestamp seen. Stores and ctx.stream_time work on the current task.
+  local current, wall_now = 0, 0
+  local stream_times, active = {}, {}
+  local function task() return current end
+  local function stream_time() return stream_times[current] or -1 end
+
+  local stores, store_list = store.open(spec.stores or {}, {
+    api = api, db = opts.db, sink = sink, task = task, stream_time = stream_time,
+  })
+  ctx.stores = stores
+  setmetatable(ctx, {
+    __index = function(_, k)
+      if k == "stream_time" then return stream_time() end
+      if k == "wall_time" then return wall_now end
+      if k == "partition" then return current end
+      return nil
+    end,
+  })
+
   local batch_ptr = tffi.batch_ptr
 
-  --- Process a batch from its cursor to its end.
-  local function run(batch_lud)
+  --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
+  local function run(batch_lud, now)
     local b = ffi.cast(batch_ptr, batch_lud)
+    wall_now = now or wall_now
     recs = b.recs
     for i = b.cursor, b.n - 1 do
       b.cursor = i
       idx = i
       forget()
+      local r = recs[i]
+      local p = r.partition
+      current = p
+      local ts = tonumber(r.timestamp)
+      local st = stream_times[p]
+      if st == nil or ts > st then stream_times[p] = ts end
       process(rec, ctx)
     end
     b.cursor = b.n
   end
 
-  return { run = run, ctx = ctx, rec = rec }
+  --- A task starts (its stores are restored) or stops (revoked).
+  local function task_state(p, on)
+    if on then
+      active[p] = true
+    else
+      active[p] = nil
+      stream_times[p] = nil
+      for _, e in ipairs(store_list) do
+        if e.backend.drop then e.backend.drop(p) end
+      end
+    end
+  end
+
+  --- Restore one changelog entry into an in-memory store (RocksDB stores
+  --- are restored in C).
+  local function restore(id, p, k, v)
+    local e = store_list[id + 1]
+    if e and e.backend.restore then e.backend.restore(p, k, v) end
+  end
+
+  local punctuators = spec.punctuators or {}
+  for _, pu in ipairs(punctuators) do pu.next = {} end
+  local swept = {}
+
+  --- Fire due punctuators, per active task, and expire old windows. Errors
+  --- in a punctuator are logged and counted; they do not stop the others.
+  local function punctuate(now)
+    wall_now = now
+    local failures = 0
+    for _, pu in ipairs(punctuators) do
+      for p in pairs(active) do
+        local t = pu.on == "wall" and now or stream_times[p]
+        if t ~= nil and t >= 0 then
+          local due = pu.next[p]
+          if due == nil then
+            pu.next[p] = t + pu.every
+          elseif t >= due then
+            current = p
+            local ok, err = xpcall(pu.fn, debug.traceback, ctx, t)
+            if not ok then
+              failures = failures + 1
+              log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(
+                pu.on, pu.every, p, tostring(err)))
+            end
+            pu.next[p] = due + pu.every * (math.floor((t - due) / pu.every) + 1)
+          end
+        end
+      end
+    end
+    for _, e in ipairs(store_list) do
+      if e.decl.kind == "window" then
+        for p in pairs(active) do
+          local st = stream_times[p]
+          local key = e.name .. "/" .. p
+          if st and st - (swept[key] or -math.huge) >= e.decl.retention / 2 then
+            current = p
+            e.store:expire(st)
+            swept[key] = st
+          end
+        end
+      end
+    end
+    return failures
+  end
+
+  return {
+    run = run, ctx = ctx, rec = rec, stores = store_list,
+    task = task_state, restore = restore, punctuate = punctuate,
+    set_task = function(p) current = p end,
+  }
 end
 
 return M

@@ -11,9 +11,11 @@ local function log(level, msg)
 end
 
 --- Load, validate and init the detector at `path`; emits go to `sink_lud`.
+--- open_db(name) opens the worker's store database (a lightuserdata), called
+--- only when the detector declares RocksDB stores.
 --- Raises "file:line: reason" when the detector cannot run.
----@return function run, table info, function close
-function M.open(path, sink_lud)
+---@return function run, table info, function close, table hooks
+function M.open(path, sink_lud, open_db)
   -- The string metatable is shared by the whole state: close the
   -- ("").dump(f) route too, not just the sandbox's string table.
   string.dump = function()
@@ -23,7 +25,14 @@ function M.open(path, sink_lud)
     print = function(msg) log("info", msg) end,
   })
   if not spec then error(err, 0) end
-  local d = dispatch.new(spec, sink_lud, log)
+  local db
+  for _, decl in pairs(spec.stores) do
+    if not decl.memory then
+      db = open_db(spec.name)
+      break
+    end
+  end
+  local d = dispatch.new(spec, sink_lud, log, { db = db })
   if spec.init then
     local ok, ierr = xpcall(spec.init, function(e)
       return debug.traceback(tostring(e), 2)
@@ -33,7 +42,13 @@ function M.open(path, sink_lud)
   local function close()
     if spec.close then spec.close(d.ctx) end
   end
+  local stores = {}
+  for i, e in ipairs(d.stores) do
+    stores[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind }
+  end
   return d.run, {
+    stores = stores,
+    punctuators = #spec.punctuators,
     name = spec.name,
     path = spec.path,
     version = spec.version,
@@ -43,7 +58,7 @@ function M.open(path, sink_lud)
     value_serde = spec.value_serde,
     key_serde = spec.key_serde,
     on_error = spec.on_error,
-  }, close
+  }, close, { task = d.task, punctuate = d.punctuate, restore = d.restore }
 end
 
 return M

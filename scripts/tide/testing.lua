@@ -21,7 +21,8 @@ Driver.__index = Driver
 ---@param opts? { on_error?: string }
 function M.driver(path, opts)
   opts = opts or {}
-  local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {} }, Driver)
+  local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
+    changelog = {} }, Driver)
   local spec, err = detector.load(path, {
     print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
   })
@@ -29,11 +30,22 @@ function M.driver(path, opts)
   self.spec = spec
   self.on_error = opts.on_error or spec.on_error
   self.sink = core.sink()
+  -- RocksDB stores live in a temporary database, removed by close()
+  for _, decl in pairs(spec.stores) do
+    if not decl.memory then
+      self.db_dir = os.tmpname()
+      os.remove(self.db_dir)
+      self.db = assert(core.store_open(self.db_dir))
+      break
+    end
+  end
   self.d = dispatch.new(spec, self.sink:ptr(), function(level, msg)
     self.logs[#self.logs + 1] = { level = level, msg = msg }
-  end)
+  end, { db = self.db })
   self.value_serde = spec.value_serde
   if spec.init then spec.init(self.d.ctx) end
+  self.tasks = {}
+  self.wall = opts.wall_time or 0
   self:_collect()
   return self
 end
@@ -47,7 +59,11 @@ end
 
 function Driver:_collect()
   for _, e in ipairs(self.sink:entries()) do
-    if e.output < 0 then
+    if e.output <= -2 then
+      -- a changelog record: the driver keeps them for tests of the changelog
+      local list = self.changelog
+      list[#list + 1] = e
+    elseif e.output < 0 then
       self.dead[#self.dead + 1] = e
     else
       local name = self.spec.outputs[e.output + 1]
@@ -85,14 +101,43 @@ function Driver:pipe(topic, key, value, meta)
     key = self:_encode(key, self.spec.key_serde),
     value = self:_encode(value, self.value_serde),
   } })
+  if not self.tasks[partition] then
+    self.tasks[partition] = true
+    self.d.task(partition, true)
+  end
   local failures, stopped = core.dispatch(self.d.run, batch, self.sink, self.on_error,
-    self.spec.name, self.spec.version)
+    self.spec.name, self.spec.version, self.wall)
   batch:close()
+  self.d.punctuate(self.wall) -- stream-time punctuators see the new record
   for _, f in ipairs(failures) do self.failures[#self.failures + 1] = f end
   self:_collect()
   if stopped then
     error(("detector stopped (on_error = \"stop\"): %s"):format(failures[1].message), 2)
   end
+end
+
+--- Move the wall clock forward (ms or a duration like "10s") and fire the
+--- wall-clock punctuators that are due.
+function Driver:advance_wall_clock(d)
+  self.wall = self.wall + require("tide.store").duration(d, "advance_wall_clock")
+  self.d.punctuate(self.wall)
+  self:_collect()
+end
+
+--- A store of the detector, for assertions: driver:store("counts"):get("k")
+--- reads the store of `partition` (default 0).
+function Driver:store(name, partition)
+  local s = self.d.ctx.stores[name]
+  if not s then error("no store named '" .. tostring(name) .. "'", 2) end
+  local d = self.d
+  return setmetatable({}, {
+    __index = function(_, method)
+      return function(_, ...)
+        d.set_task(partition or 0)
+        return s[method](s, ...)
+      end
+    end,
+  })
 end
 
 --- Records emitted to `output` since the last read, oldest first.
@@ -121,6 +166,11 @@ function Driver:close()
   if self.spec.close then self.spec.close(self.d.ctx) end
   self:_collect()
   self.sink:close()
+  if self.db then
+    core.store_close(self.db)
+    self.db = nil
+    os.execute("rm -rf '" .. self.db_dir .. "'")
+  end
 end
 
 return M

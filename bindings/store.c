@@ -1,0 +1,477 @@
+/*
+ * store.c: a worker's local state in one RocksDB database (see store.h).
+ *
+ * It owns the RocksDB handle, the LRU block cache every store of the worker
+ * shares, the value of the last lookup and the iterators still open on the
+ * database. It turns (store, partition, key) into one flat RocksDB key,
+ * [store u8][partition u32 big-endian][key], and bounds every iterator and
+ * range delete to the (store, partition) it was asked for, so one task can
+ * never read or erase another's keys. It must never repair, wipe or
+ * otherwise "fix" a database on its own (the caller decides, and restores
+ * from the changelogs), never block on anything but RocksDB, and never
+ * delete a directory that does not look like a RocksDB database.
+ *
+ * A db is used by one thread at a time (its worker): tide_store_get returns
+ * a buffer owned by the db, so two threads sharing one would race on it.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <rocksdb/c.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KEY_HDR 5 /* store id + partition */
+#define DEFAULT_BLOCK_CACHE (8u << 20)
+#define DEFAULT_WRITE_BUFFER (16u << 20)
+/* Enough for the keys detectors use (ids, short composites) without a
+ * malloc per operation; longer keys fall back to the heap. */
+#define KEY_STACK 256
+
+struct tide_store_db {
+    rocksdb_t *rdb;
+    rocksdb_cache_t *cache;
+    rocksdb_writeoptions_t *wo;
+    rocksdb_readoptions_t *ro;
+    rocksdb_pinnableslice_t *last; /* the value tide_store_get handed out */
+    tide_store_iter_t *iters;      /* open iterators, detached at close */
+};
+
+struct tide_store_iter {
+    tide_store_db_t *db; /* NULL once the db is closed under us */
+    tide_store_iter_t *prev, *next;
+    rocksdb_iterator_t *it;
+    /* The read options hold Slices that point into lo/hi (the C API does not
+     * copy bounds), so both live exactly as long as the RocksDB iterator. */
+    rocksdb_readoptions_t *ro;
+    const rocksdb_snapshot_t *snap;
+    int started, done;
+    size_t lolen, hilen;
+    char *lo, *hi; /* in the same allocation, after the struct */
+};
+
+/* --- errors: *errp is malloc'd, caller frees; errp may be NULL --- */
+
+static int fail(char **errp, const char *fmt, ...) {
+    if (errp) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(errp, fmt, ap) < 0) *errp = NULL;
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Hand a RocksDB error string (malloc'd) to the caller. */
+static int pass(char **errp, char *e) {
+    if (errp) *errp = e;
+    else free(e);
+    return -1;
+}
+
+/* --- keys --- */
+
+/* Kafka partitions are 0..INT32_MAX; a negative one (librdkafka's
+ * RD_KAFKA_PARTITION_UA) reaching the store is a bug upstream. Refusing it
+ * also guarantees every (store, partition) prefix has a successor, so every
+ * range we build has a finite end. */
+static int bad_partition(int32_t partition, char **errp) {
+    if (partition >= 0) return 0;
+    fail(errp, "store: partition %d out of range (0..2147483647)", (int)partition);
+    return 1;
+}
+
+static void put_header(char *b, uint8_t store, int32_t partition) {
+    uint32_t p = (uint32_t)partition;
+    b[0] = (char)store;
+    b[1] = (char)(p >> 24);
+    b[2] = (char)(p >> 16);
+    b[3] = (char)(p >> 8);
+    b[4] = (char)p;
+}
+
+/* Build header + key in buf when it fits, else on the heap; release with
+ * key_done. NULL only when out of memory. */
+static char *key_make(char *buf, uint8_t store, int32_t partition, const char *key,
+                      size_t klen) {
+    char *b = klen <= KEY_STACK - KEY_HDR ? buf : malloc(KEY_HDR + klen);
+    if (!b) return NULL;
+    put_header(b, store, partition);
+    if (klen) memcpy(b + KEY_HDR, key, klen);
+    return b;
+}
+
+static void key_done(char *buf, char *b) {
+    if (b != buf) free(b);
+}
+
+/* The smallest key greater than every key starting with b[0..n): drop
+ * trailing 0xFF bytes and increment the last one. Returns the new length;
+ * b[0] <= 0xFF and b[1] <= 0x7F (partition >= 0) so it is never 0 here. */
+static size_t successor(char *b, size_t n) {
+    while (n > 0 && (unsigned char)b[n - 1] == 0xFF) n--;
+    if (n > 0) b[n - 1] = (char)((unsigned char)b[n - 1] + 1);
+    return n;
+}
+
+static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen) {
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c) return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* --- open, close, wipe --- */
+
+tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
+    if (!o || !o->path || !*o->path) {
+        fail(errp, "store: no path given");
+        return NULL;
+    }
+    size_t cache_bytes = o->block_cache_bytes ? o->block_cache_bytes : DEFAULT_BLOCK_CACHE;
+    size_t wb_bytes = o->write_buffer_bytes ? o->write_buffer_bytes : DEFAULT_WRITE_BUFFER;
+
+    tide_store_db_t *db = calloc(1, sizeof(*db));
+    if (!db) {
+        fail(errp, "store: out of memory");
+        return NULL;
+    }
+    db->cache = rocksdb_cache_create_lru(cache_bytes);
+
+    rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(t, db->cache);
+    /* Whole-key bloom filters: most lookups in a detector are for keys it
+     * has never seen (a new card, a new user), and a filter answers those
+     * without reading a data block. The table options take ownership. */
+    rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom_full(10));
+    /* Index and filter blocks go into the block cache, so they count against
+     * its budget instead of growing with the number of open files; L0's are
+     * pinned because every lookup consults them. */
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
+
+    rocksdb_options_t *opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(opts, 1);
+    rocksdb_options_set_block_based_table_factory(opts, t); /* copies t */
+    /* The memtable budget. RocksDB 7.8's C API has no WriteBufferManager
+     * constructor, but db_write_buffer_size makes RocksDB build one for this
+     * database: past the budget it flushes the largest memtable. That alone
+     * does not stop memtables from piling up while flushes lag, so each
+     * memtable is a quarter of the budget and at most four may exist before
+     * writes stall: the hard ceiling is the budget itself. */
+    rocksdb_options_set_db_write_buffer_size(opts, wb_bytes);
+    rocksdb_options_set_write_buffer_size(opts, wb_bytes / 4);
+    rocksdb_options_set_max_write_buffer_number(opts, 4);
+    /* LZ4 costs little CPU and Debian's librocksdb links it. */
+    rocksdb_options_set_compression(opts, rocksdb_lz4_compression);
+    /* Open table files keep a descriptor each; the worker also holds broker
+     * sockets, so keep RocksDB to a fixed share. */
+    rocksdb_options_set_max_open_files(opts, 256);
+    /* RocksDB's own LOG files would otherwise accumulate forever. */
+    rocksdb_options_set_keep_log_file_num(opts, 4);
+    rocksdb_options_set_max_log_file_size(opts, 4u << 20);
+
+    char *e = NULL;
+    db->rdb = rocksdb_open(opts, o->path, &e);
+    rocksdb_options_destroy(opts);
+    rocksdb_block_based_options_destroy(t);
+    if (e || !db->rdb) {
+        fail(errp, "store: cannot open %s: %s", o->path, e ? e : "unknown error");
+        free(e);
+        if (db->rdb) rocksdb_close(db->rdb);
+        rocksdb_cache_destroy(db->cache);
+        free(db);
+        return NULL;
+    }
+    /* Default write options: WAL on, not synced per write (the page cache
+     * survives a process crash; tide_store_flush syncs before a checkpoint). */
+    db->wo = rocksdb_writeoptions_create();
+    db->ro = rocksdb_readoptions_create();
+    return db;
+}
+
+/* Release what an iterator holds inside RocksDB; its memory stays. */
+static void iter_detach(tide_store_iter_t *it) {
+    tide_store_db_t *db = it->db;
+    if (!db) return;
+    rocksdb_iter_destroy(it->it);
+    rocksdb_readoptions_destroy(it->ro);
+    rocksdb_release_snapshot(db->rdb, it->snap);
+    if (it->prev) it->prev->next = it->next;
+    else db->iters = it->next;
+    if (it->next) it->next->prev = it->prev;
+    it->db = NULL;
+    it->it = NULL;
+    it->ro = NULL;
+    it->snap = NULL;
+    it->done = 1;
+}
+
+void tide_store_close(tide_store_db_t *db) {
+    if (!db) return;
+    /* Iterators freed by a garbage collector may outlive the db; detach
+     * them now so their later free touches nothing of RocksDB. */
+    while (db->iters) iter_detach(db->iters);
+    if (db->last) rocksdb_pinnableslice_destroy(db->last);
+    rocksdb_close(db->rdb);
+    rocksdb_cache_destroy(db->cache);
+    rocksdb_writeoptions_destroy(db->wo);
+    rocksdb_readoptions_destroy(db->ro);
+    free(db);
+}
+
+/* nftw passes no context; the first failure is kept here. */
+static _Thread_local int wipe_errno;
+static _Thread_local char wipe_failed[256];
+
+static int on_wipe_entry(const char *path, const struct stat *st, int flag, struct FTW *f) {
+    if (remove(path) == 0) return 0;
+    wipe_errno = errno;
+    snprintf(wipe_failed, sizeof(wipe_failed), "%s", path);
+    return 1;
+}
+
+/* A RocksDB directory has LOCK from the first open on (CURRENT and IDENTITY
+ * soon after); an empty directory is harmless to remove. Anything else is
+ * someone's data under a misconfigured path, and is refused. */
+static int looks_like_db(const char *path) {
+    static const char *marks[] = {"LOCK", "CURRENT", "IDENTITY"};
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    int dfd = dirfd(d), yes = 0, empty = 1;
+    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]) && !yes; i++)
+        yes = faccessat(dfd, marks[i], F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+    struct dirent *de;
+    while (!yes && empty && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) empty = 0;
+    closedir(d);
+    return yes || empty;
+}
+
+int tide_store_wipe(const char *path, char **errp) {
+    if (!path || !*path) return fail(errp, "store: wipe: no path given");
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return fail(errp, "store: wipe %s: %s", path, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode))
+        return fail(errp, "store: wipe %s: not a directory", path);
+    if (!looks_like_db(path))
+        return fail(errp, "store: wipe %s: not a RocksDB database, refusing to delete it",
+                    path);
+    wipe_errno = 0;
+    wipe_failed[0] = '\0';
+    /* Depth first (children before their directory), never following
+     * symlinks nor crossing into another mount. */
+    int r = nftw(path, on_wipe_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    if (r == 0) return 0;
+    if (r > 0) return fail(errp, "store: wipe %s: %s", wipe_failed, strerror(wipe_errno));
+    return fail(errp, "store: wipe %s: %s", path, strerror(errno));
+}
+
+/* --- point operations --- */
+
+int tide_store_put(tide_store_db_t *db, uint8_t store, int32_t partition, const char *key,
+                   size_t klen, const char *val, size_t vlen, char **errp) {
+    if (bad_partition(partition, errp)) return -1;
+    char buf[KEY_STACK], *k = key_make(buf, store, partition, key, klen);
+    if (!k) return fail(errp, "store: out of memory");
+    char *e = NULL;
+    rocksdb_put(db->rdb, db->wo, k, KEY_HDR + klen, val, vlen, &e);
+    key_done(buf, k);
+    return e ? pass(errp, e) : 0;
+}
+
+int tide_store_delete(tide_store_db_t *db, uint8_t store, int32_t partition, const char *key,
+                      size_t klen, char **errp) {
+    if (bad_partition(partition, errp)) return -1;
+    char buf[KEY_STACK], *k = key_make(buf, store, partition, key, klen);
+    if (!k) return fail(errp, "store: out of memory");
+    char *e = NULL;
+    rocksdb_delete(db->rdb, db->wo, k, KEY_HDR + klen, &e);
+    key_done(buf, k);
+    return e ? pass(errp, e) : 0;
+}
+
+int tide_store_get(tide_store_db_t *db, uint8_t store, int32_t partition, const char *key,
+                   size_t klen, const char **val, size_t *vlen, char **errp) {
+    *val = NULL;
+    *vlen = 0;
+    if (bad_partition(partition, errp)) return -1;
+    char buf[KEY_STACK], *k = key_make(buf, store, partition, key, klen);
+    if (!k) return fail(errp, "store: out of memory");
+    /* The previous value's lifetime ends here, as the header promises. A
+     * pinnable slice spares the copy rocksdb_get makes: a value found in a
+     * table stays in its cache block, pinned until the next get. */
+    if (db->last) {
+        rocksdb_pinnableslice_destroy(db->last);
+        db->last = NULL;
+    }
+    char *e = NULL;
+    rocksdb_pinnableslice_t *v = rocksdb_get_pinned(db->rdb, db->ro, k, KEY_HDR + klen, &e);
+    key_done(buf, k);
+    if (e) {
+        if (v) rocksdb_pinnableslice_destroy(v);
+        return pass(errp, e);
+    }
+    if (!v) return 0;
+    db->last = v;
+    *val = rocksdb_pinnableslice_value(v, vlen);
+    return 1;
+}
+
+/* --- iterators --- */
+
+/* lo is [hdr][lo_key]; hi is [hdr][hi_key] when hi_key is given, else the
+ * successor of lo (prefix scan) or of the header alone (to the end of the
+ * partition). */
+enum hi_kind { HI_KEY, HI_PREFIX_END, HI_PARTITION_END };
+
+static tide_store_iter_t *iter_new(tide_store_db_t *db, uint8_t store, int32_t partition,
+                                   const char *lo_key, size_t lo_klen, enum hi_kind kind,
+                                   const char *hi_key, size_t hi_klen) {
+    if (!db || partition < 0) return NULL;
+    size_t lolen = KEY_HDR + lo_klen;
+    size_t hilen = KEY_HDR + (kind == HI_KEY ? hi_klen : kind == HI_PREFIX_END ? lo_klen : 0);
+    tide_store_iter_t *it = calloc(1, sizeof(*it) + lolen + hilen);
+    if (!it) return NULL;
+    it->lo = (char *)(it + 1);
+    it->hi = it->lo + lolen;
+    put_header(it->lo, store, partition);
+    if (lo_klen) memcpy(it->lo + KEY_HDR, lo_key, lo_klen);
+    put_header(it->hi, store, partition);
+    if (kind == HI_KEY && hi_klen) memcpy(it->hi + KEY_HDR, hi_key, hi_klen);
+    if (kind == HI_PREFIX_END && lo_klen) memcpy(it->hi + KEY_HDR, lo_key, lo_klen);
+    it->lolen = lolen;
+    it->hilen = kind == HI_KEY ? hilen : successor(it->hi, hilen);
+
+    /* A RocksDB iterator already reads as of its creation; the explicit
+     * snapshot states the header's promise instead of relying on that. */
+    it->snap = rocksdb_create_snapshot(db->rdb);
+    it->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(it->ro, it->snap);
+    /* Both bounds: the upper one is what keeps a scan inside its
+     * (store, partition); the lower one lets RocksDB skip whole files. */
+    rocksdb_readoptions_set_iterate_lower_bound(it->ro, it->lo, it->lolen);
+    rocksdb_readoptions_set_iterate_upper_bound(it->ro, it->hi, it->hilen);
+    it->it = rocksdb_create_iterator(db->rdb, it->ro);
+    rocksdb_iter_seek(it->it, it->lo, it->lolen);
+
+    it->db = db;
+    it->next = db->iters;
+    if (db->iters) db->iters->prev = it;
+    db->iters = it;
+    return it;
+}
+
+tide_store_iter_t *tide_store_iter(tide_store_db_t *db, uint8_t store, int32_t partition,
+                                   const char *from, size_t flen, const char *to, size_t tlen) {
+    return iter_new(db, store, partition, from, from ? flen : 0, to ? HI_KEY : HI_PARTITION_END,
+                    to, tlen);
+}
+
+tide_store_iter_t *tide_store_iter_prefix(tide_store_db_t *db, uint8_t store, int32_t partition,
+                                          const char *prefix, size_t plen) {
+    return iter_new(db, store, partition, prefix, prefix ? plen : 0, HI_PREFIX_END, NULL, 0);
+}
+
+int tide_store_iter_next(tide_store_iter_t *it, const char **key, size_t *klen,
+                         const char **val, size_t *vlen) {
+    if (!it || it->done) return 0;
+    /* The first call returns what the seek found; RocksDB forbids Next() on
+     * an exhausted iterator, hence `done`. */
+    if (it->started) rocksdb_iter_next(it->it);
+    it->started = 1;
+    if (!rocksdb_iter_valid(it->it)) {
+        it->done = 1;
+        return 0;
+    }
+    size_t kl;
+    const char *k = rocksdb_iter_key(it->it, &kl);
+    *key = k + KEY_HDR;
+    *klen = kl - KEY_HDR;
+    *val = rocksdb_iter_value(it->it, vlen);
+    return 1;
+}
+
+void tide_store_iter_free(tide_store_iter_t *it) {
+    if (!it) return;
+    iter_detach(it);
+    free(it);
+}
+
+/* --- range deletes --- */
+
+int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partition,
+                            const char *from, size_t flen, const char *to, size_t tlen,
+                            char **errp) {
+    if (bad_partition(partition, errp)) return -1;
+    if (!from) flen = 0;
+    /* An empty or inverted range deletes nothing; RocksDB would reject the
+     * inverted one as an error. */
+    if (to && bytes_cmp(from ? from : "", flen, to, tlen) >= 0) return 0;
+    size_t lolen = KEY_HDR + flen, hilen = KEY_HDR + (to ? tlen : 0);
+    char *lo = malloc(lolen + hilen);
+    if (!lo) return fail(errp, "store: out of memory");
+    char *hi = lo + lolen;
+    put_header(lo, store, partition);
+    if (flen) memcpy(lo + KEY_HDR, from, flen);
+    put_header(hi, store, partition);
+    if (to && tlen) memcpy(hi + KEY_HDR, to, tlen);
+    if (!to) hilen = successor(hi, KEY_HDR);
+
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    /* The C API of 7.8 has no handle for the default column family, which
+     * rocksdb_delete_range_cf needs; a one-entry batch does the same. */
+    rocksdb_writebatch_delete_range(b, lo, lolen, hi, hilen);
+    char *e = NULL;
+    rocksdb_write(db->rdb, db->wo, b, &e);
+    rocksdb_writebatch_destroy(b);
+    free(lo);
+    return e ? pass(errp, e) : 0;
+}
+
+int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **errp) {
+    if (bad_partition(partition, errp)) return -1;
+    /* One range per store id, all in one batch: the partition's state goes
+     * at once or not at all. */
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    for (unsigned s = 0; s < 256; s++) {
+        char lo[KEY_HDR], hi[KEY_HDR];
+        put_header(lo, (uint8_t)s, partition);
+        memcpy(hi, lo, KEY_HDR);
+        size_t hilen = successor(hi, KEY_HDR);
+        rocksdb_writebatch_delete_range(b, lo, KEY_HDR, hi, hilen);
+    }
+    char *e = NULL;
+    rocksdb_write(db->rdb, db->wo, b, &e);
+    rocksdb_writebatch_destroy(b);
+    return e ? pass(errp, e) : 0;
+}
+
+/* --- durability, accounting --- */
+
+int tide_store_flush(tide_store_db_t *db, char **errp) {
+    /* Every write is already in the WAL file (automatic WAL flush); this
+     * fsyncs it, which is what a checkpoint needs. Memtables need not reach
+     * table files: the WAL replays them on open. */
+    char *e = NULL;
+    rocksdb_flush_wal(db->rdb, 1, &e);
+    return e ? pass(errp, e) : 0;
+}
+
+uint64_t tide_store_memory_bytes(tide_store_db_t *db) {
+    uint64_t total = rocksdb_cache_get_usage(db->cache), v;
+    /* All memtables, including immutable ones still pinned by iterators. */
+    if (rocksdb_property_int(db->rdb, "rocksdb.size-all-mem-tables", &v) == 0) total += v;
+    /* Table readers outside the cache (small: index and filters are cached). */
+    if (rocksdb_property_int(db->rdb, "rocksdb.estimate-table-readers-mem", &v) == 0) total += v;
+    return total;
+}

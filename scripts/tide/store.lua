@@ -1,0 +1,318 @@
+--- State stores: declarations (tide.kv, tide.window) and the objects a
+--- detector reaches as ctx.stores.<name>.
+---
+--- A store is per task (input partition): every call works on the store of
+--- the record being processed (or of the task a punctuator runs for). Values
+--- are strings or Lua tables, numbers and booleans (kept as JSON); a string is
+--- kept as is. Every write also goes to the store's changelog topic
+--- <application.id>.<detector>-<store>-changelog, same partition, keyed like
+--- the store, tombstones for deletes: that is how state survives the loss of
+--- the machine.
+---
+--- RocksDB stores go through the FFI into C (bindings/store.c); in-memory
+--- stores (tide.kv{ memory = true }) are Lua tables, changelogged alike.
+local ffi = require("ffi")
+local serde = require("tide.serde")
+
+local M = {}
+
+local units = { ms = 1, s = 1000, m = 60000, h = 3600000, d = 86400000 }
+
+--- Milliseconds of a duration: a number (ms) or "500ms", "10s", "5m", "1h", "2d".
+---@param d number|string
+---@param what? string for the error message
+function M.duration(d, what)
+  if type(d) == "number" and d >= 0 then return d end
+  if type(d) == "string" then
+    local n, unit = d:match("^%s*(%d+%.?%d*)%s*(%a+)%s*$")
+    if n and units[unit] then return tonumber(n) * units[unit] end
+  end
+  error(("%s: a duration like \"10s\", \"5m\" or a number of ms expected, got %s"):format(
+    what or "duration", tostring(d)), 3)
+end
+
+--- Declare a key-value store. opts.memory: keep it in Lua tables.
+---@param opts? { memory?: boolean }
+function M.kv(opts)
+  opts = opts or {}
+  return { kind = "kv", memory = opts.memory and true or false }
+end
+
+--- Declare a windowed store of tumbling windows: size, grace (how late a
+--- record may still update its window) and retention (how long windows are
+--- kept; default size + grace).
+---@param opts { size: string|number, grace?: string|number, retention?: string|number, memory?: boolean }
+function M.window(opts)
+  if type(opts) ~= "table" then error("tide.window{ size = ..., grace = ... } expected", 2) end
+  local size = M.duration(opts.size, "window size")
+  if size <= 0 then error("window size must be positive", 2) end
+  local grace = M.duration(opts.grace or 0, "window grace")
+  local retention = opts.retention and M.duration(opts.retention, "window retention") or size + grace
+  if retention < size + grace then
+    error("window retention must be at least size + grace", 2)
+  end
+  return { kind = "window", size = size, grace = grace, retention = retention,
+    memory = opts.memory and true or false }
+end
+
+-- Values: a tag byte, then the bytes. 's': a string; 'j': JSON.
+local encode_json, decode_json = serde.json.encode, serde.json.decode
+
+local function encode(v, what)
+  local t = type(v)
+  if t == "string" then return "s" .. v end
+  if t == "table" or t == "number" or t == "boolean" then
+    local ok, s = pcall(encode_json, v)
+    if not ok then error(what .. ": value cannot be kept (" .. tostring(s) .. ")", 3) end
+    return "j" .. s
+  end
+  error(what .. ": a string, number, boolean or table expected, got " .. t, 3)
+end
+M.encode = encode
+
+local function decode(s)
+  if s == nil then return nil end
+  local tag = s:byte(1)
+  if tag == 115 then return s:sub(2) end -- 's'
+  return decode_json(s:sub(2))
+end
+M.decode = decode
+
+local function check_key(k, what)
+  local t = type(k)
+  if t == "string" then return k end
+  if t == "number" then return tostring(k) end
+  error(what .. ": a string key expected, got " .. t, 3)
+end
+
+-- Window keys: [2-byte key length][key][8-byte window start], so that one
+-- key's windows sort together, by time.
+local function u64(n)
+  local hi = math.floor(n / 4294967296)
+  local lo = n % 4294967296
+  return string.char(
+    math.floor(hi / 16777216) % 256, math.floor(hi / 65536) % 256, math.floor(hi / 256) % 256, hi % 256,
+    math.floor(lo / 16777216) % 256, math.floor(lo / 65536) % 256, math.floor(lo / 256) % 256, lo % 256)
+end
+local function read_u64(s, i)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = s:byte(i, i + 7)
+  return ((b1 * 256 + b2) * 256 + b3) * 256 * 16777216 * 256 + (((b4 * 256 + b5) * 256 + b6) * 256 + b7) * 256 + b8
+end
+local function window_prefix(key)
+  return string.char(math.floor(#key / 256) % 256, #key % 256) .. key
+end
+function M.window_key(key, start)
+  return window_prefix(key) .. u64(start)
+end
+function M.window_key_parts(wk)
+  local n = wk:byte(1) * 256 + wk:byte(2)
+  return wk:sub(3, 2 + n), read_u64(wk, 3 + n)
+end
+
+--------------------------------------------------------------------------------
+-- Backends: both offer get, put, delete, iter(from, to), iter_prefix(p) for
+-- the raw bytes of one (store, partition).
+
+--- The RocksDB backend (through the FFI), with its changelog in C.
+local function rocks_backend(api, db, sink, id)
+  local vp = ffi.new("const char *[1]")
+  local vl = ffi.new("size_t[1]")
+  local b = {}
+  function b.get(p, k)
+    local r = api.store_get(db, id, p, k, #k, vp, vl)
+    if r < 0 then error("store read failed", 3) end
+    if r == 0 then return nil end
+    return ffi.string(vp[0], vl[0])
+  end
+  function b.put(p, k, v)
+    if api.store_put(sink, db, id, p, k, #k, v, #v) ~= 0 then error("store write failed", 3) end
+  end
+  function b.delete(p, k)
+    if api.store_put(sink, db, id, p, k, #k, nil, -1) ~= 0 then error("store write failed", 3) end
+  end
+  local kp = ffi.new("const char *[1]")
+  local kl = ffi.new("size_t[1]")
+  local function iterate(it)
+    return function()
+      if it == nil then return nil end
+      if api.store_iter_next(it, kp, kl, vp, vl) == 0 then
+        api.store_iter_free(it)
+        it = nil
+        return nil
+      end
+      return ffi.string(kp[0], kl[0]), ffi.string(vp[0], vl[0])
+    end
+  end
+  function b.iter(p, from, to)
+    return iterate(api.store_iter(db, id, p, from, from and #from or 0, to, to and #to or 0, nil, 0))
+  end
+  function b.iter_prefix(p, prefix)
+    return iterate(api.store_iter(db, id, p, nil, 0, nil, 0, prefix, #prefix))
+  end
+  return b
+end
+
+--- The in-memory backend: one table per partition; changelog through emit.
+local function memory_backend(api, sink, output)
+  local data = {}
+  local b = { data = data }
+  local function part(p)
+    local t = data[p]
+    if not t then
+      t = {}
+      data[p] = t
+    end
+    return t
+  end
+  function b.get(p, k) return part(p)[k] end
+  function b.put(p, k, v)
+    part(p)[k] = v
+    if api.emit_partition(sink, output, p, k, #k, v, #v) ~= 0 then error("out of memory", 3) end
+  end
+  function b.delete(p, k)
+    part(p)[k] = nil
+    if api.emit_partition(sink, output, p, k, #k, nil, -1) ~= 0 then error("out of memory", 3) end
+  end
+  local function sorted_iter(t, ok)
+    local keys = {}
+    for k in pairs(t) do
+      if ok(k) then keys[#keys + 1] = k end
+    end
+    table.sort(keys)
+    local i = 0
+    return function()
+      i = i + 1
+      local k = keys[i]
+      if k == nil then return nil end
+      return k, t[k]
+    end
+  end
+  function b.iter(p, from, to)
+    return sorted_iter(part(p), function(k)
+      return (from == nil or k >= from) and (to == nil or k < to)
+    end)
+  end
+  function b.iter_prefix(p, prefix)
+    return sorted_iter(part(p), function(k) return k:sub(1, #prefix) == prefix end)
+  end
+  --- Restore: apply a changelog entry without writing the changelog again.
+  function b.restore(p, k, v)
+    part(p)[k] = v
+  end
+  function b.drop(p)
+    data[p] = nil
+  end
+  return b
+end
+M.memory_backend = memory_backend
+
+--------------------------------------------------------------------------------
+-- The objects detectors use.
+
+--- Build ctx.stores for a detector.
+---@param decls table<string, table> the detector's `stores`
+---@param env { api: any, db: any, sink: any, task: fun(): integer, stream_time: fun(): number }
+---@return table stores, table list { { name, decl, backend, output } } in id order
+function M.open(decls, env)
+  local names = {}
+  for name in pairs(decls) do names[#names + 1] = name end
+  table.sort(names)
+  local stores, list = {}, {}
+  for i, name in ipairs(names) do
+    local decl = decls[name]
+    local id = i - 1
+    local output = -2 - id -- the sink's output index of this store's changelog
+    local backend
+    if decl.memory then
+      backend = memory_backend(env.api, env.sink, output)
+    else
+      if env.db == nil then error("store '" .. name .. "' needs a state directory (RocksDB)", 0) end
+      backend = rocks_backend(env.api, env.db, env.sink, id)
+    end
+    local task = env.task
+    local what = "store '" .. name .. "'"
+    local s
+    if decl.kind == "kv" then
+      s = {
+        --- The value of key, or nil.
+        get = function(_, k)
+          return decode(backend.get(task(), check_key(k, what .. ":get")))
+        end,
+        --- Set key to value (nil deletes).
+        put = function(_, k, v)
+          k = check_key(k, what .. ":put")
+          if v == nil then backend.delete(task(), k) else backend.put(task(), k, encode(v, what .. ":put")) end
+        end,
+        delete = function(_, k)
+          backend.delete(task(), check_key(k, what .. ":delete"))
+        end,
+        --- Iterate keys from <= k < to (nil: unbounded), in byte order: for k, v in s:range(a, b)
+        range = function(_, from, to)
+          local it = backend.iter(task(), from, to)
+          return function()
+            local k, v = it()
+            if k == nil then return nil end
+            return k, decode(v)
+          end
+        end,
+        --- Iterate the keys that start with prefix, in byte order.
+        prefix = function(_, p)
+          local it = backend.iter_prefix(task(), check_key(p, what .. ":prefix"))
+          return function()
+            local k, v = it()
+            if k == nil then return nil end
+            return k, decode(v)
+          end
+        end,
+      }
+    else
+      local size, grace, retention = decl.size, decl.grace, decl.retention
+      local stream_time = env.stream_time
+      s = {
+        size = size,
+        --- Put value for key in the window holding timestamp. Returns false,
+        --- and changes nothing, when that window closed more than grace ago.
+        put = function(_, k, v, ts)
+          k = check_key(k, what .. ":put")
+          if type(ts) ~= "number" then error(what .. ":put: a timestamp (ms) expected", 2) end
+          local start = ts - ts % size
+          if start + size + grace <= stream_time() then return false end
+          local wk = M.window_key(k, start)
+          if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put")) end
+          return true
+        end,
+        --- The value of key's window starting at start, or nil.
+        get = function(_, k, start)
+          return decode(backend.get(task(), M.window_key(check_key(k, what .. ":get"), start)))
+        end,
+        --- Iterate key's windows whose start is in [from, to]: for start, v in s:fetch(k, a, b)
+        fetch = function(_, k, from, to)
+          k = check_key(k, what .. ":fetch")
+          local it = backend.iter(task(), M.window_key(k, math.max(0, from or 0)),
+            to and M.window_key(k, to + 1) or (window_prefix(k) .. "\255\255\255\255\255\255\255\255\255"))
+          return function()
+            local wk, v = it()
+            if wk == nil then return nil end
+            local _, start = M.window_key_parts(wk)
+            return start, decode(v)
+          end
+        end,
+        --- Delete the windows that ended more than retention before now.
+        expire = function(_, now)
+          local doomed = {}
+          for wk in backend.iter(task()) do
+            local _, start = M.window_key_parts(wk)
+            if start + retention <= now then doomed[#doomed + 1] = wk end
+          end
+          for _, wk in ipairs(doomed) do backend.delete(task(), wk) end
+          return #doomed
+        end,
+      }
+    end
+    stores[name] = s
+    list[#list + 1] = { name = name, decl = decl, backend = backend, output = output, store = s }
+  end
+  return stores, list
+end
+
+return M
