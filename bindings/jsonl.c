@@ -32,8 +32,8 @@ static const char parse_src[] =
     "  if not ok then error('invalid JSON: ' .. tostring(t), 0) end\n"
     "  if type(t) ~= 'table' then error('each line must be a JSON object', 0) end\n"
     "  for k in pairs(t) do\n"
-    "    if k ~= 'key' and k ~= 'value' and k ~= 'headers' and k ~= 'partition' then\n"
-    "      error('unknown field \"' .. tostring(k) .. '\" (key, value, headers, partition)', 0)\n"
+    "    if k ~= 'key' and k ~= 'value' and k ~= 'headers' and k ~= 'partition' and k ~= 'timestamp' then\n"
+    "      error('unknown field \"' .. tostring(k) .. '\" (key, value, headers, partition, timestamp)', 0)\n"
     "    end\n"
     "  end\n"
     "  local h = {}\n"
@@ -41,7 +41,9 @@ static const char parse_src[] =
     "    for name, v in pairs(t.headers) do h[#h + 1] = tostring(name); h[#h + 1] = text(v) or '' end\n"
     "  end\n"
     "  local p = tonumber(t.partition) or -1\n"
-    "  return text(t.key), text(t.value), p, h\n"
+    "  local ts = tonumber(t.timestamp) or 0\n"
+    "  if ts < 0 then error('timestamp must be ms since the epoch', 0) end\n"
+    "  return text(t.key), text(t.value), p, h, ts\n"
     "end\n";
 
 tide_jsonl_t *tide_jsonl_new(char **errp) {
@@ -71,7 +73,7 @@ int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_r
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, j->fn_ref);
     lua_pushlstring(L, line, len);
-    if (tide_lua_pcall(L, 1, 4, &j->err)) {
+    if (tide_lua_pcall(L, 1, 5, &j->err)) {
         *errp = strdup(j->err.message ? j->err.message : "invalid line");
         return -1;
     }
@@ -79,6 +81,7 @@ int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_r
     out->key = str_at(L, 1, &out->key_len);
     out->value = str_at(L, 2, &out->value_len);
     out->partition = (int32_t)lua_tointeger(L, 3);
+    out->timestamp = (int64_t)lua_tonumber(L, 5);
     int nh = (int)lua_objlen(L, 4) / 2;
     if (nh > j->cap) {
         j->names = realloc(j->names, (size_t)nh * sizeof(char *));

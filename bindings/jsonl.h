@@ -16,6 +16,7 @@ typedef struct tide_jsonl_rec {
     const char *key, *value;
     int32_t key_len, value_len;
     int32_t partition; /* -1: let the partitioner choose */
+    int64_t timestamp; /* ms since the epoch; 0: now */
     int n_headers;
     const char **header_names;
     const char **header_values;
@@ -23,7 +24,8 @@ typedef struct tide_jsonl_rec {
 } tide_jsonl_rec_t;
 
 tide_jsonl_t *tide_jsonl_new(char **errp);
-/* Parse {"key":..., "value":..., "headers":{...}, "partition":n}. A value
+/* Parse {"key":..., "value":..., "headers":{...}, "partition":n,
+ * "timestamp":ms}. A value
  * that is not a string is stored as its JSON text. 0, or -1 with *errp. */
 int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_rec_t *out,
                      char **errp);

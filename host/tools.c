@@ -56,7 +56,8 @@ static int produce_usage(void) {
     fprintf(stderr,
             "usage: tide produce TOPIC [-b HOST:PORT] [--key-separator SEP] [--json]\n"
             "Each line of standard input is one record: its value, or key SEP value,\n"
-            "or with --json {\"key\":..., \"value\":..., \"headers\":{...}, \"partition\":n}.\n");
+            "or with --json {\"key\":..., \"value\":..., \"headers\":{...}, \"partition\":n,\n"
+            "\"timestamp\":ms}.\n");
     return 2;
 }
 
@@ -110,6 +111,7 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
         const char *key = NULL, *val = line;
         size_t klen = 0, vlen = (size_t)len;
         int32_t partition = RD_KAFKA_PARTITION_UA;
+        int64_t timestamp = 0;
         rd_kafka_headers_t *hdrs = NULL;
         if (jl) {
             if (len == 0) continue;
@@ -126,6 +128,7 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
             val = r.value;
             vlen = r.value_len < 0 ? 0 : (size_t)r.value_len;
             if (r.partition >= 0) partition = r.partition;
+            timestamp = r.timestamp;
             if (r.n_headers) {
                 hdrs = rd_kafka_headers_new((size_t)r.n_headers);
                 for (int h = 0; h < r.n_headers; h++)
@@ -146,6 +149,7 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                       RD_KAFKA_V_KEY(key, klen),
                                       RD_KAFKA_V_VALUE((void *)val, val ? vlen : 0),
+                                      RD_KAFKA_V_TIMESTAMP(timestamp),
                                       RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)) ==
                RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(rk, 10);
