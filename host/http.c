@@ -69,6 +69,7 @@ typedef enum metric {
     M_RECORDS_IN, M_RECORDS_OUT, M_ERRORS, M_DLQ, M_DROPPED,
     M_LAG, M_HEAP, M_PARTITIONS, M_CPU, M_RSS,
     M_RESTARTS, M_RELOADS, M_RELOAD_FAILURES, M_WATCHDOG_KILLS,
+    M_RESTORING, M_RESTORED, M_STORE_MEMORY,
 } metric_t;
 
 static const struct {
@@ -103,6 +104,12 @@ static const struct {
      "Hot reloads refused because the new version failed validation."},
     {M_WATCHDOG_KILLS, "tide_watchdog_kills_total", "counter",
      "Workers killed by the watchdog for a batch past its budget."},
+    {M_RESTORING, "tide_restoring_tasks", "gauge",
+     "Tasks whose state stores are being restored from their changelogs."},
+    {M_RESTORED, "tide_restored_records_total", "counter",
+     "Changelog records applied while restoring, by the current worker."},
+    {M_STORE_MEMORY, "tide_store_memory_bytes", "gauge",
+     "Memory of the worker's RocksDB stores (block cache and memtables)."},
 };
 
 /* 0 when the detector has no such sample now (no worker, lag unknown). */
@@ -134,6 +141,18 @@ static int metric_value(metric_t m, const tide_detector_t *d, const tide_det_tot
     case M_RSS:
         if (d->pid <= 0) return 0;
         *v = (double)d->rss_bytes;
+        return 1;
+    case M_RESTORING:
+        if (!st) return 0;
+        *v = (double)st->restoring_tasks;
+        return 1;
+    case M_RESTORED:
+        if (!st) return 0;
+        *v = (double)st->restored_records;
+        return 1;
+    case M_STORE_MEMORY:
+        if (!st) return 0;
+        *v = (double)st->store_memory_bytes;
         return 1;
     case M_RESTARTS: *v = (double)d->restarts; return 1;
     case M_RELOADS: *v = (double)t->reloads; return 1;
@@ -283,9 +302,16 @@ static void render_detector(tide_buf_t *b, const tide_detector_t *d, int64_t now
     if (st && st->lag >= 0) tide_buf_printf(b, ",\"lag\":%lld", (long long)st->lag);
     else tide_buf_puts(b, ",\"lag\":null");
     if (st)
-        tide_buf_printf(b, ",\"lua_heap_bytes\":%llu,\"assigned_partitions\":%d",
-                        (unsigned long long)st->lua_heap_bytes, (int)st->assigned_partitions);
-    else tide_buf_puts(b, ",\"lua_heap_bytes\":null,\"assigned_partitions\":null");
+        tide_buf_printf(b,
+                        ",\"lua_heap_bytes\":%llu,\"assigned_partitions\":%d,"
+                        "\"restoring_tasks\":%d,\"restored_records\":%llu,\"store_memory_bytes\":%llu",
+                        (unsigned long long)st->lua_heap_bytes, (int)st->assigned_partitions,
+                        (int)st->restoring_tasks, (unsigned long long)st->restored_records,
+                        (unsigned long long)st->store_memory_bytes);
+    else
+        tide_buf_puts(b, ",\"lua_heap_bytes\":null,\"assigned_partitions\":null,"
+                         "\"restoring_tasks\":null,\"restored_records\":null,"
+                         "\"store_memory_bytes\":null");
     /* how long the batch in flight has run: what the watchdog looks at */
     int64_t started = st ? st->batch_started_ms : 0;
     if (started > 0 && now_mono >= started)

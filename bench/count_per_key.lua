@@ -1,0 +1,28 @@
+--- bench/count_per_key.lua: examples/count_per_key.lua on the benchmark topics.
+---
+--- Counts records per key in a RocksDB store (every write also goes to the
+--- changelog <application.id>.bench-count-per-key-counts-changelog) and emits
+--- the running count, reading bench-in and writing bench-out-count, so that
+--- bench/run.sh can set a stateful detector beside the stateless
+--- bench/transform.lua and then time the restore of its store.
+---
+--- The generator's keys are distinct (the line number), so counting them
+--- would only ever see 1: the key here is the first 3 letters of the value
+--- instead (26^3 = 17,576 keys per task), so that most records find a count
+--- to read and raise. The store is per task (input partition), so these are
+--- counts per key and partition, as a detector without a repartition gets.
+return {
+  name = "bench-count-per-key",
+  description = "benchmark: count per key (first 3 letters of the value) in a RocksDB store",
+  inputs = { "bench-in" },
+  outputs = { "bench-out-count" },
+  stores = { counts = tide.kv() },
+
+  process = function(rec, ctx)
+    local counts = ctx.stores.counts
+    local key = rec.value:sub(1, 3)
+    local n = (counts:get(key) or 0) + 1
+    counts:put(key, n)
+    ctx:emit("bench-out-count", key, tostring(n))
+  end,
+}
