@@ -897,6 +897,20 @@ static int same_list(char **a, int na, char **b, int nb) {
     return 1;
 }
 
+/* A new version that does not validate changes nothing; say why, where the
+ * supervisor and the status page see it. */
+static void reload_refused(tide_worker_t *w, const char *why) {
+    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "reload refused, the running version stays: %s", why);
+    tide_status_block_t *st = w->st;
+    if (!st) return;
+    st->reload_failures++;
+    st->last_reload_ok = 0;
+    st->last_reload_version[0] = '\0';
+    snprintf(st->last_reload_error, sizeof(st->last_reload_error), "%s", why);
+    st->last_reload_ms = wall_ms();
+    st->state = TIDE_WS_RUNNING;
+}
+
 /* Hot swap at a batch boundary: compile and validate the file in a fresh
  * runtime while the old one stays; swap only if it is sound. Offsets, group
  * membership and the producer stay. Returns 1 when the detector was renamed
@@ -907,30 +921,17 @@ static int reload(tide_worker_t *w) {
     tide_runtime_t *nrt = open_runtime(w, &err);
     tide_status_block_t *st = w->st;
     if (!nrt) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "reload refused, the running version stays: %s", err);
-        if (st) {
-            st->reload_failures++;
-            st->last_reload_ok = 0;
-            st->last_reload_version[0] = '\0';
-            snprintf(st->last_reload_error, sizeof(st->last_reload_error), "%s", err);
-            st->last_reload_ms = wall_ms();
-            st->state = TIDE_WS_RUNNING;
-        }
+        reload_refused(w, err);
         free(err);
         return 0;
     }
     const tide_detector_info_t *ni = tide_runtime_info(nrt);
     if (!same_stores(ni, w->info)) {
-        const char *msg = "the new version declares different stores; a hot swap keeps the "
-                          "same stores (rename the detector to start it anew with new ones)";
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "reload refused, the running version stays: %s", msg);
-        if (st) {
-            st->reload_failures++;
-            st->last_reload_ok = 0;
-            snprintf(st->last_reload_error, sizeof(st->last_reload_error), "%s: %s", w->o->path, msg);
-            st->last_reload_ms = wall_ms();
-            st->state = TIDE_WS_RUNNING;
-        }
+        char msg[4400];
+        snprintf(msg, sizeof(msg), "%s: the new version declares different stores; a hot swap "
+                 "keeps the same stores (rename the detector to start it anew with new ones)",
+                 w->o->path);
+        reload_refused(w, msg);
         tide_runtime_close(nrt);
         return 0;
     }

@@ -132,10 +132,14 @@ local function rocks_backend(api, db, sink, id)
   end
   local kp = ffi.new("const char *[1]")
   local kl = ffi.new("size_t[1]")
-  local function iterate(it)
+  -- An iterator left before its end (a `break`) is freed by the collector.
+  local function iterate(raw)
+    if raw == nil then error("store iteration failed", 3) end
+    local it = ffi.gc(raw, api.store_iter_free)
     return function()
       if it == nil then return nil end
       if api.store_iter_next(it, kp, kl, vp, vl) == 0 then
+        ffi.gc(it, nil)
         api.store_iter_free(it)
         it = nil
         return nil

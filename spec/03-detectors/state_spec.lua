@@ -82,6 +82,21 @@ return {
       d:close()
     end)
 
+    it("frees an iterator left before its end", function()
+      local d = driver(src)
+      for i = 1, 50 do d:pipe("in", ("k%02d"):format(i), { op = "put", value = i }) end
+      local s = d:store("kv")
+      for _ = 1, 200 do
+        for _ in s:range() do break end
+      end
+      collectgarbage()
+      collectgarbage()
+      local n = 0
+      for _ in s:range() do n = n + 1 end
+      assert.equal(50, n)
+      d:close()
+    end)
+
     it("changelogs every write to the task's partition, tombstones for deletes", function()
       local d = driver(src)
       d:pipe("in", "k", { op = "put", value = 7 }, { partition = 3 })
