@@ -375,6 +375,12 @@ static int core_store_open(lua_State *L) {
     return 1;
 }
 
+static int core_store_iterators(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+    lua_pushinteger(L, tide_store_open_iterators(lua_touserdata(L, 1)));
+    return 1;
+}
+
 static int core_store_close(lua_State *L) {
     luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
     tide_store_close(lua_touserdata(L, 1));
@@ -392,6 +398,7 @@ int luaopen_tide_core(lua_State *L) {
         {"api", core_api},     {"hash", core_hash},   {"log", core_log},
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
         {"store_open", core_store_open}, {"store_close", core_store_close},
+        {"store_iterators", core_store_iterators},
         {NULL, NULL}};
 
     register_class(L, SINK_MT, sink_methods, sink_close);

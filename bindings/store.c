@@ -213,6 +213,12 @@ static void iter_detach(tide_store_iter_t *it) {
     it->done = 1;
 }
 
+int tide_store_open_iterators(const tide_store_db_t *db) {
+    int n = 0;
+    for (const tide_store_iter_t *it = db->iters; it; it = it->next) n++;
+    return n;
+}
+
 void tide_store_close(tide_store_db_t *db) {
     if (!db) return;
     /* Iterators freed by a garbage collector may outlive the db; detach

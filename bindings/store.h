@@ -65,6 +65,9 @@ int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **e
 /* Make every write so far durable (WAL synced), before a checkpoint. */
 int tide_store_flush(tide_store_db_t *db, char **errp);
 
+/* Iterators not freed yet (each holds a snapshot). */
+int tide_store_open_iterators(const tide_store_db_t *db);
+
 /* Approximate bytes of memory RocksDB uses (block cache + memtables). */
 uint64_t tide_store_memory_bytes(tide_store_db_t *db);
 

@@ -89,8 +89,11 @@ return {
       for _ = 1, 200 do
         for _ in s:range() do break end
       end
+      local core = require("tide.core")
+      if not memory then assert.is_true(core.store_iterators(d.db) > 0) end
       collectgarbage()
       collectgarbage()
+      if not memory then assert.equal(0, core.store_iterators(d.db)) end
       local n = 0
       for _ in s:range() do n = n + 1 end
       assert.equal(50, n)
