@@ -32,8 +32,26 @@
 #                    (bench/first_record.c renames and reads; it is built here
 #                    with the Makefile's rule for bench programs)
 #
+# Then, against the same broker, state stores (BENCH_STATE=0 skips them):
+#
+#   tide_count       bench/count_per_key.lua: a count per key (the first 3
+#                    letters of the value) in a RocksDB store, every write
+#                    changelogged to <application.id>.bench-count-per-key-
+#                    counts-changelog, the running count emitted to
+#                    bench-out-count: its rate beside tide transform's
+#   restore          the same detector again, same application.id (so the
+#                    same changelog, and its input already consumed), an empty
+#                    state.dir: every task restores its store from the start
+#                    of the changelog the count run wrote (one entry per input
+#                    record); the rate from the first "restoring store" log
+#                    line to the last "task restored" one. It is stopped with
+#                    SIGTERM once every task is restored (--idle-timeout-ms
+#                    counts from the assignment, restore included, so it
+#                    cannot end this step by itself).
+#
 # Every step is bounded (timeout 300, and the plain programs stop themselves
-# after 120 s); the whole run takes about 80 s on 2 cores. Exit status: 0 when every
+# after 120 s); the whole run takes about 80 s on 2 cores, plus the state
+# section. Exit status: 0 when every
 # step ran, 1 when one failed (its log tail is shown). Missing a target is
 # reported, not an error: this is a measurement, not a test.
 #
@@ -42,7 +60,7 @@
 # logs and result lines of every step instead of deleting them.
 # BENCH_FLEET sets the number of detectors in the big folder (default 10; 0
 # skips the `tide run DIR` section), BENCH_LATENCY_RUNS the number of drop-in
-# measurements (default 5).
+# measurements (default 5). BENCH_STATE=0 skips the state section.
 
 set -u
 
@@ -64,6 +82,17 @@ ROUNDS=${BENCH_ROUNDS:-3}
 FLEET=${BENCH_FLEET:-10}
 LATENCY_RUNS=${BENCH_LATENCY_RUNS:-5}
 [ "$FLEET" -gt 0 ] || LATENCY_RUNS=0
+STATE=${BENCH_STATE:-1}
+# The state section's application.id, hence its changelog topic, which the
+# broker is told to create: the mock cannot create topics through the Admin
+# API and would auto-create it with 4 partitions, where a changelog needs
+# the input's 64. The detector and store names are those of
+# bench/count_per_key.lua.
+STATE_APP=bench-state-$$
+STATE_DETECTOR=bench-count-per-key
+STATE_CHANGELOG=$STATE_APP.$STATE_DETECTOR-counts-changelog
+# The longest the restore step waits for every task to be restored.
+RESTORE_WAIT_S=120
 # Records in bench-lat-in, what the drop-in detector finds waiting, and the
 # partitions of it and of the drop-in output topics.
 LAT_RECORDS=1000
@@ -138,9 +167,14 @@ while [ $k -le "$LATENCY_RUNS" ]; do
 	lat_topics="$lat_topics --topic bench-lat-out-$k:$LAT_PARTITIONS"
 	k=$((k + 1))
 done
-# shellcheck disable=SC2086 # lat_topics is a list of words
+state_topics=
+if [ "$STATE" != 0 ]; then
+	state_topics="--topic bench-out-count:$PARTITIONS --topic $STATE_CHANGELOG:$PARTITIONS"
+fi
+# shellcheck disable=SC2086 # lat_topics and state_topics are lists of words
 "$TIDE" broker --topic "bench-in:$PARTITIONS" --topic "bench-out-c:$PARTITIONS" \
-	--topic "bench-out-tide:$PARTITIONS" $lat_topics >"$tmp/broker.out" 2>"$tmp/broker.err" &
+	--topic "bench-out-tide:$PARTITIONS" $lat_topics $state_topics \
+	>"$tmp/broker.out" 2>"$tmp/broker.err" &
 broker_pid=$!
 
 # Its first stdout line is the bootstrap address; wait for a whole line.
@@ -427,6 +461,103 @@ if [ "$FLEET" -gt 0 ]; then
 	done
 fi
 
+# ---------------------------------------------------------------- state
+# A stateful detector beside the stateless transformer, then the restore of
+# its store from the changelog it wrote. Each step leaves tide_count.1.json
+# (a "stopped" line, reported with the other tide runs) or restore.res; a
+# failed step leaves none.
+
+# ts_ms: the milliseconds of the day of each "ts" field on stdin.
+ts_ms() {
+	sed -n 's/.*"ts": *"[^"]*T\([0-9][0-9]\):\([0-9][0-9]\):\([0-9][0-9]\)\.\([0-9]*\)Z".*/\1 \2 \3 \4/p' |
+		awk '{ printf "%d\n", (($1 * 60 + $2) * 60 + $3) * 1000 + $4 }'
+}
+
+run_count() {
+	say "bench: tide count_per_key.lua, a RocksDB store and its changelog"
+	run=tide_count.1
+	if ! grep -q "name = \"$STATE_DETECTOR\"" "$here/count_per_key.lua"; then
+		say "bench: $here/count_per_key.lua is not named $STATE_DETECTOR; its changelog would be missing"
+		failed=1
+		return 1
+	fi
+	timeout "$STEP_TIMEOUT" "$TIDE" run "$here/count_per_key.lua" -b "$addr" \
+		-D "application.id=$STATE_APP" -D "state.dir=$tmp/state" --count "$RECORDS" \
+		>"$tmp/$run.out" 2>"$tmp/$run.err"
+	rc=$?
+	grep '"msg": *"stopped"' "$tmp/$run.err" | tail -n 1 >"$tmp/$run.json"
+	# A worker that cannot write its changelog stops at once, "stopped" with
+	# no records: only a run over every record counts.
+	if [ $rc -ne 0 ] || [ -z "$(json_num "$tmp/$run.json" rate)" ] ||
+		[ "$(json_num "$tmp/$run.json" records_in)" != "$RECORDS" ]; then
+		say "bench: $run failed (exit $rc)"
+		show_log "$tmp/$run.err"
+		rm -f "$tmp/$run.json"
+		failed=1
+		return 1
+	fi
+}
+
+# run_restore: the same detector, same application.id, an empty state.dir;
+# waits until every task that had a changelog to read logged "task restored"
+# (or RESTORE_WAIT_S), then SIGTERM. Leaves restore.res: "restore RECORDS
+# TO_READ TASKS WALL_MS MAX_TASK_MS RSS_KB".
+run_restore() {
+	step=restore
+	say "bench: restore of that store from its changelog (empty state dir)"
+	# The idle timeout is a backstop only: it counts from the assignment.
+	"$TIDE" run "$here/count_per_key.lua" -b "$addr" -D "application.id=$STATE_APP" \
+		-D "state.dir=$tmp/state-restore" --idle-timeout-ms $((RESTORE_WAIT_S * 1000)) \
+		>"$tmp/$step.out" 2>"$tmp/$step.err" &
+	host_pid=$!
+	i=0
+	ok=
+	while [ $i -lt $((RESTORE_WAIT_S * 10)) ]; do
+		# Tasks start (and log "restoring store") before "partitions assigned".
+		if grep -q '"msg": *"partitions assigned"' "$tmp/$step.err"; then
+			n_start=$(grep '"msg": *"restoring store' "$tmp/$step.err" |
+				sed -n 's/.*"partition": *\([0-9]*\).*/\1/p' | sort -u | wc -l)
+			n_done=$(grep -c '"msg": *"task restored"' "$tmp/$step.err")
+			if [ "$n_start" -gt 0 ] && [ "$n_done" -ge "$n_start" ]; then
+				ok=1
+				break
+			fi
+		fi
+		kill -0 "$host_pid" 2>/dev/null || break
+		sleep 0.1
+		i=$((i + 1))
+	done
+	stop_host
+	hrc=$?
+	if [ -z "$ok" ]; then
+		if [ $i -ge $((RESTORE_WAIT_S * 10)) ]; then
+			step_failed "$step" "not every task restored within $RESTORE_WAIT_S s"
+		else
+			step_failed "$step" "tide exited $hrc before every task was restored"
+		fi
+		return 1
+	fi
+	[ $hrc -eq 0 ] || say "bench: $step: tide exited $hrc after the restore (SIGTERM)"
+	to_read=$(sed -n 's/.*"msg": *"restoring store from its changelog: \([0-9]*\) record.*/\1/p' \
+		"$tmp/$step.err" | awk '{ n += $1 } END { print n + 0 }')
+	records=$(grep '"msg": *"task restored"' "$tmp/$step.err" |
+		sed -n 's/.*"records": *"\{0,1\}\([0-9]*\).*/\1/p' | awk '{ n += $1 } END { print n + 0 }')
+	max_task=$(grep '"msg": *"task restored"' "$tmp/$step.err" |
+		sed -n 's/.*"elapsed_ms": *"\{0,1\}\([0-9]*\).*/\1/p' |
+		awk '$1 > m { m = $1 } END { print m + 0 }')
+	first=$(grep '"msg": *"restoring store' "$tmp/$step.err" | head -n 1 | ts_ms)
+	last=$(grep '"msg": *"task restored"' "$tmp/$step.err" | tail -n 1 | ts_ms)
+	wall=$((last - first))
+	[ $wall -ge 0 ] || wall=$((wall + 86400000)) # past midnight
+	rss=$(grep '"msg": *"stopped"' "$tmp/$step.err" | tail -n 1 |
+		sed -n 's/.*"max_rss_kb": *\([0-9]*\).*/\1/p')
+	echo "restore $records $to_read $n_start $wall $max_task ${rss:--}" >"$tmp/$step.res"
+}
+
+if [ "$STATE" != 0 ]; then
+	run_count && run_restore
+fi
+
 # The broker holds every record of the run; its peak shows what the mock costs.
 broker_rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$broker_pid/status" 2>/dev/null)
 
@@ -458,7 +589,8 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 	echo "broker_rss ${broker_rss_kb:--}"
 	echo "fleet_n $FLEET"
 	echo "idle_s $IDLE_S"
-	for f in "$tmp"/host_*.*.res "$tmp"/latency.*.res; do
+	echo "state $STATE"
+	for f in "$tmp"/host_*.*.res "$tmp"/latency.*.res "$tmp"/restore.res; do
 		[ -f "$f" ] && cat "$f"
 	done
 	for f in "$tmp"/*.json; do
@@ -514,6 +646,12 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 	}
 	$1 == "sup" { if ($3 != "-" && $3 + 0 > sup[$2] + 0) sup[$2] = $3; next }
 	$1 == "lat" { lat[++nlat] = $3 / 1000; next }
+	# "restore RECORDS TO_READ TASKS WALL_MS MAX_TASK_MS RSS_KB" (the state section)
+	$1 == "restore" {
+		rs_n = $2; rs_read = $3; rs_tasks = $4; rs_wall = $5; rs_max = $6; rs_rss = $7
+		rs_ok = 1
+		next
+	}
 	{ v[$1] = $2 }
 	END {
 		printf "\ntide bench: %d records of %d bytes on %d partitions, mock broker on 127.0.0.1\n",
@@ -548,6 +686,7 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 			warn[++nw] = sprintf("the transformers emitted %d (plain) and %d (tide) records",
 				outmin["plain_transform"], outmin["tide_transform"])
 		if (v["fleet_n"] > 0) fleet_report()
+		if (v["state"] != 0) state_report()
 		for (i = 1; i <= nw; i++)
 			printf "  warning: %s\n", warn[i]
 	}
@@ -570,6 +709,48 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 			if (x != "-" && x + 0 > m) m = x + 0
 		}
 		return m
+	}
+	function state_report(    s, r, a, k) {
+		printf "\nstate stores: bench/count_per_key.lua counts per key (the first 3 letters of\n"
+		printf "the value) in a RocksDB store, every write changelogged; then the same detector\n"
+		printf "on an empty state dir restores that store from its changelog\n\n"
+		printf "  %-30s %10s %15s %8s %12s\n", "", "records/s", "", "time s", "peak RSS MB"
+		s = "tide_count"
+		if (n[s]) {
+			for (k = 1; k <= n[s]; k++) a[k] = rate[s, k]
+			med[s] = median(a, n[s])
+			printf "  %-30s %10.0f %15s %8.2f %12s\n", "tide count_per_key.lua", med[s], "",
+				el[s, 1] / 1000, mb(rss[s])
+		} else {
+			printf "  %-30s %10s\n", "tide count_per_key.lua", "failed"
+		}
+		if (rs_ok && rs_wall > 0) {
+			r = rs_n * 1000 / rs_wall
+			printf "  %-30s %10.0f %15s %8.2f %12s\n", "restore from the changelog", r, "",
+				rs_wall / 1000, mb(rs_rss)
+		} else {
+			printf "  %-30s %10s\n", "restore from the changelog", (n[s] ? "failed" : "not run")
+		}
+		printf "\n"
+		ratio("tide count_per_key / tide transform", med[s], med["tide_transform"], 0.5)
+		if (rs_ok && rs_wall > 0) {
+			printf "  %-38s %6.0fk/s (target >= 200k/s)  %s\n", "changelog restore, records/s",
+				r / 1000, (r >= 200000 ? "ok" : "BELOW TARGET")
+			printf "  (%d records over %d tasks, first \"restoring store\" to last \"task restored\"\n",
+				rs_n, rs_tasks
+			printf "  log line; the slowest task took %.2f s: %.0f records/s by that measure)\n",
+				rs_max / 1000, rs_max > 0 ? rs_n * 1000 / rs_max : 0
+			if (rs_n != rs_read)
+				warn[++nw] = sprintf("the restore read %d records of the %d it announced", rs_n, rs_read)
+			if (rs_n != v["records"])
+				warn[++nw] = sprintf("the changelog held %d records, expected %d (one per input record)",
+					rs_n, v["records"])
+		} else {
+			printf "  %-38s %6s  (target >= 200k/s)\n", "changelog restore, records/s", "n/a"
+		}
+		if (("tide_count" in out) && out["tide_count"] + 0 != v["records"])
+			warn[++nw] = sprintf("tide count_per_key emitted %d records, expected %d",
+				out["tide_count"], v["records"])
 	}
 	function fleet_report(    i, k, s, r, label, m, a, b) {
 		printf "\ntide run DIR: one worker process per detector; each detector reads all of\n"

@@ -43,7 +43,7 @@ static int test_header_get(const tide_rec_t *r, int32_t i, const char **name,
 const tide_api_t tide_default_api = {
     default_emit,         default_emit_header,   tide_utf8_valid,     test_header_count,
     test_header_get,      tide_sink_emit_partition, tide_state_get,   tide_state_put,
-    tide_state_iter,      tide_state_iter_next,  tide_state_iter_free,
+    tide_state_iter,      tide_state_iter_next,  tide_state_iter_free, tide_sink_set_timestamp,
 };
 
 static const tide_api_t *current_api(lua_State *L) {
@@ -146,6 +146,8 @@ static int sink_entries(lua_State *L) {
         lua_setfield(L, -2, "output");
         lua_pushinteger(L, e->source);
         lua_setfield(L, -2, "source");
+        lua_pushnumber(L, (lua_Number)e->timestamp);
+        lua_setfield(L, -2, "timestamp");
         push_bytes(L, tide_sink_key(s, e), e->key_len);
         lua_setfield(L, -2, "key");
         push_bytes(L, tide_sink_val(s, e), e->val_len);

@@ -31,7 +31,7 @@ struct tide_runtime {
     tide_sink_t sink;
     tide_log_hook_t log_hook;
     tide_lua_error_t err;
-    int run_ref, close_ref, task_ref, punctuate_ref, restore_ref;
+    int run_ref, close_ref, task_ref, punctuate_ref, restore_ref, stream_time_ref;
     tide_detector_info_t info;
 };
 
@@ -168,7 +168,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->opts = *o;
     rt->api = o->api ? o->api : &tide_default_api;
     rt->run_ref = rt->close_ref = LUA_NOREF;
-    rt->task_ref = rt->punctuate_ref = rt->restore_ref = LUA_NOREF;
+    rt->task_ref = rt->punctuate_ref = rt->restore_ref = rt->stream_time_ref = LUA_NOREF;
     tide_sink_init(&rt->sink);
     rt->L = luaL_newstate();
     if (!rt->L) {
@@ -211,6 +211,8 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "restore");
     rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "stream_time");
+    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     read_info(L, lua_gettop(L), &rt->info);
@@ -252,11 +254,22 @@ static int call_hook(tide_runtime_t *rt, int nargs, int nresults) {
     return -1;
 }
 
-void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active) {
+void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active, int64_t stream_time) {
     lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->task_ref);
     lua_pushinteger(rt->L, partition);
     lua_pushboolean(rt->L, active);
-    call_hook(rt, 2, 0);
+    if (stream_time >= 0) lua_pushnumber(rt->L, (lua_Number)stream_time);
+    else lua_pushnil(rt->L);
+    call_hook(rt, 3, 0);
+}
+
+int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition) {
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->stream_time_ref);
+    lua_pushinteger(rt->L, partition);
+    if (call_hook(rt, 1, 1)) return -1;
+    int64_t st = (int64_t)lua_tonumber(rt->L, -1);
+    lua_pop(rt->L, 1);
+    return st;
 }
 
 int tide_runtime_punctuate(tide_runtime_t *rt, int64_t now_ms) {

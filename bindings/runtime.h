@@ -101,8 +101,11 @@ tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b, int64_t
  * detector (a record quarantined by the supervisor). */
 void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const char *cls,
                               const char *message);
-/* A task (input partition) starts, its stores restored, or stops. */
-void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active);
+/* A task (input partition) starts, its stores restored, with the stream
+ * time it had at its last commit (-1: unknown), or stops. */
+void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active, int64_t stream_time);
+/* A task's stream time (largest record timestamp seen), -1 when none. */
+int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition);
 /* Fire due punctuators and expire old windows; `now_ms` is the wall clock.
  * Returns the number of punctuators that failed (logged). */
 int tide_runtime_punctuate(tide_runtime_t *rt, int64_t now_ms);

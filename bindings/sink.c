@@ -31,6 +31,8 @@ void tide_sink_truncate(tide_sink_t *s, size_t first) {
     s->n = first;
 }
 
+void tide_sink_set_timestamp(tide_sink_t *s, int64_t ms) { s->timestamp = ms; }
+
 const char *tide_sink_bytes(const tide_sink_t *s, size_t off) {
     return s->bytes + off;
 }
@@ -80,6 +82,12 @@ int tide_sink_emit_partition(tide_sink_t *s, int32_t output, int32_t partition,
     e->output = output;
     e->partition = partition;
     e->source = s->batch ? s->batch->cursor : -1;
+    /* An output carries its input's timestamp, as in Kafka Streams; a
+     * punctuator's, the time it fired for. */
+    e->timestamp = s->timestamp;
+    if (s->batch && e->source >= 0 && e->source < s->batch->n)
+        e->timestamp = s->batch->recs[e->source].timestamp;
+    if (e->timestamp < 0) e->timestamp = 0;
     e->key_len = key ? key_len : -1;
     e->val_len = val ? val_len : -1;
     e->hdr_first = (uint32_t)s->n_hdrs;

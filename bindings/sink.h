@@ -23,6 +23,7 @@ typedef struct tide_sink_entry {
                         * store's changelog (TIDE_OUTPUT_CHANGELOG(store)) */
     int32_t source;    /* batch cursor of the input record, -1 outside a batch */
     int32_t partition; /* -1: the partitioner chooses */
+    int64_t timestamp; /* ms; 0: when produced */
     size_t key_off, val_off;
     int32_t key_len, val_len; /* -1: null */
     uint32_t hdr_first, hdr_count;
@@ -30,6 +31,7 @@ typedef struct tide_sink_entry {
 
 struct tide_sink {
     const tide_batch_t *batch; /* the batch being dispatched, or NULL */
+    int64_t timestamp;         /* outside a batch (a punctuator): its time */
     char *bytes;               /* owned; entries point into it by offset */
     size_t bytes_len, bytes_cap;
     tide_sink_entry_t *entries; /* owned */
@@ -56,6 +58,8 @@ int tide_sink_emit_partition(tide_sink_t *s, int32_t output, int32_t partition,
                              int32_t val_len);
 int tide_sink_emit_header(tide_sink_t *s, const char *name, int32_t name_len,
                           const char *val, int32_t val_len);
+
+void tide_sink_set_timestamp(tide_sink_t *s, int64_t ms);
 
 /* 1 when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
 int tide_utf8_valid(const char *buf, int32_t len);

@@ -81,6 +81,9 @@ typedef struct tide_api {
     int (*store_iter_next)(void *it, const char **key, size_t *key_len,
                            const char **val, size_t *val_len);
     void (*store_iter_free)(void *it);
+    /* The timestamp of records emitted outside a batch (a punctuator's time;
+     * 0: when produced). */
+    void (*sink_timestamp)(tide_sink_t *sink, int64_t ms);
 } tide_api_t;
 
 #endif

@@ -135,17 +135,14 @@ static rd_kafka_headers_t *headers_of(const tide_sink_t *s, const tide_sink_entr
     return h;
 }
 
-int tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batch_t *b,
+int tide_producer_send(tide_producer_t *p, const tide_sink_t *s,
                        char **errp) {
     for (size_t i = 0; i < s->n; i++) {
         const tide_sink_entry_t *e = &s->entries[i];
         rd_kafka_topic_t *rkt = e->output >= 0                   ? p->outputs[e->output]
                                 : e->output == TIDE_OUTPUT_DLQ ? p->dlq
                                                                : p->changelogs[TIDE_OUTPUT_STORE_ID(e->output)];
-        /* An output carries its input's timestamp, as in Kafka Streams. */
-        int64_t ts = 0;
-        if (b && e->source >= 0 && e->source < b->n && b->recs[e->source].timestamp > 0)
-            ts = b->recs[e->source].timestamp;
+        int64_t ts = e->timestamp;
         rd_kafka_headers_t *h = headers_of(s, e);
         const char *key = tide_sink_key(s, e), *val = tide_sink_val(s, e);
         rd_kafka_resp_err_t err;

@@ -25,9 +25,9 @@ int tide_producer_set_outputs(tide_producer_t *p, char **topics, int n_topics);
 int tide_producer_set_changelogs(tide_producer_t *p, char **topics, int n_topics);
 /* The last acknowledged offset of store's changelog partition, or -1. */
 int64_t tide_producer_changelog_offset(const tide_producer_t *p, int store, int32_t partition);
-/* Produce every entry of the sink (the batch's records give timestamps).
+/* Produce every entry of the sink (each entry carries its timestamp).
  * Blocks while librdkafka's queue is full. Returns 0, or -1 with *errp. */
-int tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batch_t *b,
+int tide_producer_send(tide_producer_t *p, const tide_sink_t *s,
                        char **errp);
 /* Serve delivery reports without blocking. */
 void tide_producer_poll(tide_producer_t *p);

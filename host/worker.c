@@ -74,6 +74,7 @@ typedef struct tide_worker {
     int n_changelogs;
     int32_t *tasks;
     int *task_ready;
+    int64_t *task_st;        /* stream time at the task's last commit, -1 none */
     int n_tasks, cap_tasks;
     /* error-log rate limit */
     int64_t err_window_ms;
@@ -202,8 +203,35 @@ static void task_ready(tide_worker_t *w, int32_t p) {
     int i = task_index(w, p);
     if (i < 0 || w->task_ready[i]) return;
     w->task_ready[i] = 1;
-    tide_runtime_task(w->rt, p, 1);
+    tide_runtime_task(w->rt, p, 1, w->task_st[i]);
     task_flow(w, p, 1);
+}
+
+/* Stream time rides with the committed offsets, in their metadata, as in
+ * Kafka Streams: a task that moves or restarts keeps its windows closed and
+ * its punctuation schedule. */
+#define STREAM_TIME_META "tide:stream-time="
+
+static int64_t committed_stream_time(tide_worker_t *w, int32_t p) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    for (int i = 0; i < w->n_parts; i++)
+        if (w->parts[i].partition == p) rd_kafka_topic_partition_list_add(l, w->parts[i].topic, p);
+    int64_t st = -1;
+    if (l->cnt && !rd_kafka_committed(w->consumer, l, 5000)) {
+        for (int i = 0; i < l->cnt; i++) {
+            const rd_kafka_topic_partition_t *e = &l->elems[i];
+            size_t n = sizeof(STREAM_TIME_META) - 1;
+            char meta[64];
+            if (!e->metadata || e->metadata_size <= n || e->metadata_size >= sizeof(meta)) continue;
+            memcpy(meta, e->metadata, e->metadata_size);
+            meta[e->metadata_size] = '\0';
+            if (strncmp(meta, STREAM_TIME_META, n)) continue;
+            long long v = strtoll(meta + n, NULL, 10);
+            if (v > st) st = v;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return st;
 }
 
 /* A task starts: restore its stores from their changelogs, from the local
@@ -217,11 +245,16 @@ static void task_start(tide_worker_t *w, int32_t p) {
         if (nt) w->tasks = nt;
         int *nr = realloc(w->task_ready, (size_t)cap * sizeof(*nr));
         if (nr) w->task_ready = nr;
-        if (!nt || !nr) return;
+        int64_t *ns = realloc(w->task_st, (size_t)cap * sizeof(*ns));
+        if (ns) w->task_st = ns;
+        if (!nt || !nr || !ns) return;
         w->cap_tasks = cap;
     }
     w->tasks[w->n_tasks] = p;
     w->task_ready[w->n_tasks] = 0;
+    /* (one broker round trip: only for detectors where time matters) */
+    w->task_st[w->n_tasks] =
+        w->info->n_stores || w->info->n_punctuators ? committed_stream_time(w, p) : -1;
     w->n_tasks++;
     const tide_detector_info_t *d = w->info;
     for (int s = 0; s < d->n_stores && w->restorer; s++) {
@@ -255,9 +288,10 @@ static void task_stop(tide_worker_t *w, int32_t p) {
     for (int k = 0; k < w->n_parts; k++)
         if (w->parts[k].partition == p) return; /* another input topic still has it */
     if (w->restorer) tide_restorer_remove(w->restorer, p);
-    if (w->task_ready[i]) tide_runtime_task(w->rt, p, 0);
+    if (w->task_ready[i]) tide_runtime_task(w->rt, p, 0, -1);
     w->tasks[i] = w->tasks[w->n_tasks - 1];
     w->task_ready[i] = w->task_ready[w->n_tasks - 1];
+    w->task_st[i] = w->task_st[w->n_tasks - 1];
     w->n_tasks--;
 }
 
@@ -383,7 +417,15 @@ static int commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
         if (p->processed < 0 || p->processed + 1 <= p->committed) continue;
         if (only && !rd_kafka_topic_partition_list_find(only, p->topic, p->partition))
             continue;
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->processed + 1;
+        rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+        e->offset = p->processed + 1;
+        int64_t st = tide_runtime_stream_time(w->rt, p->partition);
+        char meta[64];
+        int n = st >= 0 ? snprintf(meta, sizeof(meta), STREAM_TIME_META "%lld", (long long)st) : 0;
+        if (n > 0 && (e->metadata = malloc((size_t)n))) { /* freed with the list */
+            memcpy(e->metadata, meta, (size_t)n);
+            e->metadata_size = (size_t)n;
+        }
     }
     int rc = 0;
     if (l->cnt) {
@@ -554,7 +596,7 @@ static int host_header_get(const tide_rec_t *r, int32_t i, const char **name,
 static const tide_api_t host_api = {
     tide_sink_emit,      tide_sink_emit_header, tide_utf8_valid,     host_header_count,
     host_header_get,     tide_sink_emit_partition, tide_state_get,   tide_state_put,
-    tide_state_iter,     tide_state_iter_next,  tide_state_iter_free,
+    tide_state_iter,     tide_state_iter_next,  tide_state_iter_free, tide_sink_set_timestamp,
 };
 
 /* ---------------------------------------------------------------- setup */
@@ -753,7 +795,7 @@ static int process_batch(tide_worker_t *w, int n) {
     }
     if (s->n) {
         char *err = NULL;
-        int rc = tide_producer_send(w->producer, s, b, &err);
+        int rc = tide_producer_send(w->producer, s, &err);
         tide_sink_clear(s);
         if (rc) {
             tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
@@ -856,7 +898,7 @@ static void punctuate(tide_worker_t *w) {
     tide_sink_t *s = tide_runtime_sink(w->rt);
     if (!s->n) return;
     char *err = NULL;
-    if (tide_producer_send(w->producer, s, NULL, &err)) {
+    if (tide_producer_send(w->producer, s, &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
         w->fatal = 1;
@@ -944,13 +986,15 @@ static int reload(tide_worker_t *w) {
     int inputs_changed = !same_list(ni->inputs, ni->n_inputs, w->info->inputs, w->info->n_inputs);
     /* The old version's close(ctx) may emit: send that before it goes. */
     tide_runtime_stop(w->rt);
-    if (tide_producer_send(w->producer, tide_runtime_sink(w->rt), NULL, &err)) {
+    if (tide_producer_send(w->producer, tide_runtime_sink(w->rt), &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
         w->fatal = 1;
     }
-    char old_version[32];
-    snprintf(old_version, sizeof(old_version), "%s", w->info->version);
+    for (int t = 0; t < w->n_tasks; t++) {
+        int64_t seen = tide_runtime_stream_time(w->rt, w->tasks[t]);
+        if (seen > w->task_st[t]) w->task_st[t] = seen;
+    }
     tide_runtime_close(w->rt);
     w->rt = nrt;
     w->info = ni;
@@ -972,7 +1016,7 @@ static int reload(tide_worker_t *w) {
         }
         if (!w->restorer || !tide_restorer_busy(w->restorer, p)) {
             w->task_ready[t] = 1;
-            tide_runtime_task(w->rt, p, 1);
+            tide_runtime_task(w->rt, p, 1, w->task_st[t]);
         } else {
             task_flow(w, p, 0);
         }
@@ -980,7 +1024,6 @@ static int reload(tide_worker_t *w) {
     char v[64];
     tide_json_str(v, sizeof(v), ni->version, strlen(ni->version));
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector reloaded", "version", v, (char *)NULL);
-    (void)old_version;
     if (inputs_changed) {
         /* A new subscription rebalances: commit what we have first. */
         commit(w, NULL, "resubscribe", 0);
@@ -1133,7 +1176,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     /* Shutdown: close(ctx) may still emit; produce that, then flush, commit
      * and leave the group (the revoke that follows finds nothing to commit). */
     tide_runtime_stop(w->rt);
-    if (!w->fatal && tide_producer_send(w->producer, tide_runtime_sink(w->rt), NULL, &err)) {
+    if (!w->fatal && tide_producer_send(w->producer, tide_runtime_sink(w->rt), &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
         exit_code = TIDE_WORKER_FAILED;
@@ -1160,6 +1203,7 @@ out:
     free(w->changelogs);
     free(w->tasks);
     free(w->task_ready);
+    free(w->task_st);
     for (int i = 0; i < w->n_parts; i++) free(w->parts[i].topic);
     free(w->parts);
     free(w->msgs);

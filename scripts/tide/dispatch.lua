@@ -177,10 +177,12 @@ function M.new(spec, sink_lud, log, opts)
     b.cursor = b.n
   end
 
-  --- A task starts (its stores are restored) or stops (revoked).
-  local function task_state(p, on)
+  --- A task starts (its stores are restored; `st`: its stream time from the
+  --- last commit, or nil) or stops (revoked).
+  local function task_state(p, on, st)
     if on then
       active[p] = true
+      if st and st > (stream_times[p] or -1) then stream_times[p] = st end
     else
       active[p] = nil
       stream_times[p] = nil
@@ -215,7 +217,9 @@ function M.new(spec, sink_lud, log, opts)
             pu.next[p] = t + pu.every
           elseif t >= due then
             current = p
+            api.sink_timestamp(sink, t) -- what it emits carries the time it fired for
             local ok, err = xpcall(pu.fn, debug.traceback, ctx, t)
+            api.sink_timestamp(sink, 0)
             if not ok then
               failures = failures + 1
               log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(
@@ -245,6 +249,7 @@ function M.new(spec, sink_lud, log, opts)
   return {
     run = run, ctx = ctx, rec = rec, stores = store_list,
     task = task_state, restore = restore, punctuate = punctuate,
+    stream_time = function(p) return stream_times[p] or -1 end,
     set_task = function(p) current = p end,
   }
 end

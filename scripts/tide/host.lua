@@ -58,7 +58,8 @@ function M.open(path, sink_lud, open_db)
     value_serde = spec.value_serde,
     key_serde = spec.key_serde,
     on_error = spec.on_error,
-  }, close, { task = d.task, punctuate = d.punctuate, restore = d.restore }
+  }, close, { task = d.task, punctuate = d.punctuate, restore = d.restore,
+    stream_time = d.stream_time }
 end
 
 return M

@@ -73,7 +73,8 @@ function Driver:_collect()
       if value ~= nil and self.value_serde == "json" then value = serde.json.decode(value) end
       local key = e.key
       if key ~= nil and self.spec.key_serde == "json" then key = serde.json.decode(key) end
-      list[#list + 1] = { key = key, value = value, headers = e.headers }
+      list[#list + 1] = { key = key, value = value, headers = e.headers,
+        timestamp = e.timestamp > 0 and e.timestamp or nil }
     end
   end
   self.sink:clear()

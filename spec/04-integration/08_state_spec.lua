@@ -232,6 +232,7 @@ describe("integration: state stores", function()
     "stream-in:2", "stream-out:1",
     "wall-in:1", "wall-out:1",
     "win-in:1", "win-out:1", CHANGELOG.windows .. ":1",
+    "wr-in:1", "wr-out:1", "wrestart.window-counts-windows-changelog:1",
   })
 
   -- Fast group settling: the mock coordinator holds a rebalance for most of a
@@ -590,6 +591,30 @@ describe("integration: state stores", function()
     assert.is_true(avg >= 450 and avg <= 650 * cluster.scale, ("average tick interval %.0f ms: %s"):format(avg, gaps))
     io.stdout:write(("    note: wall punctuator: 3 ticks within %.1fs of the assignment; %d ticks %.0f ms apart on " ..
       "average (%d to %d ms)\n"):format(waited, #nows, avg, min_gap, max_gap))
+  end)
+
+  it("keeps a closed window closed across a restart: stream time is committed with the offsets", function()
+    local t0 = base_time()
+    local src = io.open(cluster.fixture("detectors/window_counts.lua")):read("*a")
+      :gsub('"win%-in"', '"wr-in"'):gsub('"win%-out"', '"wr-out"')
+    local file = c:path("window_restart.lua")
+    cluster.write_file(file, src)
+    local function run()
+      local det = c:run(file, { app = "wrestart", config = group_config(), name = "wrestart" })
+      det:wait_for_log("partitions assigned", 30)
+      return det
+    end
+    local det = run()
+    produce_timed("wr-in", { { key = "a", value = "x", timestamp = t0 + 1000 },
+      { key = "a", value = "x", timestamp = t0 + 20000 } })
+    c:wait_for_records("wr-out", 2, 30, { watch = det })
+    assert.is_true(det:kill("TERM"))
+    assert.equal(0, (det:wait(30)))
+    det = run()
+    -- window [t0, t0+10s) closed when stream time reached t0+20s, before the restart
+    produce_timed("wr-in", { { key = "a", value = "x", timestamp = t0 + 2000 } })
+    local out = c:wait_for_records("wr-out", 3, 30, { watch = det })
+    assert.equal(("late %.0f"):format(t0 + 2000), out[3].value)
   end)
 
   it("counts per key per tumbling window, refuses late records and expires old windows", function()
