@@ -739,7 +739,7 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 			printf "  (%d records over %d tasks, first \"restoring store\" to last \"task restored\"\n",
 				rs_n, rs_tasks
 			printf "  log line; the slowest task took %.2f s: %.0f records/s by that measure)\n",
-				rs_max / 1000, rs_max > 0 ? rs_n * 1000 / rs_max : 0
+				rs_max / 1000, (rs_max > 0 ? rs_n * 1000 / rs_max : 0)
 			if (rs_n != rs_read)
 				warn[++nw] = sprintf("the restore read %d records of the %d it announced", rs_n, rs_read)
 			if (rs_n != v["records"])

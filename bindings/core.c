@@ -364,7 +364,7 @@ static void register_class(lua_State *L, const char *name, const luaL_Reg *metho
 /* core.store_open(dir) -> db (lightuserdata) | nil, msg: a RocksDB store
  * database for the test driver; core.store_close(db). */
 static int core_store_open(lua_State *L) {
-    tide_store_opts_t o = {luaL_checkstring(L, 1), 0, 0};
+    tide_store_opts_t o = {luaL_checkstring(L, 1), 0, 0, 0};
     char *err = NULL;
     tide_store_db_t *db = tide_store_open(&o, &err);
     if (!db) {

@@ -31,11 +31,28 @@
 #define KEY_HDR 5 /* store id + partition */
 #define DEFAULT_BLOCK_CACHE (8u << 20)
 #define DEFAULT_WRITE_BUFFER (16u << 20)
+#define DEFAULT_RECORD_CACHE (16u << 20)
 /* Enough for the keys detectors use (ids, short composites) without a
  * malloc per operation; longer keys fall back to the heap. */
 #define KEY_STACK 256
 
+/* The record cache, as Kafka Streams has one: the latest value of recently
+ * used keys, in front of RocksDB. Reads of cached keys and every write stay
+ * in memory; dirty entries reach RocksDB in one write batch at a flush (each
+ * commit), when the cache passes its budget, and before an iterator or a
+ * range delete reads RocksDB directly. Durability is unchanged: the
+ * changelog has every write, and a commit flushes before it checkpoints. */
+typedef struct cache_entry {
+    struct cache_entry *next; /* bucket chain */
+    uint64_t hash;
+    size_t klen, vlen;        /* klen includes the [store][partition] header */
+    int dirty, deleted;       /* not yet in RocksDB; a tombstone */
+    char data[];              /* the key, then the value */
+} cache_entry_t;
+
 struct tide_store_db {
+    cache_entry_t **buckets;
+    size_t n_buckets, n_entries, cache_used, cache_budget;
     rocksdb_t *rdb;
     rocksdb_cache_t *cache;
     rocksdb_writeoptions_t *wo;
@@ -197,11 +214,114 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
         free(db);
         return NULL;
     }
-    /* Default write options: WAL on, not synced per write (the page cache
-     * survives a process crash; tide_store_flush syncs before a checkpoint). */
+    /* No write-ahead log, as in Kafka Streams: the changelog topic is the
+     * log. A write costs a memtable insert and no system call; what the
+     * checkpoint covers is made durable by tide_store_flush, and a crash
+     * loses only writes the changelog replays (close flushes memtables). */
     db->wo = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(db->wo, 1);
     db->ro = rocksdb_readoptions_create();
+    db->cache_budget = o->cache_bytes ? o->cache_bytes : DEFAULT_RECORD_CACHE;
+    db->n_buckets = 1 << 16;
+    db->buckets = calloc(db->n_buckets, sizeof(*db->buckets));
+    if (!db->buckets) {
+        tide_store_close(db);
+        fail(errp, "store: out of memory");
+        return NULL;
+    }
     return db;
+}
+
+/* ---------------------------------------------------------------- cache */
+
+static uint64_t hash_key(const char *k, size_t n) {
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)k[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static cache_entry_t **cache_slot(tide_store_db_t *db, const char *k, size_t klen, uint64_t h) {
+    cache_entry_t **p = &db->buckets[h & (db->n_buckets - 1)];
+    while (*p && ((*p)->hash != h || (*p)->klen != klen || memcmp((*p)->data, k, klen)))
+        p = &(*p)->next;
+    return p;
+}
+
+static void cache_clear(tide_store_db_t *db) {
+    for (size_t i = 0; i < db->n_buckets; i++) {
+        cache_entry_t *e = db->buckets[i];
+        while (e) {
+            cache_entry_t *next = e->next;
+            free(e);
+            e = next;
+        }
+        db->buckets[i] = NULL;
+    }
+    db->n_entries = db->cache_used = 0;
+}
+
+/* Write every dirty entry to RocksDB in one batch; entries stay, clean. */
+static int cache_write_back(tide_store_db_t *db, char **errp) {
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    int n = 0;
+    for (size_t i = 0; i < db->n_buckets; i++)
+        for (cache_entry_t *e = db->buckets[i]; e; e = e->next) {
+            if (!e->dirty) continue;
+            if (e->deleted) rocksdb_writebatch_delete(wb, e->data, e->klen);
+            else rocksdb_writebatch_put(wb, e->data, e->klen, e->data + e->klen, e->vlen);
+            n++;
+        }
+    char *err = NULL;
+    if (n) rocksdb_write(db->rdb, db->wo, wb, &err);
+    rocksdb_writebatch_destroy(wb);
+    if (err) return pass(errp, err);
+    for (size_t i = 0; i < db->n_buckets; i++)
+        for (cache_entry_t *e = db->buckets[i]; e; e = e->next) e->dirty = 0;
+    return 0;
+}
+
+/* Remember key -> value (val NULL: a tombstone). Over budget, everything
+ * goes to RocksDB and the cache starts empty: simple, and a count-per-key
+ * detector's hot keys come straight back. */
+static int cache_set(tide_store_db_t *db, const char *k, size_t klen, const char *val,
+                     size_t vlen, int dirty, char **errp) {
+    size_t size = sizeof(cache_entry_t) + klen + vlen;
+    if (db->cache_used + size > db->cache_budget) {
+        if (cache_write_back(db, errp)) return -1;
+        cache_clear(db);
+        if (size > db->cache_budget) { /* larger than the whole cache */
+            char *err = NULL;
+            if (val) rocksdb_put(db->rdb, db->wo, k, klen, val, vlen, &err);
+            else rocksdb_delete(db->rdb, db->wo, k, klen, &err);
+            return err ? pass(errp, err) : 0;
+        }
+    }
+    uint64_t h = hash_key(k, klen);
+    cache_entry_t **slot = cache_slot(db, k, klen, h);
+    cache_entry_t *e = malloc(size);
+    if (!e) return fail(errp, "store: out of memory");
+    e->hash = h;
+    e->klen = klen;
+    e->vlen = val ? vlen : 0;
+    e->dirty = dirty;
+    e->deleted = val == NULL;
+    memcpy(e->data, k, klen);
+    if (val) memcpy(e->data + klen, val, vlen);
+    if (*slot) { /* replace */
+        cache_entry_t *old = *slot;
+        e->next = old->next;
+        db->cache_used -= sizeof(cache_entry_t) + old->klen + old->vlen;
+        free(old);
+    } else {
+        e->next = NULL;
+        db->n_entries++;
+    }
+    *slot = e;
+    db->cache_used += sizeof(cache_entry_t) + klen + e->vlen;
+    return 0;
 }
 
 /* Release what an iterator holds inside RocksDB; its memory stays. */
@@ -233,7 +353,17 @@ void tide_store_close(tide_store_db_t *db) {
      * them now so their later free touches nothing of RocksDB. */
     while (db->iters) iter_detach(db->iters);
     if (db->last) rocksdb_pinnableslice_destroy(db->last);
-    rocksdb_close(db->rdb);
+    if (db->buckets) {
+        /* what the cache holds goes to RocksDB, which flushes it on close */
+        char *err = NULL;
+        if (db->rdb && cache_write_back(db, &err)) {
+            fprintf(stderr, "tide: store: %s\n", err);
+            free(err);
+        }
+        cache_clear(db);
+        free(db->buckets);
+    }
+    if (db->rdb) rocksdb_close(db->rdb);
     rocksdb_cache_destroy(db->cache);
     rocksdb_writeoptions_destroy(db->wo);
     rocksdb_readoptions_destroy(db->ro);
@@ -297,10 +427,9 @@ int tide_store_put(tide_store_db_t *db, uint8_t store, int32_t partition, const 
     if (bad_partition(partition, errp)) return -1;
     char buf[KEY_STACK], *k = key_make(buf, store, partition, key, klen);
     if (!k) return fail(errp, "store: out of memory");
-    char *e = NULL;
-    rocksdb_put(db->rdb, db->wo, k, KEY_HDR + klen, val, vlen, &e);
+    int rc = cache_set(db, k, KEY_HDR + klen, val ? val : "", vlen, 1, errp);
     key_done(buf, k);
-    return e ? pass(errp, e) : 0;
+    return rc;
 }
 
 int tide_store_delete(tide_store_db_t *db, uint8_t store, int32_t partition, const char *key,
@@ -308,10 +437,9 @@ int tide_store_delete(tide_store_db_t *db, uint8_t store, int32_t partition, con
     if (bad_partition(partition, errp)) return -1;
     char buf[KEY_STACK], *k = key_make(buf, store, partition, key, klen);
     if (!k) return fail(errp, "store: out of memory");
-    char *e = NULL;
-    rocksdb_delete(db->rdb, db->wo, k, KEY_HDR + klen, &e);
+    int rc = cache_set(db, k, KEY_HDR + klen, NULL, 0, 1, errp);
     key_done(buf, k);
-    return e ? pass(errp, e) : 0;
+    return rc;
 }
 
 int tide_store_get(tide_store_db_t *db, uint8_t store, int32_t partition, const char *key,
@@ -328,6 +456,14 @@ int tide_store_get(tide_store_db_t *db, uint8_t store, int32_t partition, const 
         rocksdb_pinnableslice_destroy(db->last);
         db->last = NULL;
     }
+    cache_entry_t *c = *cache_slot(db, k, KEY_HDR + klen, hash_key(k, KEY_HDR + klen));
+    if (c) {
+        key_done(buf, k);
+        if (c->deleted) return 0;
+        *val = c->data + c->klen;
+        *vlen = c->vlen;
+        return 1;
+    }
     char *e = NULL;
     rocksdb_pinnableslice_t *v = rocksdb_get_pinned(db->rdb, db->ro, k, KEY_HDR + klen, &e);
     key_done(buf, k);
@@ -338,6 +474,10 @@ int tide_store_get(tide_store_db_t *db, uint8_t store, int32_t partition, const 
     if (!v) return 0;
     db->last = v;
     *val = rocksdb_pinnableslice_value(v, vlen);
+    /* Keep it: the next read of this key (a count's next increment) stays
+     * in memory. The pinned value above stays valid until the next get. */
+    char *cerr = NULL;
+    if (cache_set(db, k, KEY_HDR + klen, *val, *vlen, 0, &cerr)) free(cerr);
     return 1;
 }
 
@@ -352,6 +492,12 @@ static tide_store_iter_t *iter_new(tide_store_db_t *db, uint8_t store, int32_t p
                                    const char *lo_key, size_t lo_klen, enum hi_kind kind,
                                    const char *hi_key, size_t hi_klen) {
     if (!db || partition < 0) return NULL;
+    /* RocksDB must hold every write before it is read in order */
+    char *err = NULL;
+    if (cache_write_back(db, &err)) {
+        free(err);
+        return NULL;
+    }
     size_t lolen = KEY_HDR + lo_klen;
     size_t hilen = KEY_HDR + (kind == HI_KEY ? hi_klen : kind == HI_PREFIX_END ? lo_klen : 0);
     tide_store_iter_t *it = calloc(1, sizeof(*it) + lolen + hilen);
@@ -427,6 +573,10 @@ int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partitio
                             const char *from, size_t flen, const char *to, size_t tlen,
                             char **errp) {
     if (bad_partition(partition, errp)) return -1;
+    /* Cached writes first, then the range goes in RocksDB, and the cache
+     * forgets everything (it may hold keys of the range). */
+    if (cache_write_back(db, errp)) return -1;
+    cache_clear(db);
     if (!from) flen = 0;
     /* An empty or inverted range deletes nothing; RocksDB would reject the
      * inverted one as an error. */
@@ -454,6 +604,8 @@ int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partitio
 
 int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **errp) {
     if (bad_partition(partition, errp)) return -1;
+    if (cache_write_back(db, errp)) return -1;
+    cache_clear(db);
     /* One range per store id, all in one batch: the partition's state goes
      * at once or not at all. */
     rocksdb_writebatch_t *b = rocksdb_writebatch_create();
@@ -473,16 +625,20 @@ int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **e
 /* --- durability, accounting --- */
 
 int tide_store_flush(tide_store_db_t *db, char **errp) {
-    /* Every write is already in the WAL file (automatic WAL flush); this
-     * fsyncs it, which is what a checkpoint needs. Memtables need not reach
-     * table files: the WAL replays them on open. */
+    /* Without a WAL, durable means in table files: write the cache back,
+     * flush the memtables and wait. Called at each commit, before the
+     * checkpoint says so. */
+    if (cache_write_back(db, errp)) return -1;
     char *e = NULL;
-    rocksdb_flush_wal(db->rdb, 1, &e);
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    rocksdb_flush(db->rdb, fo, &e);
+    rocksdb_flushoptions_destroy(fo);
     return e ? pass(errp, e) : 0;
 }
 
 uint64_t tide_store_memory_bytes(tide_store_db_t *db) {
-    uint64_t total = rocksdb_cache_get_usage(db->cache), v;
+    uint64_t total = rocksdb_cache_get_usage(db->cache) + db->cache_used, v;
     /* All memtables, including immutable ones still pinned by iterators. */
     if (rocksdb_property_int(db->rdb, "rocksdb.size-all-mem-tables", &v) == 0) total += v;
     /* Table readers outside the cache (small: index and filters are cached). */

@@ -22,6 +22,7 @@ typedef struct tide_store_opts {
     const char *path;          /* a directory; created if missing */
     size_t block_cache_bytes;  /* shared LRU block cache (0: 8 MiB) */
     size_t write_buffer_bytes; /* total memtable budget (0: 16 MiB) */
+    size_t cache_bytes;        /* record cache in front of RocksDB (0: 16 MiB) */
 } tide_store_opts_t;
 
 /* Open (creating it if needed). A database that cannot be opened (corrupt,
@@ -62,7 +63,8 @@ int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partitio
  * cannot be trusted). */
 int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **errp);
 
-/* Make every write so far durable (WAL synced), before a checkpoint. */
+/* Make every write so far durable (memtables flushed to table files; there
+ * is no write-ahead log: the changelogs are), before a checkpoint. */
 int tide_store_flush(tide_store_db_t *db, char **errp);
 
 /* Iterators not freed yet (each holds a snapshot). */

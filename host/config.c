@@ -34,6 +34,9 @@ const tide_setting_t tide_settings[] = {
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
     {"state.block.cache.bytes", TIDE_SET_INT, "8388608", 0, 64LL * 1024 * MiB, NULL,
      "RocksDB block cache shared by a worker's stores."},
+    {"state.cache.bytes", TIDE_SET_INT, "16777216", 64 * 1024, 64LL * 1024 * MiB, NULL,
+     "Record cache in front of a worker's RocksDB stores: reads of recent keys and "
+     "all writes stay in memory until the next commit."},
     {"state.write.buffer.bytes", TIDE_SET_INT, "16777216", MiB, 64LL * 1024 * MiB, NULL,
      "RocksDB memtable budget shared by a worker's stores."},
     {"dev.broker.partitions", TIDE_SET_INT, "4", 1, 1024, NULL,

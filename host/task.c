@@ -172,13 +172,19 @@ tide_restorer_t *tide_restorer_new(const tide_config_t *c, const char *bootstrap
     return r;
 }
 
-/* Give the consumer exactly the partitions still restoring. */
-static void reassign(tide_restorer_t *r) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->n ? r->n : 1);
-    for (int i = 0; i < r->n; i++)
-        rd_kafka_topic_partition_list_add(l, r->changelogs[r->r[i].store], r->r[i].partition)
-            ->offset = r->r[i].next;
-    rd_kafka_assign(r->rk, l);
+/* Start or stop reading one changelog partition. Incremental: a full
+ * assign() per task, dozens of times as tasks arrive, trips an assertion in
+ * librdkafka 2.15 (a fetch stopped twice). */
+static void assign_one(tide_restorer_t *r, const restoring_t *x, int add) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, r->changelogs[x->store], x->partition)->offset = x->next;
+    rd_kafka_error_t *e = add ? rd_kafka_incremental_assign(r->rk, l)
+                              : rd_kafka_incremental_unassign(r->rk, l);
+    if (e) {
+        tide_log(TIDE_LOG_WARN, (tide_log_at_t){r->changelogs[x->store], x->partition, -1},
+                 "restore: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -208,23 +214,26 @@ int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t 
         r->r = nr;
         r->cap = cap;
     }
-    r->r[r->n++] = (restoring_t){store, partition, from, hi, mono_ms(), 0};
+    r->r[r->n] = (restoring_t){store, partition, from, hi, mono_ms(), 0};
     tide_log(TIDE_LOG_INFO, (tide_log_at_t){r->changelogs[store], partition, from},
              "restoring store from its changelog: %lld record(s) to read",
              (long long)(hi - from));
-    reassign(r);
+    assign_one(r, &r->r[r->n], 1);
+    r->n++;
     return 0;
 }
 
-void tide_restorer_remove(tide_restorer_t *r, int32_t partition) {
+/* Drop every (store, partition) of `partition`, unassigning each. */
+static void drop_partition(tide_restorer_t *r, int32_t partition) {
     int k = 0;
-    for (int i = 0; i < r->n; i++)
-        if (r->r[i].partition != partition) r->r[k++] = r->r[i];
-    if (k != r->n) {
-        r->n = k;
-        reassign(r);
+    for (int i = 0; i < r->n; i++) {
+        if (r->r[i].partition == partition) assign_one(r, &r->r[i], 0);
+        else r->r[k++] = r->r[i];
     }
+    r->n = k;
 }
+
+void tide_restorer_remove(tide_restorer_t *r, int32_t partition) { drop_partition(r, partition); }
 
 int tide_restorer_pending(const tide_restorer_t *r) { return r->n; }
 
@@ -266,7 +275,7 @@ void tide_restorer_poll(tide_restorer_t *r, int timeout_ms, tide_restore_apply_f
     /* A partition whose stores are all caught up is done: report it once and
      * stop reading its changelogs. Entries before i belong to partitions
      * still busy, so compacting never moves an unvisited entry before i. */
-    int removed = 0, i = 0;
+    int i = 0;
     while (i < r->n) {
         int32_t p = r->r[i].partition;
         int busy = 0;
@@ -283,17 +292,13 @@ void tide_restorer_poll(tide_restorer_t *r, int timeout_ms, tide_restore_apply_f
             continue;
         }
         done(ud, p, records, mono_ms() - started);
-        int k = 0;
-        for (int j = 0; j < r->n; j++)
-            if (r->r[j].partition != p) r->r[k++] = r->r[j];
-        r->n = k;
-        removed = 1;
+        drop_partition(r, p);
     }
-    if (removed) reassign(r);
 }
 
 void tide_restorer_free(tide_restorer_t *r) {
     if (!r) return;
+    while (r->n) drop_partition(r, r->r[0].partition);
     rd_kafka_queue_destroy(r->q);
     rd_kafka_consumer_close(r->rk);
     rd_kafka_destroy(r->rk);

@@ -347,7 +347,8 @@ static void *on_open_db(void *ud, const char *name, char **errp) {
     snprintf(path, sizeof(path), "%s/rocksdb", w->state_dir);
     snprintf(w->checkpoint_path, sizeof(w->checkpoint_path), "%s/checkpoint", w->state_dir);
     tide_store_opts_t so = {path, (size_t)tide_config_int(c, "state.block.cache.bytes"),
-                            (size_t)tide_config_int(c, "state.write.buffer.bytes")};
+                            (size_t)tide_config_int(c, "state.write.buffer.bytes"),
+                            (size_t)tide_config_int(c, "state.cache.bytes")};
     char *err = NULL;
     w->db = tide_store_open(&so, &err);
     if (!w->db) {
@@ -1130,8 +1131,10 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             }
         }
         int restoring = w->restorer && tide_restorer_pending(w->restorer);
-        if (restoring)
+        if (restoring) {
             tide_restorer_poll(w->restorer, 10, on_restore_apply, on_restore_done, w);
+            w->last_record_ms = now_ms(); /* restoring is not idle */
+        }
         ssize_t n = rd_kafka_consume_batch_queue(w->queue, restoring ? 0 : 100, w->msgs,
                                                  (size_t)w->max_batch);
         int rc = 0;

@@ -17,8 +17,11 @@ static const char *dir(const char *name) {
     return path;
 }
 
+/* A small write buffer (when given) comes with a small record cache, so that
+ * writes pass through both into table files. */
 static tide_store_db_t *open_db(const char *name, size_t write_buffer, char **err) {
-    tide_store_opts_t o = {.path = dir(name), .write_buffer_bytes = write_buffer};
+    tide_store_opts_t o = {.path = dir(name), .write_buffer_bytes = write_buffer,
+                           .cache_bytes = write_buffer ? 64 * 1024 : 0};
     return tide_store_open(&o, err);
 }
 
