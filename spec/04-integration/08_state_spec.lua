@@ -18,6 +18,7 @@ local CHANGELOG = {
   kill9 = "kill9.count-per-key-counts-changelog",
   wipe = "wipe.count-per-key-counts-changelog",
   pair = "pair.count-per-key-counts-changelog",
+  corrupt = "corrupt.count-per-key-counts-changelog",
   windows = "windows.window-counts-windows-changelog",
 }
 local N_KEYS = 200
@@ -229,6 +230,7 @@ describe("integration: state stores", function()
   local c = cluster.suite("state", {
     "words:4", "counts:4",
     CHANGELOG.kill9 .. ":4", CHANGELOG.wipe .. ":4", CHANGELOG.pair .. ":4",
+    CHANGELOG.corrupt .. ":4",
     "stream-in:2", "stream-out:1",
     "wall-in:1", "wall-out:1",
     "win-in:1", "win-out:1", CHANGELOG.windows .. ":1",
@@ -354,6 +356,39 @@ describe("integration: state stores", function()
       "input records; %d inputs on words, %d changelog records; %s\n"):format(
       at_kill, backlog, ck(ckpt1), cl_kill1, cl_kill2, ck(ckpt2), restored, tonumber(stopped.records_in),
       total, cl_len, dup_text(r)))
+  end)
+
+  it("rebuilds a corrupted state directory from the changelog instead of crashing", function()
+    c:produce("words", keyed_records(1, 1000, "c"), { key_separator = ":" })
+    local _, total = true_counts(c)
+    local state_dir = c:path("state-corrupt")
+    local config = group_config({ ["state.dir"] = state_dir })
+    local first = c:run(COUNT, { app = "corrupt", config = config, name = "first" })
+    c:wait_for_records(CHANGELOG.corrupt, total, 60, { watch = first })
+    assert.is_true(first:kill("TERM"))
+    assert.are.equal(0, first:wait(15))
+    local old, old_len = changelog_state(c, CHANGELOG.corrupt)
+
+    -- RocksDB's CURRENT file names the manifest: garbage there is corruption
+    local f = assert(io.open(state_dir .. "/corrupt/count-per-key/rocksdb/CURRENT", "w"))
+    f:write("this is not a manifest name\n")
+    f:close()
+
+    local keys = {}
+    for k in pairs(old) do keys[#keys + 1] = k .. ":one-more" end
+    c:produce("words", keys, { key_separator = ":" })
+    local second = c:run(COUNT, { app = "corrupt", config = config, name = "second" })
+    second:wait_for_log(function(e)
+      return e.msg and e.msg:find("unusable", 1, true) and e.msg:find("wiping it", 1, true)
+    end, 30)
+    wait_restored(second, 0, { [0] = true, [1] = true, [2] = true, [3] = true }, 60)
+    c:wait_for_records(CHANGELOG.corrupt, old_len + #keys, 60, { watch = second })
+    assert.is_true(second:kill("TERM"))
+    assert.are.equal(0, second:wait(15), second:log_tail(20))
+    local new = changelog_state(c, CHANGELOG.corrupt)
+    for k, n in pairs(old) do
+      assert.are.equal(n + 1, new[k], "key " .. k)
+    end
   end)
 
   it("restores the same counts from the changelog when the state directory is deleted", function()
