@@ -272,7 +272,7 @@ describe("integration: state stores", function()
   end
 
   it("keeps per-key counts through kill -9 in the middle of a run and a restart", function()
-    local n_first, n_total = 16000, 20000
+    local n_first, n_total = 80000, 100000 -- a backlog several commits long
     c:produce("words", keyed_records(1, n_first, "a"), { key_separator = ":" })
     local _, backlog = true_counts(c)
 
