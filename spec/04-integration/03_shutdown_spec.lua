@@ -1,31 +1,7 @@
 -- SIGTERM: tide finishes its batch, flushes, commits, leaves the group and exits 0.
 local cluster = require("helpers.cluster")
 
---- "topic[0,2]" -> { "topic/0", "topic/2" } (the "partitions" log field).
-local function parse_partitions(field)
-  local list = {}
-  for topic, nums in tostring(field or ""):gmatch("([^%[%],%s]+)%[([%d,%s]*)%]") do
-    for num in nums:gmatch("%d+") do
-      list[#list + 1] = topic .. "/" .. num
-    end
-  end
-  return list
-end
-
---- The partitions a process holds according to its assigned/revoked/lost log lines.
-local function holding(proc)
-  local held = {}
-  for _, ev in ipairs(proc:events()) do
-    if ev.msg == "partitions assigned" then
-      for _, tp in ipairs(parse_partitions(ev.partitions)) do held[tp] = true end
-    elseif ev.msg == "partitions revoked" or ev.msg == "partitions lost" then
-      for _, tp in ipairs(parse_partitions(ev.partitions)) do held[tp] = nil end
-    end
-  end
-  local n = 0
-  for _ in pairs(held) do n = n + 1 end
-  return n, held
-end
+local holding = cluster.holding
 
 describe("integration: shutdown on SIGTERM", function()
   local c = cluster.suite("shutdown", { "text-input:4", "text-output:4", "pass-in:4", "pass-out:4" })

@@ -25,33 +25,7 @@ local N_KEYS = 200
 
 local function key_name(i) return ("key-%03d"):format(i) end
 
---- "topic[0,2]" -> { "topic/0", "topic/2" } (the "partitions" log field).
-local function parse_partitions(field)
-  local list = {}
-  for topic, nums in tostring(field or ""):gmatch("([^%[%],%s]+)%[([%d,%s]*)%]") do
-    for num in nums:gmatch("%d+") do
-      list[#list + 1] = topic .. "/" .. num
-    end
-  end
-  return list
-end
-
---- The partitions (numbers) of `topic` a process holds according to its
---- assigned/revoked/lost log lines: count, set.
-local function holding(proc, topic)
-  local held = {}
-  for _, ev in ipairs(proc:events()) do
-    if ev.msg == "partitions assigned" or ev.msg == "partitions revoked" or ev.msg == "partitions lost" then
-      for _, tp in ipairs(parse_partitions(ev.partitions)) do
-        local t, p = tp:match("^(.*)/(%d+)$")
-        if t == topic then held[tonumber(p)] = (ev.msg == "partitions assigned") or nil end
-      end
-    end
-  end
-  local n = 0
-  for _ in pairs(held) do n = n + 1 end
-  return n, held
-end
+local holding = cluster.holding
 
 local function set_text(set)
   local l = {}

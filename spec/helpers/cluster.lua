@@ -778,6 +778,37 @@ function M.by_key(records)
   return groups
 end
 
+--- "topic[0,2]" -> { "topic/0", "topic/2" } (the "partitions" log field).
+function M.parse_partitions(field)
+  local list = {}
+  for topic, nums in tostring(field or ""):gmatch("([^%[%],%s]+)%[([%d,%s]*)%]") do
+    for num in nums:gmatch("%d+") do
+      list[#list + 1] = topic .. "/" .. num
+    end
+  end
+  return list
+end
+
+--- What a process holds according to its assigned/revoked/lost log lines:
+--- count, set. The set's keys are "topic/partition", or with `topic` given,
+--- that topic's partition numbers.
+function M.holding(proc, topic)
+  local held = {}
+  for _, ev in ipairs(proc:events()) do
+    local assigned = ev.msg == "partitions assigned"
+    if assigned or ev.msg == "partitions revoked" or ev.msg == "partitions lost" then
+      for _, tp in ipairs(M.parse_partitions(ev.partitions)) do
+        local t, p = tp:match("^(.*)/(%d+)$")
+        if not topic then held[tp] = assigned or nil
+        elseif t == topic then held[tonumber(p)] = assigned or nil end
+      end
+    end
+  end
+  local n = 0
+  for _ in pairs(held) do n = n + 1 end
+  return n, held
+end
+
 --- The usual shape of a spec file: call inside `describe`. Returns a cluster
 --- whose broker (with `topics`) starts before the first test; every process a
 --- test started is killed after it, and the broker after the last one.
