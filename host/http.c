@@ -15,6 +15,7 @@
  * messages, tracebacks) is escaped for the format it lands in.
  */
 #include "http.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,18 +50,6 @@ struct tide_http {
     int n_conns;
     int64_t accept_paused_until;   /* monotonic ms */
 };
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------- /metrics */
 
@@ -354,7 +343,7 @@ static void render_detector(tide_buf_t *b, const tide_detector_t *d, int64_t now
 void tide_http_render_detectors(tide_buf_t *b, const tide_supervisor_t *sv, int64_t now_ms) {
     tide_buf_printf(b, "{\"now_ms\":%lld,\"started_ms\":%lld,\"ready\":%s,\"detectors\":[",
                     (long long)now_ms, (long long)sv->started_ms, sv->ready ? "true" : "false");
-    int64_t now_mono = mono_ms();
+    int64_t now_mono = tide_mono_ms();
     for (int i = 0; i < sv->n_dets; i++) {
         if (i) tide_buf_puts(b, ",\n");
         render_detector(b, sv->dets[i], now_mono);
@@ -449,7 +438,7 @@ static void route(tide_http_t *h, const char *path, response_t *r) {
         plain(r, stop ? 503 : 200, stop ? "stopping\n" : "ok\n");
         return;
     }
-    int64_t now = wall_ms();
+    int64_t now = tide_wall_ms();
     if (!strcmp(path, "/readyz")) {
         tide_supervisor_lock();
         r->status = render_readyz(&r->buf, sv);
@@ -718,7 +707,7 @@ static void *serve(void *arg) {
     tide_http_t *h = arg;
     struct pollfd p[MAX_CONNS + 2];
     for (;;) {
-        int64_t now = mono_ms(), next = -1;
+        int64_t now = tide_mono_ms(), next = -1;
         int np = 0;
         p[np++] = (struct pollfd){h->wake[0], POLLIN, 0};
         int listening = h->n_conns < MAX_CONNS && now >= h->accept_paused_until;
@@ -737,7 +726,7 @@ static void *serve(void *arg) {
             continue;
         }
         if (p[0].revents) break;
-        now = mono_ms();
+        now = tide_mono_ms();
         for (int i = 0; i < h->n_conns; i++) {
             conn_t *c = h->conns[i];
             if (p[first + i].revents || now >= c->deadline) {

@@ -15,6 +15,18 @@ static tide_log_level_t min_level = TIDE_LOG_INFO;
 static char detector[128];
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
+int64_t tide_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t tide_wall_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
 void tide_log_set_level(tide_log_level_t min) { min_level = min; }
 
 int tide_log_parse_level(const char *s, tide_log_level_t *out) {

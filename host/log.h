@@ -21,6 +21,11 @@ typedef struct tide_log_at {
 
 #define TIDE_AT_NONE ((tide_log_at_t){NULL, -1, -1})
 
+/* Milliseconds: on the monotonic clock (for intervals and deadlines), and
+ * since the epoch (for what people read). */
+int64_t tide_mono_ms(void);
+int64_t tide_wall_ms(void);
+
 void tide_log_set_level(tide_log_level_t min);
 int tide_log_parse_level(const char *s, tide_log_level_t *out);
 /* The detector named on every line from now on (copied). */

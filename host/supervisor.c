@@ -91,18 +91,6 @@ static det_extra_t *extra_of(tide_detector_t *d) {
     return (det_extra_t *)(d + 1);
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* ---------------------------------------------------------------- the folder */
 
 /* Is `name` (in the folder) a detector file? Editors' temporary, swap and
@@ -179,7 +167,7 @@ static void touch(sv_state_t *s, const char *path) {
         if (!d) return;
         tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "new detector %s", path);
     }
-    d->change_seen_at = mono_ms();
+    d->change_seen_at = tide_mono_ms();
 }
 
 static void watch_subdir(sv_state_t *s, const char *path) {
@@ -305,7 +293,7 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     d->pid = pid;
     d->st = st;
     d->status_fd = sfd;
-    d->started_ms = wall_ms();
+    d->started_ms = tide_wall_ms();
     d->state = TIDE_DS_STARTING;
     d->cpu_seconds = 0;
     d->rss_bytes = 0;
@@ -322,7 +310,7 @@ static void add_reload_event(tide_detector_t *d, int ok, const char *version, co
         d->n_reloads--;
     }
     tide_reload_event_t *e = &d->reloads[d->n_reloads++];
-    e->ms = wall_ms();
+    e->ms = tide_wall_ms();
     e->ok = ok;
     snprintf(e->version, sizeof(e->version), "%s", version ? version : "");
     snprintf(e->message, sizeof(e->message), "%s", msg ? msg : "");
@@ -435,7 +423,7 @@ static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
     /* A crash, a hang, or an unexpected exit: restart with backoff, unless
      * it keeps happening. */
     d->restarts++;
-    int64_t now = mono_ms();
+    int64_t now = tide_mono_ms();
     if (x->n_crash == 64) {
         memmove(x->crash_times, x->crash_times + 1, sizeof(x->crash_times[0]) * 63);
         x->n_crash--;
@@ -576,7 +564,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     s->sv.dir = dir;
     s->sv.bootstraps = bootstraps;
     s->sv.stop = stop;
-    s->sv.started_ms = wall_ms();
+    s->sv.started_ms = tide_wall_ms();
     s->dev = dev;
     s->debounce_ms = tide_config_int(c, "reload.debounce.ms");
     s->batch_timeout_ms = tide_config_int(c, "detector.batch.timeout.ms");
@@ -621,7 +609,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     while (!*stop) {
         struct pollfd pfd = {s->inotify, POLLIN, 0};
         poll(&pfd, 1, 50);
-        int64_t now = mono_ms();
+        int64_t now = tide_mono_ms();
         tide_supervisor_lock();
         if (pfd.revents & POLLIN) on_folder_events(s);
         reap(s);
@@ -651,14 +639,14 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
             kill(s->sv.dets[i]->pid, SIGTERM);
         }
     tide_supervisor_unlock();
-    int64_t deadline = mono_ms() + tide_config_int(c, "shutdown.timeout.ms") + 5000;
+    int64_t deadline = tide_mono_ms() + tide_config_int(c, "shutdown.timeout.ms") + 5000;
     for (;;) {
         tide_supervisor_lock();
         reap(s);
         int alive = 0;
         for (int i = 0; i < s->sv.n_dets; i++)
             if (s->sv.dets[i]->pid) alive++;
-        if (!alive || mono_ms() > deadline) {
+        if (!alive || tide_mono_ms() > deadline) {
             for (int i = 0; i < s->sv.n_dets; i++)
                 if (s->sv.dets[i]->pid) kill(s->sv.dets[i]->pid, SIGKILL);
             tide_supervisor_unlock();

@@ -132,12 +132,6 @@ struct tide_restorer {
     rd_kafka_message_t *msgs[1000];
 };
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 tide_restorer_t *tide_restorer_new(const tide_config_t *c, const char *bootstraps,
                                    const char *group, char **changelogs, int n_stores,
                                    char **errp) {
@@ -214,7 +208,7 @@ int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t 
         r->r = nr;
         r->cap = cap;
     }
-    r->r[r->n] = (restoring_t){store, partition, from, hi, mono_ms(), 0};
+    r->r[r->n] = (restoring_t){store, partition, from, hi, tide_mono_ms(), 0};
     tide_log(TIDE_LOG_INFO, (tide_log_at_t){r->changelogs[store], partition, from},
              "restoring store from its changelog: %lld record(s) to read",
              (long long)(hi - from));
@@ -291,7 +285,7 @@ void tide_restorer_poll(tide_restorer_t *r, int timeout_ms, tide_restore_apply_f
             i++;
             continue;
         }
-        done(ud, p, records, mono_ms() - started);
+        done(ud, p, records, tide_mono_ms() - started);
         drop_partition(r, p);
     }
 }

@@ -16,12 +16,6 @@
 #include "jsonl.h"
 #include "log.h"
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const char *env_bootstrap(void) {
     const char *b = getenv("TIDE_BOOTSTRAP_SERVERS");
     return b && *b ? b : NULL;
@@ -254,7 +248,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, bootstrap, extra);
     if (!rk) return 1;
     /* Find the partitions; a topic that does not exist yet is waited for. */
-    int64_t start = now_ms();
+    int64_t start = tide_mono_ms();
     int64_t deadline = start + (idle_ms ? idle_ms : 10000);
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
@@ -264,7 +258,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
             if (md->topic_cnt == 1 && !md->topics[0].err) nparts = md->topics[0].partition_cnt;
             rd_kafka_metadata_destroy(md);
         }
-        if (nparts > 0 || now_ms() >= deadline) break;
+        if (nparts > 0 || tide_mono_ms() >= deadline) break;
         struct timespec ts = {0, 100 * 1000000};
         nanosleep(&ts, NULL); /* the topic may be auto-created any moment */
     }
@@ -281,11 +275,11 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     long count = 0;
-    int64_t last = now_ms();
+    int64_t last = tide_mono_ms();
     while (!*stop && (!max || count < max)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m || m->err) {
-            if (idle_ms && now_ms() - last >= idle_ms) {
+            if (idle_ms && tide_mono_ms() - last >= idle_ms) {
                 if (m) rd_kafka_message_destroy(m);
                 break;
             }
@@ -295,7 +289,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 fprintf(stderr, "tide: %s\n", rd_kafka_message_errstr(m));
         } else {
-            last = now_ms();
+            last = tide_mono_ms();
             count++;
             if (json) print_json_record(stdout, m);
             else {

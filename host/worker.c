@@ -70,6 +70,7 @@ typedef struct tide_worker {
     char checkpoint_path[4200];
     tide_checkpoint_t checkpoint;
     tide_restorer_t *restorer;
+    char dlq[512];           /* <application.id>.<detector>-dlq */
     char **changelogs;       /* per store */
     int n_changelogs;
     int32_t *tasks;
@@ -81,12 +82,6 @@ typedef struct tide_worker {
     int err_in_window;
     uint64_t err_suppressed;
 } tide_worker_t;
-
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---------------------------------------------------------------- partitions */
 
@@ -370,17 +365,39 @@ static void *on_open_db(void *ud, const char *name, char **errp) {
     return w->db;
 }
 
-/* Changelog topics and the restorer, once the detector's stores are known. */
-static int open_state(tide_worker_t *w) {
+/* The names of the topics tide writes for the detector: its dead letters
+ * and one changelog per store. */
+static int name_topics(tide_worker_t *w) {
     const tide_detector_info_t *d = w->info;
-    if (!d->n_stores) return 0;
     const char *app = tide_config_str(w->o->config, "application.id");
+    snprintf(w->dlq, sizeof(w->dlq), "%s.%s-dlq", app, d->name);
+    if (!d->n_stores) return 0;
     w->changelogs = calloc((size_t)d->n_stores, sizeof(char *));
+    if (!w->changelogs) return -1;
     w->n_changelogs = d->n_stores;
     for (int s = 0; s < d->n_stores; s++)
         if (asprintf(&w->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
             return -1;
+    return 0;
+}
+
+/* Every topic the detector uses: inputs, outputs, dead letters, changelogs.
+ * Returns how many were put in out[0..max). */
+static int detector_topics(const tide_worker_t *w, const char **out, int max) {
+    int n = 0;
+    for (int i = 0; i < w->info->n_inputs && n < max; i++) out[n++] = w->info->inputs[i];
+    for (int i = 0; i < w->info->n_outputs && n < max; i++) out[n++] = w->info->outputs[i];
+    if (n < max) out[n++] = w->dlq;
+    for (int i = 0; i < w->n_changelogs && n < max; i++) out[n++] = w->changelogs[i];
+    return n;
+}
+
+/* Changelog topics and the restorer, once the detector's stores are known. */
+static int open_state(tide_worker_t *w) {
+    const tide_detector_info_t *d = w->info;
+    if (!d->n_stores) return 0;
     if (tide_producer_set_changelogs(w->producer, w->changelogs, d->n_stores)) return -1;
+    const char *app = tide_config_str(w->o->config, "application.id");
     char group[600], *err = NULL;
     snprintf(group, sizeof(group), "%s.%s-restore", app, d->name);
     w->restorer = tide_restorer_new(w->o->config, w->o->bootstraps, group, w->changelogs,
@@ -502,7 +519,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             w->fatal = 1;
         }
         w->assigned_once = 1;
-        if (!w->last_record_ms) w->last_record_ms = now_ms();
+        if (!w->last_record_ms) w->last_record_ms = tide_mono_ms();
         tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "partitions assigned", "partitions", field,
                    (char *)NULL);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
@@ -528,12 +545,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---------------------------------------------------------------- errors */
 
-static int64_t wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 static void on_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
     tide_worker_t *w = ud;
     w->errors++;
@@ -545,11 +556,11 @@ static void on_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
         st->last_error_offset = r->offset;
         snprintf(st->last_error, sizeof(st->last_error), "%s", f->message);
         snprintf(st->last_traceback, sizeof(st->last_traceback), "%s", f->traceback);
-        st->last_error_ms = wall_ms();
+        st->last_error_ms = tide_wall_ms();
     }
     /* At most 20 error lines a second: a detector failing every record must
      * not drown the logs (the DLQ and the metrics have every one). */
-    int64_t t = now_ms();
+    int64_t t = tide_mono_ms();
     if (t - w->err_window_ms >= 1000) {
         if (w->err_suppressed)
             tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%" PRIu64 " more record error(s) not logged",
@@ -615,16 +626,10 @@ static void declare_topics(tide_worker_t *w) {
     tide_status_block_t *st = w->st;
     if (!st || !w->o->await_topics) return;
     st->topics_ready = 0;
-    int n = 0;
-    for (int i = 0; i < w->info->n_inputs && n < TIDE_STATUS_TOPICS; i++)
-        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s", w->info->inputs[i]);
-    for (int i = 0; i < w->info->n_outputs && n < TIDE_STATUS_TOPICS; i++)
-        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s", w->info->outputs[i]);
-    if (n < TIDE_STATUS_TOPICS)
-        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s.%s-dlq",
-                 tide_config_str(w->o->config, "application.id"), w->info->name);
-    for (int i = 0; i < w->n_changelogs && n < TIDE_STATUS_TOPICS; i++)
-        snprintf(st->declared[n++], sizeof(st->declared[0]), "%s", w->changelogs[i]);
+    const char *topics[TIDE_STATUS_TOPICS];
+    int n = detector_topics(w, topics, TIDE_STATUS_TOPICS);
+    for (int i = 0; i < n; i++)
+        snprintf(st->declared[i], sizeof(st->declared[0]), "%s", topics[i]);
     __atomic_store_n(&st->n_declared, n, __ATOMIC_RELEASE);
     for (int i = 0; i < 300 && !__atomic_load_n(&st->topics_ready, __ATOMIC_ACQUIRE); i++) {
         struct timespec ts = {0, 10 * 1000000};
@@ -768,7 +773,7 @@ static int lay_out(tide_worker_t *w, int n) {
 static int process_batch(tide_worker_t *w, int n) {
     tide_sink_t *s = tide_runtime_sink(w->rt);
     int nr = lay_out(w, n);
-    int64_t t = now_ms();
+    int64_t t = tide_mono_ms();
     tide_status_t st_stop = TIDE_OK;
     int done = 0;
     /* The batch lives in the shared status block when there is one, so the
@@ -784,7 +789,7 @@ static int process_batch(tide_worker_t *w, int n) {
         }
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        st_stop = tide_runtime_dispatch(w->rt, b, wall_ms(), on_failure, w);
+        st_stop = tide_runtime_dispatch(w->rt, b, tide_wall_ms(), on_failure, w);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         done = st_stop == TIDE_STOPPED ? b->cursor : nr;
         if (w->st) {
@@ -895,7 +900,7 @@ static void publish(tide_worker_t *w) {
 
 /* Punctuators and window expiry, then produce what they emitted. */
 static void punctuate(tide_worker_t *w) {
-    if (tide_runtime_punctuate(w->rt, wall_ms()) > 0) w->errors++;
+    if (tide_runtime_punctuate(w->rt, tide_wall_ms()) > 0) w->errors++;
     tide_sink_t *s = tide_runtime_sink(w->rt);
     if (!s->n) return;
     char *err = NULL;
@@ -950,7 +955,7 @@ static void reload_refused(tide_worker_t *w, const char *why) {
     st->last_reload_ok = 0;
     st->last_reload_version[0] = '\0';
     snprintf(st->last_reload_error, sizeof(st->last_reload_error), "%s", why);
-    st->last_reload_ms = wall_ms();
+    st->last_reload_ms = tide_wall_ms();
     st->state = TIDE_WS_RUNNING;
 }
 
@@ -1036,7 +1041,7 @@ static int reload(tide_worker_t *w) {
         st->last_reload_ok = 1;
         snprintf(st->last_reload_version, sizeof(st->last_reload_version), "%s", ni->version);
         st->last_reload_error[0] = '\0';
-        st->last_reload_ms = wall_ms();
+        st->last_reload_ms = tide_wall_ms();
         snprintf(st->version, sizeof(st->version), "%s", ni->version);
         st->state = TIDE_WS_RUNNING;
     }
@@ -1060,7 +1065,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         if (w->st) {
             w->st->last_reload_ok = 0;
             snprintf(w->st->last_reload_error, sizeof(w->st->last_reload_error), "%s", err);
-            w->st->last_reload_ms = wall_ms();
+            w->st->last_reload_ms = tide_wall_ms();
         }
         free(err);
         return TIDE_WORKER_LOAD_FAILED;
@@ -1084,21 +1089,17 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     w->recs = calloc((size_t)w->max_batch, sizeof(*w->recs));
     w->rec_part = calloc((size_t)w->max_batch, sizeof(*w->rec_part));
 
-    char dlq[512];
-    snprintf(dlq, sizeof(dlq), "%s.%s-dlq", tide_config_str(c, "application.id"), w->info->name);
+    tide_worker_exit_t exit_code = TIDE_WORKER_DONE;
+    if (name_topics(w)) {
+        exit_code = TIDE_WORKER_FAILED;
+        goto out;
+    }
     if (o->dev) {
         /* Our own broker starts empty: give the detector its topics. */
-        int rc = tide_devbroker_create_topic(o->dev, dlq, 0, &err);
-        for (int i = 0; !rc && i < w->info->n_inputs; i++)
-            rc = tide_devbroker_create_topic(o->dev, w->info->inputs[i], 0, &err);
-        for (int i = 0; !rc && i < w->info->n_outputs; i++)
-            rc = tide_devbroker_create_topic(o->dev, w->info->outputs[i], 0, &err);
-        for (int i = 0; !rc && i < w->info->n_stores; i++) {
-            char cl[600];
-            snprintf(cl, sizeof(cl), "%s.%s-%s-changelog", tide_config_str(c, "application.id"),
-                     w->info->name, w->info->store_names[i]);
-            rc = tide_devbroker_create_topic(o->dev, cl, 0, &err);
-        }
+        const char *topics[64];
+        int n = detector_topics(w, topics, 64), rc = 0;
+        for (int i = 0; !rc && i < n; i++)
+            rc = tide_devbroker_create_topic(o->dev, topics[i], 0, &err);
         if (rc) {
             tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
             free(err);
@@ -1106,8 +1107,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         }
     }
     w->producer = tide_producer_new(c, o->bootstraps, w->info->outputs, w->info->n_outputs,
-                                    dlq, &err);
-    tide_worker_exit_t exit_code = TIDE_WORKER_DONE;
+                                    w->dlq, &err);
     if (!w->producer) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
@@ -1121,7 +1121,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     if (w->st) w->st->state = TIDE_WS_RUNNING;
 
     int64_t commit_every = tide_config_int(c, "commit.interval.ms");
-    int64_t next_commit = now_ms() + commit_every;
+    int64_t next_commit = tide_mono_ms() + commit_every;
     while (!*o->stop && !w->fatal) {
         if (o->reload && *o->reload) {
             *o->reload = 0;
@@ -1133,7 +1133,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         int restoring = w->restorer && tide_restorer_pending(w->restorer);
         if (restoring) {
             tide_restorer_poll(w->restorer, 10, on_restore_apply, on_restore_done, w);
-            w->last_record_ms = now_ms(); /* restoring is not idle */
+            w->last_record_ms = tide_mono_ms(); /* restoring is not idle */
         }
         ssize_t n = rd_kafka_consume_batch_queue(w->queue, restoring ? 0 : 100, w->msgs,
                                                  (size_t)w->max_batch);
@@ -1149,7 +1149,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             exit_code = TIDE_WORKER_STOPPED_ON_ERROR;
             break;
         }
-        int64_t t = now_ms();
+        int64_t t = tide_mono_ms();
         publish(w);
         /* Idle: hand the consumer's freed fetch buffers back to the OS, or an
          * idle worker keeps tens of MB it does not use. */
@@ -1189,7 +1189,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     if (!w->fatal) commit(w, NULL, "shutdown", 0);
     if (w->fatal) exit_code = TIDE_WORKER_FAILED;
     publish(w);
-    log_stopped(w, now_ms());
+    log_stopped(w, tide_mono_ms());
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "leaving consumer group");
     rd_kafka_consumer_close(w->consumer);
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "left consumer group");

@@ -13,13 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "log.h"
 #include "supervisor.h"
-
-static inline int64_t fake_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A detector; with a worker it has a pid and a status block (plain heap
  * memory here, not a memfd: only the supervisor side reads it). */
@@ -34,7 +29,7 @@ static inline tide_detector_t *fake_detector(const char *name, tide_det_state_t 
     d->status_fd = -1;
     if (pid > 0) {
         d->pid = pid;
-        d->started_ms = fake_now_ms() - 90 * 1000;
+        d->started_ms = tide_wall_ms() - 90 * 1000;
         d->cpu_seconds = 1.25;
         d->rss_bytes = 48u << 20;
         d->st = calloc(1, sizeof(tide_status_block_t));
@@ -65,7 +60,7 @@ static inline void fake_error(tide_detector_t *d, const char *topic, int partiti
     tide_status_block_t *st = d->st;
     st->errors++;
     st->dlq++;
-    st->last_error_ms = fake_now_ms();
+    st->last_error_ms = tide_wall_ms();
     snprintf(st->last_error_class, sizeof(st->last_error_class), "ProcessError");
     snprintf(st->last_error_topic, sizeof(st->last_error_topic), "%s", topic);
     st->last_error_partition = partition;
@@ -83,7 +78,7 @@ static inline void fake_reload(tide_detector_t *d, int ok, const char *version, 
         d->n_reloads--;
     }
     tide_reload_event_t *r = &d->reloads[d->n_reloads++];
-    r->ms = fake_now_ms();
+    r->ms = tide_wall_ms();
     r->ok = ok;
     snprintf(r->version, sizeof(r->version), "%s", version);
     snprintf(r->message, sizeof(r->message), "%s", message ? message : "");

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     tide_supervisor_t sv;
     memset(&sv, 0, sizeof(sv));
     sv.dir = "/srv/detectors";
-    sv.started_ms = fake_now_ms() - 3 * 3600 * 1000 - 125 * 1000;
+    sv.started_ms = tide_wall_ms() - 3 * 3600 * 1000 - 125 * 1000;
     sv.stop = &stop;
 
     tide_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 4101);
@@ -81,12 +81,12 @@ int main(int argc, char **argv) {
     printf("http://127.0.0.1:%d/\n", tide_http_port(h));
     fflush(stdout);
 
-    int64_t t0 = fake_now_ms();
+    int64_t t0 = tide_wall_ms();
     int added = 0, failed = 0;
     tide_detector_t *gamma = NULL;
     while (!stop) {
         usleep(100 * 1000);
-        double t = (double)(fake_now_ms() - t0) / 1000.0;
+        double t = (double)(tide_wall_ms() - t0) / 1000.0;
         tide_supervisor_lock();
         for (int i = 0; i < sv.n_dets; i++) {
             tide_detector_t *d = sv.dets[i];
@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
         if (alpha->st->lag > 0) alpha->st->lag -= 7;
         if (!added && t >= add_after) {
             gamma = fake_detector("gamma", TIDE_DS_RUNNING, 4103);
-            gamma->started_ms = fake_now_ms();
+            gamma->started_ms = tide_wall_ms();
             gamma->st->lag = 50;
             fake_add(&sv, gamma);
             added = 1;

@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
     volatile sig_atomic_t stop = 0;
     tide_supervisor_t sv;
     memset(&sv, 0, sizeof(sv));
-    sv.started_ms = fake_now_ms() - 60000;
+    sv.started_ms = tide_wall_ms() - 60000;
     sv.stop = &stop;
 
     /* alpha: a restarted worker (base counters), batches in several buckets,
