@@ -22,6 +22,7 @@ build = {
       ["tide.cache"] = "scripts/tide/cache.lua",
       ["tide.detector"] = "scripts/tide/detector.lua",
       ["tide.dispatch"] = "scripts/tide/dispatch.lua",
+      ["tide.dsl"] = "scripts/tide/dsl.lua",
       ["tide.errors"] = "scripts/tide/errors.lua",
       ["tide.ffi"] = "scripts/tide/ffi.lua",
       ["tide.host"] = "scripts/tide/host.lua",
@@ -29,6 +30,8 @@ build = {
       ["tide.serde"] = "scripts/tide/serde.lua",
       ["tide.store"] = "scripts/tide/store.lua",
       ["tide.testing"] = "scripts/tide/testing.lua",
+      ["tide.topology"] = "scripts/tide/topology.lua",
+      ["tide.windows"] = "scripts/tide/windows.lua",
     },
   },
 }

@@ -9,11 +9,15 @@
 ---   close     optional function(ctx), called once at shutdown
 ---   serde     value serde for inputs and outputs: "string" (default), "bytes", "json"
 ---   key_serde key serde: "string" (default), "bytes", "json"
+---   serdes    per-topic serdes overriding those two: { topic = "json" } or
+---             { topic = { key = "string", value = "json" } }
 ---   on_error  "dlq" (default), "skip" or "stop"
 ---   description optional text shown on the status page
 --- Every failure says file, line and reason, as Lua's own errors do.
 local sandbox = require("tide.sandbox")
 local serde = require("tide.serde")
+local dsl = require("tide.dsl")
+local topology = require("tide.topology")
 
 local M = {}
 
@@ -21,6 +25,7 @@ local known_fields = {
   name = "string", inputs = "table", outputs = "table", process = "function",
   init = "function", close = "function", serde = "string", key_serde = "string",
   on_error = "string", description = "string", stores = "table", punctuate = "table",
+  serdes = "table", on_task = "function",
 }
 
 M.policies = { dlq = true, skip = true, stop = true }
@@ -57,9 +62,48 @@ local function list_of_names(t)
   return true
 end
 
+--- The key and value serde of every input and output topic: the detector's
+--- `serde`/`key_serde`, overridden per topic by `serdes`.
+local function topic_serdes(det, inputs, outputs)
+  local declared = det.serdes or {}
+  local known = {}
+  for _, t in ipairs(inputs) do known[t] = true end
+  for _, t in ipairs(outputs) do known[t] = true end
+  local all = {}
+  for t in pairs(known) do
+    all[t] = { key = det.key_serde or "string", value = det.serde or "string" }
+  end
+  for t, d in pairs(declared) do
+    if not known[t] then
+      return nil, ("serdes: '%s' is neither an input nor an output"):format(tostring(t))
+    end
+    if type(d) == "string" then d = { value = d } end
+    if type(d) ~= "table" then
+      return nil, ("serdes['%s'] must be a serde name or { key = ..., value = ... }"):format(t)
+    end
+    for _, which in ipairs({ "key", "value" }) do
+      local name = d[which]
+      if name ~= nil then
+        if not serde.names[name] then
+          return nil, ("serdes['%s'].%s '%s' is not one of string, bytes, json"):format(t, which, tostring(name))
+        end
+        all[t][which] = name
+      end
+    end
+  end
+  return all
+end
+
 --- A short hash of the script source: the detector's version.
 function M.version(source)
   return require("tide.core").hash(source)
+end
+
+--- The name of a detector that sets none: its file's (or folder's).
+local function default_name(path)
+  local base = path:match("([^/]+)%.lua$") or path:match("([^/]+)/init%.lua$") or path
+  if base == "init" then base = path:match("([^/]+)/init%.lua$") or base end
+  return base
 end
 
 --- Check a detector table; returns the normalised spec or nil, reason.
@@ -77,7 +121,7 @@ function M.validate(det, path, source)
   for k, v in pairs(det) do
     local want = known_fields[k]
     if not want then
-      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, on_error, description, stores, punctuate)"):format(tostring(k)))
+      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task)"):format(tostring(k)))
     end
     if type(v) ~= want then
       return fail(("detector field '%s' must be a %s, got %s"):format(k, want, type(v)))
@@ -86,9 +130,7 @@ function M.validate(det, path, source)
   if not det.process then
     return fail("detector has no 'process' function: add process = function(rec, ctx) ... end")
   end
-  local base = path:match("([^/]+)%.lua$") or path:match("([^/]+)/init%.lua$") or path
-  if base == "init" then base = path:match("([^/]+)/init%.lua$") or base end
-  local name = det.name or base
+  local name = det.name or default_name(path)
   if not name:match("^[%w][%w._-]*$") then
     return fail(("detector name '%s' may only use letters, digits, '.', '_' and '-'"):format(name))
   end
@@ -100,8 +142,9 @@ function M.validate(det, path, source)
   if not list_of_names(outputs) then
     return fail("'outputs' must be a list of topic names, e.g. outputs = { \"alerts\" }")
   end
-  local out_index = {}
+  local out_index, inputs_set = {}, {}
   for i, o in ipairs(outputs) do out_index[o] = i - 1 end
+  for _, t in ipairs(inputs) do inputs_set[t] = true end
   for _, e in ipairs(literal_emits(source)) do
     if not out_index[e.name] then
       return fail(("emit to unknown output '%s' (declared outputs: %s)"):format(
@@ -113,6 +156,8 @@ function M.validate(det, path, source)
       return fail(("%s '%s' is not one of string, bytes, json"):format(f, det[f]))
     end
   end
+  local serdes, serr = topic_serdes(det, inputs, outputs)
+  if not serdes then return fail(serr) end
   local stores = det.stores or {}
   for sname, decl in pairs(stores) do
     if type(sname) ~= "string" or not sname:match("^[%w][%w_-]*$") then
@@ -151,11 +196,14 @@ function M.validate(det, path, source)
     version = M.version(source),
     description = det.description,
     inputs = inputs,
+    inputs_set = inputs_set,
     outputs = outputs,
     out_index = out_index,
     value_serde = det.serde or "string",
     key_serde = det.key_serde or "string",
+    serdes = serdes,
     on_error = on_error,
+    on_task = det.on_task,
     process = det.process,
     init = det.init,
     close = det.close,
@@ -228,10 +276,21 @@ function M.load_source(source, path, opts, dir)
   end
   local chunk, err = load(source, "@" .. path, "t", env)
   if not chunk then return nil, err end
+  dsl.begin()
   local ok, det = xpcall(chunk, function(e)
     return debug.traceback(tostring(e), 2)
   end)
+  local built = dsl.finish()
   if not ok then return nil, det end
+  if built then
+    if not dsl.is_dsl(det, built) then
+      return nil, ("%s:%d: this script builds streams (tide.stream, tide.table) but returns %s: "
+        .. "return one of its streams, or tide.topology{ ... }"):format(path, return_line(source), type(det))
+    end
+    local cok, compiled = pcall(topology.compile, built, default_name(path), opts.application_id or "tide")
+    if not cok then return nil, ("%s:%d: %s"):format(path, return_line(source), tostring(compiled)) end
+    det = compiled
+  end
   local spec, verr = M.validate(det, path, source)
   if spec and #sources > 1 then
     -- The version covers the modules the detector required too.

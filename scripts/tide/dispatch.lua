@@ -20,6 +20,39 @@ local M = {}
 local api = tffi.api
 local ffi_string, tonumber = ffi.string, tonumber
 
+local serdes_made = {}
+local function serde_of(name)
+  local s = serdes_made[name]
+  if not s then
+    s = serde.new(name, api)
+    serdes_made[name] = s
+  end
+  return s
+end
+
+--- Decoders per input topic, and the shared ones when every input has the
+--- same serdes ({ same = true, key = fn, value = fn }).
+local function input_decoders(spec)
+  local by_topic, kname, vname, same = {}, nil, nil, true
+  for _, t in ipairs(spec.inputs) do
+    local d = spec.serdes[t]
+    by_topic[t] = { key = serde_of(d.key).decode, value = serde_of(d.value).decode }
+    if kname and (kname ~= d.key or vname ~= d.value) then same = false end
+    kname, vname = d.key, d.value
+  end
+  return by_topic, { same = same, key = serde_of(kname).decode, value = serde_of(vname).decode }
+end
+
+--- Encoders per output index.
+local function output_encoders(spec)
+  local kenc, venc = {}, {}
+  for t, o in pairs(spec.out_index) do
+    local d = spec.serdes[t]
+    kenc[o], venc[o] = serde_of(d.key).encode, serde_of(d.value).encode
+  end
+  return kenc, venc
+end
+
 ---@param spec table a validated detector (tide.detector)
 ---@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
 ---@param log fun(level: string, msg: string)
@@ -27,15 +60,20 @@ local ffi_string, tonumber = ffi.string, tonumber
 function M.new(spec, sink_lud, log, opts)
   opts = opts or {}
   local sink = ffi.cast(tffi.sink_ptr, sink_lud)
-  local kser = serde.new(spec.key_serde, api)
-  local vser = serde.new(spec.value_serde, api)
-  local kdec, vdec = kser.decode, vser.decode
-  local kenc, venc = kser.encode, vser.encode
   local out_index = spec.out_index
   local process = spec.process
+  local in_dec, uniform = input_decoders(spec)
+  local out_kenc, out_venc = output_encoders(spec)
 
   -- the record being processed: the batch's array and an index into it
   local recs, idx = nil, 0
+  local rec
+  -- Inputs that share serdes decode without looking at the topic.
+  local kdec, vdec = uniform.key, uniform.value
+  if not uniform.same then
+    kdec = function(p, len, what) return in_dec[rec.topic].key(p, len, what) end
+    vdec = function(p, len, what) return in_dec[rec.topic].value(p, len, what) end
+  end
 
   local name_p = ffi.new("const char *[1]")
   local val_p = ffi.new("const void *[1]")
@@ -68,7 +106,7 @@ function M.new(spec, sink_lud, log, opts)
   local cache = {}
   for k in pairs(getters) do cache[k] = NONE end
 
-  local rec = {}
+  rec = {}
   --- A plain table with every field of the current record, safe to keep.
   function rec.copy(self)
     return {
@@ -114,8 +152,8 @@ function M.new(spec, sink_lud, log, opts)
       error(("emit to unknown output '%s' (declared outputs: %s)"):format(
         tostring(output), #names > 0 and table.concat(names, ", ") or "none"), 2)
     end
-    local k = kenc(key, "key")
-    local v = venc(value, "value")
+    local k = out_kenc[o](key, "key")
+    local v = out_venc[o](value, "value")
     if api.emit(sink, o, k, k and #k or -1, v, v and #v or -1) ~= 0 then
       error("out of memory while emitting", 2)
     end
@@ -179,7 +217,9 @@ function M.new(spec, sink_lud, log, opts)
 
   --- A task starts (its stores are restored; `st`: its stream time from the
   --- last commit, or nil) or stops (revoked).
+  local on_task = spec.on_task
   local function task_state(p, on, st)
+    if on_task then on_task(ctx, p, on) end
     if on then
       active[p] = true
       if st and st > (stream_times[p] or -1) then stream_times[p] = st end

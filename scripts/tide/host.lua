@@ -11,11 +11,12 @@ local function log(level, msg)
 end
 
 --- Load, validate and init the detector at `path`; emits go to `sink_lud`.
+--- application_id names a DSL detector's internal (repartition) topics.
 --- open_db(name) opens the worker's store database (a lightuserdata), called
 --- only when the detector declares RocksDB stores.
 --- Raises "file:line: reason" when the detector cannot run.
 ---@return function run, table info, function close, table hooks
-function M.open(path, sink_lud, open_db)
+function M.open(path, sink_lud, open_db, application_id)
   -- The string metatable is shared by the whole state: close the
   -- ("").dump(f) route too, not just the sandbox's string table.
   string.dump = function()
@@ -23,6 +24,7 @@ function M.open(path, sink_lud, open_db)
   end
   local spec, err = detector.load(path, {
     print = function(msg) log("info", msg) end,
+    application_id = application_id,
   })
   if not spec then error(err, 0) end
   local db

@@ -18,6 +18,21 @@ M.window = store.window
 --- A bounded map for state kept in Lua (see tide.cache).
 M.cache = require("tide.cache").new
 
+-- The DSL (tide.dsl): streams and tables, compiled into a detector.
+local dsl = require("tide.dsl")
+local windows = require("tide.windows")
+
+--- A stream of a topic's records: tide.stream("events", "json").
+M.stream = dsl.stream
+--- A table from a topic (latest value per key): tide.table("users", { value = "json" }).
+M.table = dsl.table
+--- Detector options of a DSL script: return tide.topology{ name = ..., description = ... }.
+M.topology = dsl.topology
+--- Windows for windowed_by: tumbling{ size, grace }, hopping{ size, advance, grace }, session{ gap, grace }.
+M.tumbling = windows.tumbling
+M.hopping = windows.hopping
+M.session = windows.session
+
 --- JSON helpers with the json serde's rules.
 M.json = {
   encode = serde.json.encode,

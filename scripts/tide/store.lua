@@ -52,7 +52,7 @@ function M.window(opts)
     error("window retention must be at least size + grace", 2)
   end
   return { kind = "window", size = size, grace = grace, retention = retention,
-    memory = opts.memory and true or false }
+    memory = opts.memory and true or false, session = opts.session and true or false }
 end
 
 -- Values: a tag byte, then the bytes. 's': a string; 'j': JSON.
@@ -101,6 +101,7 @@ end
 local function window_prefix(key)
   return string.char(math.floor(#key / 256) % 256, #key % 256) .. key
 end
+M.window_prefix, M.u64, M.read_u64 = window_prefix, u64, read_u64
 function M.window_key(key, start)
   return window_prefix(key) .. u64(start)
 end
@@ -285,6 +286,12 @@ function M.open(decls, env)
           if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put")) end
           return true
         end,
+        --- Put value (nil deletes) for key's window starting at start, with
+        --- no lateness check (the DSL's windowed aggregations check theirs).
+        put_at = function(_, k, start, v)
+          local wk = M.window_key(check_key(k, what .. ":put_at"), start)
+          if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put_at")) end
+        end,
         --- The value of key's window starting at start, or nil.
         get = function(_, k, start)
           return decode(backend.get(task(), M.window_key(check_key(k, what .. ":get"), start)))
@@ -301,11 +308,13 @@ function M.open(decls, env)
             return start, decode(v)
           end
         end,
-        --- Delete the windows that ended more than retention before now.
+        --- Delete the windows that started more than retention before now
+        --- (session windows: that ended; their value is { e = end, ... }).
         expire = function(_, now)
           local doomed = {}
-          for wk in backend.iter(task()) do
+          for wk, raw in backend.iter(task()) do
             local _, start = M.window_key_parts(wk)
+            if decl.session then start = decode(raw).e end
             if start + retention <= now then doomed[#doomed + 1] = wk end
           end
           for _, wk in ipairs(doomed) do backend.delete(task(), wk) end

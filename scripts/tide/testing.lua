@@ -18,12 +18,13 @@ Driver.__index = Driver
 
 --- Load a detector file and run its init.
 ---@param path string
----@param opts? { on_error?: string }
+---@param opts? { on_error?: string, wall_time?: number, application_id?: string }
 function M.driver(path, opts)
   opts = opts or {}
   local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
-    changelog = {} }, Driver)
+    changelog = {}, internal = {} }, Driver)
   local spec, err = detector.load(path, {
+    application_id = opts.application_id,
     print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
   })
   if not spec then error(err, 2) end
@@ -42,7 +43,6 @@ function M.driver(path, opts)
   self.d = dispatch.new(spec, self.sink:ptr(), function(level, msg)
     self.logs[#self.logs + 1] = { level = level, msg = msg }
   end, { db = self.db })
-  self.value_serde = spec.value_serde
   if spec.init then spec.init(self.d.ctx) end
   self.tasks = {}
   self.wall = opts.wall_time or 0
@@ -50,11 +50,17 @@ function M.driver(path, opts)
   return self
 end
 
---- Encode a Lua value the way a producer would for this detector's serde.
-function Driver:_encode(v, which)
+--- Encode a Lua value the way a producer would for a serde: a string is
+--- taken as the bytes themselves.
+local function encode(v, serde_name)
   if v == nil or type(v) == "string" then return v end
-  if which == "json" then return serde.json.encode(v) end
+  if serde_name == "json" then return serde.json.encode(v) end
   return tostring(v)
+end
+
+local function decode(v, serde_name)
+  if v ~= nil and serde_name == "json" then return serde.json.decode(v) end
+  return v
 end
 
 function Driver:_collect()
@@ -65,15 +71,16 @@ function Driver:_collect()
       list[#list + 1] = e
     elseif e.output < 0 then
       self.dead[#self.dead + 1] = e
+    elseif self.spec.inputs_set[self.spec.outputs[e.output + 1]] then
+      -- an internal (repartition) topic: read back by the detector itself
+      local q = self.internal
+      q[#q + 1] = e
     else
       local name = self.spec.outputs[e.output + 1]
       local list = self.outputs[name] or {}
       self.outputs[name] = list
-      local value = e.value
-      if value ~= nil and self.value_serde == "json" then value = serde.json.decode(value) end
-      local key = e.key
-      if key ~= nil and self.spec.key_serde == "json" then key = serde.json.decode(key) end
-      list[#list + 1] = { key = key, value = value, headers = e.headers,
+      local sd = self.spec.serdes[name]
+      list[#list + 1] = { key = decode(e.key, sd.key), value = decode(e.value, sd.value), headers = e.headers,
         timestamp = e.timestamp > 0 and e.timestamp or nil }
     end
   end
@@ -83,10 +90,31 @@ end
 --- Feed one record to the detector.
 ---@param topic string one of the detector's inputs
 ---@param key any
----@param value any tables are JSON-encoded for a json detector
----@param meta? { timestamp?: number, partition?: number, headers?: table }
+---@param value any tables are JSON-encoded for a json topic
+---@param meta? { timestamp?: number, partition?: number, headers?: table, raw?: boolean }
+--- meta.raw: key and value are the record's bytes, passed unencoded.
 function Driver:pipe(topic, key, value, meta)
   meta = meta or {}
+  local sd = self.spec.serdes[topic]
+  if not sd or not self.spec.inputs_set[topic] then
+    error(("'%s' is not an input of %s (inputs: %s)"):format(
+      tostring(topic), self.spec.name, table.concat(self.spec.inputs, ", ")), 2)
+  end
+  if not meta.raw then
+    key, value = encode(key, sd.key), encode(value, sd.value)
+  end
+  self:_dispatch(topic, key, value, meta)
+  -- Records written to the detector's repartition topics are read back at
+  -- once, in order, as Kafka Streams' TopologyTestDriver does; they go to
+  -- partition 0.
+  local q = self.internal
+  while #q > 0 do
+    local e = table.remove(q, 1)
+    self:_dispatch(self.spec.outputs[e.output + 1], e.key, e.value, { timestamp = e.timestamp })
+  end
+end
+
+function Driver:_dispatch(topic, key, value, meta)
   local partition = meta.partition or 0
   local slot = topic .. "/" .. partition
   local offset = self.offsets[slot] or 0
@@ -99,8 +127,7 @@ function Driver:pipe(topic, key, value, meta)
   local batch = core.batch({ {
     topic = topic, partition = partition, offset = offset,
     timestamp = meta.timestamp or -1, headers = headers,
-    key = self:_encode(key, self.spec.key_serde),
-    value = self:_encode(value, self.value_serde),
+    key = key, value = value,
   } })
   if not self.tasks[partition] then
     self.tasks[partition] = true
@@ -113,7 +140,7 @@ function Driver:pipe(topic, key, value, meta)
   for _, f in ipairs(failures) do self.failures[#self.failures + 1] = f end
   self:_collect()
   if stopped then
-    error(("detector stopped (on_error = \"stop\"): %s"):format(failures[1].message), 2)
+    error(("detector stopped (on_error = \"stop\"): %s"):format(failures[1].message), 3)
   end
 end
 
@@ -172,6 +199,13 @@ function Driver:close()
     self.db = nil
     os.execute("rm -rf '" .. self.db_dir .. "'")
   end
+end
+
+--- The offset the next record piped to `topic` and `partition` gets; later
+--- ones follow it. For replays of recorded traffic (`tide replay`), so the
+--- detector and its dead letters see the records' own offsets.
+function Driver:seek(topic, partition, offset)
+  self.offsets[topic .. "/" .. (partition or 0)] = offset
 end
 
 return M

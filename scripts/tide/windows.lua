@@ -1,0 +1,199 @@
+--- Windows for the DSL's windowed aggregations, and the steps that keep them:
+--- time windows (tumbling, hopping), session windows, and suppress.
+---
+--- A window is [start, end): end is exclusive. A record is late, and dropped,
+--- when the window it belongs to closed: when stream time (the task's largest
+--- record timestamp) reached end + grace; a session window closes at
+--- end + gap + grace. Aggregates are kept in a window store (tide.store)
+--- keyed by (key, window start); sessions keep { e = end, v = aggregate }.
+local store = require("tide.store")
+
+local M = {}
+
+local duration = store.duration
+
+--- Tumbling windows: fixed size, no overlap. tide.tumbling{ size = "1m", grace = "10s" }
+---@param opts { size: string|number, grace?: string|number }
+function M.tumbling(opts)
+  if type(opts) ~= "table" then error("tide.tumbling{ size = \"1m\", grace = \"10s\" } expected", 2) end
+  local size = duration(opts.size, "tumbling size")
+  if size <= 0 then error("tumbling size must be positive", 2) end
+  return { kind = "tumbling", size = size, advance = size, grace = duration(opts.grace or 0, "grace") }
+end
+
+--- Hopping windows: size, starting every `advance`; a record is in size/advance of them.
+---@param opts { size: string|number, advance: string|number, grace?: string|number }
+function M.hopping(opts)
+  if type(opts) ~= "table" then error("tide.hopping{ size = \"5m\", advance = \"1m\" } expected", 2) end
+  local size = duration(opts.size, "hopping size")
+  local advance = duration(opts.advance, "hopping advance")
+  if size <= 0 or advance <= 0 or advance > size then
+    error("hopping windows need 0 < advance <= size", 2)
+  end
+  return { kind = "hopping", size = size, advance = advance, grace = duration(opts.grace or 0, "grace") }
+end
+
+--- Session windows: a key's records closer than `gap` to each other form one window.
+---@param opts { gap: string|number, grace?: string|number }
+function M.session(opts)
+  if type(opts) ~= "table" then error("tide.session{ gap = \"5m\", grace = \"1m\" } expected", 2) end
+  local gap = duration(opts.gap, "session gap")
+  if gap <= 0 then error("session gap must be positive", 2) end
+  return { kind = "session", gap = gap, grace = duration(opts.grace or 0, "grace") }
+end
+
+function M.is_window(w)
+  return type(w) == "table" and (w.kind == "tumbling" or w.kind == "hopping" or w.kind == "session")
+end
+
+--- The window store declaration that keeps a windowed aggregation.
+function M.store_decl(w, memory, retention)
+  if w.kind == "session" then
+    local least = w.gap * 2 + w.grace
+    retention = math.max(least, retention and store.duration(retention, "retention") or 0)
+    return store.window{ size = w.gap, grace = w.gap + w.grace, retention = retention,
+      memory = memory, session = true }
+  end
+  local least = w.size + w.grace
+  retention = math.max(least, retention and store.duration(retention, "retention") or 0)
+  return store.window{ size = w.size, grace = w.grace, memory = memory, retention = retention }
+end
+
+--- When the window [start, end) closes: no record changes it after that.
+function M.close_time(w, _, e)
+  if w.kind == "session" then return e + w.gap + w.grace end
+  return e + w.grace
+end
+
+local function late(log, k, ts, s, e, st)
+  log.debug("late record dropped: key %s at %d is for window [%d, %d), closed at stream time %d",
+    tostring(k), ts, s, e, st)
+end
+
+--- The step of a time-windowed aggregation: for each window holding the
+--- record's timestamp, agg = add(old agg or init(key), value, key), then
+--- push(key, new, old, start, end) downstream.
+---@param w table tumbling or hopping
+---@param cur { ctx: table, rec: table } the record being processed
+function M.time_step(w, cur, get_store, init, add, push)
+  local size, advance, grace = w.size, w.advance, w.grace
+  return function(k, v)
+    if k == nil or v == nil then return end
+    local ctx = cur.ctx
+    local ts, st = cur.rec.timestamp, ctx.stream_time
+    local ws = get_store()
+    local s = ts - ts % advance
+    local first = s
+    while s - advance + size > ts and s - advance >= 0 do s = s - advance end
+    while s <= first do
+      local e = s + size
+      if e + grace <= st then
+        late(ctx.log, k, ts, s, e, st)
+      else
+        local old = ws:get(k, s)
+        local new = add(old == nil and init(k) or old, v, k)
+        ws:put_at(k, s, new)
+        push(k, new, old, s, e)
+      end
+      s = s + advance
+    end
+  end
+end
+
+--- The step of a session-windowed aggregation: the record's session is
+--- merged with every session of its key within `gap`; merged-away sessions
+--- are pushed as removed (new = nil).
+function M.session_step(w, cur, get_store, init, add, merge, push)
+  local gap, grace = w.gap, w.grace
+  return function(k, v)
+    if k == nil or v == nil then return end
+    local ctx = cur.ctx
+    local ts, st = cur.rec.timestamp, ctx.stream_time
+    local ws = get_store()
+    local s, e, agg = ts, ts, nil
+    local merged = {}
+    for start, sv in ws:fetch(k, 0, ts + gap) do
+      if sv.e >= ts - gap then
+        merged[#merged + 1] = { s = start, e = sv.e, v = sv.v }
+        if start < s then s = start end
+        if sv.e > e then e = sv.e end
+        agg = agg == nil and sv.v or merge(agg, sv.v, k)
+      end
+    end
+    if e + gap + grace <= st then
+      late(ctx.log, k, ts, s, e, st)
+      return
+    end
+    for _, m in ipairs(merged) do
+      ws:put_at(k, m.s, nil)
+      push(k, nil, m.v, m.s, m.e)
+    end
+    local new = add(agg == nil and init(k) or agg, v, k)
+    ws:put_at(k, s, { e = e, v = new })
+    push(k, new, nil, s, e)
+  end
+end
+
+--- A session store's value is { e, v }: read the aggregate.
+function M.session_get(ws, k, start)
+  local sv = ws:get(k, start)
+  return sv and sv.v
+end
+
+--------------------------------------------------------------------------------
+-- suppress: hold a windowed table's updates until the window closes, then
+-- push its final value once. The buffer is a key-value store keyed by
+-- (close time, key, window start), so the due ones come first.
+
+local u64, read_u64, window_key, window_key_parts = store.u64, store.read_u64, store.window_key, store.window_key_parts
+
+--- push(k, v, nil, start, end) for every buffered window closed at stream
+--- time `st`. Returns the step (for updates) and check (after each record).
+---@param get_buffer fun(): table the kv store of the current task
+function M.suppress(w, cur, get_buffer, push)
+  -- per task: the earliest close time in the buffer (nil: not known yet)
+  local next_due = {}
+
+  local function step(k, new, old, s, e)
+    local buf = get_buffer()
+    local p = cur.ctx.partition
+    local close = M.close_time(w, s, e)
+    local bk = u64(close) .. window_key(k, s)
+    if new == nil then
+      buf:delete(bk)
+      return
+    end
+    buf:put(bk, { e = e, v = new })
+    local due = next_due[p]
+    if due ~= nil and close < due then next_due[p] = close end
+  end
+
+  local function check()
+    local ctx = cur.ctx
+    local p, st = ctx.partition, ctx.stream_time
+    local due = next_due[p]
+    if due ~= nil and st < due then return end
+    local buf = get_buffer()
+    local done = {}
+    local first = math.huge
+    for bk, bv in buf:range(nil, nil) do
+      local close = read_u64(bk, 1)
+      if close > st then
+        first = close
+        break
+      end
+      done[#done + 1] = { bk = bk, bv = bv }
+    end
+    next_due[p] = first
+    for _, d in ipairs(done) do
+      buf:delete(d.bk)
+      local k, s = window_key_parts(d.bk:sub(9))
+      push(k, d.bv.v, nil, s, d.bv.e)
+    end
+  end
+
+  local function reset(p) next_due[p] = nil end
+  return step, check, reset
+end
+
+return M

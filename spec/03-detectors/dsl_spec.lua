@@ -1,0 +1,434 @@
+-- The DSL (tide.stream, tide.table, ...), operator by operator, through the
+-- test driver: the compiled detector runs on the real dispatcher, serdes and
+-- stores, and its repartition topics are read back as the host reads them.
+local testing = require("tide.testing")
+
+local files = {}
+local function write(src)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(src)
+  f:close()
+  files[#files + 1] = path
+  return path
+end
+
+local function driver(src, opts)
+  return testing.driver(write(src), opts)
+end
+
+local function pairs_of(list)
+  local out = {}
+  for i, r in ipairs(list) do out[i] = { r.key, r.value } end
+  return out
+end
+
+teardown(function()
+  for _, p in ipairs(files) do os.remove(p) end
+end)
+
+describe("DSL stateless operators", function()
+  it("filter, filter_not, map_values and to", function()
+    local d = driver([[
+local s = tide.stream("in")
+s:filter(function(k, v) return v:find("a", 1, true) end):map_values(string.upper):to("with-a")
+s:filter_not(function(k, v) return v:find("a", 1, true) end):to("without-a")
+return s
+]])
+    d:pipe("in", "1", "banana")
+    d:pipe("in", "2", "kiwi")
+    d:pipe("in", "3", "pear")
+    assert.same({ { "1", "BANANA" }, { "3", "PEAR" } }, pairs_of(d:read("with-a")))
+    assert.same({ { "2", "kiwi" } }, pairs_of(d:read("without-a")))
+    d:close()
+  end)
+
+  it("map, select_key, peek and foreach see key, value and ctx", function()
+    local d = driver([[
+local seen = {}
+local s = tide.stream("in")
+s:map(function(k, v, ctx) return v, k .. "@" .. ctx.partition end)
+ :peek(function(k, v) seen[#seen + 1] = k end)
+ :to("swapped")
+s:select_key(function(k, v) return #v end):to("by-length")
+s:foreach(function(k, v, ctx) seen[#seen + 1] = "foreach " .. k end)
+s:filter(function() return true end):map_values(function() return table.concat(seen, ",") end):to("seen")
+return tide.topology{ name = "ops" }
+]])
+    d:pipe("in", "a", "xyz", { partition = 2 })
+    assert.same({ { "xyz", "a@2" } }, pairs_of(d:read("swapped")))
+    assert.same({ { "3", "xyz" } }, pairs_of(d:read("by-length")))
+    assert.same({ { "a", "xyz,foreach a" } }, pairs_of(d:read("seen")))
+    d:close()
+  end)
+
+  it("flat_map and flat_map_values make zero or more records", function()
+    local d = driver([[
+local s = tide.stream("in")
+s:flat_map_values(function(v) local w = {} for x in v:gmatch("%S+") do w[#w + 1] = x end return w end)
+ :to("words")
+s:flat_map(function(k, v) return { { k .. "1", v }, { key = k .. "2", value = v .. "!" } } end)
+ :to("pairs")
+return s
+]])
+    d:pipe("in", "k", "to be or")
+    d:pipe("in", "e", "")
+    assert.same({ { "k", "to" }, { "k", "be" }, { "k", "or" } }, pairs_of(d:read("words")))
+    assert.same({ { "k1", "to be or" }, { "k2", "to be or!" }, { "e1", "" }, { "e2", "!" } },
+      pairs_of(d:read("pairs")))
+    d:close()
+  end)
+
+  it("branch sends each record to the first matching predicate only", function()
+    local d = driver([[
+local big, small = tide.stream("in", "json"):branch(
+  function(k, v) return v.amount >= 100 end,
+  function(k, v) return v.amount >= 10 end)
+big:to("big", "json")
+small:to("small", "json")
+return big
+]])
+    for i, amount in ipairs({ 500, 50, 5, 100 }) do d:pipe("in", tostring(i), { amount = amount }) end
+    assert.same({ { "1", { amount = 500 } }, { "4", { amount = 100 } } }, pairs_of(d:read("big")))
+    assert.same({ { "2", { amount = 50 } } }, pairs_of(d:read("small")))
+    d:close()
+  end)
+
+  it("split names its branches and the default branch takes the rest", function()
+    local d = driver([[
+local b = tide.stream("in"):split()
+  :branch(function(k, v) return v == "red" end, "red")
+  :branch(function(k, v) return v == "blue" end, "blue")
+  :default_branch("other")
+b.red:to("red")
+b.blue:to("blue")
+b.other:to("other")
+return b.red
+]])
+    for _, c in ipairs({ "red", "green", "blue", "red" }) do d:pipe("in", c, c) end
+    assert.equal(2, #d:read("red"))
+    assert.same({ { "blue", "blue" } }, pairs_of(d:read("blue")))
+    assert.same({ { "green", "green" } }, pairs_of(d:read("other")))
+    d:close()
+  end)
+
+  it("merge joins two streams with their own serdes", function()
+    local d = driver([[
+local a = tide.stream("a", "json"):map_values(function(v) return v.text end)
+local b = tide.stream("b")
+a:merge(b):to("out")
+return a
+]])
+    d:pipe("a", "1", { text = "from a" })
+    d:pipe("b", "2", "from b")
+    assert.same({ { "1", "from a" }, { "2", "from b" } }, pairs_of(d:read("out")))
+    assert.same({ "a", "b" }, d.spec.inputs)
+    d:close()
+  end)
+end)
+
+describe("DSL serdes and errors", function()
+  it("routes a record its stream's serde cannot decode to the dead letters", function()
+    local d = driver([[
+tide.stream("in", { key = "string", value = "json" }):map_values(function(v) return v.n * 2 end):to("out", "json")
+return tide.topology{ name = "doubler" }
+]])
+    d:pipe("in", "k", "{not json", { raw = true })
+    d:pipe("in", "k", { n = 4 })
+    local dead = d:dead_letters()
+    assert.equal(1, #dead)
+    assert.equal("DecodeError", dead[1].headers["tide.error.class"])
+    assert.equal("{not json", dead[1].value)
+    assert.same({ { "k", 8 } }, pairs_of(d:read("out")))
+    d:close()
+  end)
+
+  it("reports an error in an operator's function with the detector's own file and line", function()
+    local path = write([[
+local s = tide.stream("in")
+s:map_values(function(v)
+  return v .. nil -- line 3
+end):to("out")
+return s
+]])
+    local d = testing.driver(path)
+    d:pipe("in", "k", "v")
+    local errs = d:errors()
+    assert.equal(1, #errs)
+    assert.truthy(errs[1].message:find(path:match("[^/]+$") .. ":3:", 1, true), errs[1].message)
+    assert.equal(1, #d:dead_letters())
+    d:close()
+  end)
+
+  it("names the to() of a string topic that was given a table", function()
+    local d = driver([[
+local s = tide.stream("in")
+s:map_values(function(v) return { v = v } end):to("out")
+return s
+]])
+    d:pipe("in", "k", "v")
+    local errs = d:errors()
+    assert.equal(1, #errs)
+    assert.truthy(errs[1].message:find("to('out') at ", 1, true), errs[1].message)
+    assert.truthy(errs[1].message:find(":2: the value is a table", 1, true), errs[1].message)
+    d:close()
+  end)
+
+  it("refuses misuse at load with the file and line", function()
+    local path = write([[
+local s = tide.stream("in")
+s:filter("not a function")
+return s
+]])
+    local ok, err = pcall(testing.driver, path)
+    assert.is_false(ok)
+    assert.truthy(err:find(path .. ":2: filter: a function(key, value) expected, got string", 1, true), err)
+
+    path = write([[
+tide.stream("in"):to("out")
+return { inputs = { "x" }, process = function() end }
+]])
+    ok, err = pcall(testing.driver, path)
+    assert.is_false(ok)
+    assert.truthy(err:find("builds streams", 1, true), err)
+  end)
+end)
+
+describe("DSL aggregations", function()
+  it("group_by_key on an unchanged key needs no repartition topic", function()
+    local d = driver([[
+tide.stream("in"):group_by_key():count({ name = "n" }):to_stream():to("counts", "json")
+return tide.topology{ name = "c" }
+]])
+    assert.same({ "in" }, d.spec.inputs)
+    d:pipe("in", "a", "x")
+    d:pipe("in", "a", "y")
+    d:pipe("in", "b", "z")
+    assert.same({ { "a", 1 }, { "a", 2 }, { "b", 1 } }, pairs_of(d:read("counts")))
+    assert.equal(2, d:store("n"):get("a"))
+    d:close()
+  end)
+
+  it("group_by re-keys through <application.id>.<detector>-<name>-repartition", function()
+    local d = driver([[
+tide.stream("clicks", "json")
+  :group_by(function(k, v) return v.page end, { name = "by-page" })
+  :count({ name = "views" })
+  :to_stream():to("page-views", "json")
+return tide.topology{ name = "pages" }
+]], { application_id = "shop" })
+    assert.same({ "clicks", "shop.pages-by-page-repartition" }, d.spec.inputs)
+    assert.same({ "page-views", "shop.pages-by-page-repartition" }, d.spec.outputs)
+    d:pipe("clicks", "u1", { page = "/home" })
+    d:pipe("clicks", "u2", { page = "/cart" })
+    d:pipe("clicks", "u1", { page = "/home" })
+    assert.same({ { "/home", 1 }, { "/cart", 1 }, { "/home", 2 } }, pairs_of(d:read("page-views")))
+    -- the repartition records themselves are not outputs a test reads
+    assert.same({}, d:read("shop.pages-by-page-repartition"))
+    d:close()
+  end)
+
+  it("reduce and aggregate keep their state in stores that survive as changelogs", function()
+    local d = driver([[
+local g = tide.stream("in", "json"):group_by_key()
+g:reduce(function(agg, v) return agg + v end, { name = "sum" }):to_stream():to("sums", "json")
+g:aggregate({ n = 0, max = 0 }, function(agg, v, k)
+  agg.n = agg.n + 1
+  if v > agg.max then agg.max = v end
+  return agg
+end, { name = "stats" }):to_stream():to("stats", "json")
+return g
+]])
+    d:pipe("in", "a", 3)
+    d:pipe("in", "b", 10)
+    d:pipe("in", "a", 4)
+    assert.same({ { "a", 3 }, { "b", 10 }, { "a", 7 } }, pairs_of(d:read("sums")))
+    assert.same({ { "a", { n = 1, max = 3 } }, { "b", { n = 1, max = 10 } }, { "a", { n = 2, max = 4 } } },
+      pairs_of(d:read("stats")))
+    assert.same({ n = 2, max = 4 }, d:store("stats"):get("a"))
+    local changelog_keys = {}
+    for _, e in ipairs(d.changelog) do changelog_keys[#changelog_keys + 1] = e.key end
+    assert.is_true(#changelog_keys >= 6)
+    d:close()
+  end)
+
+  it("ignores records with a nil key or value, as Kafka Streams does", function()
+    local d = driver([[
+tide.stream("in"):group_by_key():count({ name = "n" }):to_stream():to("out", "json")
+return tide.topology{}
+]])
+    d:pipe("in", nil, "x")
+    d:pipe("in", "a", nil)
+    d:pipe("in", "a", "y")
+    assert.same({ { "a", 1 } }, pairs_of(d:read("out")))
+    d:close()
+  end)
+end)
+
+describe("DSL windows", function()
+  local function windowed(list)
+    local out = {}
+    for i, r in ipairs(list) do out[i] = { r.key, r.value.start, r.value["end"], r.value.value } end
+    return out
+  end
+
+  it("counts in tumbling windows, takes late records within grace and drops them after", function()
+    local d = driver([[
+tide.stream("in"):group_by_key()
+  :windowed_by(tide.tumbling{ size = "10s", grace = "2s" })
+  :count({ name = "per10s" })
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", "x", { timestamp = 1000 })
+    d:pipe("in", "a", "x", { timestamp = 9999 })
+    d:pipe("in", "a", "x", { timestamp = 10000 }) -- next window
+    d:pipe("in", "a", "x", { timestamp = 11000 }) -- stream time 11 s: [0, 10 s) open until 12 s
+    d:pipe("in", "a", "x", { timestamp = 5000 })  -- late, within grace: counted
+    d:pipe("in", "b", "x", { timestamp = 12000 }) -- stream time 12 s closes [0, 10 s)
+    d:pipe("in", "a", "x", { timestamp = 6000 })  -- too late: dropped
+    assert.same({
+      { "a", 0, 10000, 1 }, { "a", 0, 10000, 2 }, { "a", 10000, 20000, 1 }, { "a", 10000, 20000, 2 },
+      { "a", 0, 10000, 3 }, { "b", 10000, 20000, 1 },
+    }, windowed(d:read("counts")))
+    assert.equal(3, d:store("per10s"):get("a", 0))
+    d:close()
+  end)
+
+  it("puts a record in every hopping window that holds it", function()
+    local d = driver([[
+tide.stream("in"):group_by_key()
+  :windowed_by(tide.hopping{ size = "10s", advance = "5s" })
+  :count()
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", "x", { timestamp = 7000 })
+    d:pipe("in", "a", "x", { timestamp = 12000 })
+    assert.same({
+      { "a", 0, 10000, 1 }, { "a", 5000, 15000, 1 },
+      { "a", 5000, 15000, 2 }, { "a", 10000, 20000, 1 },
+    }, windowed(d:read("counts")))
+    d:close()
+  end)
+
+  it("merges session windows within the gap and removes the merged ones", function()
+    local d = driver([[
+tide.stream("in", "json"):group_by_key()
+  :windowed_by(tide.session{ gap = "5s" })
+  :reduce(function(agg, v) return agg + v end, { name = "sessions", retention = "1h" })
+  :to_stream():to("sums", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", 1, { timestamp = 0 })
+    d:pipe("in", "a", 2, { timestamp = 3000 })  -- same session: [0, 3 s]
+    d:pipe("in", "a", 4, { timestamp = 20000 }) -- a new session
+    d:pipe("in", "a", 8, { timestamp = 16000 }) -- bridges into the 20 s one only
+    assert.same({
+      { "a", 0, 0, 1 }, { "a", 0, 3000, 3 }, { "a", 20000, 20000, 4 }, { "a", 16000, 20000, 12 },
+    }, windowed(d:read("sums")))
+    local sessions = {}
+    for start, sv in d:store("sessions"):fetch("a", 0, 100000) do sessions[#sessions + 1] = { start, sv.e, sv.v } end
+    assert.same({ { 0, 3000, 3 }, { 16000, 20000, 12 } }, sessions)
+    d:close()
+  end)
+
+  it("suppress passes on one final result per window, when it closes", function()
+    local d = driver([[
+tide.stream("in"):group_by_key()
+  :windowed_by(tide.tumbling{ size = "10s" }, "2s")
+  :count({ name = "per10s" })
+  :suppress()
+  :to_stream():to("final", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", "x", { timestamp = 1000 })
+    d:pipe("in", "b", "x", { timestamp = 2000 })
+    d:pipe("in", "a", "x", { timestamp = 11000 })
+    assert.same({}, d:read("final"))
+    d:pipe("in", "a", "x", { timestamp = 9000 }) -- late but within grace
+    assert.same({}, d:read("final"))
+    d:pipe("in", "c", "x", { timestamp = 12000 }) -- closes [0, 10 s)
+    assert.same({ { "a", 0, 10000, 2 }, { "b", 0, 10000, 1 } }, windowed(d:read("final")))
+    d:pipe("in", "a", "x", { timestamp = 3000 }) -- too late: nothing
+    d:pipe("in", "c", "x", { timestamp = 22000 })
+    assert.same({ { "a", 10000, 20000, 1 }, { "c", 10000, 20000, 1 } }, windowed(d:read("final")))
+    d:close()
+  end)
+end)
+
+describe("DSL tables and joins", function()
+  it("a table keeps the latest value per key and a tombstone deletes it", function()
+    local d = driver([[
+tide.table("users", { value = "json", name = "users" }):to_stream():to("changes", "json")
+return tide.topology{}
+]])
+    d:pipe("users", "u1", { name = "Ann" })
+    d:pipe("users", "u1", { name = "Anna" })
+    d:pipe("users", "u2", { name = "Bob" })
+    d:pipe("users", "u2", nil)
+    assert.same({ name = "Anna" }, d:store("users"):get("u1"))
+    assert.is_nil(d:store("users"):get("u2"))
+    assert.same({ { "u1", { name = "Ann" } }, { "u1", { name = "Anna" } }, { "u2", { name = "Bob" } }, { "u2", nil } },
+      pairs_of(d:read("changes")))
+    d:close()
+  end)
+
+  it("join and left_join see the table as it was when the stream record came", function()
+    local d = driver([[
+local users = tide.table("users", { value = "json" })
+local orders = tide.stream("orders", "json")
+orders:join(users, function(o, u) return { item = o.item, user = u.name } end):to("joined", "json")
+orders:left_join(users, function(o, u) return { item = o.item, user = u and u.name or "?" } end)
+  :to("left", "json")
+return orders
+]])
+    d:pipe("orders", "u1", { item = "book" })       -- before the user exists
+    d:pipe("users", "u1", { name = "Ann" })
+    d:pipe("orders", "u1", { item = "pen" })        -- after
+    d:pipe("users", "u1", { name = "Anna" })        -- later updates do not change the past
+    d:pipe("users", "u1", nil)
+    d:pipe("orders", "u1", { item = "cup" })        -- after the delete
+    assert.same({ { "u1", { item = "pen", user = "Ann" } } }, pairs_of(d:read("joined")))
+    assert.same({
+      { "u1", { item = "book", user = "?" } }, { "u1", { item = "pen", user = "Ann" } },
+      { "u1", { item = "cup", user = "?" } },
+    }, pairs_of(d:read("left")))
+    d:close()
+  end)
+
+  it("a join after a key change repartitions the stream first", function()
+    local d = driver([[
+local users = tide.table("users", { value = "json" })
+tide.stream("orders", "json")
+  :select_key(function(k, o) return o.user end)
+  :join(users, function(o, u) return u.name .. " bought " .. o.item end, { name = "orders-by-user" })
+  :to("receipts")
+return tide.topology{ name = "receipts" }
+]])
+    assert.same({ "users", "orders", "tide.receipts-orders-by-user-repartition" }, d.spec.inputs)
+    d:pipe("users", "u7", { name = "Ann" })
+    d:pipe("orders", "o1", { user = "u7", item = "a lamp" })
+    assert.same({ { "u7", "Ann bought a lamp" } }, pairs_of(d:read("receipts")))
+    d:close()
+  end)
+
+  it("aggregates a table regrouped by a new key, with add and subtract (metrics)", function()
+    local d = driver([[
+tide.table("counters", { value = "json" })
+  :group_by(function(instance_metric, c) return c.metric, c.value end, { name = "by-metric" })
+  :reduce(function(agg, v) return agg + v end, function(agg, v) return agg - v end, { name = "totals" })
+  :to_stream():to("totals", "json")
+return tide.topology{ name = "metrics" }
+]])
+    d:pipe("counters", "i1/requests", { metric = "requests", value = 10 })
+    d:pipe("counters", "i2/requests", { metric = "requests", value = 5 })
+    d:pipe("counters", "i1/requests", { metric = "requests", value = 12 }) -- i1's counter moved on
+    d:pipe("counters", "i2/requests", nil)                                  -- i2 went away
+    assert.same({
+      { "requests", 10 }, { "requests", 15 }, { "requests", 5 }, { "requests", 17 }, { "requests", 12 },
+    }, pairs_of(d:read("totals")))
+    assert.equal(12, d:store("totals"):get("requests"))
+    d:close()
+  end)
+end)
