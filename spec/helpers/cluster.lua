@@ -602,7 +602,8 @@ local function encode_records(records)
   else
     for i, r in ipairs(records) do
       if type(r) == "string" then r = { value = r } end
-      local o = { key = r.key, value = r.value, headers = r.headers, partition = r.partition }
+      local o = { key = r.key, value = r.value, headers = r.headers, partition = r.partition,
+        timestamp = r.timestamp }
       if o.key == nil then o.key = cjson.null end
       if o.value == nil then o.value = cjson.null end
       lines[i] = cjson.encode(o)
@@ -613,7 +614,7 @@ local function encode_records(records)
 end
 
 --- Start `tide produce TOPIC` on `records` without waiting: records are strings
---- (values, one per line) or tables { key=, value=, headers=, partition= }
+--- (values, one per line) or tables { key=, value=, headers=, partition=, timestamp= }
 --- (sent with --json). opts.key_separator sends plain "key<SEP>value" lines.
 function Cluster:produce_async(topic, records, opts)
   opts = opts or {}

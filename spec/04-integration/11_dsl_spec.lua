@@ -1,0 +1,104 @@
+-- A DSL detector gives the same outputs under the test driver (no broker)
+-- and under the host against the development broker, for the same input:
+-- the driver runs the code that runs in production.
+local cluster = require("helpers.cluster")
+local testing = require("tide.testing")
+
+local APP = "dsl-eq"
+
+--- Lines of words drawn so that some words are frequent and some rare.
+local function input_lines(n)
+  local vocab = { "tide", "kafka", "lua", "stream", "table", "window", "join", "count", "c", "fast" }
+  local lines = {}
+  for i = 1, n do
+    local words = {}
+    for j = 1, (i % 5) + 1 do words[j] = vocab[(i * j * 7 + j) % #vocab + 1] end
+    lines[i] = { key = "line-" .. i, value = table.concat(words, " ") }
+  end
+  return lines
+end
+
+--- (key, value) pairs, sorted: the driver and the host may interleave
+--- different keys differently, never one key's records.
+local function sorted_pairs(list)
+  local out = {}
+  for i, r in ipairs(list) do out[i] = r.key .. "=" .. tostring(r.value) end
+  table.sort(out)
+  return out
+end
+
+describe("integration: the DSL under the host and under the driver", function()
+  local c = cluster.suite("dsl", {
+    "lines:3", "word-counts:3", "clicks:1", "sessions:1",
+    APP .. ".sessions-per-user-changelog:1", APP .. ".sessions-per-user-suppress-changelog:1",
+    APP .. ".word-count-words-repartition:3",
+    APP .. ".word-count-counts-changelog:3",
+  })
+
+  it("word count: identical outputs, repartition topic included", function()
+    local lines = input_lines(300)
+    local d = testing.driver(cluster.example("word_count.lua"), { application_id = APP })
+    local expected = {}
+    for _, r in ipairs(lines) do d:pipe("lines", r.key, r.value) end
+    for _, r in ipairs(d:read("word-counts")) do expected[#expected + 1] = r end
+    d:close()
+    assert.is_true(#expected > 600)
+
+    c:produce("lines", lines)
+    local p = c:run(cluster.example("word_count.lua"), { app = APP, name = "wc" })
+    local out = c:wait_for_records("word-counts", #expected, 60, { watch = p })
+    p:kill("TERM")
+    assert.equal(0, p:wait(30), p:log_tail(20))
+    -- nothing more than the driver made
+    out = c:consume("word-counts", { max = #expected + 1, idle_ms = 1000 })
+    assert.same(sorted_pairs(expected), sorted_pairs(out))
+    -- every word went through the repartition topic, keyed by the word
+    local rep = c:consume(APP .. ".word-count-words-repartition", { idle_ms = 1000 })
+    assert.equal(#expected, #rep)
+  end)
+
+  it("windowed aggregation with suppress: the same final windows, late records dropped alike", function()
+    local path = c:path("sessions.lua")
+    local f = assert(io.open(path, "w"))
+    f:write([[
+tide.stream("clicks")
+  :group_by_key()
+  :windowed_by(tide.session{ gap = "30s" }, "10s")
+  :count({ name = "per-user" })
+  :suppress()
+  :to_stream()
+  :to("sessions", "json")
+return tide.topology{ name = "sessions" }
+]])
+    f:close()
+    -- one partition: the order of records, hence stream time, is the same
+    local clicks, t = {}, 1000000
+    for i = 1, 400 do
+      t = t + ((i % 13 == 0) and 45000 or (i % 7) * 1000)
+      local ts = t
+      if i % 17 == 0 then ts = t - 50000 end -- late, some beyond grace
+      clicks[i] = { key = "user-" .. (i % 5), value = "click", timestamp = ts }
+    end
+    local d = testing.driver(path, { application_id = APP })
+    for _, r in ipairs(clicks) do d:pipe("clicks", r.key, r.value, { timestamp = r.timestamp }) end
+    local expected = d:read("sessions")
+    d:close()
+    assert.is_true(#expected > 20, "sessions closed: " .. #expected)
+
+    c:produce("clicks", clicks)
+    local p = c:run(path, { app = APP, name = "sessions" })
+    c:wait_for_records("sessions", #expected, 60, { watch = p })
+    p:kill("TERM")
+    assert.equal(0, p:wait(30), p:log_tail(20))
+    local out = c:consume("sessions", { max = #expected + 1, idle_ms = 1000 })
+    local function rows(list)
+      local r = {}
+      for i, x in ipairs(list) do
+        local v = type(x.value) == "string" and require("cjson").decode(x.value) or x.value
+        r[i] = ("%s [%d,%d] %d"):format(x.key, v.start, v["end"], v.value)
+      end
+      return r
+    end
+    assert.same(rows(expected), rows(out))
+  end)
+end)
