@@ -10,6 +10,7 @@
 #   tide read        bench/read_values.lua: reads every value, counts bytes
 #   plain_transform  hand-written C text transformer -> bench-out-c
 #   tide transform   bench/transform.lua, the same logic -> bench-out-tide
+#   tide dsl         bench/transform_dsl.lua, the same in the DSL -> bench-out-dsl
 #
 # and prints each step's median rate, each process's peak RSS and the two
 # ratios tide is held to. BENCHDIR holds the compiled plain programs (`make bench` builds
@@ -173,7 +174,7 @@ if [ "$STATE" != 0 ]; then
 fi
 # shellcheck disable=SC2086 # lat_topics and state_topics are lists of words
 "$TIDE" broker --topic "bench-in:$PARTITIONS" --topic "bench-out-c:$PARTITIONS" \
-	--topic "bench-out-tide:$PARTITIONS" $lat_topics $state_topics \
+	--topic "bench-out-tide:$PARTITIONS" --topic "bench-out-dsl:$PARTITIONS" $lat_topics $state_topics \
 	>"$tmp/broker.out" 2>"$tmp/broker.err" &
 broker_pid=$!
 
@@ -247,7 +248,7 @@ fi
 # ---------------------------------------------------------------- measure
 # One run of a step leaves <step>.<round>.json holding its result line; a
 # failed run leaves none. Rates on a shared 2-core machine with the broker
-# in the loop vary by +-20% from run to run, so the four steps run in
+# in the loop vary by +-20% from run to run, so the five steps run in
 # ROUNDS interleaved rounds and the report takes each step's median.
 
 run_plain() { # STEP ROUND PROGRAM ARGS...
@@ -288,6 +289,7 @@ while [ $round -le "$ROUNDS" ]; do
 	run_tide tide_read $round "$here/read_values.lua"
 	run_plain plain_transform $round "$BENCHDIR/plain_transform" "$addr" bench-in bench-out-c "$RECORDS"
 	run_tide tide_transform $round "$here/transform.lua"
+	run_tide tide_dsl $round "$here/transform_dsl.lua"
 	round=$((round + 1))
 done
 
@@ -661,12 +663,13 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		printf "loaded by tide produce in %.1f s; %s\n\n", v["load_ms"] / 1000,
 			v["rounds"] == 1 ? "one round" : "each figure is the median of " v["rounds"] " rounds"
 		printf "  %-30s %10s %15s %8s %12s\n", "", "records/s", "range (M/s)", "time s", "peak RSS MB"
-		split("plain_consume tide_read plain_transform tide_transform", order, " ")
+		split("plain_consume tide_read plain_transform tide_transform tide_dsl", order, " ")
 		name["plain_consume"] = "plain C consumer (batch API)"
 		name["tide_read"] = "tide read_values.lua"
 		name["plain_transform"] = "plain C text transformer"
 		name["tide_transform"] = "tide transform.lua"
-		for (i = 1; i <= 4; i++) {
+		name["tide_dsl"] = "tide transform_dsl.lua (DSL)"
+		for (i = 1; i <= 5; i++) {
 			s = order[i]
 			if (!n[s]) {
 				printf "  %-30s %10s %15s %8s %12s\n", name[s], "failed", "", "", ""
@@ -680,6 +683,10 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		printf "  %-30s %10s %15s %8s %12s\n\n", "mock broker (tide broker)", "", "", "", mb(v["broker_rss"])
 		ratio("tide read_values / plain consumer", med["tide_read"], med["plain_consume"], 0.9)
 		ratio("tide transformer / plain transformer", med["tide_transform"], med["plain_transform"], 1.0)
+		ratio("DSL transformer / hand-written", med["tide_dsl"], med["tide_transform"], 0.9)
+		if (("tide_dsl" in out) && ("tide_transform" in out) && outmin["tide_dsl"] != outmin["tide_transform"])
+			warn[++nw] = sprintf("the DSL transformer emitted %d records, the hand-written one %d",
+				outmin["tide_dsl"], outmin["tide_transform"])
 		# Both transformers see the same fixed data, so they must emit as many.
 		if (("plain_transform" in out) && ("tide_transform" in out) &&
 		    outmin["plain_transform"] != outmin["tide_transform"])
