@@ -20,6 +20,7 @@ build = {
     lua = {
       ["tide"] = "scripts/tide/init.lua",
       ["tide.cache"] = "scripts/tide/cache.lua",
+      ["tide.cli"] = "scripts/tide/cli.lua",
       ["tide.detector"] = "scripts/tide/detector.lua",
       ["tide.dispatch"] = "scripts/tide/dispatch.lua",
       ["tide.dsl"] = "scripts/tide/dsl.lua",

@@ -203,7 +203,8 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     lua_pushlightuserdata(L, &rt->sink);
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, open_db, 1);
-    if (tide_lua_pcall(L, 3, 4, &rt->err) != 0) goto fail;
+    lua_pushstring(L, o->application_id ? o->application_id : "tide");
+    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
     /* run, info, close, hooks */
     lua_getfield(L, -1, "task");
     rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -333,4 +334,119 @@ void tide_runtime_close(tide_runtime_t *rt) {
     free_list(d->store_names, d->n_stores);
     free(d->store_memory);
     free(rt);
+}
+
+/* ---------------------------------------------------------------- CLI */
+
+static void set_number(lua_State *L, const char *k, lua_Number v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_bytes(lua_State *L, const char *k, const char *s, int32_t len) {
+    if (s && len >= 0) lua_pushlstring(L, s, (size_t)len);
+    else lua_pushnil(L);
+    lua_setfield(L, -2, k);
+}
+
+/* Append one record read by the host to the list on top of the stack:
+ * { topic, partition, offset, timestamp, key, value, headers = { name = value } }. */
+static void push_cli_record(void *ud, const tide_cli_record_t *r) {
+    lua_State *L = ud;
+    lua_createtable(L, 0, 7);
+    set_bytes(L, "topic", r->topic, (int32_t)strlen(r->topic));
+    set_number(L, "partition", r->partition);
+    set_number(L, "offset", (lua_Number)r->offset);
+    if (r->timestamp >= 0) set_number(L, "timestamp", (lua_Number)r->timestamp);
+    set_bytes(L, "key", r->key, r->key_len);
+    set_bytes(L, "value", r->value, r->value_len);
+    lua_createtable(L, 0, (int)r->n_headers);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (!r->header_values[i]) continue; /* a map cannot hold a null */
+        lua_pushlstring(L, r->header_values[i], r->header_lens[i]);
+        lua_setfield(L, -2, r->header_names[i]);
+    }
+    lua_setfield(L, -2, "headers");
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+}
+
+static int64_t int_field(lua_State *L, int t, const char *k, int64_t dflt) {
+    lua_getfield(L, t, k);
+    int64_t v = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* host.read_topic(bootstrap|nil, topic, { {partition=, from=, to=}, ... })
+ * -> records | nil, msg. Upvalue 1: a userdata holding the reader. */
+static int cli_read_topic(lua_State *L) {
+    tide_cli_reader_fn reader = *(tide_cli_reader_fn *)lua_touserdata(L, lua_upvalueindex(1));
+    const char *bootstrap = luaL_optstring(L, 1, NULL);
+    const char *topic = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 3);
+    /* A userdata, so that nothing leaks when Lua raises. */
+    tide_cli_range_t *ranges = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof(*ranges));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 3, i + 1);
+        luaL_checktype(L, -1, LUA_TTABLE);
+        ranges[i].partition = (int32_t)int_field(L, lua_gettop(L), "partition", -1);
+        ranges[i].from = int_field(L, lua_gettop(L), "from", 0);
+        ranges[i].to = int_field(L, lua_gettop(L), "to", -1);
+        lua_pop(L, 1);
+    }
+    lua_newtable(L);
+    char *err = NULL;
+    if (reader(bootstrap, topic, ranges, n, push_cli_record, L, &err)) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot read the topic");
+        free(err);
+        return 2;
+    }
+    return 1;
+}
+
+/* Push require("tide.cli").main and its arguments: command, args, host. */
+static int push_cli_call(lua_State *L, const char *command, int argc, char **argv,
+                         tide_cli_reader_fn reader, tide_lua_error_t *err) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.cli");
+    if (tide_lua_pcall(L, 1, 1, err)) return -1;
+    lua_getfield(L, -1, "main");
+    lua_remove(L, -2);
+    lua_pushstring(L, command);
+    lua_createtable(L, argc, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_newtable(L);
+    if (reader) {
+        *(tide_cli_reader_fn *)lua_newuserdata(L, sizeof(reader)) = reader;
+        lua_pushcclosure(L, cli_read_topic, 1);
+        lua_setfield(L, -2, "read_topic");
+    }
+    return 0;
+}
+
+int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader_fn reader) {
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "tide: cannot create a Lua state\n");
+        return 2;
+    }
+    luaL_openlibs(L);
+    tide_lua_error_t err = {0};
+    int rc = 2;
+    if (preload_scripts(L) != 0) {
+        fprintf(stderr, "tide: %s\n", lua_tostring(L, -1));
+    } else if (push_cli_call(L, command, argc, argv, reader, &err) ||
+               tide_lua_pcall(L, 3, 1, &err)) {
+        fprintf(stderr, "tide: %s\n%s\n", err.message, err.traceback ? err.traceback : "");
+    } else {
+        rc = (int)lua_tointeger(L, -1);
+    }
+    tide_lua_error_free(&err);
+    lua_close(L);
+    return rc;
 }

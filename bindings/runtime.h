@@ -64,6 +64,7 @@ typedef struct tide_runtime_opts {
     const tide_api_t *api; /* NULL: bindings' default (test headers) */
     tide_log_fn log;       /* ctx.log and print(); NULL: stderr */
     void *log_ud;
+    const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
 } tide_runtime_opts_t;
 
 /* The detector's declared shape, owned by the runtime. */
@@ -123,5 +124,43 @@ void tide_runtime_stop(tide_runtime_t *rt);
 void tide_runtime_close(tide_runtime_t *rt);
 
 const char *tide_on_error_name(tide_on_error_t p);
+
+/* --- `tide test` and `tide replay` (scripts/tide/cli.lua) --- */
+
+/* Offsets `from`..`to` (inclusive) of a partition; to -1: the end as of startup. */
+typedef struct tide_cli_range {
+    int32_t partition;
+    int64_t from, to;
+} tide_cli_range_t;
+
+/* A record the host read for the CLI. Everything is borrowed, valid during
+ * the callback only; a length of -1 is null. */
+typedef struct tide_cli_record {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp; /* -1: none */
+    const char *key, *value;
+    int32_t key_len, value_len;
+    size_t n_headers;
+    const char **header_names;
+    const char **header_values; /* an entry is NULL for a null value */
+    const size_t *header_lens;
+} tide_cli_record_t;
+
+typedef void (*tide_cli_record_fn)(void *ud, const tide_cli_record_t *r);
+
+/* Reads `ranges` of `topic` (n 0: every partition, from the beginning to the
+ * end as of the call) and calls fn once per record; bootstrap NULL: the
+ * environment's. 0, or -1 with *errp (malloc'd). */
+typedef int (*tide_cli_reader_fn)(const char *bootstrap, const char *topic,
+                                  const tide_cli_range_t *ranges, int n, tide_cli_record_fn fn,
+                                  void *ud, char **errp);
+
+/* Runs require("tide.cli").main(command, args) in a fresh Lua state holding
+ * tide's scripts (no heap cap: the detectors it runs have the driver's
+ * sandbox) and returns the exit code; errors are printed. `reader` reads
+ * topics for `replay --from` (NULL: none). */
+int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader_fn reader);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * main.c: the tide command. Reads the command line, builds the configuration
  * from its sources, and hands over: `run` to the worker, `broker` to the
- * development broker, `produce` and `consume` to the tools. Owns the signal
+ * development broker, `produce` and `consume` to the tools, `test` and
+ * `replay` to the CLI's Lua (tide_runtime_cli). Owns the signal
  * handlers; owns nothing on the record path.
  */
 #include <signal.h>
@@ -41,6 +42,13 @@ static void usage(FILE *out) {
             "  broker              run a development broker (mock cluster) on 127.0.0.1\n"
             "  produce TOPIC       write records read from standard input\n"
             "  consume TOPIC       print the records of a topic\n"
+            "  test DETECTOR --input IN.jsonl [--expect OUT.jsonl]\n"
+            "                      run a detector on records from a file, without a broker;\n"
+            "                      print its outputs, or their differences from OUT.jsonl\n"
+            "  replay DETECTOR [--against RUNNING.lua] (--from TOPIC [--offsets P:FROM-TO,...]\n"
+            "                      | --file REC.jsonl)\n"
+            "                      run a detector over recorded traffic, producing nothing;\n"
+            "                      with --against, print how its outputs differ from RUNNING's\n"
             "  help config         list every setting\n"
             "  version             print versions\n\n"
             "run options:\n"
@@ -218,6 +226,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "broker")) return tide_devbroker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
+    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay"))
+        return tide_runtime_cli(cmd, argc - 2, argv + 2, tide_tool_read_topic);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tide 0.1.0 (librdkafka %s)\n", rd_kafka_version_str());
         return 0;

@@ -1,11 +1,13 @@
 /*
- * tools.c: `tide produce` (records from standard input) and `tide consume`
- * (records to standard output). Plain librdkafka clients; the consumer reads
- * every partition by assignment, without a consumer group, so reading a
- * topic never disturbs a detector's group.
+ * tools.c: `tide produce` (records from standard input), `tide consume`
+ * (records to standard output) and the topic reader of `tide replay --from`.
+ * Plain librdkafka clients; the consumers read partitions by assignment,
+ * without a consumer group, so reading a topic never disturbs a detector's
+ * group.
  */
 #include "tools.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +209,27 @@ static void print_json_record(FILE *out, const rd_kafka_message_t *m) {
     fputs("}}\n", out);
 }
 
+/* The number of partitions of `topic`, waiting up to wait_ms for it to exist
+ * (it may be auto-created any moment); 0 when it does not, or on *stop. */
+static int topic_partitions(rd_kafka_t *rk, const char *topic, int wait_ms,
+                            volatile sig_atomic_t *stop) {
+    int64_t deadline = tide_mono_ms() + wait_ms;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int nparts = 0;
+    while (!(stop && *stop)) {
+        if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (md->topic_cnt == 1 && !md->topics[0].err) nparts = md->topics[0].partition_cnt;
+            rd_kafka_metadata_destroy(md);
+        }
+        if (nparts > 0 || tide_mono_ms() >= deadline) break;
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return nparts;
+}
+
 static int consume_usage(void) {
     fprintf(stderr,
             "usage: tide consume TOPIC [-b HOST:PORT] [--from-beginning] [--max-messages N]\n"
@@ -247,22 +270,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
                            "allow.auto.create.topics", "true", NULL};
     rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, bootstrap, extra);
     if (!rk) return 1;
-    /* Find the partitions; a topic that does not exist yet is waited for. */
-    int64_t start = tide_mono_ms();
-    int64_t deadline = start + (idle_ms ? idle_ms : 10000);
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    int nparts = 0;
-    while (!*stop) {
-        if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (md->topic_cnt == 1 && !md->topics[0].err) nparts = md->topics[0].partition_cnt;
-            rd_kafka_metadata_destroy(md);
-        }
-        if (nparts > 0 || tide_mono_ms() >= deadline) break;
-        struct timespec ts = {0, 100 * 1000000};
-        nanosleep(&ts, NULL); /* the topic may be auto-created any moment */
-    }
-    rd_kafka_topic_destroy(rkt);
+    int nparts = topic_partitions(rk, topic, idle_ms ? idle_ms : 10000, stop);
     if (nparts == 0) {
         rd_kafka_destroy(rk);
         if (!*stop) fprintf(stderr, "tide: topic %s not found\n", topic);
@@ -303,4 +311,175 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return 0;
+}
+
+/* ---------------------------------------------------------------- replay */
+
+/* `tide replay --from`: offset ranges of a topic, read once by assignment,
+ * handed to the CLI's Lua (bindings/runtime.c). It joins no group and commits
+ * nothing, so it holds nothing to clean up: a signal simply ends it. */
+
+#define READ_STALL_MS 30000 /* nothing read for this long: give up */
+
+/* A partition being read: offsets next..end-1 are still wanted. */
+typedef struct read_part {
+    int32_t partition;
+    int64_t next, end;
+} read_part_t;
+
+/* A message's headers as the arrays tide_cli_record_t wants, reused. */
+typedef struct header_arrays {
+    const char **names, **values;
+    size_t *lens, cap;
+} header_arrays_t;
+
+static int read_fail(char **errp, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    *errp = strdup(buf);
+    return -1;
+}
+
+/* The partitions to read (ranges, or with n 0 every partition from the
+ * start), clamped to the offsets they hold now. Returns how many are left to
+ * read, or -1 with *errp. */
+static int plan_parts(rd_kafka_t *rk, const char *topic, int nparts,
+                      const tide_cli_range_t *ranges, int n, read_part_t *parts, char **errp) {
+    int count = 0;
+    for (int i = 0; i < (n ? n : nparts); i++) {
+        tide_cli_range_t r = n ? ranges[i] : (tide_cli_range_t){i, 0, -1};
+        if (r.partition < 0 || r.partition >= nparts)
+            return read_fail(errp, "%s has no partition %d (it has %d)", topic, (int)r.partition,
+                             nparts);
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, topic, r.partition, &lo, &hi, 10000);
+        if (e)
+            return read_fail(errp, "offsets of %s [%d]: %s", topic, (int)r.partition,
+                             rd_kafka_err2str(e));
+        int64_t from = r.from > lo ? r.from : lo;
+        int64_t end = r.to < 0 || r.to + 1 > hi ? hi : r.to + 1;
+        if (from < end) parts[count++] = (read_part_t){r.partition, from, end};
+    }
+    return count;
+}
+
+static void message_headers(const rd_kafka_message_t *m, header_arrays_t *h,
+                            tide_cli_record_t *r) {
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(m, &hdrs) || !hdrs) return;
+    size_t n = rd_kafka_header_cnt(hdrs);
+    if (n > h->cap) {
+        const char **names = realloc(h->names, n * sizeof(char *));
+        if (names) h->names = names;
+        const char **values = realloc(h->values, n * sizeof(char *));
+        if (values) h->values = values;
+        size_t *lens = realloc(h->lens, n * sizeof(size_t));
+        if (lens) h->lens = lens;
+        if (!names || !values || !lens) return; /* out of memory: no headers */
+        h->cap = n;
+    }
+    const char *name;
+    const void *val;
+    size_t len;
+    for (size_t i = 0; i < n && !rd_kafka_header_get_all(hdrs, i, &name, &val, &len); i++) {
+        h->names[i] = name;
+        h->values[i] = val;
+        h->lens[i] = len;
+        r->n_headers = i + 1;
+    }
+    r->header_names = h->names;
+    r->header_values = h->values;
+    r->header_lens = h->lens;
+}
+
+static void deliver(const rd_kafka_message_t *m, header_arrays_t *h, tide_cli_record_fn fn,
+                    void *ud) {
+    tide_cli_record_t r = {0};
+    r.topic = rd_kafka_topic_name(m->rkt);
+    r.partition = m->partition;
+    r.offset = m->offset;
+    r.timestamp = rd_kafka_message_timestamp(m, NULL);
+    r.key = m->key;
+    r.key_len = m->key ? (int32_t)m->key_len : -1;
+    r.value = m->payload;
+    r.value_len = m->payload ? (int32_t)m->len : -1;
+    message_headers(m, h, &r);
+    fn(ud, &r);
+}
+
+static read_part_t *find_part(read_part_t *parts, int n, int32_t partition) {
+    for (int i = 0; i < n; i++)
+        if (parts[i].partition == partition) return &parts[i];
+    return NULL;
+}
+
+/* Assign the parts and poll until each is read to its end. */
+static int read_parts(rd_kafka_t *rk, const char *topic, read_part_t *parts, int n,
+                      tide_cli_record_fn fn, void *ud, char **errp) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, topic, parts[i].partition)->offset = parts[i].next;
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) return read_fail(errp, "cannot assign %s: %s", topic, rd_kafka_err2str(e));
+    header_arrays_t h = {0};
+    int left = n, rc = 0;
+    int64_t last = tide_mono_ms();
+    while (left > 0) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m) {
+            if (tide_mono_ms() - last < READ_STALL_MS) continue;
+            rc = read_fail(errp, "nothing came from %s for %d s (%d partition(s) not read to the end)",
+                           topic, READ_STALL_MS / 1000, left);
+            break;
+        }
+        last = tide_mono_ms();
+        read_part_t *p = find_part(parts, n, m->partition);
+        if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            fprintf(stderr, "tide: %s\n", rd_kafka_message_errstr(m));
+        } else if (p && p->next < p->end) {
+            if (!m->err && m->offset < p->end) deliver(m, &h, fn, ud);
+            /* At the end of the partition, all it held at startup was read. */
+            p->next = m->err ? p->end : m->offset + 1;
+            if (p->next >= p->end) left--;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    free(h.names);
+    free(h.values);
+    free(h.lens);
+    return rc;
+}
+
+static int read_topic_with(rd_kafka_t *rk, const char *topic, const tide_cli_range_t *ranges,
+                           int n, tide_cli_record_fn fn, void *ud, char **errp) {
+    int nparts = topic_partitions(rk, topic, 5000, NULL);
+    if (nparts == 0) return read_fail(errp, "topic %s not found", topic);
+    read_part_t *parts = calloc((size_t)(n ? n : nparts), sizeof(*parts));
+    if (!parts) return read_fail(errp, "not enough memory");
+    int count = plan_parts(rk, topic, nparts, ranges, n, parts, errp);
+    int rc = count > 0 ? read_parts(rk, topic, parts, count, fn, ud, errp) : count;
+    free(parts);
+    return rc;
+}
+
+int tide_tool_read_topic(const char *bootstrap, const char *topic, const tide_cli_range_t *ranges,
+                         int n, tide_cli_record_fn fn, void *ud, char **errp) {
+    if (!bootstrap) bootstrap = env_bootstrap();
+    if (!bootstrap) return read_fail(errp, "no broker: pass -b HOST:PORT or set TIDE_BOOTSTRAP_SERVERS");
+    /* librdkafka wants a group.id even for assign(); it is never joined and
+     * nothing is committed to it. The end of each partition is reported. */
+    const char *extra[] = {"group.id", "tide-replay", "enable.auto.commit", "false",
+                           "enable.partition.eof", "true", "auto.offset.reset", "earliest",
+                           "fetch.queue.backoff.ms", "10", NULL};
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, bootstrap, extra);
+    if (!rk) return read_fail(errp, "cannot create a Kafka consumer");
+    int rc = read_topic_with(rk, topic, ranges, n, fn, ud, errp);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
 }
