@@ -12,6 +12,9 @@
 ---   serdes    per-topic serdes overriding those two: { topic = "json" } or
 ---             { topic = { key = "string", value = "json" } }
 ---   on_error  "dlq" (default), "skip" or "stop"
+---   stream_time_topics  { topic = true }: the inputs whose record timestamps
+---             advance stream time (default: all)
+---   on_task   function(ctx, partition, assigned): a task starts or stops
 ---   description optional text shown on the status page
 --- Every failure says file, line and reason, as Lua's own errors do.
 local sandbox = require("tide.sandbox")
@@ -25,7 +28,7 @@ local known_fields = {
   name = "string", inputs = "table", outputs = "table", process = "function",
   init = "function", close = "function", serde = "string", key_serde = "string",
   on_error = "string", description = "string", stores = "table", punctuate = "table",
-  serdes = "table", on_task = "function",
+  serdes = "table", on_task = "function", stream_time_topics = "table",
 }
 
 M.policies = { dlq = true, skip = true, stop = true }
@@ -121,7 +124,7 @@ function M.validate(det, path, source)
   for k, v in pairs(det) do
     local want = known_fields[k]
     if not want then
-      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task)"):format(tostring(k)))
+      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task, stream_time_topics)"):format(tostring(k)))
     end
     if type(v) ~= want then
       return fail(("detector field '%s' must be a %s, got %s"):format(k, want, type(v)))
@@ -204,6 +207,7 @@ function M.validate(det, path, source)
     serdes = serdes,
     on_error = on_error,
     on_task = det.on_task,
+    stream_time_topics = det.stream_time_topics,
     process = det.process,
     init = det.init,
     close = det.close,

@@ -194,6 +194,7 @@ function M.new(spec, sink_lud, log, opts)
   })
 
   local batch_ptr = tffi.batch_ptr
+  local timed = spec.stream_time_topics
 
   --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
   local function run(batch_lud, now)
@@ -209,7 +210,7 @@ function M.new(spec, sink_lud, log, opts)
       current = p
       local ts = tonumber(r.timestamp)
       local st = stream_times[p]
-      if st == nil or ts > st then stream_times[p] = ts end
+      if (st == nil or ts > st) and (timed == nil or timed[rec.topic]) then stream_times[p] = ts end
       process(rec, ctx)
     end
     b.cursor = b.n

@@ -244,6 +244,32 @@ local function add_unique(list, seen, t)
   end
 end
 
+--- Whether records reaching node n can change a window (before any
+--- repartition topic, which starts a subtopology of its own).
+local function reaches_window(n)
+  if n.window then return true end
+  for _, c in ipairs(n.children) do
+    if reaches_window(c) then return true end
+  end
+  return false
+end
+
+--- The input topics whose records advance stream time: with windows, only
+--- those that feed them, as in Kafka Streams, where a repartition topic
+--- starts another task with its own stream time. (An input topic whose
+--- records merely pass on to a repartition topic would otherwise move a
+--- window's clock with timestamps that never reach it.) nil: every input.
+local function timed_topics(b, internal_topic)
+  local set, any = {}, false
+  for _, src in ipairs(b.sources) do
+    if reaches_window(src) then
+      set[src.topic or internal_topic(src.internal)] = true
+      any = true
+    end
+  end
+  return any and set or nil
+end
+
 --- The detector table of builder `b`.
 ---@param b table what tide.dsl collected while the script loaded
 ---@param default_name string the detector's name when the script sets none
@@ -289,6 +315,7 @@ function M.compile(b, default_name, app)
     error("the script builds no stream: start with tide.stream(\"topic\") or tide.table(\"topic\")", 0)
   end
   for t, list in pairs(by_topic) do by_topic[t] = fanout(list) end
+  local timed = timed_topics(b, env.internal_topic)
 
   local cur, after = env.cur, env.after_record
   local n_after = #after
@@ -325,6 +352,7 @@ function M.compile(b, default_name, app)
     stores = b.stores,
     process = process,
     on_task = on_task,
+    stream_time_topics = timed,
   }
 end
 

@@ -333,6 +333,21 @@ return tide.topology{}
     d:close()
   end)
 
+  it("a repartitioned window's stream time comes from its own records, not the source topic's", function()
+    local d = driver([[
+tide.stream("in", "json")
+  :group_by(function(k, v) return v.user end, { name = "by-user" })
+  :windowed_by(tide.tumbling{ size = "10s" })
+  :count({ name = "n" })
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", { other = "no user" }, { timestamp = 1000000 }) -- no user: never repartitioned
+    d:pipe("in", "b", { user = "u1" }, { timestamp = 1000 })
+    assert.same({ { "u1", 0, 10000, 1 } }, windowed(d:read("counts")))
+    d:close()
+  end)
+
   it("suppress passes on one final result per window, when it closes", function()
     local d = driver([[
 tide.stream("in"):group_by_key()
