@@ -591,16 +591,47 @@ local function parse_offsets(list)
   return ranges
 end
 
---- The records of `topic` in `ranges`, read by the host, as steps in
---- (partition, offset) order.
+--- Records of several partitions interleaved as a consumer would roughly
+--- see them live: each partition in offset order, the partitions merged by
+--- timestamp (the earliest head first). Windows and their lateness then
+--- behave as they did live, not as if one partition came before the next.
+local function interleave(records)
+  local parts, heads = {}, {}
+  for _, r in ipairs(records) do
+    local list = parts[r.partition]
+    if not list then
+      list = {}
+      parts[r.partition] = list
+      heads[#heads + 1] = r.partition
+    end
+    list[#list + 1] = r
+  end
+  local pos = {}
+  for p, list in pairs(parts) do
+    table.sort(list, function(x, y) return x.offset < y.offset end)
+    pos[p] = 1
+  end
+  table.sort(heads)
+  local out = {}
+  for _ = 1, #records do
+    local best
+    for _, p in ipairs(heads) do
+      local r = parts[p][pos[p]]
+      if r and (best == nil or r.timestamp < parts[best][pos[best]].timestamp) then best = p end
+    end
+    out[#out + 1] = parts[best][pos[best]]
+    pos[best] = pos[best] + 1
+  end
+  return out
+end
+
+--- The records of `topic` in `ranges`, read by the host, as steps: each
+--- partition in offset order, partitions interleaved by timestamp.
 local function topic_steps(host, topic, ranges, bootstrap)
   if not (host and host.read_topic) then refuse("--from needs the tide binary's Kafka client") end
   local records, err = host.read_topic(bootstrap, topic, ranges)
   if not records then refuse(("cannot read %s: %s"):format(topic, tostring(err))) end
-  table.sort(records, function(x, y)
-    if x.partition ~= y.partition then return x.partition < y.partition end
-    return x.offset < y.offset
-  end)
+  records = interleave(records)
   for _, r in ipairs(records) do
     r.where = ("%s/%d@%d"):format(topic, r.partition, r.offset)
     r.raw = true
