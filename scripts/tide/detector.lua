@@ -20,6 +20,7 @@
 local sandbox = require("tide.sandbox")
 local serde = require("tide.serde")
 local dsl = require("tide.dsl")
+local errors = require("tide.errors")
 local topology = require("tide.topology")
 
 local M = {}
@@ -282,6 +283,8 @@ function M.load_source(source, path, opts, dir)
   if not chunk then return nil, err end
   dsl.begin()
   local ok, det = xpcall(chunk, function(e)
+    -- a misused API already names the detector's line: no traceback
+    if type(e) == "table" and e.class == errors.USAGE then return e.message end
     return debug.traceback(tostring(e), 2)
   end)
   local built = dsl.finish()

@@ -22,6 +22,9 @@
 --- that each key is aggregated in one place, as in Kafka Streams.
 local store = require("tide.store")
 local windows = require("tide.windows")
+local errors = require("tide.errors")
+
+local usage, where = errors.usage, errors.caller
 
 local M = {}
 
@@ -30,27 +33,15 @@ local building -- the builder of the script being loaded, or nil
 local Stream, Table, Grouped, Splitter = {}, {}, {}, {}
 Stream.__index, Table.__index, Grouped.__index, Splitter.__index = Stream, Table, Grouped, Splitter
 
---- "file:line" of the detector line that called the operator: the first
---- frame outside this file.
-local function where()
-  local here = debug.getinfo(1, "S").source
-  for level = 2, 30 do
-    local info = debug.getinfo(level, "Sl")
-    if not info then break end
-    if info.source ~= here then return ("%s:%d"):format(info.short_src, info.currentline or 0) end
-  end
-  return "?"
-end
-
 local function need_fn(f, op, shape)
   if type(f) ~= "function" then
-    error(("%s: a function%s expected, got %s"):format(op, shape, type(f)), 3)
+    usage(("%s: a function%s expected, got %s"):format(op, shape, type(f)))
   end
 end
 
 local function builder()
   if not building then
-    error("tide.stream and tide.table can only be used while the detector loads (at the top of the script)", 3)
+    usage("tide.stream and tide.table can only be used while the detector loads (at the top of the script)")
   end
   return building
 end
@@ -82,15 +73,15 @@ local function declare_serdes(b, topic, sd, op)
   if sd == nil then return end
   if type(sd) == "string" then sd = { value = sd } end
   if type(sd) ~= "table" then
-    error(("%s('%s'): serdes must be a serde name or { key = ..., value = ... }"):format(op, topic), 3)
+    usage(("%s('%s'): serdes must be a serde name or { key = ..., value = ... }"):format(op, topic))
   end
   local prev = b.serdes[topic] or {}
   for _, which in ipairs({ "key", "value" }) do
     local name = sd[which]
     if name ~= nil then
       if prev[which] ~= nil and prev[which] ~= name then
-        error(("%s('%s'): %s serde '%s' differs from '%s' declared before"):format(
-          op, topic, which, name, prev[which]), 3)
+        usage(("%s('%s'): %s serde '%s' differs from '%s' declared before"):format(
+          op, topic, which, name, prev[which]))
       end
       prev[which] = name
     end
@@ -100,7 +91,7 @@ end
 
 local function check_topic(topic, op)
   if type(topic) ~= "string" or topic == "" then
-    error(("%s: a topic name expected, got %s"):format(op, tostring(topic)), 3)
+    usage(("%s: a topic name expected, got %s"):format(op, tostring(topic)))
   end
 end
 
@@ -139,13 +130,13 @@ end
 ---@param opts { name?: string, description?: string, on_error?: string, serde?: string, key_serde?: string, init?: function, close?: function }
 function M.topology(opts)
   local b = builder()
-  if type(opts) ~= "table" then error("tide.topology{ ... } expected", 2) end
+  if type(opts) ~= "table" then usage("tide.topology{ ... } expected") end
   b.options = opts
   return b
 end
 
 function M.add_store(b, name, decl)
-  if b.stores[name] then error(("a store named '%s' exists already: give this one another name"):format(name), 4) end
+  if b.stores[name] then usage(("a store named '%s' exists already: give this one another name"):format(name)) end
   b.stores[name] = decl
   return name
 end
@@ -214,7 +205,7 @@ end
 ---@return table ... one stream per predicate
 function Stream:branch(...)
   local preds = { ... }
-  if #preds == 0 then error("branch: at least one predicate expected", 2) end
+  if #preds == 0 then usage("branch: at least one predicate expected") end
   for i, p in ipairs(preds) do need_fn(p, "branch #" .. i, "(key, value)") end
   local sw = child(self, "branch", { preds = preds, outs = {} })
   local outs = {}
@@ -257,7 +248,7 @@ end
 
 --- The records of both streams.
 function Stream:merge(other)
-  if getmetatable(other) ~= Stream then error("merge: a stream expected", 2) end
+  if getmetatable(other) ~= Stream then usage("merge: a stream expected") end
   local n = child(self, "pass", {})
   n.parents[2] = other
   other.children[#other.children + 1] = n
@@ -310,7 +301,7 @@ end
 --- tide.session{...}; grace (how late a record may be) may be given here.
 function Grouped:windowed_by(w, grace)
   if not windows.is_window(w) then
-    error("windowed_by: tide.tumbling{...}, tide.hopping{...} or tide.session{...} expected", 2)
+    usage("windowed_by: tide.tumbling{...}, tide.hopping{...} or tide.session{...} expected")
   end
   if grace ~= nil then
     local copy = {}
@@ -410,7 +401,7 @@ end
 ---@param opts? { name?: string } the buffer store's name
 function Table:suppress(opts)
   if not self.window then
-    error("suppress: only a windowed aggregation can be suppressed (until its window closes)", 2)
+    usage("suppress: only a windowed aggregation can be suppressed (until its window closes)")
   end
   opts = opts or {}
   local name = opts.name or (self.store .. "-suppress")
@@ -421,7 +412,7 @@ end
 --- through a repartition topic; aggregate with add and subtract.
 function Table:group_by(fn, opts)
   need_fn(fn, "group_by", "(key, value) returning key, value")
-  if self.window then error("group_by on a windowed table is not supported", 2) end
+  if self.window then usage("group_by on a windowed table is not supported") end
   opts = opts or {}
   local b = self.b
   local name = opts.name or next_name(b, "repartition")
@@ -438,7 +429,7 @@ end
 
 local function join(self, tbl, joiner, left, op, opts)
   if getmetatable(tbl) ~= Table or tbl.window or not tbl.store then
-    error(op .. ": a table (tide.table or an aggregation) expected", 3)
+    usage(op .. ": a table (tide.table or an aggregation) expected")
   end
   need_fn(joiner, op, "(value, table_value, key)")
   local s = self.key_changed and self:repartition(opts) or self

@@ -13,6 +13,7 @@ local mt = {
 M.DECODE = "DecodeError"
 M.PROCESS = "ProcessError"
 M.MEMORY = "MemoryError"
+M.USAGE = "UsageError"
 
 ---@param class string
 ---@param message string
@@ -23,6 +24,25 @@ end
 --- Raise a classified error (no position: the traceback says where).
 function M.raise(class, message)
   error(M.new(class, message), 0)
+end
+
+--- "file:line" of the first stack frame outside tide's own modules: where a
+--- detector called the API it misused.
+function M.caller()
+  for level = 2, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    if not info.source:find("[/@]tide/[%w_]+%.lua$") and info.what ~= "C" then
+      return ("%s:%d"):format(info.short_src, info.currentline or 0)
+    end
+  end
+  return "?"
+end
+
+--- Raise a UsageError for an API misused by the detector at load time: the
+--- message names the detector's line, and loading shows no traceback.
+function M.usage(message)
+  M.raise(M.USAGE, M.caller() .. ": " .. message)
 end
 
 return M

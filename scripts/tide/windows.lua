@@ -7,6 +7,7 @@
 --- end + gap + grace. Aggregates are kept in a window store (tide.store)
 --- keyed by (key, window start); sessions keep { e = end, v = aggregate }.
 local store = require("tide.store")
+local usage = require("tide.errors").usage
 
 local M = {}
 
@@ -15,20 +16,20 @@ local duration = store.duration
 --- Tumbling windows: fixed size, no overlap. tide.tumbling{ size = "1m", grace = "10s" }
 ---@param opts { size: string|number, grace?: string|number }
 function M.tumbling(opts)
-  if type(opts) ~= "table" then error("tide.tumbling{ size = \"1m\", grace = \"10s\" } expected", 2) end
+  if type(opts) ~= "table" then usage("tide.tumbling{ size = \"1m\", grace = \"10s\" } expected") end
   local size = duration(opts.size, "tumbling size")
-  if size <= 0 then error("tumbling size must be positive", 2) end
+  if size <= 0 then usage("tumbling size must be positive") end
   return { kind = "tumbling", size = size, advance = size, grace = duration(opts.grace or 0, "grace") }
 end
 
 --- Hopping windows: size, starting every `advance`; a record is in size/advance of them.
 ---@param opts { size: string|number, advance: string|number, grace?: string|number }
 function M.hopping(opts)
-  if type(opts) ~= "table" then error("tide.hopping{ size = \"5m\", advance = \"1m\" } expected", 2) end
+  if type(opts) ~= "table" then usage("tide.hopping{ size = \"5m\", advance = \"1m\" } expected") end
   local size = duration(opts.size, "hopping size")
   local advance = duration(opts.advance, "hopping advance")
   if size <= 0 or advance <= 0 or advance > size then
-    error("hopping windows need 0 < advance <= size", 2)
+    usage("hopping windows need 0 < advance <= size")
   end
   return { kind = "hopping", size = size, advance = advance, grace = duration(opts.grace or 0, "grace") }
 end
@@ -36,9 +37,9 @@ end
 --- Session windows: a key's records closer than `gap` to each other form one window.
 ---@param opts { gap: string|number, grace?: string|number }
 function M.session(opts)
-  if type(opts) ~= "table" then error("tide.session{ gap = \"5m\", grace = \"1m\" } expected", 2) end
+  if type(opts) ~= "table" then usage("tide.session{ gap = \"5m\", grace = \"1m\" } expected") end
   local gap = duration(opts.gap, "session gap")
-  if gap <= 0 then error("session gap must be positive", 2) end
+  if gap <= 0 then usage("session gap must be positive") end
   return { kind = "session", gap = gap, grace = duration(opts.grace or 0, "grace") }
 end
 
