@@ -193,6 +193,11 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
     rocksdb_options_set_db_write_buffer_size(opts, wb_bytes);
     rocksdb_options_set_write_buffer_size(opts, wb_bytes / 4);
     rocksdb_options_set_max_write_buffer_number(opts, 4);
+    /* A bloom filter over each memtable's keys too: a lookup for a new key
+     * (most of them, in a detector that meets new cards and users all the
+     * time) then skips the skip-list walks of up to four memtables. */
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(opts, 0.1);
+    rocksdb_options_set_memtable_whole_key_filtering(opts, 1);
     /* LZ4 costs little CPU and Debian's librocksdb links it. */
     rocksdb_options_set_compression(opts, rocksdb_lz4_compression);
     /* Open table files keep a descriptor each; the worker also holds broker
@@ -263,17 +268,33 @@ static void cache_clear(tide_store_db_t *db) {
     db->n_entries = db->cache_used = 0;
 }
 
-/* Write every dirty entry to RocksDB in one batch; entries stay, clean. */
+static int entry_order(const void *a, const void *b) {
+    const cache_entry_t *x = *(cache_entry_t *const *)a, *y = *(cache_entry_t *const *)b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->data, y->data, n);
+    if (c) return c;
+    return x->klen < y->klen ? -1 : x->klen > y->klen;
+}
+
+/* Write every dirty entry to RocksDB in one batch; entries stay, clean.
+ * The batch goes in key order: the memtable's skip list then inserts each
+ * key next to the one before instead of searching from the top (in hash
+ * order, the inserts were 30% of a count-per-key detector's time). */
 static int cache_write_back(tide_store_db_t *db, char **errp) {
-    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    int n = 0;
+    cache_entry_t **dirty = malloc((db->n_entries + 1) * sizeof(*dirty));
+    if (!dirty) return fail(errp, "store: out of memory");
+    size_t n = 0;
     for (size_t i = 0; i < db->n_buckets; i++)
-        for (cache_entry_t *e = db->buckets[i]; e; e = e->next) {
-            if (!e->dirty) continue;
-            if (e->deleted) rocksdb_writebatch_delete(wb, e->data, e->klen);
-            else rocksdb_writebatch_put(wb, e->data, e->klen, e->data + e->klen, e->vlen);
-            n++;
-        }
+        for (cache_entry_t *e = db->buckets[i]; e; e = e->next)
+            if (e->dirty) dirty[n++] = e;
+    qsort(dirty, n, sizeof(*dirty), entry_order);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    for (size_t i = 0; i < n; i++) {
+        cache_entry_t *e = dirty[i];
+        if (e->deleted) rocksdb_writebatch_delete(wb, e->data, e->klen);
+        else rocksdb_writebatch_put(wb, e->data, e->klen, e->data + e->klen, e->vlen);
+    }
+    free(dirty);
     char *err = NULL;
     if (n) rocksdb_write(db->rdb, db->wo, wb, &err);
     rocksdb_writebatch_destroy(wb);
@@ -281,6 +302,28 @@ static int cache_write_back(tide_store_db_t *db, char **errp) {
     for (size_t i = 0; i < db->n_buckets; i++)
         for (cache_entry_t *e = db->buckets[i]; e; e = e->next) e->dirty = 0;
     return 0;
+}
+
+/* Double the buckets once there are as many entries: chains stay short
+ * however large state.cache.bytes lets the cache grow. On no memory the
+ * cache simply keeps its buckets. */
+static void cache_grow(tide_store_db_t *db) {
+    size_t n = db->n_buckets * 2;
+    cache_entry_t **b = calloc(n, sizeof(*b));
+    if (!b) return;
+    for (size_t i = 0; i < db->n_buckets; i++) {
+        cache_entry_t *e = db->buckets[i];
+        while (e) {
+            cache_entry_t *next = e->next;
+            cache_entry_t **slot = &b[e->hash & (n - 1)];
+            e->next = *slot;
+            *slot = e;
+            e = next;
+        }
+    }
+    free(db->buckets);
+    db->buckets = b;
+    db->n_buckets = n;
 }
 
 /* Remember key -> value (val NULL: a tombstone). Over budget, everything
@@ -299,6 +342,7 @@ static int cache_set(tide_store_db_t *db, const char *k, size_t klen, const char
             return err ? pass(errp, err) : 0;
         }
     }
+    if (db->n_entries >= db->n_buckets) cache_grow(db);
     uint64_t h = hash_key(k, klen);
     cache_entry_t **slot = cache_slot(db, k, klen, h);
     cache_entry_t *e = malloc(size);

@@ -39,6 +39,12 @@ const tide_setting_t tide_settings[] = {
      "all writes stay in memory until the next commit."},
     {"state.write.buffer.bytes", TIDE_SET_INT, "16777216", MiB, 64LL * 1024 * MiB, NULL,
      "RocksDB memtable budget shared by a worker's stores."},
+    {"internal.topics.create", TIDE_SET_ENUM, "true", 0, 0, "true|false",
+     "Create missing changelog and repartition topics (compacted / deleted by time, with "
+     "the inputs' partition count) through the Admin API before consuming; a broker that "
+     "refuses gets a warning per topic."},
+    {"internal.topics.replication.factor", TIDE_SET_INT, "-1", -1, 32767, NULL,
+     "Replication factor of the internal topics tide creates; -1: the broker's default."},
     {"dev.broker.partitions", TIDE_SET_INT, "4", 1, 1024, NULL,
      "Partitions of topics created by the development broker."},
     {"admin.address", TIDE_SET_STRING, "127.0.0.1", 0, 0, NULL,

@@ -18,7 +18,7 @@
 
 typedef enum tide_setting_type {
     TIDE_SET_STRING,
-    TIDE_SET_INT,   /* a non-negative integer within [min, max] */
+    TIDE_SET_INT,   /* an integer within [min, max] */
     TIDE_SET_ENUM,  /* one of `choices`, '|'-separated */
 } tide_setting_type_t;
 

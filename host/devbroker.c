@@ -43,6 +43,9 @@ tide_devbroker_t *tide_devbroker_start(int partitions, char **errp) {
     }
     /* Groups settle at once instead of after Kafka's 3 s initial delay. */
     rd_kafka_mock_group_initial_rebalance_delay_ms(mc, 0);
+    /* The mock names no controller (id 0, not a broker): admin requests
+     * would wait for one until they time out. Its broker 1 is. */
+    rd_kafka_mock_set_controller_id(mc, 1);
     tide_devbroker_t *b = calloc(1, sizeof(*b));
     b->rk = rk;
     b->mc = mc;

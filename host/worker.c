@@ -33,6 +33,26 @@
 #include "status.h"
 #include "store.h"
 #include "task.h"
+#include "topics.h"
+
+/* The worker's state, named and logged as Kafka Streams names its own
+ * (KafkaStreams.State): REBALANCING from a change of assignment until every
+ * task it brought is restored. Only for the logs; the supervisor reads the
+ * status block's state instead. */
+typedef enum tide_app_state {
+    STATE_CREATED,
+    STATE_REBALANCING,
+    STATE_RUNNING,
+    STATE_PENDING_SHUTDOWN,
+    STATE_NOT_RUNNING,
+    STATE_PENDING_ERROR,
+    STATE_ERROR,
+} tide_app_state_t;
+
+static const char *const state_names[] = {
+    "CREATED", "REBALANCING", "RUNNING", "PENDING_SHUTDOWN", "NOT_RUNNING", "PENDING_ERROR",
+    "ERROR",
+};
 
 /* What tide knows of one assigned input partition. */
 typedef struct tide_partition {
@@ -77,6 +97,9 @@ typedef struct tide_worker {
     int *task_ready;
     int64_t *task_st;        /* stream time at the task's last commit, -1 none */
     int n_tasks, cap_tasks;
+    tide_app_state_t state;
+    int64_t restore_started_ms; /* the restore round under way began, 0 none */
+    uint64_t restore_records;   /* the restorer's total when it began */
     /* error-log rate limit */
     int64_t err_window_ms;
     int err_in_window;
@@ -146,6 +169,112 @@ static int is_rebalance_race(rd_kafka_resp_err_t e) {
            e == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
            e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
            e == RD_KAFKA_RESP_ERR__STATE;
+}
+
+/* ---------------------------------------------------------------- rebalance logs */
+
+/* Rebalances read as Kafka Streams' do: state transitions, the tasks of each
+ * new assignment, how long restoring them took. Tasks are named
+ * <detector>_<partition>; each list is also a JSON array field. */
+
+static void set_state(tide_worker_t *w, tide_app_state_t to) {
+    if (w->state == to) return;
+    char msg[128], from_s[32], to_s[32];
+    const char *a = state_names[w->state], *b = state_names[to];
+    snprintf(msg, sizeof(msg), "State transition from %s to %s", a, b);
+    tide_json_str(from_s, sizeof(from_s), a, strlen(a));
+    tide_json_str(to_s, sizeof(to_s), b, strlen(b));
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "old_state", from_s, "new_state", to_s,
+               (char *)NULL);
+    w->state = to;
+}
+
+/* The assignment changes: RUNNING (or CREATED) until every task is back. */
+static void begin_rebalance(tide_worker_t *w) {
+    if (w->state == STATE_CREATED || w->state == STATE_RUNNING) set_state(w, STATE_REBALANCING);
+}
+
+static int cmp_partition(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Tasks ps[0..n) in partition order, as a JSON array (["d_0","d_1"]) or as
+ * text ([d_0, d_1]); a list too long for buf ends early, still well-formed. */
+static void task_list(const tide_worker_t *w, const int32_t *ps, int n, int json, char *buf,
+                      size_t cap) {
+    int32_t *sorted = n ? malloc((size_t)n * sizeof(*sorted)) : NULL;
+    if (sorted) {
+        memcpy(sorted, ps, (size_t)n * sizeof(*sorted));
+        qsort(sorted, (size_t)n, sizeof(*sorted), cmp_partition);
+    } else {
+        n = 0;
+    }
+    size_t o = 1;
+    buf[0] = '[';
+    for (int i = 0; i < n; i++) {
+        char id[300], quoted[620];
+        snprintf(id, sizeof(id), "%s_%d", w->info->name, (int)sorted[i]);
+        const char *item = id;
+        if (json) {
+            tide_json_str(quoted, sizeof(quoted), id, strlen(id));
+            item = quoted;
+        }
+        if (o + strlen(item) + 4 >= cap) break;
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s", !i ? "" : json ? "," : ", ", item);
+    }
+    snprintf(buf + o, cap - o, "]");
+    free(sorted);
+}
+
+/* One line per change of assignment: fresh[0..n_fresh) the tasks it
+ * brought, w->tasks[0..n_existing) those kept, revoked[0..n_revoked) those
+ * given up; active_tasks is what the worker holds now. */
+static void log_assignment(const tide_worker_t *w, const int32_t *fresh, int n_fresh,
+                           int n_existing, const int32_t *revoked, int n_revoked) {
+    enum { CAP = 2048 };
+    char nt[CAP], et[CAP], rt[CAP], nj[CAP], ej[CAP], rj[CAP], aj[CAP], msg[3 * CAP + 128];
+    task_list(w, fresh, n_fresh, 0, nt, CAP);
+    task_list(w, w->tasks, n_existing, 0, et, CAP);
+    task_list(w, revoked, n_revoked, 0, rt, CAP);
+    task_list(w, fresh, n_fresh, 1, nj, CAP);
+    task_list(w, w->tasks, n_existing, 1, ej, CAP);
+    task_list(w, revoked, n_revoked, 1, rj, CAP);
+    task_list(w, w->tasks, w->n_tasks, 1, aj, CAP);
+    snprintf(msg, sizeof(msg), "Handle new assignment with: new active tasks %s, existing "
+             "active tasks %s, revoked tasks %s", nt, et, rt);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "new_tasks", nj, "existing_tasks", ej,
+               "revoked_tasks", rj, "active_tasks", aj, (char *)NULL);
+}
+
+/* A task starts restoring: the round's clock starts with the first one. */
+static void restore_round_begin(tide_worker_t *w) {
+    if (w->restore_started_ms) return;
+    w->restore_started_ms = tide_mono_ms();
+    w->restore_records = tide_restorer_records(w->restorer);
+}
+
+/* The restore round is over: how long it took, for every task held. */
+static void log_restore_round(tide_worker_t *w) {
+    char text[3072], json[3072], msg[3200], el[32], n[32];
+    int64_t ms = tide_mono_ms() - w->restore_started_ms;
+    task_list(w, w->tasks, w->n_tasks, 0, text, sizeof(text));
+    task_list(w, w->tasks, w->n_tasks, 1, json, sizeof(json));
+    snprintf(msg, sizeof(msg), "Restoration took %" PRId64 " ms for all tasks %s", ms, text);
+    snprintf(el, sizeof(el), "%" PRId64, ms);
+    snprintf(n, sizeof(n), "%" PRIu64, tide_restorer_records(w->restorer) - w->restore_records);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "elapsed_ms", el, "records", n, "tasks", json,
+               (char *)NULL);
+    w->restore_started_ms = 0;
+}
+
+/* After an assignment or a restore step: once every task is restored, close
+ * the restore round (if one was under way) and run. */
+static void settle(tide_worker_t *w) {
+    for (int t = 0; t < w->n_tasks; t++)
+        if (!w->task_ready[t]) return;
+    if (w->restore_started_ms) log_restore_round(w);
+    if (w->state == STATE_REBALANCING) set_state(w, STATE_RUNNING);
 }
 
 /* ---------------------------------------------------------------- state */
@@ -273,21 +402,28 @@ static void task_start(tide_worker_t *w, int32_t p) {
             w->fatal = 1;
         }
     }
-    if (!w->restorer || !tide_restorer_busy(w->restorer, p)) task_ready(w, p);
-    else task_flow(w, p, 0);
+    if (!w->restorer || !tide_restorer_busy(w->restorer, p)) {
+        task_ready(w, p);
+    } else {
+        restore_round_begin(w);
+        task_flow(w, p, 0);
+    }
 }
 
-static void task_stop(tide_worker_t *w, int32_t p) {
+/* Returns 1 when the task stopped, 0 when it was not there or another input
+ * topic still holds its partition. */
+static int task_stop(tide_worker_t *w, int32_t p) {
     int i = task_index(w, p);
-    if (i < 0) return;
+    if (i < 0) return 0;
     for (int k = 0; k < w->n_parts; k++)
-        if (w->parts[k].partition == p) return; /* another input topic still has it */
+        if (w->parts[k].partition == p) return 0; /* another input topic still has it */
     if (w->restorer) tide_restorer_remove(w->restorer, p);
     if (w->task_ready[i]) tide_runtime_task(w->rt, p, 0, -1);
     w->tasks[i] = w->tasks[w->n_tasks - 1];
     w->task_ready[i] = w->task_ready[w->n_tasks - 1];
     w->task_st[i] = w->task_st[w->n_tasks - 1];
     w->n_tasks--;
+    return 1;
 }
 
 static void on_restore_apply(void *ud, int store, int32_t partition, const char *key,
@@ -390,6 +526,51 @@ static int detector_topics(const tide_worker_t *w, const char **out, int max) {
     if (n < max) out[n++] = w->dlq;
     for (int i = 0; i < w->n_changelogs && n < max; i++) out[n++] = w->changelogs[i];
     return n;
+}
+
+/* What `topic` is to the detector: a changelog of its stores, one of its
+ * DSL repartition topics (<application.id>.<detector>-...-repartition), or
+ * a topic it does not own (TIDE_TOPIC_SOURCE). */
+static tide_topic_kind_t topic_kind(const tide_worker_t *w, const char *topic) {
+    for (int i = 0; i < w->n_changelogs; i++)
+        if (!strcmp(w->changelogs[i], topic)) return TIDE_TOPIC_CHANGELOG;
+    static const char suffix[] = "-repartition";
+    char prefix[600];
+    int n = snprintf(prefix, sizeof(prefix), "%s.%s-",
+                     tide_config_str(w->o->config, "application.id"), w->info->name);
+    size_t len = strlen(topic), ns = sizeof(suffix) - 1;
+    /* (the prefix's last '-' may be the suffix's first) */
+    if (n > 0 && !strncmp(topic, prefix, (size_t)n) && len + 1 >= (size_t)n + ns &&
+        !strcmp(topic + len - ns, suffix))
+        return TIDE_TOPIC_REPARTITION;
+    return TIDE_TOPIC_SOURCE;
+}
+
+/* The topics to describe before consuming, each once: the inputs tide does
+ * not own (they size the others) and the internal topics. Returns how many,
+ * or 0 when the detector has no internal topic. */
+static int internal_topics(const tide_worker_t *w, tide_topic_req_t *out, int max) {
+    const char *topics[TIDE_STATUS_TOPICS];
+    int n = detector_topics(w, topics, TIDE_STATUS_TOPICS), k = 0, internal = 0;
+    for (int i = 0; i < n && k < max; i++) {
+        tide_topic_kind_t kind = topic_kind(w, topics[i]);
+        int dup = 0;
+        for (int j = 0; j < k; j++) dup |= !strcmp(out[j].name, topics[i]);
+        if (dup || (kind == TIDE_TOPIC_SOURCE && i >= w->info->n_inputs)) continue;
+        out[k++] = (tide_topic_req_t){topics[i], kind};
+        internal += kind != TIDE_TOPIC_SOURCE;
+    }
+    return internal ? k : 0;
+}
+
+/* On a broker that does not create our topics itself (a real Kafka, or a
+ * `tide broker`), make the internal ones exist before the producer or the
+ * consumer looks them up. */
+static void ensure_internal_topics(tide_worker_t *w) {
+    if (w->o->dev || w->o->await_topics) return;
+    tide_topic_req_t topics[TIDE_STATUS_TOPICS];
+    int n = internal_topics(w, topics, TIDE_STATUS_TOPICS);
+    if (n) tide_topics_ensure(w->o->config, w->o->bootstraps, topics, n, w->shutdown_timeout_ms);
 }
 
 /* Changelog topics and the restorer, once the detector's stores are known. */
@@ -496,6 +677,61 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---------------------------------------------------------------- rebalance */
 
+/* New partitions: a task per new partition, restoring its stores first.
+ * librdkafka calls this once per rebalance round, even with nothing new. */
+static void on_assign(tide_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                      const char *field) {
+    int before = w->n_tasks; /* task_start appends: w->tasks[before..] are new */
+    for (int i = 0; i < parts->cnt; i++)
+        part_add(w, parts->elems[i].topic, parts->elems[i].partition);
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        int t = task_index(w, p);
+        if (t >= 0 && !w->task_ready[t]) task_flow(w, p, 0); /* another input, same task */
+        if (t >= 0) continue;
+        begin_rebalance(w);
+        task_start(w, p);
+    }
+    if (e) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "assign failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        w->fatal = 1;
+    }
+    w->assigned_once = 1;
+    if (!w->last_record_ms) w->last_record_ms = tide_mono_ms();
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "partitions assigned", "partitions", field,
+               (char *)NULL);
+    log_assignment(w, &w->tasks[before], w->n_tasks - before, before, NULL, 0);
+    settle(w);
+}
+
+/* Partitions taken away: commit them (unless lost), then stop their tasks. */
+static void on_revoke(tide_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                      const char *field) {
+    int lost = rd_kafka_assignment_lost(rk);
+    /* A lost assignment belongs to someone else already: committing
+     * would fail, and the new owner reprocesses from the last commit. */
+    if (!lost) commit(w, parts, "revoke", 0);
+    begin_rebalance(w);
+    int32_t *revoked = calloc((size_t)parts->cnt + 1, sizeof(*revoked));
+    int n_revoked = 0;
+    for (int i = 0; i < parts->cnt; i++)
+        part_remove(w, parts->elems[i].topic, parts->elems[i].partition);
+    for (int i = 0; i < parts->cnt; i++)
+        if (task_stop(w, parts->elems[i].partition) && revoked)
+            revoked[n_revoked++] = parts->elems[i].partition;
+    rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+    if (e) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "unassign: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, lost ? "partitions lost" : "partitions revoked",
+               "partitions", field, (char *)NULL);
+    log_assignment(w, NULL, 0, w->n_tasks, revoked, n_revoked);
+    free(revoked);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     tide_worker_t *w = opaque;
@@ -504,39 +740,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char field[2100];
     tide_json_str(field, sizeof(field), desc, strlen(desc));
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++)
-            part_add(w, parts->elems[i].topic, parts->elems[i].partition);
-        rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
-        for (int i = 0; i < parts->cnt; i++) {
-            int32_t p = parts->elems[i].partition;
-            int t = task_index(w, p);
-            if (t < 0) task_start(w, p);
-            else if (!w->task_ready[t]) task_flow(w, p, 0); /* another input, same task */
-        }
-        if (e) {
-            tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "assign failed: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-            w->fatal = 1;
-        }
-        w->assigned_once = 1;
-        if (!w->last_record_ms) w->last_record_ms = tide_mono_ms();
-        tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "partitions assigned", "partitions", field,
-                   (char *)NULL);
+        on_assign(w, rk, parts, field);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-        /* A lost assignment belongs to someone else already: committing
-         * would fail, and the new owner reprocesses from the last commit. */
-        if (!rd_kafka_assignment_lost(rk)) commit(w, parts, "revoke", 0);
-        for (int i = 0; i < parts->cnt; i++)
-            part_remove(w, parts->elems[i].topic, parts->elems[i].partition);
-        for (int i = 0; i < parts->cnt; i++) task_stop(w, parts->elems[i].partition);
-        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
-        if (e) {
-            tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "unassign: %s", rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-        }
-        tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE,
-                   rd_kafka_assignment_lost(rk) ? "partitions lost" : "partitions revoked",
-                   "partitions", field, (char *)NULL);
+        on_revoke(w, rk, parts, field);
     } else {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "rebalance error: %s", rd_kafka_err2str(err));
         rd_kafka_assign(rk, NULL);
@@ -640,6 +846,7 @@ static void declare_topics(tide_worker_t *w) {
 /* Subscribe to the detector's inputs (again, after a swap changed them). */
 static int subscribe(tide_worker_t *w) {
     declare_topics(w);
+    begin_rebalance(w);
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new(w->info->n_inputs);
     for (int i = 0; i < w->info->n_inputs; i++)
@@ -863,6 +1070,7 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
     ro.api = &host_api;
     ro.open_db = on_open_db;
     ro.open_db_ud = w;
+    ro.application_id = tide_config_str(w->o->config, "application.id");
     tide_runtime_t *rt = NULL;
     if (tide_runtime_open(&ro, w->o->path, &rt, errp) != TIDE_OK) return NULL;
     return rt;
@@ -990,6 +1198,8 @@ static int reload(tide_worker_t *w) {
         return 1;
     }
     int inputs_changed = !same_list(ni->inputs, ni->n_inputs, w->info->inputs, w->info->n_inputs);
+    int topics_changed = inputs_changed ||
+        !same_list(ni->outputs, ni->n_outputs, w->info->outputs, w->info->n_outputs);
     /* The old version's close(ctx) may emit: send that before it goes. */
     tide_runtime_stop(w->rt);
     if (tide_producer_send(w->producer, tide_runtime_sink(w->rt), &err)) {
@@ -1004,6 +1214,7 @@ static int reload(tide_worker_t *w) {
     tide_runtime_close(w->rt);
     w->rt = nrt;
     w->info = ni;
+    if (topics_changed) ensure_internal_topics(w);
     tide_producer_set_outputs(w->producer, ni->outputs, ni->n_outputs);
     /* The new state knows no tasks yet, and its in-memory stores are empty:
      * read those back from their changelogs (RocksDB stores stay as they are). */
@@ -1024,6 +1235,7 @@ static int reload(tide_worker_t *w) {
             w->task_ready[t] = 1;
             tide_runtime_task(w->rt, p, 1, w->task_st[t]);
         } else {
+            restore_round_begin(w);
             task_flow(w, p, 0);
         }
     }
@@ -1046,6 +1258,11 @@ static int reload(tide_worker_t *w) {
         st->state = TIDE_WS_RUNNING;
     }
     return 0;
+}
+
+/* Did the worker end as asked (not on an error)? */
+static int exit_ok(tide_worker_exit_t e) {
+    return e == TIDE_WORKER_DONE || e == TIDE_WORKER_RENAMED;
 }
 
 tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
@@ -1094,6 +1311,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         exit_code = TIDE_WORKER_FAILED;
         goto out;
     }
+    ensure_internal_topics(w);
     if (o->dev) {
         /* Our own broker starts empty: give the detector its topics. */
         const char *topics[64];
@@ -1134,6 +1352,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
         if (restoring) {
             tide_restorer_poll(w->restorer, 10, on_restore_apply, on_restore_done, w);
             w->last_record_ms = tide_mono_ms(); /* restoring is not idle */
+            settle(w);
         }
         ssize_t n = rd_kafka_consume_batch_queue(w->queue, restoring ? 0 : 100, w->msgs,
                                                  (size_t)w->max_batch);
@@ -1170,6 +1389,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
             break;
     }
     if (w->fatal) exit_code = TIDE_WORKER_FAILED;
+    set_state(w, exit_ok(exit_code) ? STATE_PENDING_SHUTDOWN : STATE_PENDING_ERROR);
     if (w->st) w->st->state = TIDE_WS_STOPPING;
     /* Never hang on the way out: a group that does not let go is left to
      * its session timeout; what was processed is committed before that. */
@@ -1195,6 +1415,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "left consumer group");
 
 out:
+    set_state(w, exit_ok(exit_code) ? STATE_NOT_RUNNING : STATE_ERROR);
     if (w->queue) rd_kafka_queue_destroy(w->queue);
     if (w->consumer) rd_kafka_destroy(w->consumer);
     tide_restorer_free(w->restorer);

@@ -6,6 +6,7 @@ set -eu
 TIDE=${1:-build/tide}
 PORT=${ADMIN_PORT:-8642}
 WORK=$(mktemp -d /tmp/tide-fraud-demo.XXXXXX)
+APP=fraud-demo
 BROKER_PID= HOST_PID=
 cleanup() {
 	[ -n "$HOST_PID" ] && kill "$HOST_PID" 2>/dev/null && wait "$HOST_PID" 2>/dev/null
@@ -17,7 +18,11 @@ trap 'exit 0' INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "A development broker in its own process"
+# The pipeline's topics, and the changelogs of the stores the DSL detectors
+# (amount_spike, velocity, new_country) keep their per-card state in.
 "$TIDE" broker --topic auths-raw:4 --topic auths:4 --topic alerts:4 --topic notifications:4 \
+	--topic "$APP.amount_spike-baselines-changelog:4" --topic "$APP.velocity-recent-changelog:4" \
+	--topic "$APP.new_country-countries-changelog:4" \
 	>"$WORK/addr" 2>"$WORK/broker.log" &
 BROKER_PID=$!
 i=0
@@ -31,8 +36,10 @@ cp examples/fraud/*.lua "$WORK/detectors/"
 ls "$WORK/detectors"
 
 step "tide run $WORK/detectors (one worker per detector)"
-"$TIDE" run "$WORK/detectors" -b "$ADDR" -D application.id=fraud-demo -D admin.port="$PORT" \
-	2>"$WORK/host.log" &
+# The broker is new, so the stores start empty too: a state directory of its
+# own, rather than one that remembers the cards of the last demo.
+"$TIDE" run "$WORK/detectors" -b "$ADDR" -D application.id="$APP" -D admin.port="$PORT" \
+	-D state.dir="$WORK/state" 2>"$WORK/host.log" &
 HOST_PID=$!
 i=0
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do

@@ -8,81 +8,81 @@
 -- Authorisations without a merchant country (null) count as history but say
 -- nothing about where the card is.
 --
--- State is a plain Lua table in this worker (lost on restart; durable state
--- stores come later). `auths` is keyed by card, so a card's authorisations all
--- reach the same worker, in order.
+-- Written with the DSL: the authorisations of each card are aggregated into
+-- its payment count and the countries it was used in, and the aggregate also
+-- holds the alert the latest payment raised, if any; the alerts are the
+-- aggregates that hold one. `auths` is keyed by card (normaliser.lua), so
+-- grouping by key needs no repartition topic.
+--
+-- The profiles live in a RocksDB store, `countries`, whose every change also
+-- goes to the changelog topic <application.id>.new_country-countries-changelog:
+-- after a crash, a restart or a move of the partition to another worker, the
+-- store is restored from it, so a country the card already used is never news.
 local MIN_HISTORY = 5
 -- A card seen in this many countries is a traveller: new ones are not news,
--- and its set stops growing.
+-- and its list stops growing.
 local MAX_COUNTRIES = 20
--- Cards held per generation; see `profile`.
-local MAX_CARDS = 100000
 
 ---@class CountryProfile
 ---@field n integer authorisations seen
----@field countries string "|FR|DE|": one short string per card instead of a
----  table of countries, which would take several times the memory
----@field n_countries integer
+---@field countries string[] the countries the card was used in, sorted
+---@field alert? table the alert the latest payment raised (nil: none)
 
--- At most 2 * MAX_CARDS profiles are held (tide.cache); only cards idle for a
--- whole generation are forgotten (they then rebuild their history before
--- alerting again).
-local profiles = tide.cache(MAX_CARDS)
-
-local function new_profile()
-  return { n = 0, countries = "|", n_countries = 0 }
+---@param list string[] sorted
+---@param x string
+---@return boolean
+local function contains(list, x)
+  for _, v in ipairs(list) do
+    if v == x then return true end
+  end
+  return false
 end
 
----@param card string
+--- The aggregator: count payment `a`, and remember its country.
+---@param card CountryProfile the card's aggregate so far
+---@param a table a canonical authorisation (normaliser.lua)
 ---@return CountryProfile
-local function profile(card)
-  return profiles:get_or_create(card, new_profile)
+local function visit(card, a)
+  if type(a) ~= "table" or type(a.card) ~= "string" then
+    error("not a canonical authorisation (card)")
+  end
+  card.alert = nil
+  local country = a.country
+  local seen_before = card.n
+  card.n = card.n + 1
+  local known = card.countries
+  if type(country) ~= "string" or #known >= MAX_COUNTRIES or contains(known, country) then
+    return card
+  end
+  -- sorted, so alerts are the same on every run
+  card.countries = { country, unpack(known) }
+  table.sort(card.countries)
+  -- no alert for a young card, nor for one whose history had no countries
+  if #known == 0 or seen_before < MIN_HISTORY then return card end
+  card.alert = {
+    card = a.card,
+    time = a.time,
+    reason = ("first payment in %s (%d earlier payments, in %s)"):format(
+      country, seen_before, table.concat(known, ", ")),
+    -- the longer the history without this country, the bigger the surprise
+    score = seen_before,
+    details = { country = country, known = known },
+    auth = a,
+  }
+  return card
 end
 
----@param countries string "|FR|DE|"
----@return string[] sorted, so alerts are the same on every run
-local function country_list(countries)
-  local list = {}
-  for c in countries:gmatch("[^|]+") do list[#list + 1] = c end
-  table.sort(list)
-  return list
-end
+tide.stream("auths", "json")
+  :group_by_key()
+  :aggregate({ n = 0, countries = {} }, visit, { name = "countries" })
+  :to_stream()
+  :filter(function(_, card) return card.alert ~= nil end)
+  :map_values(function(card, _, ctx)
+    card.alert.detector = ctx.detector
+    return card.alert
+  end)
+  :to("alerts", "json")
 
-return {
-  inputs = { "auths" },
-  outputs = { "alerts" },
-  serde = "json",
-
-  ---@param rec table rec.value is a canonical authorisation (normaliser.lua)
-  ---@param ctx table
-  process = function(rec, ctx)
-    local a = rec.value
-    if type(a) ~= "table" or type(a.card) ~= "string" then
-      error("not a canonical authorisation (card)")
-    end
-    local p = profile(a.card)
-    local country = a.country
-    local seen_before = p.n
-    p.n = p.n + 1
-    if type(country) ~= "string" or p.n_countries >= MAX_COUNTRIES
-      or p.countries:find("|" .. country .. "|", 1, true) then
-      return
-    end
-    local known = p.n_countries > 0 and seen_before >= MIN_HISTORY and country_list(p.countries)
-    p.countries = p.countries .. country .. "|"
-    p.n_countries = p.n_countries + 1
-    -- no alert for a young card, nor for one whose history had no countries
-    if not known then return end
-    ctx:emit("alerts", a.card, {
-      card = a.card,
-      detector = ctx.detector,
-      time = a.time,
-      reason = ("first payment in %s (%d earlier payments, in %s)"):format(
-        country, seen_before, table.concat(known, ", ")),
-      -- the longer the history without this country, the bigger the surprise
-      score = seen_before,
-      details = { country = country, known = known },
-      auth = a,
-    })
-  end,
+return tide.topology{
+  description = "first payment in a country the card was never used in",
 }

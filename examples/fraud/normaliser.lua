@@ -15,6 +15,9 @@
 -- A record that cannot be made canonical raises: with the default on_error
 -- ("dlq") it goes, unchanged, to the dead-letter topic with the reason, and the
 -- detectors downstream never see half-parsed data.
+--
+-- A plain detector rather than the DSL: an authorisation without a time takes
+-- its Kafka record's timestamp, and DSL operator functions do not see it.
 local null = tide.null
 
 -- Upstream systems disagree on field names; the first present name wins.

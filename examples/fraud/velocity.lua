@@ -10,31 +10,26 @@
 -- clock: replaying yesterday's topic must give yesterday's alerts, and a
 -- consumer catching up after a pause must not see a burst that never was.
 --
--- State is a plain Lua table in this worker (lost on restart; durable state
--- stores come later). `auths` is keyed by card, so a card's authorisations all
--- reach the same worker.
+-- Written with the DSL: the authorisations of each card are aggregated into
+-- its LIMIT latest times, and the aggregate also holds the alert the latest
+-- payment raised, if any; the alerts are the aggregates that hold one. Not
+-- windowed_by: DSL windows follow the records' Kafka timestamps, not `time`,
+-- and a burst is any LIMIT payments within WINDOW_MS, which tumbling and
+-- hopping windows split at their boundaries and a session window lets grow.
+-- `auths` is keyed by card (normaliser.lua), so grouping by key needs no
+-- repartition topic.
+--
+-- The times live in a RocksDB store, `recent`, whose every change also goes
+-- to the changelog topic <application.id>.velocity-recent-changelog: after a
+-- crash, a restart or a move of the partition to another worker, the store is
+-- restored from it before the card's next payment is counted.
 local LIMIT = 5
 local WINDOW_MS = 10 * 60 * 1000
--- Cards held per generation; see `recent_times`.
-local MAX_CARDS = 100000
 
----@class VelocityState
+---@class RecentPayments
 ---@field times number[] the LIMIT latest authorisation times, oldest first
----@field quiet_until number no alert before this time (ms)
-
--- At most 2 * MAX_CARDS cards are held (tide.cache); a card idle for a whole
--- generation is forgotten, which costs nothing here once its window has passed.
-local states = tide.cache(MAX_CARDS)
-
-local function new_state()
-  return { times = {}, quiet_until = -math.huge }
-end
-
----@param card string
----@return VelocityState
-local function state_of(card)
-  return states:get_or_create(card, new_state)
-end
+---@field quiet_until? number no alert before this time (ms); nil: none yet
+---@field alert? table the alert the latest payment raised (nil: none)
 
 --- Insert `t` in order (authorisations may arrive slightly out of order) and
 --- keep only the LIMIT latest: LIMIT numbers per card, however busy it is.
@@ -57,36 +52,47 @@ local function duration(ms)
   return ("%dm%02ds"):format(math.floor(s / 60), s % 60)
 end
 
-return {
-  inputs = { "auths" },
-  outputs = { "alerts" },
-  serde = "json",
+--- The aggregator: remember payment `a`, then look at the card's LIMIT
+--- latest payments.
+---@param card RecentPayments the card's aggregate so far
+---@param a table a canonical authorisation (normaliser.lua)
+---@return RecentPayments
+local function count_payment(card, a)
+  if type(a) ~= "table" or type(a.card) ~= "string" or type(a.time) ~= "number" then
+    error("not a canonical authorisation (card, time)")
+  end
+  card.alert = nil
+  local times = card.times
+  remember(times, a.time)
+  if #times < LIMIT or (card.quiet_until and a.time < card.quiet_until) then return card end
+  local span = times[LIMIT] - times[1]
+  if span >= WINDOW_MS then return card end
+  card.quiet_until = a.time + WINDOW_MS
+  card.alert = {
+    card = a.card,
+    time = a.time,
+    reason = ("%d payments within %s (alerting at %d within %s)"):format(
+      LIMIT, duration(span), LIMIT, duration(WINDOW_MS)),
+    -- how many times faster than the limit allows; a burst in the same
+    -- millisecond counts as one second rather than infinitely fast
+    score = WINDOW_MS / math.max(span, 1000),
+    details = { count = LIMIT, span_ms = span, window_ms = WINDOW_MS },
+    auth = a,
+  }
+  return card
+end
 
-  ---@param rec table rec.value is a canonical authorisation (normaliser.lua)
-  ---@param ctx table
-  process = function(rec, ctx)
-    local a = rec.value
-    if type(a) ~= "table" or type(a.card) ~= "string" or type(a.time) ~= "number" then
-      error("not a canonical authorisation (card, time)")
-    end
-    local s = state_of(a.card)
-    local times = s.times
-    remember(times, a.time)
-    if #times < LIMIT or a.time < s.quiet_until then return end
-    local span = times[LIMIT] - times[1]
-    if span >= WINDOW_MS then return end
-    s.quiet_until = a.time + WINDOW_MS
-    ctx:emit("alerts", a.card, {
-      card = a.card,
-      detector = ctx.detector,
-      time = a.time,
-      reason = ("%d payments within %s (alerting at %d within %s)"):format(
-        LIMIT, duration(span), LIMIT, duration(WINDOW_MS)),
-      -- how many times faster than the limit allows; a burst in the same
-      -- millisecond counts as one second rather than infinitely fast
-      score = WINDOW_MS / math.max(span, 1000),
-      details = { count = LIMIT, span_ms = span, window_ms = WINDOW_MS },
-      auth = a,
-    })
-  end,
+tide.stream("auths", "json")
+  :group_by_key()
+  :aggregate({ times = {} }, count_payment, { name = "recent" })
+  :to_stream()
+  :filter(function(_, card) return card.alert ~= nil end)
+  :map_values(function(card, _, ctx)
+    card.alert.detector = ctx.detector
+    return card.alert
+  end)
+  :to("alerts", "json")
+
+return tide.topology{
+  description = "5 payments of one card within 10 minutes of authorisation time",
 }

@@ -189,6 +189,9 @@ function M.new(spec, sink_lud, log, opts)
       if k == "stream_time" then return stream_time() end
       if k == "wall_time" then return wall_now end
       if k == "partition" then return current end
+      -- the record being processed, for functions that get only its key and
+      -- value (the DSL's operators), as Kafka Streams' record context
+      if k == "timestamp" or k == "topic" or k == "offset" or k == "headers" then return rec[k] end
       return nil
     end,
   })

@@ -7,6 +7,7 @@
 --- window_start, window_end), the change of one row. A repartition topic
 --- cuts the graph: its writer emits to the topic and its reader is a source.
 local windows = require("tide.windows")
+local copy = windows.copy
 
 local M = {}
 
@@ -188,7 +189,7 @@ function makers.aggregate(n, out, env)
     if k == nil or v == nil then return end
     local s = get_store()
     local old = s:get(k)
-    local new = add(old == nil and init(k) or old, v, k)
+    local new = add(old == nil and init(k) or copy(old), v, k)
     s:put(k, new)
     out(k, new, old)
   end
@@ -201,7 +202,7 @@ function makers.table_aggregate(n, out, env)
     if k == nil or type(change) ~= "table" then return end
     local s = get_store()
     local old = s:get(k)
-    local new = old
+    local new = copy(old)
     if change["-"] ~= nil and new ~= nil then new = sub(new, change["-"], k) end
     if change["+"] ~= nil then new = add(new == nil and init(k) or new, change["+"], k) end
     s:put(k, new)

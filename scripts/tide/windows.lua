@@ -13,6 +13,17 @@ local M = {}
 
 local duration = store.duration
 
+--- A deep copy of a table (other values as they are): what an aggregator
+--- receives, so that changing it in place leaves the old value intact for
+--- the operators downstream (a regrouped table subtracts the old value).
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = copy(x) end
+  return t
+end
+M.copy = copy
+
 --- Tumbling windows: fixed size, no overlap. tide.tumbling{ size = "1m", grace = "10s" }
 ---@param opts { size: string|number, grace?: string|number }
 function M.tumbling(opts)
@@ -92,7 +103,7 @@ function M.time_step(w, cur, get_store, init, add, push)
         late(ctx.log, k, ts, s, e, st)
       else
         local old = ws:get(k, s)
-        local new = add(old == nil and init(k) or old, v, k)
+        local new = add(old == nil and init(k) or copy(old), v, k)
         ws:put_at(k, s, new)
         push(k, new, old, s, e)
       end
@@ -118,7 +129,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
         merged[#merged + 1] = { s = start, e = sv.e, v = sv.v }
         if start < s then s = start end
         if sv.e > e then e = sv.e end
-        agg = agg == nil and sv.v or merge(agg, sv.v, k)
+        agg = agg == nil and copy(sv.v) or merge(agg, sv.v, k)
       end
     end
     if e + gap + grace <= st then

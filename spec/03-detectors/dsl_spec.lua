@@ -62,6 +62,19 @@ return tide.topology{ name = "ops" }
     d:close()
   end)
 
+  it("operators read the record's timestamp, topic, offset and headers from ctx", function()
+    local d = driver([[
+tide.stream("in"):map_values(function(v, k, ctx)
+  return ("%s %d %s@%d %s"):format(v, ctx.timestamp, ctx.topic, ctx.offset, ctx.headers.h)
+end):to("out")
+return tide.topology{}
+]])
+    d:pipe("in", "k", "x", { timestamp = 2000, headers = { h = "hv" } })
+    d:pipe("in", "k", "y", { timestamp = 1000, headers = { h = "hw" } })
+    assert.same({ { "k", "x 2000 in@0 hv" }, { "k", "y 1000 in@1 hw" } }, pairs_of(d:read("out")))
+    d:close()
+  end)
+
   it("flat_map and flat_map_values make zero or more records", function()
     local d = driver([[
 local s = tide.stream("in")
@@ -249,6 +262,23 @@ return g
     local changelog_keys = {}
     for _, e in ipairs(d.changelog) do changelog_keys[#changelog_keys + 1] = e.key end
     assert.is_true(#changelog_keys >= 6)
+    d:close()
+  end)
+
+  it("an aggregator may change its aggregate in place: the old value stays intact downstream", function()
+    local d = driver([[
+tide.stream("in", "json"):group_by_key()
+  :aggregate({ n = 0 }, function(agg, v) agg.n = agg.n + v; return agg end, { name = "per-key" })
+  :group_by(function(_, agg) return "all", agg.n end, { name = "all" })
+  :reduce(function(a, b) return a + b end, function(a, b) return a - b end, { name = "total" })
+  :to_stream():to("total", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", 1)
+    d:pipe("in", "a", 2)
+    d:pipe("in", "b", 5)
+    -- a: 1; a: 1 leaves, 3 joins; b: 5 joins
+    assert.same({ { "all", 1 }, { "all", 0 }, { "all", 3 }, { "all", 8 } }, pairs_of(d:read("total")))
     d:close()
   end)
 

@@ -23,7 +23,7 @@ local CHANGELOG = {
 }
 local N_KEYS = 200
 
-local function key_name(i) return ("key-%03d"):format(i) end
+local key_name = cluster.key_name
 
 local holding = cluster.holding
 
@@ -34,15 +34,9 @@ local function set_text(set)
   return "[" .. table.concat(l, ",") .. "]"
 end
 
---- Deterministic, uneven keys: record i of a stream goes to key_of(i).
+--- Deterministic, uneven keys over N_KEYS.
 local function keyed_records(from, to, tag)
-  local recs = {}
-  for i = from, to do
-    -- Knuth's multiplicative hash, squared index folded in: uneven counts.
-    local k = ((i * 2654435761) % 4294967296 + (i * i) % 7) % N_KEYS + 1
-    recs[#recs + 1] = key_name(k) .. ":" .. tag .. i
-  end
-  return recs
+  return cluster.keyed_records(from, to, tag, N_KEYS)
 end
 
 --- Records per key on `words` (every test's input on it): counts, total.
@@ -124,23 +118,13 @@ local function dup_text(r)
     r.dup_keys, r.dup_total, r.dup_max, table.concat(r.dup_sample, ", "))
 end
 
---- Events of `proc` after the first `from` ones that match `pred`.
-local function events_after(proc, from, pred)
-  local found = {}
-  local evs = proc:events()
-  for i = from + 1, #evs do
-    if pred(evs[i]) then found[#found + 1] = evs[i] end
-  end
-  return found
-end
-
 --- Poll until every `task restored` partition in `want` (a set) is logged by
 --- proc after event index `from`. Returns { [partition] = event }.
 local function wait_restored(proc, from, want, timeout)
   local deadline = cluster.now() + timeout * cluster.scale
   while true do
     local got, missing = {}, {}
-    for _, ev in ipairs(events_after(proc, from, function(ev) return ev.msg == "task restored" end)) do
+    for _, ev in ipairs(proc:events_after(from, "task restored")) do
       got[tonumber(ev.partition)] = ev
     end
     for p in pairs(want) do
@@ -485,7 +469,7 @@ describe("integration: state stores", function()
         " partitions 30 s after the kill\n" .. b:log_tail(20))
       cluster.pause(50)
     end
-    local restoring = events_after(b, b_seen, function(ev)
+    local restoring = b:events_after(b_seen, function(ev)
       return type(ev.msg) == "string" and ev.msg:find("^restoring store from its changelog") ~= nil
     end)
     local restoring_parts = {}

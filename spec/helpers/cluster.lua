@@ -408,14 +408,20 @@ local function matcher(pred)
   error("wait_for_log: predicate must be a function, msg string or field table", 3)
 end
 
---- Events matching pred (see wait_for_log) so far.
-function Proc:find_events(pred)
+--- Events after the first `from` ones that match pred (see wait_for_log):
+--- what happened since a mark taken with #proc:events().
+function Proc:events_after(from, pred)
   local match = matcher(pred)
-  local found = {}
-  for _, ev in ipairs(self:read_log()) do
-    if match(ev) then found[#found + 1] = ev end
+  local found, events = {}, self:read_log()
+  for i = from + 1, #events do
+    if match(events[i]) then found[#found + 1] = events[i] end
   end
   return found
+end
+
+--- Events matching pred (see wait_for_log) so far.
+function Proc:find_events(pred)
+  return self:events_after(0, pred)
 end
 
 --- Poll the log until an event matches `pred`: a function(event) -> bool, a
@@ -777,6 +783,23 @@ function M.by_key(records)
     g[#g + 1] = r.value
   end
   return groups
+end
+
+--- The name of key number i: "key-007".
+function M.key_name(i)
+  return ("key-%03d"):format(i)
+end
+
+--- Records "key-NNN:<tag><i>" for i in [from, to] (produce them with
+--- key_separator = ":"), over n_keys keys: deterministic, with uneven counts.
+function M.keyed_records(from, to, tag, n_keys)
+  local recs = {}
+  for i = from, to do
+    -- Knuth's multiplicative hash, squared index folded in: uneven counts.
+    local k = ((i * 2654435761) % 4294967296 + (i * i) % 7) % n_keys + 1
+    recs[#recs + 1] = M.key_name(k) .. ":" .. tag .. i
+  end
+  return recs
 end
 
 --- "topic[0,2]" -> { "topic/0", "topic/2" } (the "partitions" log field).
