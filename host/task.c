@@ -200,7 +200,14 @@ int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t 
                      (long long)lo, (long long)from);
         from = lo;
     }
-    if (from >= hi) return 0;
+    if (from > hi) {
+        tide_log(TIDE_LOG_WARN, (tide_log_at_t){r->changelogs[store], partition, -1},
+                 "the checkpoint (%lld) is past the changelog's end (%lld): the local state is "
+                 "not this changelog's; rebuilding it from the changelog",
+                 (long long)from, (long long)hi);
+        return TIDE_RESTORE_STALE;
+    }
+    if (from == hi) return 0;
     if (r->n == r->cap) {
         int cap = r->cap ? r->cap * 2 : 16;
         restoring_t *nr = realloc(r->r, (size_t)cap * sizeof(*nr));

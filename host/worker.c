@@ -358,6 +358,17 @@ static int64_t committed_stream_time(tide_worker_t *w, int32_t p) {
     return st;
 }
 
+/* Forget what the database holds for store s of partition p, to restore
+ * it from the start of its changelog; returns that start (0). */
+static int64_t store_wipe(tide_worker_t *w, int s, int32_t p) {
+    char *err = NULL;
+    if (tide_store_delete_range(w->db, (uint8_t)s, p, NULL, 0, NULL, 0, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+    }
+    return 0;
+}
+
 /* A task starts: restore its stores from their changelogs, from the local
  * checkpoint (or from the start, wiping what the database holds for it when
  * it has no checkpoint), with its input paused meanwhile. */
@@ -386,16 +397,11 @@ static void task_start(tide_worker_t *w, int32_t p) {
         char *err = NULL;
         if (!d->store_memory[s]) {
             from = tide_checkpoint_get(&w->checkpoint, d->store_names[s], p);
-            if (from < 0) {
-                from = 0;
-                if (tide_store_delete_range(w->db, (uint8_t)s, p, NULL, 0, NULL, 0, &err)) {
-                    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
-                    free(err);
-                    err = NULL;
-                }
-            }
+            if (from < 0) from = store_wipe(w, s, p);
         }
-        if (tide_restorer_add(w->restorer, s, p, from, &err)) {
+        int rc = tide_restorer_add(w->restorer, s, p, from, &err);
+        if (rc == TIDE_RESTORE_STALE) rc = tide_restorer_add(w->restorer, s, p, store_wipe(w, s, p), &err);
+        if (rc) {
             tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot restore store %s of partition %d: %s",
                      d->store_names[s], (int)p, err);
             free(err);
@@ -677,6 +683,17 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---------------------------------------------------------------- rebalance */
 
+/* The range assignor rebalances eagerly: every partition is revoked, then
+ * the whole new assignment given (see co_partitioned). */
+static int eager(rd_kafka_t *rk) {
+    return !strcmp(rd_kafka_rebalance_protocol(rk), "EAGER");
+}
+
+/* rd_kafka_assign's error code as the incremental calls' error object. */
+static rd_kafka_error_t *error_of(rd_kafka_resp_err_t err) {
+    return err ? rd_kafka_error_new(err, "%s", rd_kafka_err2str(err)) : NULL;
+}
+
 /* New partitions: a task per new partition, restoring its stores first.
  * librdkafka calls this once per rebalance round, even with nothing new. */
 static void on_assign(tide_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
@@ -684,7 +701,8 @@ static void on_assign(tide_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition
     int before = w->n_tasks; /* task_start appends: w->tasks[before..] are new */
     for (int i = 0; i < parts->cnt; i++)
         part_add(w, parts->elems[i].topic, parts->elems[i].partition);
-    rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+    rd_kafka_error_t *e = eager(rk) ? error_of(rd_kafka_assign(rk, parts))
+                                    : rd_kafka_incremental_assign(rk, parts);
     for (int i = 0; i < parts->cnt; i++) {
         int32_t p = parts->elems[i].partition;
         int t = task_index(w, p);
@@ -721,7 +739,8 @@ static void on_revoke(tide_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition
     for (int i = 0; i < parts->cnt; i++)
         if (task_stop(w, parts->elems[i].partition) && revoked)
             revoked[n_revoked++] = parts->elems[i].partition;
-    rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+    rd_kafka_error_t *e = eager(rk) ? error_of(rd_kafka_assign(rk, NULL))
+                                    : rd_kafka_incremental_unassign(rk, parts);
     if (e) {
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "unassign: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
@@ -860,6 +879,17 @@ static int subscribe(tide_worker_t *w) {
     return 0;
 }
 
+/* A detector with state and more than one input needs each partition
+ * number of all its inputs in one place: a join reads the table's store of
+ * the stream record's partition, and a repartitioned aggregation's task is
+ * that of its input partition. Kafka Streams has its own assignor for this;
+ * librdkafka's range assignor gives the same (partition i of every topic to
+ * one member, when the topics have as many partitions), at the price of
+ * eager rebalances. Everything else stays cooperative. */
+static int co_partitioned(const tide_worker_t *w) {
+    return w->info->n_inputs > 1 && w->info->n_stores > 0;
+}
+
 static int open_consumer(tide_worker_t *w) {
     const tide_config_t *c = w->o->config;
     char group[512], err[512];
@@ -876,7 +906,8 @@ static int open_consumer(tide_worker_t *w) {
         kset(conf, "session.timeout.ms", "10000") || kset(conf, "heartbeat.interval.ms", "2000") ||
         tide_config_apply_kafka(c, conf, TIDE_CLIENT_CONSUMER, &cerr) ||
         kset(conf, "bootstrap.servers", w->o->bootstraps) || kset(conf, "group.id", group) ||
-        kset(conf, "partition.assignment.strategy", "cooperative-sticky") ||
+        kset(conf, "partition.assignment.strategy",
+             co_partitioned(w) ? "range" : "cooperative-sticky") ||
         kset(conf, "enable.auto.commit", "false") ||
         kset(conf, "enable.auto.offset.store", "false")) {
         if (cerr) tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", cerr);
@@ -897,6 +928,11 @@ static int open_consumer(tide_worker_t *w) {
     w->queue = rd_kafka_queue_get_consumer(w->consumer);
     if (subscribe(w)) return -1;
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", group);
+    if (co_partitioned(w))
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
+                 "stateful with %d inputs: co-partitioned range assignment (eager rebalances); "
+                 "the inputs must have as many partitions",
+                 w->info->n_inputs);
     return 0;
 }
 

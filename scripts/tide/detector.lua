@@ -15,6 +15,8 @@
 ---   stream_time_topics  { topic = true }: the inputs whose record timestamps
 ---             advance stream time (default: all)
 ---   on_task   function(ctx, partition, assigned): a task starts or stops
+---   timestamps { topic = function(value, key) -> ms }: event time taken from
+---             the record instead of its Kafka timestamp
 ---   description optional text shown on the status page
 --- Every failure says file, line and reason, as Lua's own errors do.
 local sandbox = require("tide.sandbox")
@@ -29,7 +31,7 @@ local known_fields = {
   name = "string", inputs = "table", outputs = "table", process = "function",
   init = "function", close = "function", serde = "string", key_serde = "string",
   on_error = "string", description = "string", stores = "table", punctuate = "table",
-  serdes = "table", on_task = "function", stream_time_topics = "table",
+  serdes = "table", on_task = "function", stream_time_topics = "table", timestamps = "table",
 }
 
 M.policies = { dlq = true, skip = true, stop = true }
@@ -125,7 +127,7 @@ function M.validate(det, path, source)
   for k, v in pairs(det) do
     local want = known_fields[k]
     if not want then
-      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task, stream_time_topics)"):format(tostring(k)))
+      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task, stream_time_topics, timestamps)"):format(tostring(k)))
     end
     if type(v) ~= want then
       return fail(("detector field '%s' must be a %s, got %s"):format(k, want, type(v)))
@@ -209,6 +211,7 @@ function M.validate(det, path, source)
     on_error = on_error,
     on_task = det.on_task,
     stream_time_topics = det.stream_time_topics,
+    timestamps = det.timestamps,
     process = det.process,
     init = det.init,
     close = det.close,

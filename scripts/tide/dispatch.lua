@@ -53,6 +53,16 @@ local function output_encoders(spec)
   return kenc, venc
 end
 
+--- The event time a detector's timestamp function finds in a record; it
+--- replaces the record's timestamp for stream time, windows and outputs.
+local function event_time(f, rec)
+  local t = f(rec.value, rec.key)
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    error(("the timestamp function returned %s, not a time in ms"):format(tostring(t)), 0)
+  end
+  return t
+end
+
 ---@param spec table a validated detector (tide.detector)
 ---@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
 ---@param log fun(level: string, msg: string)
@@ -198,6 +208,7 @@ function M.new(spec, sink_lud, log, opts)
 
   local batch_ptr = tffi.batch_ptr
   local timed = spec.stream_time_topics
+  local extract = spec.timestamps
 
   --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
   local function run(batch_lud, now)
@@ -211,6 +222,10 @@ function M.new(spec, sink_lud, log, opts)
       local r = recs[i]
       local p = r.partition
       current = p
+      if extract then
+        local f = extract[rec.topic]
+        if f then r.timestamp = event_time(f, rec) end
+      end
       local ts = tonumber(r.timestamp)
       local st = stream_times[p]
       if (st == nil or ts > st) and (timed == nil or timed[rec.topic]) then stream_times[p] = ts end

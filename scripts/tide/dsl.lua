@@ -98,13 +98,28 @@ end
 --------------------------------------------------------------------------------
 -- Sources
 
---- A stream of the records of `topic`. serdes: "json" or { key = "string", value = "json" }.
+--- Event time: opts.timestamp(value, key) returns the record's time (ms)
+--- from its contents, replacing the Kafka timestamp for windows, stream
+--- time and the records it leads to (Kafka Streams' TimestampExtractor).
+local function declare_timestamp(b, topic, opts, op)
+  local f = type(opts) == "table" and opts.timestamp or nil
+  if f == nil then return end
+  need_fn(f, op .. "('" .. topic .. "'): timestamp", "(value, key) returning milliseconds")
+  if b.timestamps[topic] and b.timestamps[topic] ~= f then
+    usage(("%s('%s'): another timestamp function was given for this topic before"):format(op, topic))
+  end
+  b.timestamps[topic] = f
+end
+
+--- A stream of the records of `topic`. opts: "json" (the value's serde) or
+--- { key = "string", value = "json", timestamp = function(value, key) ... end }.
 ---@param topic string
----@param serdes? string|{ key?: string, value?: string }
-function M.stream(topic, serdes)
+---@param opts? string|{ key?: string, value?: string, timestamp?: fun(value: any, key: any): number }
+function M.stream(topic, opts)
   local b = builder()
   check_topic(topic, "tide.stream")
-  declare_serdes(b, topic, serdes, "tide.stream")
+  declare_serdes(b, topic, opts, "tide.stream")
+  declare_timestamp(b, topic, opts, "tide.stream")
   local n = node(b, Stream, "source", { topic = topic, key_changed = false })
   b.sources[#b.sources + 1] = n
   return n
@@ -120,6 +135,7 @@ function M.table(topic, opts)
   check_topic(topic, "tide.table")
   opts = opts or {}
   declare_serdes(b, topic, { key = opts.key, value = opts.value }, "tide.table")
+  declare_timestamp(b, topic, opts, "tide.table")
   local n = node(b, Table, "table_source", { topic = topic, key_changed = false })
   n.store = M.add_store(b, opts.name or topic:gsub("[^%w_-]", "_"), store.kv{ memory = opts.memory })
   b.sources[#b.sources + 1] = n
@@ -454,7 +470,7 @@ end
 --- Start collecting what a loading script builds.
 function M.begin()
   building = {
-    nodes = {}, sources = {}, outputs = {}, internal = {}, stores = {}, serdes = {},
+    nodes = {}, sources = {}, outputs = {}, internal = {}, stores = {}, serdes = {}, timestamps = {},
     seq = 0, options = {},
   }
   return building

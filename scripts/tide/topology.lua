@@ -354,6 +354,7 @@ function M.compile(b, default_name, app)
     process = process,
     on_task = on_task,
     stream_time_topics = timed,
+    timestamps = next(b.timestamps) and b.timestamps or nil,
   }
 end
 

@@ -378,6 +378,27 @@ return tide.topology{}
     d:close()
   end)
 
+  it("takes event time from the value with a timestamp function", function()
+    local d = driver([[
+tide.stream("in", { value = "json", timestamp = function(v) return v.time end })
+  :group_by_key()
+  :windowed_by(tide.tumbling{ size = "10s" })
+  :count({ name = "n" })
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "a", { time = 5000 }, { timestamp = 999999 })
+    d:pipe("in", "a", { time = 7000 }, { timestamp = 1 })
+    d:pipe("in", "a", { time = "soon" }, { timestamp = 1 })
+    local out = d:read("counts")
+    assert.same({ { "a", 0, 10000, 1 }, { "a", 0, 10000, 2 } }, windowed(out))
+    assert.equal(7000, out[2].timestamp, "outputs carry the event time")
+    local dead = d:dead_letters()
+    assert.equal(1, #dead)
+    assert.truthy(dead[1].headers["tide.error.message"]:find("timestamp function returned soon", 1, true))
+    d:close()
+  end)
+
   it("suppress passes on one final result per window, when it closes", function()
     local d = driver([[
 tide.stream("in"):group_by_key()

@@ -349,6 +349,39 @@ describe("integration: state stores", function()
     end
   end)
 
+  it("rebuilds a task whose checkpoint is past its changelog's end (a broker that was reset)", function()
+    local topics = { "words:4", "counts:4", "stale.count-per-key-counts-changelog:4" }
+    local state_dir = c:path("state-stale")
+    local config = group_config({ ["state.dir"] = state_dir })
+    -- first life: a long changelog on one broker
+    local old = cluster.new("stale-old")
+    old:start_broker(topics)
+    old:produce("words", keyed_records(1, 3000, "old"), { key_separator = ":" })
+    local first = old:run(COUNT, { app = "stale", config = config, name = "first" })
+    old:wait_for_records("stale.count-per-key-counts-changelog", 3000, 60, { watch = first })
+    assert.is_true(first:kill("TERM"))
+    assert.are.equal(0, first:wait(15), first:log_tail(20))
+    old:shutdown()
+    -- second life, same state directory: a fresh broker, a short changelog
+    local fresh = cluster.new("stale-new")
+    fresh:start_broker(topics)
+    local ok, err = pcall(function()
+      fresh:produce("words", keyed_records(1, 400, "new"), { key_separator = ":" })
+      local second = fresh:run(COUNT, { app = "stale", config = config, name = "second" })
+      second:wait_for_log(function(e) return e.msg and e.msg:find("past the changelog's end", 1, true) end, 30)
+      fresh:wait_for_records("stale.count-per-key-counts-changelog", 400, 60, { watch = second })
+      assert.is_true(second:kill("TERM"))
+      assert.are.equal(0, second:wait(15), second:log_tail(20))
+      local truth = true_counts(fresh)
+      local state = changelog_state(fresh, "stale.count-per-key-counts-changelog")
+      for k, n in pairs(truth) do
+        assert.are.equal(n, state[k], "key " .. k .. ": counted from the old state")
+      end
+    end)
+    fresh:shutdown()
+    assert(ok, err)
+  end)
+
   it("restores the same counts from the changelog when the state directory is deleted", function()
     local n_before = 2000
     c:produce("words", keyed_records(1, n_before, "w"), { key_separator = ":" })

@@ -31,6 +31,7 @@ describe("integration: the DSL under the host and under the driver", function()
   local c = cluster.suite("dsl", {
     "lines:3", "word-counts:3", "clicks:1", "sessions:1",
     APP .. ".sessions-per-user-changelog:1", APP .. ".sessions-per-user-suppress-changelog:1",
+    "orders:3", "users:3", "receipts:3", "cojoin.receipts-users-changelog:3",
     APP .. ".word-count-words-repartition:3",
     APP .. ".word-count-counts-changelog:3",
   })
@@ -100,5 +101,47 @@ return tide.topology{ name = "sessions" }
       return r
     end
     assert.same(rows(expected), rows(out))
+  end)
+
+  it("two instances of a stream-table join hold the same partitions of both inputs", function()
+    local path = c:path("receipts.lua")
+    local f = assert(io.open(path, "w"))
+    f:write([[
+local users = tide.table("users", { value = "json" })
+tide.stream("orders", "json")
+  :join(users, function(order, user) return user.name .. " bought " .. order.item end)
+  :to("receipts")
+return tide.topology{ name = "receipts" }
+]])
+    f:close()
+    local N = 60
+    local users = {}
+    for i = 1, N do users[i] = { key = "u" .. i, value = ('{"name":"user %d"}'):format(i) } end
+    c:produce("users", users)
+    local a = c:run(path, { app = "cojoin", name = "a" })
+    a:wait_for_log("partitions assigned", 30)
+    local b = c:run(path, { app = "cojoin", name = "b" })
+    local deadline = cluster.now() + 40 * cluster.scale
+    while true do
+      local na = cluster.holding(a, "orders")
+      local nb = cluster.holding(b, "orders")
+      if na > 0 and nb > 0 and na + nb == 3 then break end
+      assert.is_true(cluster.now() < deadline, "the group did not settle\n" .. a:log_tail(10) .. b:log_tail(10))
+      cluster.pause(50)
+    end
+    for _, p in ipairs({ a, b }) do
+      local _, orders = cluster.holding(p, "orders")
+      local _, tables = cluster.holding(p, "users")
+      assert.same(orders, tables, p.name .. " holds other partitions of users than of orders")
+    end
+    -- every user is in a table before the orders come
+    c:wait_for_records("cojoin.receipts-users-changelog", N, 60, { watch = a })
+    local orders = {}
+    for i = 1, N do orders[i] = { key = "u" .. i, value = ('{"item":"item %d"}'):format(i) } end
+    c:produce("orders", orders)
+    local out = c:wait_for_records("receipts", N, 60, { watch = b })
+    local got = {}
+    for _, r in ipairs(out) do got[r.key] = r.value end
+    for i = 1, N do assert.equal(("user %d bought item %d"):format(i, i), got["u" .. i]) end
   end)
 end)
