@@ -111,12 +111,20 @@ local function declare_timestamp(b, topic, opts, op)
   b.timestamps[topic] = f
 end
 
---- A stream of the records of `topic`. opts: "json" (the value's serde) or
+--- A stream of the records of `topic` (or of a list of topics, merged).
+--- opts: "json" (the value's serde) or
 --- { key = "string", value = "json", timestamp = function(value, key) ... end }.
 ---@param topic string
 ---@param opts? string|{ key?: string, value?: string, timestamp?: fun(value: any, key: any): number }
 function M.stream(topic, opts)
   local b = builder()
+  if type(topic) == "table" then
+    -- several topics, one stream: their records merged
+    if #topic == 0 then usage("tide.stream: a topic name or a list of them expected") end
+    local s = M.stream(topic[1], opts)
+    for i = 2, #topic do s = s:merge(M.stream(topic[i], opts)) end
+    return s
+  end
   check_topic(topic, "tide.stream")
   declare_serdes(b, topic, opts, "tide.stream")
   declare_timestamp(b, topic, opts, "tide.stream")
@@ -410,6 +418,19 @@ end
 --- value. A windowed table's value is { start =, ["end"] =, value = }.
 function Table:to_stream()
   return child(self, "to_stream", {}, Stream)
+end
+
+--- The rows for which fn(key, value, ctx) is true; a row that stops
+--- passing is deleted downstream (a nil value), as KTable#filter.
+function Table:filter(fn)
+  need_fn(fn, "filter", "(key, value)")
+  return child(self, "table_filter", { fn = fn, window = self.window })
+end
+
+--- Every row's value through fn(value, key, ctx), as KTable#mapValues.
+function Table:map_values(fn)
+  need_fn(fn, "map_values", "(value, key)")
+  return child(self, "table_map_values", { fn = fn, window = self.window })
 end
 
 --- Hold a windowed table's updates until the window closes, and pass on

@@ -210,6 +210,27 @@ function makers.table_aggregate(n, out, env)
   end
 end
 
+function makers.table_filter(n, out, env)
+  local fn, cur = n.fn, env.cur
+  return function(k, new, old, s, e)
+    local ctx = cur.ctx
+    if new ~= nil and not fn(k, new, ctx) then new = nil end
+    if old ~= nil and not fn(k, old, ctx) then old = nil end
+    if new == nil and old == nil then return end -- never in, still not in
+    out(k, new, old, s, e)
+  end
+end
+
+function makers.table_map_values(n, out, env)
+  local fn, cur = n.fn, env.cur
+  return function(k, new, old, s, e)
+    local ctx = cur.ctx
+    if new ~= nil then new = fn(new, k, ctx) end
+    if old ~= nil then old = fn(old, k, ctx) end
+    out(k, new, old, s, e)
+  end
+end
+
 function makers.to_stream(n, out)
   if n.parents[1].window then
     return function(k, new, _, s, e)

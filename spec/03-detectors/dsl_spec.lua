@@ -125,6 +125,18 @@ return b.red
     d:close()
   end)
 
+  it("tide.stream of a list of topics reads them all as one stream", function()
+    local d = driver([[
+tide.stream({ "eu-clicks", "us-clicks" }):map_values(string.upper):to("clicks")
+return tide.topology{}
+]])
+    assert.same({ "eu-clicks", "us-clicks" }, d.spec.inputs)
+    d:pipe("us-clicks", "1", "us")
+    d:pipe("eu-clicks", "2", "eu")
+    assert.same({ { "1", "US" }, { "2", "EU" } }, pairs_of(d:read("clicks")))
+    d:close()
+  end)
+
   it("merge joins two streams with their own serdes", function()
     local d = driver([[
 local a = tide.stream("a", "json"):map_values(function(v) return v.text end)
@@ -437,6 +449,23 @@ return tide.topology{}
     assert.is_nil(d:store("users"):get("u2"))
     assert.same({ { "u1", { name = "Ann" } }, { "u1", { name = "Anna" } }, { "u2", { name = "Bob" } }, { "u2", nil } },
       pairs_of(d:read("changes")))
+    d:close()
+  end)
+
+  it("filter and map_values on a table: a row that stops passing is deleted downstream", function()
+    local d = driver([[
+tide.table("accounts", { value = "json" })
+  :filter(function(k, a) return a.balance < 0 end)
+  :map_values(function(a) return a.balance end)
+  :to_stream():to("overdrawn", "json")
+return tide.topology{}
+]])
+    d:pipe("accounts", "a", { balance = 10 })  -- never in: nothing
+    d:pipe("accounts", "a", { balance = -5 })  -- in
+    d:pipe("accounts", "a", { balance = -7 })  -- changed
+    d:pipe("accounts", "a", { balance = 3 })   -- out: deleted
+    d:pipe("accounts", "b", nil)               -- never there: nothing
+    assert.same({ { "a", -5 }, { "a", -7 }, { "a", nil } }, pairs_of(d:read("overdrawn")))
     d:close()
   end)
 
