@@ -324,6 +324,7 @@ end
 --- Aggregate in windows: tide.tumbling{...}, tide.hopping{...} or
 --- tide.session{...}; grace (how late a record may be) may be given here.
 function Grouped:windowed_by(w, grace)
+  if self.table then usage("windowed_by: only a grouped stream has windows, not a regrouped table") end
   if not windows.is_window(w) then
     usage("windowed_by: tide.tumbling{...}, tide.hopping{...} or tide.session{...} expected")
   end

@@ -210,6 +210,16 @@ return s
     assert.truthy(err:find(path .. ":2: filter: a function(key, value) expected, got string", 1, true), err)
 
     path = write([[
+tide.table("t", { value = "json" })
+  :group_by(function(k, v) return v.g, 1 end)
+  :windowed_by(tide.tumbling{ size = "1m" })
+return tide.topology{}
+]])
+    ok, err = pcall(testing.driver, path)
+    assert.is_false(ok)
+    assert.truthy(err:find(path .. ":3: windowed_by: only a grouped stream has windows", 1, true), err)
+
+    path = write([[
 tide.stream("in"):to("out")
 return { inputs = { "x" }, process = function() end }
 ]])
