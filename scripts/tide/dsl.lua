@@ -326,7 +326,7 @@ end
 function Grouped:windowed_by(w, grace)
   if self.table then usage("windowed_by: only a grouped stream has windows, not a regrouped table") end
   if not windows.is_window(w) then
-    usage("windowed_by: tide.tumbling{...}, tide.hopping{...} or tide.session{...} expected")
+    usage("windowed_by: tide.tumbling{...}, tide.hopping{...}, tide.session{...} or tide.sliding{...} expected")
   end
   if grace ~= nil then
     local copy = {}

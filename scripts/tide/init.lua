@@ -28,10 +28,12 @@ M.stream = dsl.stream
 M.table = dsl.table
 --- Detector options of a DSL script: return tide.topology{ name = ..., description = ... }.
 M.topology = dsl.topology
---- Windows for windowed_by: tumbling{ size, grace }, hopping{ size, advance, grace }, session{ gap, grace }.
+--- Windows for windowed_by: tumbling{ size, grace }, hopping{ size, advance, grace },
+--- session{ gap, grace }, sliding{ size, grace }.
 M.tumbling = windows.tumbling
 M.hopping = windows.hopping
 M.session = windows.session
+M.sliding = windows.sliding
 
 --- JSON helpers with the json serde's rules.
 M.json = {

@@ -180,7 +180,9 @@ end
 function makers.aggregate(n, out, env)
   local get_store, init, add = store_getter(env, n.store), n.init, n.add
   local w = n.window
-  if w and w.kind == "session" then
+  if w and w.kind == "sliding" then
+    return windows.sliding_step(w, env.cur, get_store, init, add, out)
+  elseif w and w.kind == "session" then
     return windows.session_step(w, env.cur, get_store, init, add, n.merge, out)
   elseif w then
     return windows.time_step(w, env.cur, get_store, init, add, out)

@@ -54,12 +54,32 @@ function M.session(opts)
   return { kind = "session", gap = gap, grace = duration(opts.grace or 0, "grace") }
 end
 
+--- Sliding windows: for every record at t, the key's records in
+--- [t - size, t], both ends included: "5 payments within 10 minutes".
+--- Each record updates and passes on its own window only; a record late
+--- within grace does not revise the windows of the records after it.
+---@param opts { size: string|number, grace?: string|number }
+function M.sliding(opts)
+  if type(opts) ~= "table" then usage("tide.sliding{ size = \"10m\", grace = \"1m\" } expected") end
+  local size = duration(opts.size, "sliding size")
+  if size <= 0 then usage("sliding size must be positive") end
+  return { kind = "sliding", size = size, grace = duration(opts.grace or 0, "grace") }
+end
+
+local kinds = { tumbling = true, hopping = true, session = true, sliding = true }
+
 function M.is_window(w)
-  return type(w) == "table" and (w.kind == "tumbling" or w.kind == "hopping" or w.kind == "session")
+  return type(w) == "table" and kinds[w.kind] == true
 end
 
 --- The window store declaration that keeps a windowed aggregation.
 function M.store_decl(w, memory, retention)
+  if w.kind == "sliding" then
+    -- one entry per key (window start 0): { e = latest time, items = { { t, value }, ... } }
+    retention = math.max(w.size + w.grace, retention and store.duration(retention, "retention") or 0)
+    return store.window{ size = w.size, grace = w.grace, retention = retention,
+      memory = memory, session = true }
+  end
   if w.kind == "session" then
     local least = w.gap * 2 + w.grace
     retention = math.max(least, retention and store.duration(retention, "retention") or 0)
@@ -143,6 +163,44 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
     local new = add(agg == nil and init(k) or agg, v, k)
     ws:put_at(k, s, { e = e, v = new })
     push(k, new, nil, s, e)
+  end
+end
+
+--- The step of a sliding-window aggregation: the key's recent records are
+--- kept (in time order, as far back as a window can still reach), and the
+--- record's window [t - size, t] is folded from them.
+function M.sliding_step(w, cur, get_store, init, add, push)
+  local size, grace = w.size, w.grace
+  return function(k, v)
+    if k == nil or v == nil then return end
+    local ctx = cur.ctx
+    local ts, st = cur.rec.timestamp, ctx.stream_time
+    if ts + grace < st then
+      late(ctx.log, k, ts, ts - size, ts, st)
+      return
+    end
+    local ws = get_store()
+    local kept = ws:get(k, 0) or { e = ts }
+    local items = kept.items or {}
+    local i = #items
+    while i > 0 and items[i][1] > ts do
+      items[i + 1] = items[i]
+      i = i - 1
+    end
+    items[i + 1] = { ts, v }
+    if ts > kept.e then kept.e = ts end
+    -- what no window can reach any more: older than the latest, less size and grace
+    local horizon, fresh = kept.e - size - grace, {}
+    for _, it in ipairs(items) do
+      if it[1] >= horizon then fresh[#fresh + 1] = it end
+    end
+    kept.items = fresh
+    local agg = init(k)
+    for _, it in ipairs(fresh) do
+      if it[1] >= ts - size and it[1] <= ts then agg = add(agg, it[2], k) end
+    end
+    ws:put_at(k, 0, kept)
+    push(k, agg, nil, ts - size, ts)
   end
 end
 

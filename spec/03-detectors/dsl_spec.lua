@@ -421,6 +421,29 @@ return tide.topology{}
     d:close()
   end)
 
+  it("sliding windows count each record's key within size before it, ends included", function()
+    local d = driver([[
+tide.stream("auths", "json")
+  :group_by_key()
+  :windowed_by(tide.sliding{ size = "10m", grace = "1m" })
+  :count({ name = "recent" })
+  :to_stream()
+  :filter(function(card, w) return w.value >= 3 end)
+  :to("alerts", "json")
+return tide.topology{}
+]])
+    local M = 60000
+    d:pipe("auths", "c1", {}, { timestamp = 0 })
+    d:pipe("auths", "c1", {}, { timestamp = 4 * M })
+    d:pipe("auths", "c2", {}, { timestamp = 5 * M })
+    d:pipe("auths", "c1", {}, { timestamp = 10 * M })      -- 0, 4m, 10m: three within 10m, ends included
+    d:pipe("auths", "c1", {}, { timestamp = 14 * M + 1 })  -- 4m is out: two
+    d:pipe("auths", "c1", {}, { timestamp = 13.5 * M })    -- late within grace: 4m, 10m, 13.5m
+    d:pipe("auths", "c1", {}, { timestamp = 12 * M })      -- beyond grace: dropped
+    assert.same({ { "c1", 0, 10 * M, 3 }, { "c1", 3.5 * M, 13.5 * M, 3 } }, windowed(d:read("alerts")))
+    d:close()
+  end)
+
   it("suppress passes on one final result per window, when it closes", function()
     local d = driver([[
 tide.stream("in"):group_by_key()
