@@ -175,6 +175,14 @@ function M.new(spec, sink_lud, log, opts)
     end
   end
 
+  --- Emit with the headers of the record being processed, as Kafka Streams
+  --- carries a record's headers through its topology (the DSL's to()).
+  function ctx.forward(self, output, key, value)
+    local headers
+    if api.header_count(recs + idx) > 0 then headers = rec.headers end
+    return ctx.emit(self, output, key, value, headers)
+  end
+
   local function logger(level)
     return function(msg, ...)
       if select("#", ...) > 0 then msg = msg:format(...) end

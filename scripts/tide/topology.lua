@@ -126,14 +126,14 @@ function makers.to(n, _, env)
   local serde = env.value_serde(topic)
   local ok = accepts[serde]
   if not ok then
-    return function(k, v) cur.ctx:emit(topic, k, v) end
+    return function(k, v) cur.ctx:forward(topic, k, v) end
   end
   return function(k, v)
     if not ok[type(v)] then
       error(("to('%s') at %s: the value is a %s but the topic's value serde is '%s'; "
         .. "declare to('%s', \"json\") to write tables"):format(topic, n.at, type(v), serde, topic), 0)
     end
-    cur.ctx:emit(topic, k, v)
+    cur.ctx:forward(topic, k, v)
   end
 end
 
@@ -141,7 +141,7 @@ end
 function makers.repartition(n, _, env)
   local topic, cur = env.internal_topic(n.name), env.cur
   return function(k, v)
-    if k ~= nil then cur.ctx:emit(topic, k, v) end
+    if k ~= nil then cur.ctx:forward(topic, k, v) end
   end
 end
 

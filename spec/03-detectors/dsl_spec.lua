@@ -75,6 +75,19 @@ return tide.topology{}
     d:close()
   end)
 
+  it("to() carries the record's headers, as Kafka Streams does", function()
+    local d = driver([[
+tide.stream("in"):map_values(string.upper):to("out")
+return tide.topology{}
+]])
+    d:pipe("in", "k", "x", { headers = { trace = "t-1" } })
+    d:pipe("in", "k", "y")
+    local out = d:read("out")
+    assert.same({ trace = "t-1" }, out[1].headers)
+    assert.same({}, out[2].headers)
+    d:close()
+  end)
+
   it("flat_map and flat_map_values make zero or more records", function()
     local d = driver([[
 local s = tide.stream("in")
