@@ -95,7 +95,7 @@ describe("integration: tide test and tide replay", function()
     assert.are.equal(0, code, err)
     assert.are.same({
       { topic = "text-output", key = "k1", value = "BANANA", timestamp = 1000 },
-      { topic = "text-output", key = null, value = "APPLE" },
+      { topic = "text-output", key = null, value = "APPLE", headers = { h = "v" } }, -- carried through
       { topic = "text-output", key = "k3", value = "TAB\tAND \"QUOTE\"" },
     }, decode_lines(out))
     assert.is_truthy(err:find("records in: 4", 1, true), err)
