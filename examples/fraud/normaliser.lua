@@ -16,8 +16,8 @@
 -- ("dlq") it goes, unchanged, to the dead-letter topic with the reason, and the
 -- detectors downstream never see half-parsed data.
 --
--- A plain detector rather than the DSL: an authorisation without a time takes
--- its Kafka record's timestamp, and DSL operator functions do not see it.
+-- An authorisation without a time takes its Kafka record's timestamp
+-- (ctx.timestamp: operators see the record they work on through ctx).
 local null = tide.null
 
 -- Upstream systems disagree on field names; the first present name wins.
@@ -186,33 +186,35 @@ local function event_time(v, fallback)
   return ms
 end
 
-return {
-  inputs = { "auths-raw" },
-  outputs = { "auths" },
-  serde = "json",
+--- The canonical authorisation of a raw one (a JSON object), or an error.
+---@param raw any
+---@param ctx table ctx.timestamp: the record's, for authorisations without a time
+local function canonical(raw, _, ctx)
+  if type(raw) ~= "table" then
+    reject("expected a JSON object, got %s", raw == null and "null" or type(raw))
+  end
+  -- merchant is either {"name": ..., "country": ...} or just the name
+  local merchant, merchant_country = raw.merchant, nil
+  if type(merchant) == "table" then
+    merchant, merchant_country = merchant.name, merchant.country
+    if merchant_country == null then merchant_country = nil end
+  end
+  if type(merchant) ~= "string" then merchant = null end
+  return {
+    card = card_id(field(raw, ALIASES.card)),
+    amount = amount(field(raw, ALIASES.amount)),
+    currency = currency(field(raw, ALIASES.currency)),
+    country = country(merchant_country or field(raw, ALIASES.country)),
+    merchant = merchant,
+    time = event_time(field(raw, ALIASES.time), ctx.timestamp),
+  }
+end
 
-  ---@param rec table the raw authorisation in rec.value (a JSON object)
-  ---@param ctx table
-  process = function(rec, ctx)
-    local raw = rec.value
-    if type(raw) ~= "table" then
-      reject("expected a JSON object, got %s", raw == null and "null" or type(raw))
-    end
-    -- merchant is either {"name": ..., "country": ...} or just the name
-    local merchant, merchant_country = raw.merchant, nil
-    if type(merchant) == "table" then
-      merchant, merchant_country = merchant.name, merchant.country
-      if merchant_country == null then merchant_country = nil end
-    end
-    if type(merchant) ~= "string" then merchant = null end
-    local card = card_id(field(raw, ALIASES.card))
-    ctx:emit("auths", card, {
-      card = card,
-      amount = amount(field(raw, ALIASES.amount)),
-      currency = currency(field(raw, ALIASES.currency)),
-      country = country(merchant_country or field(raw, ALIASES.country)),
-      merchant = merchant,
-      time = event_time(field(raw, ALIASES.time), rec.timestamp),
-    })
-  end,
+tide.stream("auths-raw", "json")
+  :map_values(canonical)
+  :select_key(function(_, auth) return auth.card end) -- keyed by card
+  :to("auths", "json")
+
+return tide.topology{
+  description = "raw authorisations to the canonical shape, keyed by card",
 }

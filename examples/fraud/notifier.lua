@@ -13,8 +13,9 @@
 -- A detector this notifier does not know still reaches the customer, through
 -- DEFAULT_CHANNEL with its own reason: adding a detector needs no change here.
 --
--- A plain detector rather than the DSL: an alert without a time is dated by
--- its Kafka record's timestamp, and DSL operator functions do not see it.
+-- A plain detector (a table with process), the form to reach for when a
+-- detector is a loop over records with its own state rather than a chain of
+-- operators.
 
 local DEDUP_MS = 30 * 60 * 1000
 -- Money leaving fast is urgent; a card abroad is often just a holiday.
