@@ -51,10 +51,11 @@ static rd_kafka_AdminOptions_t *admin_options(rd_kafka_t *rk, rd_kafka_admin_op_
 /* The result of the one request in flight on q, or NULL with why it failed
  * as a whole (no answer, or a broker that does not have the API). */
 static rd_kafka_event_t *await_result(rd_kafka_queue_t *q, int timeout_ms, char *why,
-                                      size_t cap) {
+                                      size_t cap, int *unsupported) {
     /* A little longer than the request's own timeout, which answers first. */
     rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
     if (ev && !rd_kafka_event_error(ev)) return ev;
+    if (unsupported) *unsupported = ev && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE;
     snprintf(why, cap, "%s", ev ? rd_kafka_event_error_string(ev) : "no answer from the broker");
     if (ev) rd_kafka_event_destroy(ev);
     return NULL;
@@ -93,7 +94,7 @@ static void describe(rd_kafka_t *rk, rd_kafka_queue_t *q, const tide_topic_req_t
     rd_kafka_TopicCollection_destroy(tc);
     free(names);
     char why[512];
-    rd_kafka_event_t *ev = await_result(q, timeout_ms, why, sizeof(why));
+    rd_kafka_event_t *ev = await_result(q, timeout_ms, why, sizeof(why), NULL);
     if (!ev) {
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "internal topics: cannot describe topics: %s", why);
         return;
@@ -153,11 +154,35 @@ static void report_created(rd_kafka_event_t *ev, const char *why, const tide_top
     }
 }
 
+/* A broker without the Admin API (librdkafka's mock cluster, `tide broker`)
+ * still creates a topic a producer asks metadata for, with its default
+ * partition count: the only way to get the internal topics there before the
+ * consumer subscribes (a subscription notices a topic created later only at
+ * its next metadata refresh, minutes away). Returns the partitions, or -1. */
+static int auto_create(rd_kafka_t *rk, const tide_topic_req_t *t, int want, int timeout_ms) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, t->name, NULL);
+    if (!rkt) return -1;
+    const struct rd_kafka_metadata *md = NULL;
+    int parts = -1;
+    if (!rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) && md->topic_cnt == 1 &&
+        !md->topics[0].err)
+        parts = md->topics[0].partition_cnt;
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    if (parts > 0)
+        tide_log(parts == want ? TIDE_LOG_INFO : TIDE_LOG_WARN, (tide_log_at_t){t->name, -1, -1},
+                 "internal topic %s created by the broker itself, with %d partitions (the "
+                 "inputs have %d) and its default cleanup.policy (wanted: %s): it has no Admin API",
+                 t->name, parts, want, cleanup_policy(t->kind));
+    return parts;
+}
+
 /* Create the topics in `want` (indices into topics). */
 static void create(rd_kafka_t *rk, rd_kafka_queue_t *q, const tide_topic_req_t *topics,
                    int *want, int n_want, int partitions, int replication, int timeout_ms) {
     rd_kafka_NewTopic_t **nt = calloc((size_t)n_want, sizeof(*nt));
     char why[512];
+    int unsupported = 0;
     int k = 0;
     for (int i = 0; nt && i < n_want; i++) {
         const tide_topic_req_t *t = &topics[want[i]];
@@ -170,8 +195,14 @@ static void create(rd_kafka_t *rk, rd_kafka_queue_t *q, const tide_topic_req_t *
         rd_kafka_CreateTopics(rk, nt, (size_t)k, ao, q);
         rd_kafka_AdminOptions_destroy(ao);
         rd_kafka_NewTopic_destroy_array(nt, (size_t)k);
-        rd_kafka_event_t *ev = await_result(q, timeout_ms, why, sizeof(why));
-        report_created(ev, why, topics, want, k, partitions, replication);
+        rd_kafka_event_t *ev = await_result(q, timeout_ms, why, sizeof(why), &unsupported);
+        if (unsupported) {
+            for (int i = 0; i < k; i++)
+                if (auto_create(rk, &topics[want[i]], partitions, timeout_ms) < 0)
+                    log_not_created(&topics[want[i]], partitions, why);
+        } else {
+            report_created(ev, why, topics, want, k, partitions, replication);
+        }
         if (ev) rd_kafka_event_destroy(ev);
     }
     free(nt);

@@ -32,6 +32,7 @@ describe("integration: the DSL under the host and under the driver", function()
     "lines:3", "word-counts:3", "clicks:1", "sessions:1",
     APP .. ".sessions-per-user-changelog:1", APP .. ".sessions-per-user-suppress-changelog:1",
     "orders:3", "users:3", "receipts:3", "cojoin.receipts-users-changelog:3",
+    "bare-lines:4", "bare-counts:4",
     APP .. ".word-count-words-repartition:3",
     APP .. ".word-count-counts-changelog:3",
   })
@@ -143,5 +144,37 @@ return tide.topology{ name = "receipts" }
     local got = {}
     for _, r in ipairs(out) do got[r.key] = r.value end
     for i = 1, N do assert.equal(("user %d bought item %d"):format(i, i), got["u" .. i]) end
+  end)
+
+  it("runs on a broker without its internal topics: the broker is asked to create them", function()
+    local path = c:path("bare.lua")
+    cluster.write_file(path, [[
+tide.stream("bare-lines")
+  :flat_map_values(function(line) local w = {} for x in line:gmatch("%a+") do w[#w + 1] = x end return w end)
+  :group_by(function(_, word) return word end, { name = "words" })
+  :count({ name = "counts" })
+  :to_stream():to("bare-counts")
+return tide.topology{ name = "bare" }
+]])
+    local lines = input_lines(200)
+    local truth, total = {}, 0
+    for _, r in ipairs(lines) do
+      for w in r.value:gmatch("%a+") do
+        truth[w] = (truth[w] or 0) + 1
+        total = total + 1
+      end
+    end
+    c:produce("bare-lines", lines)
+    local p = c:run(path, { app = "bare", name = "bare" })
+    p:wait_for_log(function(e) return e.msg and e.msg:find("created by the broker itself", 1, true) end, 30)
+    local out = c:wait_for_records("bare-counts", total, 60, { watch = p })
+    local last = {}
+    for _, r in ipairs(out) do
+      local n = tonumber(r.value)
+      if n > (last[r.key] or 0) then last[r.key] = n end
+    end
+    assert.same(truth, last)
+    p:kill("TERM")
+    assert.equal(0, p:wait(30), p:log_tail(20))
   end)
 end)
