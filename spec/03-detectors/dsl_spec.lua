@@ -3,29 +3,13 @@
 -- stores, and its repartition topics are read back as the host reads them.
 local testing = require("tide.testing")
 
-local files = {}
-local function write(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  files[#files + 1] = path
-  return path
-end
-
-local function driver(src, opts)
-  return testing.driver(write(src), opts)
-end
+local write, driver = require("helpers.scripts").temporary()
 
 local function pairs_of(list)
   local out = {}
   for i, r in ipairs(list) do out[i] = { r.key, r.value } end
   return out
 end
-
-teardown(function()
-  for _, p in ipairs(files) do os.remove(p) end
-end)
 
 describe("DSL stateless operators", function()
   it("filter, filter_not, map_values and to", function()

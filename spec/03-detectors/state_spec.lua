@@ -1,16 +1,6 @@
 -- Stores, windows, stream time and punctuators, through the test driver:
 -- the same dispatcher and store code as the host, RocksDB included.
-local testing = require("tide.testing")
-
-local files = {}
-local function driver(src)
-  local path = os.tmpname() .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
-  files[#files + 1] = path
-  return testing.driver(path)
-end
+local _, driver = require("helpers.scripts").temporary()
 
 local function values(list)
   local v = {}
@@ -18,9 +8,6 @@ local function values(list)
   return v
 end
 
-teardown(function()
-  for _, p in ipairs(files) do os.remove(p) end
-end)
 
 for _, memory in ipairs({ false, true }) do
   local kind = memory and "in-memory" or "RocksDB"
