@@ -287,7 +287,10 @@ function M.load_source(source, path, opts, dir)
   dsl.begin()
   local ok, det = xpcall(chunk, function(e)
     -- a misused API already names the detector's line: no traceback
-    if type(e) == "table" and e.class == errors.USAGE then return e.message end
+    if type(e) == "table" and e.class == errors.USAGE then
+      if e.where then return e.message end
+      return ("%s:%d: %s"):format(path, return_line(source), e.message)
+    end
     return debug.traceback(tostring(e), 2)
   end)
   local built = dsl.finish()

@@ -49,7 +49,7 @@ end
 local function node(b, class, kind, fields)
   local n = fields or {}
   n.b, n.kind, n.children = b, kind, {}
-  n.at = where()
+  n.at = where() or "the script's return"
   b.nodes[#b.nodes + 1] = n
   return setmetatable(n, class)
 end
@@ -152,9 +152,25 @@ end
 
 --- Options of the detector a DSL script makes.
 ---@param opts { name?: string, description?: string, on_error?: string, serde?: string, key_serde?: string, init?: function, close?: function }
+local topology_options = {
+  name = "string", description = "string", on_error = "string", serde = "string",
+  key_serde = "string", init = "function", close = "function", stores = "table",
+  punctuate = "table",
+}
+
 function M.topology(opts)
   local b = builder()
   if type(opts) ~= "table" then usage("tide.topology{ ... } expected") end
+  for k, v in pairs(opts) do
+    local want = topology_options[k]
+    if not want then
+      usage(("tide.topology: unknown option '%s' (known: name, description, on_error, serde, "
+        .. "key_serde, init, close, stores, punctuate)"):format(tostring(k)))
+    end
+    if type(v) ~= want then usage(("tide.topology: %s must be a %s, got %s"):format(k, want, type(v))) end
+  end
+  -- stores for transform() and punctuators, reached as ctx.stores.<name>
+  for name, decl in pairs(opts.stores or {}) do M.add_store(b, name, decl) end
   b.options = opts
   return b
 end
@@ -221,6 +237,15 @@ end
 function Stream:select_key(fn)
   need_fn(fn, "select_key", "(key, value) returning the new key")
   return child(self, "select_key", { fn = fn, key_changed = true })
+end
+
+--- Anything else, record by record: fn(key, value, ctx) returns the key
+--- and value to pass on, or nothing to drop the record; it may use the
+--- stores declared with tide.topology{ stores = ... } (ctx.stores) and
+--- emit with ctx:emit (Kafka Streams' process()).
+function Stream:transform(fn)
+  need_fn(fn, "transform", "(key, value, ctx) returning key, value or nothing")
+  return child(self, "transform", { fn = fn, key_changed = true })
 end
 
 --- Split by predicates: each record goes to the stream of the first

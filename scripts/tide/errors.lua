@@ -28,21 +28,27 @@ end
 
 --- "file:line" of the first stack frame outside tide's own modules: where a
 --- detector called the API it misused.
+--- nil when the caller's frame is gone (`return tide.topology{...}` is a
+--- tail call): the search stops at the first C frame, the loader's xpcall.
 function M.caller()
   for level = 2, 40 do
     local info = debug.getinfo(level, "Sl")
-    if not info then break end
-    if not info.source:find("[/@]tide/[%w_]+%.lua$") and info.what ~= "C" then
+    if not info or info.what == "C" then break end
+    if not info.source:find("[/@]tide/[%w_]+%.lua$") then
       return ("%s:%d"):format(info.short_src, info.currentline or 0)
     end
   end
-  return "?"
+  return nil
 end
 
 --- Raise a UsageError for an API misused by the detector at load time: the
---- message names the detector's line, and loading shows no traceback.
+--- message names the detector's line (e.where; nil when the loader must say
+--- it), and loading shows no traceback.
 function M.usage(message)
-  M.raise(M.USAGE, M.caller() .. ": " .. message)
+  local at = M.caller()
+  local e = M.new(M.USAGE, at and (at .. ": " .. message) or message)
+  e.where = at
+  error(e, 0)
 end
 
 return M

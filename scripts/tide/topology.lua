@@ -29,6 +29,11 @@ local accepts = {
   bytes = { string = true, ["nil"] = true },
 }
 
+--- How many values a function returned, and the first two.
+local function pass_on(...)
+  return select("#", ...), ...
+end
+
 --- The makers: maker(n, out, env) returns the closure of node n, whose
 --- children are reached through `out`.
 local makers = {}
@@ -62,6 +67,14 @@ function makers.map_values(n, out, env)
   local fn, cur = n.fn, env.cur
   return function(k, v)
     return out(k, (fn(v, k, cur.ctx)))
+  end
+end
+
+function makers.transform(n, out, env)
+  local fn, cur = n.fn, env.cur
+  return function(k, v)
+    local n_out, k2, v2 = pass_on(fn(k, v, cur.ctx))
+    if n_out > 0 then return out(k2, v2) end
   end
 end
 
@@ -370,6 +383,7 @@ function M.compile(b, default_name, app)
     key_serde = opts.key_serde,
     init = opts.init,
     close = opts.close,
+    punctuate = opts.punctuate,
     inputs = inputs,
     outputs = outputs,
     serdes = serdes,

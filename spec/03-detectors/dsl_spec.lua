@@ -89,6 +89,32 @@ return s
     d:close()
   end)
 
+  it("transform uses stores and punctuators declared with tide.topology", function()
+    local d = driver([[
+tide.stream("in")
+  :transform(function(k, v, ctx)
+    local seen = ctx.stores.seen
+    if seen:get(k) then return end -- drop repeats
+    seen:put(k, v)
+    return k, v .. "!"
+  end)
+  :to("firsts")
+return tide.topology{
+  stores = { seen = tide.kv() },
+  punctuate = { every = "10s", on = "wall", fn = function(ctx, now) ctx:emit("firsts", "tick", tostring(now)) end },
+}
+]])
+    d:pipe("in", "a", "1")
+    d:pipe("in", "a", "2")
+    d:pipe("in", "b", "3")
+    assert.same({ { "a", "1!" }, { "b", "3!" } }, pairs_of(d:read("firsts")))
+    assert.equal("1", d:store("seen"):get("a"))
+    d:advance_wall_clock("10s")
+    d:advance_wall_clock("10s")
+    assert.same({ { "tick", "10000" }, { "tick", "20000" } }, pairs_of(d:read("firsts")))
+    d:close()
+  end)
+
   it("branch sends each record to the first matching predicate only", function()
     local d = driver([[
 local big, small = tide.stream("in", "json"):branch(
@@ -215,6 +241,14 @@ return tide.topology{}
     ok, err = pcall(testing.driver, path)
     assert.is_false(ok)
     assert.truthy(err:find(path .. ":3: windowed_by: only a grouped stream has windows", 1, true), err)
+
+    path = write([[
+tide.stream("in"):to("out")
+return tide.topology{ descripton = "typo" }
+]])
+    ok, err = pcall(testing.driver, path)
+    assert.is_false(ok)
+    assert.truthy(err:find(path .. ":2: tide.topology: unknown option 'descripton'", 1, true), err)
 
     path = write([[
 tide.stream("in"):to("out")
