@@ -388,7 +388,7 @@ local function aggregation(self, kind, init, add, sub, merge, opts)
   else
     decl = store.kv{ memory = opts.memory }
   end
-  local fields = { store = M.add_store(b, name, decl), window = self.window,
+  local fields = { op = kind, store = M.add_store(b, name, decl), window = self.window,
     init = initializer(init), add = add, sub = sub, merge = merge, key_changed = false }
   if self.table then
     return child(self.table, "table_aggregate", fields, Table)

@@ -307,6 +307,43 @@ local function timed_topics(b, internal_topic)
   return any and set or nil
 end
 
+--- What a node shows in a topology's one-line description.
+local function label(n)
+  if n.kind == "source" then return n.topic or ("repartition " .. n.internal) end
+  if n.kind == "table_source" then return "table " .. n.topic end
+  if n.kind == "to" then return "to " .. n.topic end
+  if n.kind == "repartition" or n.kind == "table_repartition" then return "repartition " .. n.name end
+  if n.kind == "pass" then return nil end
+  local l = n.op or n.kind:gsub("^table_", "")
+  if n.window and n.kind ~= "suppress" then l = l .. " " .. n.window.kind end
+  if n.store then l = l .. " [" .. n.store .. "]" end
+  return l
+end
+
+--- The operators from n on: "a > b > (c > d | e)".
+local function chain(n)
+  local parts = {}
+  local l = label(n)
+  if l then parts[1] = l end
+  local kids = {}
+  for i, c in ipairs(n.children) do kids[i] = chain(c) end
+  if #kids == 1 then
+    parts[#parts + 1] = kids[1]
+  elseif #kids > 1 then
+    parts[#parts + 1] = "(" .. table.concat(kids, " | ") .. ")"
+  end
+  return table.concat(parts, " > ")
+end
+
+--- A one-line description of the graph, for the status page when the
+--- script gives none: "lines > flat_map_values > repartition words; ...".
+local function describe(b)
+  local parts = {}
+  for i, src in ipairs(b.sources) do parts[i] = chain(src) end
+  return table.concat(parts, "; ")
+end
+M.describe = describe
+
 --- The detector table of builder `b`.
 ---@param b table what tide.dsl collected while the script loaded
 ---@param default_name string the detector's name when the script sets none
@@ -377,7 +414,7 @@ function M.compile(b, default_name, app)
   end
   return {
     name = name,
-    description = opts.description,
+    description = opts.description or describe(b),
     on_error = opts.on_error,
     serde = opts.serde,
     key_serde = opts.key_serde,

@@ -275,6 +275,19 @@ return tide.topology{ name = "c" }
     d:close()
   end)
 
+  it("describes its graph on the status page when the script gives no description", function()
+    local d = driver([[
+local users = tide.table("users", { value = "json" })
+local big, small = tide.stream("orders", "json"):branch(function(k, v) return v.n > 1 end, function() return true end)
+big:join(users, function(o, u) return o end):to("big", "json")
+small:group_by_key():windowed_by(tide.tumbling{ size = "1m" }):count({ name = "n" }):suppress():to_stream():to("small", "json")
+return tide.topology{}
+]])
+    assert.equal("table users; orders > branch > (join > to big | count tumbling [n] > suppress [n-suppress] "
+      .. "> to_stream > to small)", d.spec.description)
+    d:close()
+  end)
+
   it("group_by re-keys through <application.id>.<detector>-<name>-repartition", function()
     local d = driver([[
 tide.stream("clicks", "json")
