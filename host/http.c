@@ -280,6 +280,8 @@ static void render_detector(tide_buf_t *b, const tide_detector_t *d, int64_t now
     tide_buf_json_str(b, d->path);
     tide_buf_puts(b, ",\"version\":");
     JSON_FIELD(b, d->version);
+    tide_buf_puts(b, ",\"description\":");
+    JSON_FIELD(b, d->description);
     tide_buf_puts(b, ",\"state\":");
     tide_buf_json_str(b, tide_det_state_name(d->state));
     tide_buf_printf(b, ",\"pid\":%d,\"started_ms\":%lld,\"restarts\":%llu,\"watchdog_kills\":%llu",

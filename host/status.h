@@ -45,6 +45,7 @@ typedef struct tide_status_block {
 
     char detector[128];
     char version[32];
+    char description[512]; /* the detector's, or its DSL graph */
 
     /* counters since the worker started */
     uint64_t records_in, records_out, dlq, errors, dropped, batches;

@@ -334,6 +334,7 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     }
     if (st->detector[0]) snprintf(d->name, sizeof(d->name), "%s", st->detector);
     if (st->version[0]) snprintf(d->version, sizeof(d->version), "%s", st->version);
+    snprintf(d->description, sizeof(d->description), "%s", st->description);
     if (st->reloads != x->seen_reloads) {
         x->seen_reloads = st->reloads;
         add_reload_event(d, 1, st->last_reload_version, "");

@@ -1291,6 +1291,7 @@ static int reload(tide_worker_t *w) {
         st->last_reload_error[0] = '\0';
         st->last_reload_ms = tide_wall_ms();
         snprintf(st->version, sizeof(st->version), "%s", ni->version);
+        snprintf(st->description, sizeof(st->description), "%s", ni->description);
         st->state = TIDE_WS_RUNNING;
     }
     return 0;
@@ -1333,6 +1334,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     if (w->st) {
         snprintf(w->st->detector, sizeof(w->st->detector), "%s", w->info->name);
         snprintf(w->st->version, sizeof(w->st->version), "%s", w->info->version);
+        snprintf(w->st->description, sizeof(w->st->description), "%s", w->info->description);
     }
     const tide_config_t *c = o->config;
     w->max_batch = (int)tide_config_int(c, "max.poll.records");

@@ -95,6 +95,17 @@ test("a detector dropped into the folder appears, running, without reloading the
   assert.equal(await page.evaluate(() => window.__tideNoReload), true);
 });
 
+test("a DSL detector shows what it does: its graph, as its description", async () => {
+  drop("epsilon.lua", 'tide.stream("live-in"):map_values(string.upper):to("live-out")\n' +
+    'return tide.topology{ name = "epsilon" }\n');
+  const eps = await page.waitForSelector('tbody[data-detector="epsilon"][data-state="running"]', WAIT);
+  await eps.$eval("tr.main", (tr) => tr.click());
+  await page.waitForFunction(() => {
+    const f = document.querySelector('tbody[data-detector="epsilon"] [data-fact=description] .v');
+    return f && f.textContent === "live-in > map_values > to live-out";
+  }, null, WAIT);
+});
+
 test("a broken edit shows as a failed reload while the old version keeps running", async () => {
   drop("beta.lua", "return {\n  inputs = { 'live-in' },,\n}\n");
   const beta = await row("beta");
