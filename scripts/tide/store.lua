@@ -238,6 +238,15 @@ M.memory_backend = memory_backend
 --------------------------------------------------------------------------------
 -- The objects detectors use.
 
+--- An iterator of (key, raw value) as one of (key, decoded value).
+local function decoded(it)
+  return function()
+    local k, v = it()
+    if k == nil then return nil end
+    return k, decode(v)
+  end
+end
+
 --- Build ctx.stores for a detector.
 ---@param decls table<string, table> the detector's `stores`
 ---@param env { api: any, db: any, sink: any, task: fun(): integer, stream_time: fun(): number }
@@ -277,21 +286,11 @@ function M.open(decls, env)
         end,
         --- Iterate keys from <= k < to (nil: unbounded), in byte order: for k, v in s:range(a, b)
         range = function(_, from, to)
-          local it = backend.iter(task(), from, to)
-          return function()
-            local k, v = it()
-            if k == nil then return nil end
-            return k, decode(v)
-          end
+          return decoded(backend.iter(task(), from, to))
         end,
         --- Iterate the keys that start with prefix, in byte order.
         prefix = function(_, p)
-          local it = backend.iter_prefix(task(), check_key(p, what .. ":prefix"))
-          return function()
-            local k, v = it()
-            if k == nil then return nil end
-            return k, decode(v)
-          end
+          return decoded(backend.iter_prefix(task(), check_key(p, what .. ":prefix")))
         end,
       }
     else

@@ -74,21 +74,14 @@ end
 
 --- The window store declaration that keeps a windowed aggregation.
 function M.store_decl(w, memory, retention)
-  if w.kind == "sliding" then
-    -- one entry per key (window start 0): { e = latest time, items = { { t, value }, ... } }
-    retention = math.max(w.size + w.grace, retention and store.duration(retention, "retention") or 0)
-    return store.window{ size = w.size, grace = w.grace, retention = retention,
-      memory = memory, session = true }
-  end
-  if w.kind == "session" then
-    local least = w.gap * 2 + w.grace
-    retention = math.max(least, retention and store.duration(retention, "retention") or 0)
-    return store.window{ size = w.gap, grace = w.gap + w.grace, retention = retention,
-      memory = memory, session = true }
-  end
-  local least = w.size + w.grace
-  retention = math.max(least, retention and store.duration(retention, "retention") or 0)
-  return store.window{ size = w.size, grace = w.grace, memory = memory, retention = retention }
+  -- Session and sliding stores keep their value's end time (e) and expire by
+  -- it; a sliding store holds one entry per key (window start 0):
+  -- { e = latest time, items = { { t, value }, ... } }.
+  local size, grace, by_end = w.size, w.grace, w.kind == "session" or w.kind == "sliding"
+  if w.kind == "session" then size, grace = w.gap, w.gap + w.grace end
+  local wanted = retention and store.duration(retention, "retention") or 0
+  return store.window{ size = size, grace = grace, retention = math.max(size + grace, wanted),
+    memory = memory, session = by_end }
 end
 
 --- When the window [start, end) closes: no record changes it after that.
