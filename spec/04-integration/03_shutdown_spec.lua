@@ -88,16 +88,7 @@ describe("integration: shutdown on SIGTERM", function()
 
     local b = c:run(cluster.fixture("detectors/passthrough.lua"), { app = app, config = config, name = "b" })
     -- Wait for the group to settle with both members holding partitions.
-    local deadline = cluster.now() + 40
-    while true do
-      local na, nb = holding(a), holding(b)
-      if na > 0 and nb > 0 and na + nb == 4 then break end
-      assert.is_true(a:running() and b:running(), "a member exited while the group formed\n" ..
-        a:log_tail(10) .. "\n" .. b:log_tail(10))
-      assert.is_true(cluster.now() < deadline, ("group did not settle in 40s (a holds %d, b holds %d)\n-- a:\n%s\n-- b:\n%s")
-        :format(na, nb, a:log_tail(15), b:log_tail(15)))
-      cluster.pause(50)
-    end
+    cluster.await_split(a, b, nil, 4, 40)
 
     local t0 = cluster.now()
     assert.is_true(a:kill("TERM"))

@@ -460,18 +460,7 @@ describe("integration: state stores", function()
     a:wait_for_log("partitions assigned", 30)
     local b = c:run(COUNT, { app = "pair", config = config, name = "b" })
 
-    local deadline = cluster.now() + 40 * cluster.scale
-    local na, nb, held_a, held_b
-    while true do
-      na, held_a = holding(a, "words")
-      nb, held_b = holding(b, "words")
-      if na > 0 and nb > 0 and na + nb == 4 then break end
-      assert.is_true(a:running() and b:running(), "a member exited while the group formed\n" ..
-        a:log_tail(10) .. "\n" .. b:log_tail(10))
-      assert.is_true(cluster.now() < deadline, ("group did not settle in 40s (a holds %d, b holds %d)\n-- a:\n%s\n-- b:\n%s")
-        :format(na, nb, a:log_tail(15), b:log_tail(15)))
-      cluster.pause(50)
-    end
+    local held_a, held_b = cluster.await_split(a, b, "words", 4, 40 * cluster.scale)
     for p in pairs(held_a) do
       assert.is_nil(held_b[p], ("partition %d is held by both members"):format(p))
     end
@@ -495,7 +484,7 @@ describe("integration: state stores", function()
     c:produce("words", more, { key_separator = ":" })
 
     local restored = wait_restored(b, b_seen, held_a, 60)
-    deadline = cluster.now() + 30 * cluster.scale
+    local deadline = cluster.now() + 30 * cluster.scale
     while holding(b, "words") < 4 do
       assert.is_true(b:running(), "survivor exited\n" .. b:log_tail(20))
       assert.is_true(cluster.now() < deadline, "the survivor holds " .. holding(b, "words") ..

@@ -122,14 +122,7 @@ return tide.topology{ name = "receipts" }
     local a = c:run(path, { app = "cojoin", name = "a" })
     a:wait_for_log("partitions assigned", 30)
     local b = c:run(path, { app = "cojoin", name = "b" })
-    local deadline = cluster.now() + 40 * cluster.scale
-    while true do
-      local na = cluster.holding(a, "orders")
-      local nb = cluster.holding(b, "orders")
-      if na > 0 and nb > 0 and na + nb == 3 then break end
-      assert.is_true(cluster.now() < deadline, "the group did not settle\n" .. a:log_tail(10) .. b:log_tail(10))
-      cluster.pause(50)
-    end
+    cluster.await_split(a, b, "orders", 3, 40 * cluster.scale)
     for _, p in ipairs({ a, b }) do
       local _, orders = cluster.holding(p, "orders")
       local _, tables = cluster.holding(p, "users")

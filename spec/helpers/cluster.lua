@@ -833,6 +833,26 @@ function M.holding(proc, topic)
   return n, held
 end
 
+--- Wait until members a and b each hold partitions of `topic` (nil: of any
+--- topic) and together hold `total` of them; raises, with their logs, when
+--- one exits or after `timeout` seconds. Returns a's and b's holdings.
+function M.await_split(a, b, topic, total, timeout)
+  local deadline = M.now() + timeout
+  while true do
+    local na, held_a = M.holding(a, topic)
+    local nb, held_b = M.holding(b, topic)
+    if na > 0 and nb > 0 and na + nb == total then return held_a, held_b end
+    if not (a:running() and b:running()) then
+      error("a member exited while the group formed\n" .. a:log_tail(10) .. "\n" .. b:log_tail(10), 2)
+    end
+    if M.now() >= deadline then
+      error(("group did not settle in %gs (a holds %d, b holds %d)\n-- a:\n%s\n-- b:\n%s")
+        :format(timeout, na, nb, a:log_tail(15), b:log_tail(15)), 2)
+    end
+    M.pause(50)
+  end
+end
+
 --- The usual shape of a spec file: call inside `describe`. Returns a cluster
 --- whose broker (with `topics`) starts before the first test; every process a
 --- test started is killed after it, and the broker after the last one.
