@@ -19,6 +19,7 @@ static void check_close_case(void) {
         check_passed++;
         printf("ok - %s\n", check_case);
     }
+    fflush(stdout); /* a crash later must not lose the lines before it */
     case_open = case_failed = 0;
 }
 

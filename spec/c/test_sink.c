@@ -5,7 +5,10 @@
 int main(int argc, char **argv) {
     tide_sink_t s;
     tide_sink_init(&s);
-    tide_batch_t b = {NULL, 3, 0};
+    /* Three input records; an output takes the timestamp of the record it
+     * came from (-1, unknown, becomes 0: "when produced"). */
+    tide_rec_t recs[3] = {{.timestamp = 1000}, {.timestamp = -1}, {.timestamp = 3000}};
+    tide_batch_t b = {recs, 3, 0};
     s.batch = &b;
 
     CASE("emit keeps keys, values, nulls and headers");
@@ -20,6 +23,16 @@ int main(int argc, char **argv) {
     CHECK(s.entries[1].source == 1);
     CHECK(tide_sink_key(&s, &s.entries[1]) == NULL);
     CHECK(tide_sink_val(&s, &s.entries[1]) == NULL);
+
+    CASE("an output carries its input's timestamp; outside a batch, the sink's");
+    CHECK(s.entries[0].timestamp == 1000);
+    CHECK(s.entries[1].timestamp == 0);
+    s.batch = NULL;
+    s.timestamp = 5000;
+    CHECK(tide_sink_emit(&s, 0, NULL, -1, "p", 1) == 0);
+    CHECK(s.entries[2].source == -1 && s.entries[2].timestamp == 5000);
+    tide_sink_truncate(&s, 2);
+    s.batch = &b;
 
     CASE("truncate drops the tail and its bytes and headers");
     b.cursor = 2;
