@@ -33,15 +33,17 @@
 #                    (bench/first_record.c renames and reads; it is built here
 #                    with the Makefile's rule for bench programs)
 #
-# Then, against the same broker, state stores (BENCH_STATE=0 skips them):
+# State stores (BENCH_STATE=0 skips them):
 #
-#   tide_count       bench/count_per_key.lua: a count per key (the first 3
-#                    letters of the value) in a RocksDB store, every write
-#                    changelogged to <application.id>.bench-count-per-key-
-#                    counts-changelog, the running count emitted to
+#   tide_count       in each round, right after tide_dsl: bench/count_per_key.lua,
+#                    a count per key (the first 3 letters of the value) in a
+#                    RocksDB store, every write changelogged to
+#                    <application.id>.bench-count-per-key-counts-changelog (one
+#                    application.id per round), the running count emitted to
 #                    bench-out-count: its rate beside tide transform's
-#   restore          the same detector again, same application.id (so the
-#                    same changelog, and its input already consumed), an empty
+#   restore          after the rounds, the same detector again with the last
+#                    round's application.id (so its changelog, and its input
+#                    already consumed), an empty
 #                    state.dir: every task restores its store from the start
 #                    of the changelog the count run wrote (one entry per input
 #                    record); the rate from the first "restoring store" log
@@ -91,7 +93,8 @@ STATE=${BENCH_STATE:-1}
 # bench/count_per_key.lua.
 STATE_APP=bench-state-$$
 STATE_DETECTOR=bench-count-per-key
-STATE_CHANGELOG=$STATE_APP.$STATE_DETECTOR-counts-changelog
+# One application.id per round, hence one changelog topic per round.
+state_changelog() { echo "$STATE_APP-$1.$STATE_DETECTOR-counts-changelog"; }
 # The longest the restore step waits for every task to be restored.
 RESTORE_WAIT_S=120
 # Records in bench-lat-in, what the drop-in detector finds waiting, and the
@@ -170,7 +173,12 @@ while [ $k -le "$LATENCY_RUNS" ]; do
 done
 state_topics=
 if [ "$STATE" != 0 ]; then
-	state_topics="--topic bench-out-count:$PARTITIONS --topic $STATE_CHANGELOG:$PARTITIONS"
+	state_topics="--topic bench-out-count:$PARTITIONS"
+	r=1
+	while [ $r -le "$ROUNDS" ]; do
+		state_topics="$state_topics --topic $(state_changelog $r):$PARTITIONS"
+		r=$((r + 1))
+	done
 fi
 # shellcheck disable=SC2086 # lat_topics and state_topics are lists of words
 "$TIDE" broker --topic "bench-in:$PARTITIONS" --topic "bench-out-c:$PARTITIONS" \
@@ -283,13 +291,45 @@ run_tide() { # STEP ROUND DETECTOR
 	fi
 }
 
+# The stateful detector (BENCH_STATE=0 skips it) runs in each round right
+# after the stateless transformer it is compared with, under the same
+# conditions; each round has its own application.id, changelog and state.dir.
+run_count() { # ROUND
+	say "bench: tide_count (round $1 of $ROUNDS): count_per_key.lua, a RocksDB store and its changelog"
+	run=tide_count.$1
+	if ! grep -q "name = \"$STATE_DETECTOR\"" "$here/count_per_key.lua"; then
+		say "bench: $here/count_per_key.lua is not named $STATE_DETECTOR; its changelog would be missing"
+		failed=1
+		return 1
+	fi
+	timeout "$STEP_TIMEOUT" "$TIDE" run "$here/count_per_key.lua" -b "$addr" \
+		-D "application.id=$STATE_APP-$1" -D "state.dir=$tmp/state-$1" --count "$RECORDS" \
+		>"$tmp/$run.out" 2>"$tmp/$run.err"
+	rc=$?
+	grep '"msg": *"stopped"' "$tmp/$run.err" | tail -n 1 >"$tmp/$run.json"
+	# A worker that cannot write its changelog stops at once, "stopped" with
+	# no records: only a run over every record counts.
+	if [ $rc -ne 0 ] || [ -z "$(json_num "$tmp/$run.json" rate)" ] ||
+		[ "$(json_num "$tmp/$run.json" records_in)" != "$RECORDS" ]; then
+		say "bench: $run failed (exit $rc)"
+		show_log "$tmp/$run.err"
+		rm -f "$tmp/$run.json"
+		failed=1
+		return 1
+	fi
+}
+
 round=1
+count_ok=
 while [ $round -le "$ROUNDS" ]; do
 	run_plain plain_consume $round "$BENCHDIR/plain_consume" "$addr" bench-in "$RECORDS"
 	run_tide tide_read $round "$here/read_values.lua"
 	run_plain plain_transform $round "$BENCHDIR/plain_transform" "$addr" bench-in bench-out-c "$RECORDS"
 	run_tide tide_transform $round "$here/transform.lua"
 	run_tide tide_dsl $round "$here/transform_dsl.lua"
+	if [ "$STATE" != 0 ]; then
+		run_count $round && count_ok=$round
+	fi
 	round=$((round + 1))
 done
 
@@ -464,40 +504,13 @@ if [ "$FLEET" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- state
-# A stateful detector beside the stateless transformer, then the restore of
-# its store from the changelog it wrote. Each step leaves tide_count.1.json
-# (a "stopped" line, reported with the other tide runs) or restore.res; a
-# failed step leaves none.
+# The restore of the count's store from the changelog its last round wrote.
+# It leaves restore.res; a failed step leaves none.
 
 # ts_ms: the milliseconds of the day of each "ts" field on stdin.
 ts_ms() {
 	sed -n 's/.*"ts": *"[^"]*T\([0-9][0-9]\):\([0-9][0-9]\):\([0-9][0-9]\)\.\([0-9]*\)Z".*/\1 \2 \3 \4/p' |
 		awk '{ printf "%d\n", (($1 * 60 + $2) * 60 + $3) * 1000 + $4 }'
-}
-
-run_count() {
-	say "bench: tide count_per_key.lua, a RocksDB store and its changelog"
-	run=tide_count.1
-	if ! grep -q "name = \"$STATE_DETECTOR\"" "$here/count_per_key.lua"; then
-		say "bench: $here/count_per_key.lua is not named $STATE_DETECTOR; its changelog would be missing"
-		failed=1
-		return 1
-	fi
-	timeout "$STEP_TIMEOUT" "$TIDE" run "$here/count_per_key.lua" -b "$addr" \
-		-D "application.id=$STATE_APP" -D "state.dir=$tmp/state" --count "$RECORDS" \
-		>"$tmp/$run.out" 2>"$tmp/$run.err"
-	rc=$?
-	grep '"msg": *"stopped"' "$tmp/$run.err" | tail -n 1 >"$tmp/$run.json"
-	# A worker that cannot write its changelog stops at once, "stopped" with
-	# no records: only a run over every record counts.
-	if [ $rc -ne 0 ] || [ -z "$(json_num "$tmp/$run.json" rate)" ] ||
-		[ "$(json_num "$tmp/$run.json" records_in)" != "$RECORDS" ]; then
-		say "bench: $run failed (exit $rc)"
-		show_log "$tmp/$run.err"
-		rm -f "$tmp/$run.json"
-		failed=1
-		return 1
-	fi
 }
 
 # run_restore: the same detector, same application.id, an empty state.dir;
@@ -508,7 +521,7 @@ run_restore() {
 	step=restore
 	say "bench: restore of that store from its changelog (empty state dir)"
 	# The idle timeout is a backstop only: it counts from the assignment.
-	"$TIDE" run "$here/count_per_key.lua" -b "$addr" -D "application.id=$STATE_APP" \
+	"$TIDE" run "$here/count_per_key.lua" -b "$addr" -D "application.id=$STATE_APP-$count_ok" \
 		-D "state.dir=$tmp/state-restore" --idle-timeout-ms $((RESTORE_WAIT_S * 1000)) \
 		>"$tmp/$step.out" 2>"$tmp/$step.err" &
 	host_pid=$!
@@ -557,7 +570,7 @@ run_restore() {
 }
 
 if [ "$STATE" != 0 ]; then
-	run_count && run_restore
+	[ -n "$count_ok" ] && run_restore
 fi
 
 # The broker holds every record of the run; its peak shows what the mock costs.

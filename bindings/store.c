@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <ftw.h>
 #include <rocksdb/c.h>
 #include <stdarg.h>
@@ -46,13 +47,23 @@ typedef struct cache_entry {
     struct cache_entry *next; /* bucket chain */
     uint64_t hash;
     size_t klen, vlen;        /* klen includes the [store][partition] header */
+    uint32_t dirty_at;        /* its place in db->dirty, when dirty */
     int dirty, deleted;       /* not yet in RocksDB; a tombstone */
     char data[];              /* the key, then the value */
 } cache_entry_t;
 
+/* A dirty entry as the write-back sorts it: the first 8 bytes of its key,
+ * big-endian, decide most comparisons without reading the entry. */
+typedef struct dirty_ref {
+    uint64_t head;
+    cache_entry_t *e;
+} dirty_ref_t;
+
 struct tide_store_db {
     cache_entry_t **buckets;
     size_t n_buckets, n_entries, cache_used, cache_budget;
+    cache_entry_t **dirty; /* the dirty entries, so a write-back need not scan */
+    size_t n_dirty, cap_dirty;
     rocksdb_t *rdb;
     rocksdb_cache_t *cache;
     rocksdb_writeoptions_t *wo;
@@ -265,15 +276,38 @@ static void cache_clear(tide_store_db_t *db) {
         }
         db->buckets[i] = NULL;
     }
-    db->n_entries = db->cache_used = 0;
+    db->n_entries = db->cache_used = db->n_dirty = 0;
+}
+
+/* Mark e dirty; it joins the list the next write-back reads. */
+static int mark_dirty(tide_store_db_t *db, cache_entry_t *e, char **errp) {
+    if (e->dirty) return 0;
+    if (db->n_dirty == db->cap_dirty) {
+        size_t cap = db->cap_dirty ? db->cap_dirty * 2 : 1024;
+        cache_entry_t **d = realloc(db->dirty, cap * sizeof(*d));
+        if (!d) return fail(errp, "store: out of memory");
+        db->dirty = d;
+        db->cap_dirty = cap;
+    }
+    e->dirty = 1;
+    e->dirty_at = (uint32_t)db->n_dirty;
+    db->dirty[db->n_dirty++] = e;
+    return 0;
+}
+
+static uint64_t key_head(const cache_entry_t *e) {
+    uint64_t h = 0;
+    for (size_t i = 0; i < 8; i++) h = h << 8 | (i < e->klen ? (unsigned char)e->data[i] : 0);
+    return h;
 }
 
 static int entry_order(const void *a, const void *b) {
-    const cache_entry_t *x = *(cache_entry_t *const *)a, *y = *(cache_entry_t *const *)b;
-    size_t n = x->klen < y->klen ? x->klen : y->klen;
-    int c = memcmp(x->data, y->data, n);
+    const dirty_ref_t *x = a, *y = b;
+    if (x->head != y->head) return x->head < y->head ? -1 : 1;
+    size_t n = x->e->klen < y->e->klen ? x->e->klen : y->e->klen;
+    int c = memcmp(x->e->data, y->e->data, n);
     if (c) return c;
-    return x->klen < y->klen ? -1 : x->klen > y->klen;
+    return x->e->klen < y->e->klen ? -1 : x->e->klen > y->e->klen;
 }
 
 /* Write every dirty entry to RocksDB in one batch; entries stay, clean.
@@ -281,26 +315,25 @@ static int entry_order(const void *a, const void *b) {
  * key next to the one before instead of searching from the top (in hash
  * order, the inserts were 30% of a count-per-key detector's time). */
 static int cache_write_back(tide_store_db_t *db, char **errp) {
-    cache_entry_t **dirty = malloc((db->n_entries + 1) * sizeof(*dirty));
-    if (!dirty) return fail(errp, "store: out of memory");
-    size_t n = 0;
-    for (size_t i = 0; i < db->n_buckets; i++)
-        for (cache_entry_t *e = db->buckets[i]; e; e = e->next)
-            if (e->dirty) dirty[n++] = e;
-    qsort(dirty, n, sizeof(*dirty), entry_order);
+    size_t n = db->n_dirty;
+    if (!n) return 0;
+    dirty_ref_t *order = malloc(n * sizeof(*order));
+    if (!order) return fail(errp, "store: out of memory");
+    for (size_t i = 0; i < n; i++) order[i] = (dirty_ref_t){key_head(db->dirty[i]), db->dirty[i]};
+    qsort(order, n, sizeof(*order), entry_order);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     for (size_t i = 0; i < n; i++) {
-        cache_entry_t *e = dirty[i];
+        cache_entry_t *e = order[i].e;
         if (e->deleted) rocksdb_writebatch_delete(wb, e->data, e->klen);
         else rocksdb_writebatch_put(wb, e->data, e->klen, e->data + e->klen, e->vlen);
     }
-    free(dirty);
+    free(order);
     char *err = NULL;
-    if (n) rocksdb_write(db->rdb, db->wo, wb, &err);
+    rocksdb_write(db->rdb, db->wo, wb, &err);
     rocksdb_writebatch_destroy(wb);
     if (err) return pass(errp, err);
-    for (size_t i = 0; i < db->n_buckets; i++)
-        for (cache_entry_t *e = db->buckets[i]; e; e = e->next) e->dirty = 0;
+    for (size_t i = 0; i < n; i++) db->dirty[i]->dirty = 0;
+    db->n_dirty = 0;
     return 0;
 }
 
@@ -345,17 +378,37 @@ static int cache_set(tide_store_db_t *db, const char *k, size_t klen, const char
     if (db->n_entries >= db->n_buckets) cache_grow(db);
     uint64_t h = hash_key(k, klen);
     cache_entry_t **slot = cache_slot(db, k, klen, h);
+    cache_entry_t *old = *slot;
+    if (old && malloc_usable_size(old) >= size) {
+        /* A new value for a cached key that fits (a count's next number):
+         * overwrite it where it is, no malloc and no free. */
+        if (dirty && mark_dirty(db, old, errp)) return -1;
+        db->cache_used -= old->vlen;
+        old->vlen = val ? vlen : 0;
+        old->deleted = val == NULL;
+        if (val) memcpy(old->data + klen, val, vlen);
+        db->cache_used += old->vlen;
+        return 0;
+    }
     cache_entry_t *e = malloc(size);
     if (!e) return fail(errp, "store: out of memory");
     e->hash = h;
     e->klen = klen;
     e->vlen = val ? vlen : 0;
-    e->dirty = dirty;
+    e->dirty = 0;
     e->deleted = val == NULL;
     memcpy(e->data, k, klen);
     if (val) memcpy(e->data + klen, val, vlen);
-    if (*slot) { /* replace */
-        cache_entry_t *old = *slot;
+    if (old && old->dirty) { /* the new entry takes the old one's place in the list */
+        e->dirty = 1;
+        e->dirty_at = old->dirty_at;
+        db->dirty[e->dirty_at] = e;
+    }
+    if (dirty && mark_dirty(db, e, errp)) {
+        free(e);
+        return -1;
+    }
+    if (old) { /* replace */
         e->next = old->next;
         db->cache_used -= sizeof(cache_entry_t) + old->klen + old->vlen;
         free(old);
@@ -407,6 +460,7 @@ void tide_store_close(tide_store_db_t *db) {
         cache_clear(db);
         free(db->buckets);
     }
+    free(db->dirty);
     if (db->rdb) rocksdb_close(db->rdb);
     rocksdb_cache_destroy(db->cache);
     rocksdb_writeoptions_destroy(db->wo);

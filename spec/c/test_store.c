@@ -122,6 +122,16 @@ int main(int argc, char **argv) {
     CHECK(absent(db, 1, 0, big, sizeof(big) - 1));
     CHECK(!err);
 
+    CASE("overwrites of a cached key, shorter, longer, after a delete, reach RocksDB");
+    CHECK(PUT(db, 3, 0, "n", "123456789") == 0 && HAS(db, 3, 0, "n", "123456789"));
+    CHECK(PUT(db, 3, 0, "n", "7") == 0 && HAS(db, 3, 0, "n", "7"));       /* in place */
+    CHECK(tide_store_put(db, 3, 0, "n", 1, big, sizeof(big), &err) == 0); /* outgrows it */
+    CHECK(has(db, 3, 0, "n", 1, big, sizeof(big)));
+    CHECK(tide_store_delete(db, 3, 0, "n", 1, &err) == 0 && absent(db, 3, 0, "n", 1));
+    CHECK(PUT(db, 3, 0, "n", "8") == 0 && HAS(db, 3, 0, "n", "8"));
+    CHECK(tide_store_flush(db, &err) == 0 && !err);
+    CHECK(!strcmp(drain(tide_store_iter(db, 3, 0, NULL, 0, NULL, 0)), "n=8,"));
+
     CASE("a get's value stays valid until the next get");
     CHECK(PUT(db, 1, 0, "g1", "first") == 0 && PUT(db, 1, 0, "g2", "second") == 0);
     const char *v1, *v2;
