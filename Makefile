@@ -200,17 +200,22 @@ test run bench demo:
 _test: all $(CTEST_BIN) $(FIXTURES) $(BROWSER_DEPS)
 	$(Q)rm -rf $(BUILD)/test-results $(BUILD)/test-tmp && mkdir -p $(BUILD)/test-results $(BUILD)/test-tmp
 	$(Q)for t in $(CTEST_BIN); do c=$(BUILD)/test-results/$$(basename $$t).counts; \
-		echo "0 1" > $$c; $$t $$c || echo "$$t: exit $$?"; done
+		echo "0 1" > $$c; $$t $$c > $$c.out || echo "FAIL - $$t: exit $$?" >> $$c.out; cat $$c.out; done
 	$(Q)echo "0 1" > $(BUILD)/test-results/busted.counts; $(LUA_ENV) TIDE_TEST_COUNTS="$(abspath $(BUILD))/test-results/busted.counts" \
-		luajit spec/busted_luajit.lua -o spec/helpers/output.lua spec/01-unit spec/02-bindings spec/03-detectors spec/04-integration || true
+		luajit spec/busted_luajit.lua -o spec/helpers/output.lua spec/01-unit spec/02-bindings spec/03-detectors spec/04-integration \
+		2>&1 | tee $(BUILD)/test-results/busted.out
 	$(Q)echo "0 1" > $(BUILD)/test-results/browser.counts; \
 	TIDE_HTTP_FIXTURE="$(abspath $(BUILD)/test/http_fixture)" TIDE_BIN="$(abspath $(TIDE))" node --test \
 		--test-reporter=spec --test-reporter-destination=stdout \
 		--test-reporter=./spec/05-browser/counts_reporter.mjs \
 		--test-reporter-destination=$(BUILD)/test-results/browser.out \
-		spec/05-browser/status_page_test.mjs spec/05-browser/status_page_live_test.mjs; \
+		spec/05-browser/status_page_test.mjs spec/05-browser/status_page_live_test.mjs \
+		2>&1 | tee $(BUILD)/test-results/browser.log; \
 	if [ -s $(BUILD)/test-results/browser.out ]; then \
 		mv $(BUILD)/test-results/browser.out $(BUILD)/test-results/browser.counts; fi
+	$(Q)grep -h -e "^FAIL - " -e "^✖ " $(BUILD)/test-results/*.out $(BUILD)/test-results/browser.log \
+		2>/dev/null | sed '1i\
+failures (each reported in full above):' || true
 	$(Q)cat $(BUILD)/test-results/*.counts | awk '{p+=$$1; f+=$$2} END {printf "%d passed, %d failed\n", p, f; exit (f > 0 || p == 0)}'
 
 valgrind: all

@@ -41,6 +41,9 @@
 #                    <application.id>.bench-count-per-key-counts-changelog (one
 #                    application.id per round), the running count emitted to
 #                    bench-out-count: its rate beside tide transform's
+#   tide_count_big   the same with state.cache.bytes=256 MiB, a record cache
+#                    that holds every key of the load (the default 16 MiB
+#                    holds about a quarter): what RocksDB reads cost
 #   restore          after the rounds, the same detector again with the last
 #                    round's application.id (so its changelog, and its input
 #                    already consumed), an empty
@@ -93,7 +96,10 @@ STATE=${BENCH_STATE:-1}
 # bench/count_per_key.lua.
 STATE_APP=bench-state-$$
 STATE_DETECTOR=bench-count-per-key
-# One application.id per round, hence one changelog topic per round.
+# One application.id per round, hence one changelog topic per round. The
+# second count of each round has a record cache that holds every key of the
+# load (1.1M keys, about 90 MB): what the default 16 MiB costs on this load.
+BIG_CACHE=268435456
 state_changelog() { echo "$STATE_APP-$1.$STATE_DETECTOR-counts-changelog"; }
 # The longest the restore step waits for every task to be restored.
 RESTORE_WAIT_S=120
@@ -177,6 +183,7 @@ if [ "$STATE" != 0 ]; then
 	r=1
 	while [ $r -le "$ROUNDS" ]; do
 		state_topics="$state_topics --topic $(state_changelog $r):$PARTITIONS"
+		state_topics="$state_topics --topic $(state_changelog big-$r):$PARTITIONS"
 		r=$((r + 1))
 	done
 fi
@@ -294,16 +301,20 @@ run_tide() { # STEP ROUND DETECTOR
 # The stateful detector (BENCH_STATE=0 skips it) runs in each round right
 # after the stateless transformer it is compared with, under the same
 # conditions; each round has its own application.id, changelog and state.dir.
-run_count() { # ROUND
-	say "bench: tide_count (round $1 of $ROUNDS): count_per_key.lua, a RocksDB store and its changelog"
-	run=tide_count.$1
+run_count() { # ROUND [big]
+	step=tide_count app=$STATE_APP-$1 cache=
+	if [ "${2:-}" = big ]; then
+		step=tide_count_big app=$STATE_APP-big-$1 cache="-D state.cache.bytes=$BIG_CACHE"
+	fi
+	say "bench: $step (round $1 of $ROUNDS): count_per_key.lua, a RocksDB store and its changelog"
+	run=$step.$1
 	if ! grep -q "name = \"$STATE_DETECTOR\"" "$here/count_per_key.lua"; then
 		say "bench: $here/count_per_key.lua is not named $STATE_DETECTOR; its changelog would be missing"
 		failed=1
 		return 1
 	fi
 	timeout "$STEP_TIMEOUT" "$TIDE" run "$here/count_per_key.lua" -b "$addr" \
-		-D "application.id=$STATE_APP-$1" -D "state.dir=$tmp/state-$1" --count "$RECORDS" \
+		-D "application.id=$app" -D "state.dir=$tmp/state-$run" $cache --count "$RECORDS" \
 		>"$tmp/$run.out" 2>"$tmp/$run.err"
 	rc=$?
 	grep '"msg": *"stopped"' "$tmp/$run.err" | tail -n 1 >"$tmp/$run.json"
@@ -329,6 +340,7 @@ while [ $round -le "$ROUNDS" ]; do
 	run_tide tide_dsl $round "$here/transform_dsl.lua"
 	if [ "$STATE" != 0 ]; then
 		run_count $round && count_ok=$round
+		run_count $round big
 	fi
 	round=$((round + 1))
 done
@@ -744,6 +756,14 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		} else {
 			printf "  %-30s %10s\n", "tide count_per_key.lua", "failed"
 		}
+		s = "tide_count_big"
+		if (n[s]) {
+			for (k = 1; k <= n[s]; k++) a[k] = rate[s, k]
+			med[s] = median(a, n[s])
+			printf "  %-30s %10.0f %15s %8.2f %12s\n", "  the same, 256 MiB cache", med[s], "",
+				el[s, 1] / 1000, mb(rss[s])
+		}
+		s = "tide_count"
 		if (rs_ok && rs_wall > 0) {
 			r = rs_n * 1000 / rs_wall
 			printf "  %-30s %10.0f %15s %8.2f %12s\n", "restore from the changelog", r, "",
@@ -753,6 +773,9 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		}
 		printf "\n"
 		ratio("tide count_per_key / tide transform", med[s], med["tide_transform"], 0.5)
+		if (n["tide_count_big"])
+			printf "  %-38s %6.2f  (state.cache.bytes=256 MiB: every key cached)\n",
+				"  the same, 256 MiB cache", med["tide_count_big"] / med["tide_transform"]
 		if (rs_ok && rs_wall > 0) {
 			printf "  %-38s %6.0fk/s (target >= 200k/s)  %s\n", "changelog restore, records/s",
 				r / 1000, (r >= 200000 ? "ok" : "BELOW TARGET")
