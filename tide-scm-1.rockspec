@@ -28,6 +28,7 @@ build = {
       ["tide.ffi"] = "scripts/tide/ffi.lua",
       ["tide.host"] = "scripts/tide/host.lua",
       ["tide.sandbox"] = "scripts/tide/sandbox.lua",
+      ["tide.json"] = "scripts/tide/json.lua",
       ["tide.serde"] = "scripts/tide/serde.lua",
       ["tide.store"] = "scripts/tide/store.lua",
       ["tide.testing"] = "scripts/tide/testing.lua",

@@ -39,12 +39,11 @@ local function quote(s)
   end) .. '"'
 end
 
+local number_text = require("tide.json").number_text
+
 local function number(n)
   if n ~= n or n == math.huge or n == -math.huge then return quote(tostring(n)) end
-  if n == math.floor(n) and math.abs(n) < 2 ^ 53 then return ("%d"):format(n) end
-  local s = ("%.14g"):format(n)
-  if tonumber(s) ~= n then s = ("%.17g"):format(n) end
-  return s
+  return number_text(n)
 end
 
 local function is_array(t)

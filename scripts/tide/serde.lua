@@ -3,23 +3,24 @@
 --- `string` (default): a Lua string; on input it must be valid UTF-8.
 --- `bytes`: a Lua string with the raw bytes, unchecked.
 --- `json`: decoded with lua-cjson (NaN, Infinity and hex numbers refused);
----         JSON null is `tide.null`. On output any Lua value is encoded.
+---         JSON null is `tide.null`. On output any Lua value is encoded, by
+---         tide.json: numbers exactly (cjson would keep 14 digits).
 --- A null key or value (Kafka tombstone) is `nil` with every serde.
 local ffi = require("ffi")
 local errors = require("tide.errors")
+local json = require("tide.json")
 local cjson = require("cjson").new()
 
 cjson.decode_invalid_numbers(false)
-cjson.encode_invalid_numbers(false)
-cjson.encode_sparse_array(true)
 
 local M = {}
 
+local encode_json = json.new(cjson.null)
+local number_text = json.number_text
+
 M.null = cjson.null
 M.json = {
-  encode = function(v)
-    return cjson.encode(v)
-  end,
+  encode = encode_json,
   decode = function(s)
     return cjson.decode(s)
   end,
@@ -59,12 +60,12 @@ function M.new(name, api)
         if v == nil then return nil end
         local t = type(v)
         if t == "string" then return v end
-        if t == "number" then return tostring(v) end
+        if t == "number" then return number_text(v) end
         error(what .. " must be a string (serde 'string'), got " .. t .. "; declare serde = 'json' to emit tables", 3)
       end,
     }
   elseif name == "json" then
-    local decode, encode = cjson.decode, cjson.encode
+    local decode, encode = cjson.decode, encode_json
     return {
       name = name,
       decode = function(p, len, what)

@@ -59,24 +59,12 @@ end
 local encode_json, decode_json = serde.json.encode, serde.json.decode
 
 local huge = math.huge
-
-local floor, format = math.floor, string.format
-
--- Numbers are the hot case (counters, sums): written here rather than by
--- lua-cjson, which the JIT cannot compile a call into and which keeps only
--- 14 significant digits. Integers are exact up to 2^53, others round-trip
--- with 17 digits. (Numbers inside tables are cjson's: 14 digits.)
-local function encode_number(v)
-  if v == floor(v) and v < 9007199254740992 and v > -9007199254740992 then
-    return format("j%d", v)
-  end
-  return format("j%.17g", v)
-end
+local number_text = require("tide.json").number_text
 
 local function encode(v, what)
   local t = type(v)
   if t == "string" then return "s" .. v end
-  if t == "number" and v == v and v ~= huge and v ~= -huge then return encode_number(v) end
+  if t == "number" and v == v and v ~= huge and v ~= -huge then return "j" .. number_text(v) end
   if t == "table" or t == "number" or t == "boolean" then
     local ok, s = pcall(encode_json, v)
     if not ok then error(what .. ": value cannot be kept (" .. tostring(s) .. ")", 3) end

@@ -55,6 +55,7 @@ end
 local function encode(v, serde_name)
   if v == nil or type(v) == "string" then return v end
   if serde_name == "json" then return serde.json.encode(v) end
+  if type(v) == "number" then return require("tide.json").number_text(v) end
   return tostring(v)
 end
 

@@ -161,7 +161,8 @@ describe("examples/fraud/normaliser.lua", function()
       assert.equal("ProcessError", h["tide.error.class"])
       assert.matches("normaliser%.lua:%d+: malformed authorisation: " .. c[2], h["tide.error.message"])
       -- the dead letter is the record as it came, for a person to repair and replay
-      local sent = type(c[1]) == "string" and c[1] or cjson.encode(c[1])
+      -- (encoded as the driver encodes what it pipes: every digit of the card number kept)
+      local sent = type(c[1]) == "string" and c[1] or require("tide.serde").json.encode(c[1])
       assert.same(cjson.decode(sent), cjson.decode(dead[i].value))
       assert.equal("k", dead[i].key)
     end

@@ -49,6 +49,16 @@ return {
       d:close()
     end)
 
+    it("keeps every digit of numbers inside stored tables and JSON outputs", function()
+      local d = driver(src)
+      local v = { us = 1732233600123456, big = 2 ^ 60, frac = 1 / 3, list = { 9007199254740991 } }
+      d:pipe("in", "n", { op = "put", value = v })
+      d:pipe("in", "n", { op = "get" })
+      assert.same(v, d:store("kv"):get("n"))
+      assert.same({ value = v }, values(d:read("out"))[1])
+      d:close()
+    end)
+
     it("keeps partitions (tasks) apart", function()
       local d = driver(src)
       d:pipe("in", "k", { op = "put", value = "p0" }, { partition = 0 })
