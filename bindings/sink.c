@@ -8,13 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-void tide_sink_init(tide_sink_t *s) { memset(s, 0, sizeof(*s)); }
+void tide_sink_init(tide_sink_t *s) {
+    memset(s, 0, sizeof(*s));
+    s->timestamp = -1;
+}
 
 void tide_sink_free(tide_sink_t *s) {
     free(s->bytes);
     free(s->entries);
     free(s->hdrs);
     memset(s, 0, sizeof(*s));
+    s->timestamp = -1;
 }
 
 void tide_sink_clear(tide_sink_t *s) {
@@ -87,7 +91,7 @@ int tide_sink_emit_partition(tide_sink_t *s, int32_t output, int32_t partition,
     e->timestamp = s->timestamp;
     if (s->batch && e->source >= 0 && e->source < s->batch->n)
         e->timestamp = s->batch->recs[e->source].timestamp;
-    if (e->timestamp < 0) e->timestamp = 0;
+    if (e->timestamp < 0) e->timestamp = -1;
     e->key_len = key ? key_len : -1;
     e->val_len = val ? val_len : -1;
     e->hdr_first = (uint32_t)s->n_hdrs;

@@ -23,7 +23,7 @@ typedef struct tide_sink_entry {
                         * store's changelog (TIDE_OUTPUT_CHANGELOG(store)) */
     int32_t source;    /* batch cursor of the input record, -1 outside a batch */
     int32_t partition; /* -1: the partitioner chooses */
-    int64_t timestamp; /* ms; 0: when produced */
+    int64_t timestamp; /* ms; -1: unknown, stamped when produced */
     size_t key_off, val_off;
     int32_t key_len, val_len; /* -1: null */
     uint32_t hdr_first, hdr_count;
@@ -31,7 +31,7 @@ typedef struct tide_sink_entry {
 
 struct tide_sink {
     const tide_batch_t *batch; /* the batch being dispatched, or NULL */
-    int64_t timestamp;         /* outside a batch (a punctuator): its time */
+    int64_t timestamp;         /* outside a batch (a punctuator): its time; -1: none */
     char *bytes;               /* owned; entries point into it by offset */
     size_t bytes_len, bytes_cap;
     tide_sink_entry_t *entries; /* owned */

@@ -142,7 +142,7 @@ int tide_producer_send(tide_producer_t *p, const tide_sink_t *s,
         rd_kafka_topic_t *rkt = e->output >= 0                   ? p->outputs[e->output]
                                 : e->output == TIDE_OUTPUT_DLQ ? p->dlq
                                                                : p->changelogs[TIDE_OUTPUT_STORE_ID(e->output)];
-        int64_t ts = e->timestamp;
+        int64_t ts = e->timestamp < 0 ? 0 : e->timestamp; /* 0: librdkafka stamps it */
         rd_kafka_headers_t *h = headers_of(s, e);
         const char *key = tide_sink_key(s, e), *val = tide_sink_val(s, e);
         rd_kafka_resp_err_t err;

@@ -286,7 +286,7 @@ function M.new(spec, sink_lud, log, opts)
             current = p
             api.sink_timestamp(sink, t) -- what it emits carries the time it fired for
             local ok, err = xpcall(pu.fn, debug.traceback, ctx, t)
-            api.sink_timestamp(sink, 0)
+            api.sink_timestamp(sink, -1)
             if not ok then
               failures = failures + 1
               log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(

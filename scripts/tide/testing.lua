@@ -82,7 +82,7 @@ function Driver:_collect()
       self.outputs[name] = list
       local sd = self.spec.serdes[name]
       list[#list + 1] = { key = decode(e.key, sd.key), value = decode(e.value, sd.value), headers = e.headers,
-        timestamp = e.timestamp > 0 and e.timestamp or nil }
+        timestamp = e.timestamp >= 0 and e.timestamp or nil }
     end
   end
   self.sink:clear()

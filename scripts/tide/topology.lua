@@ -248,8 +248,11 @@ end
 
 function makers.to_stream(n, out)
   if n.parents[1].window then
+    -- A window that is gone (a session merged into a larger one, a row a
+    -- filter no longer passes) comes as { start, end } with no value: Kafka
+    -- Streams' tombstone for that window.
     return function(k, new, _, s, e)
-      if new ~= nil then out(k, { start = s, ["end"] = e, value = new }) end
+      out(k, { start = s, ["end"] = e, value = new })
     end
   end
   return function(k, new) out(k, new) end

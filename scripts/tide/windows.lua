@@ -78,7 +78,10 @@ function M.store_decl(w, memory, retention)
   -- it; a sliding store holds one entry per key (window start 0):
   -- { e = latest time, items = { { t, value }, ... } }.
   local size, grace, by_end = w.size, w.grace, w.kind == "session" or w.kind == "sliding"
-  if w.kind == "session" then size, grace = w.gap, w.gap + w.grace end
+  -- A session ending at e is closed at e + gap + grace, but a record at
+  -- e + gap can still join it to a session starting at e + 2 gap: it is kept
+  -- one millisecond past e + 2 gap + grace.
+  if w.kind == "session" then size, grace = w.gap, w.gap + w.grace + 1 end
   local wanted = retention and store.duration(retention, "retention") or 0
   return store.window{ size = size, grace = grace, retention = math.max(size + grace, wanted),
     memory = memory, session = by_end }
@@ -90,9 +93,10 @@ function M.close_time(w, _, e)
   return e + w.grace
 end
 
-local function late(log, k, ts, s, e, st)
-  log.debug("late record dropped: key %s at %d is for window [%d, %d), closed at stream time %d",
-    tostring(k), ts, s, e, st)
+--- `closed`: the window includes its end (sessions, sliding windows).
+local function late(log, k, ts, s, e, st, closed)
+  log.debug("late record dropped: key %s at %d is for window [%d, %d%s, closed at stream time %d",
+    tostring(k), ts, s, e, closed and "]" or ")", st)
 end
 
 --- The step of a time-windowed aggregation: for each window holding the
@@ -146,7 +150,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
       end
     end
     if e + gap + grace <= st then
-      late(ctx.log, k, ts, s, e, st)
+      late(ctx.log, k, ts, s, e, st, true)
       return
     end
     for _, m in ipairs(merged) do
@@ -169,7 +173,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
     local ctx = cur.ctx
     local ts, st = cur.rec.timestamp, ctx.stream_time
     if ts + grace < st then
-      late(ctx.log, k, ts, ts - size, ts, st)
+      late(ctx.log, k, ts, ts - size, ts, st, true)
       return
     end
     local ws = get_store()

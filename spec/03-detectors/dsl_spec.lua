@@ -420,12 +420,31 @@ return tide.topology{}
     d:pipe("in", "a", 2, { timestamp = 3000 })  -- same session: [0, 3 s]
     d:pipe("in", "a", 4, { timestamp = 20000 }) -- a new session
     d:pipe("in", "a", 8, { timestamp = 16000 }) -- bridges into the 20 s one only
+    -- a merged-away session is sent as gone (no value) before the session
+    -- that took it in, as Kafka Streams sends its tombstone
     assert.same({
-      { "a", 0, 0, 1 }, { "a", 0, 3000, 3 }, { "a", 20000, 20000, 4 }, { "a", 16000, 20000, 12 },
+      { "a", 0, 0, 1 }, { "a", 0, 0, nil }, { "a", 0, 3000, 3 }, { "a", 20000, 20000, 4 },
+      { "a", 20000, 20000, nil }, { "a", 16000, 20000, 12 },
     }, windowed(d:read("sums")))
     local sessions = {}
     for start, sv in d:store("sessions"):fetch("a", 0, 100000) do sessions[#sessions + 1] = { start, sv.e, sv.v } end
     assert.same({ { 0, 3000, 3 }, { 16000, 20000, 12 } }, sessions)
+    d:close()
+  end)
+
+  it("keeps a closed session while a record may still bridge it to an open one", function()
+    local d = driver([[
+tide.stream("in", "json"):group_by_key()
+  :windowed_by(tide.session{ gap = "5s" })
+  :count({ name = "sessions" })
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "u", 1, { timestamp = 0 })
+    d:pipe("in", "u", 1, { timestamp = 10000 }) -- [0, 0] is closed now: 0 + gap <= 10000
+    d:pipe("in", "u", 1, { timestamp = 5000 })  -- within the gap of both: one session
+    local out = windowed(d:read("counts"))
+    assert.same({ "u", 0, 10000, 3 }, out[#out])
     d:close()
   end)
 

@@ -6,7 +6,7 @@ int main(int argc, char **argv) {
     tide_sink_t s;
     tide_sink_init(&s);
     /* Three input records; an output takes the timestamp of the record it
-     * came from (-1, unknown, becomes 0: "when produced"). */
+     * came from (-1: unknown, which the producer stamps). */
     tide_rec_t recs[3] = {{.timestamp = 1000}, {.timestamp = -1}, {.timestamp = 3000}};
     tide_batch_t b = {recs, 3, 0};
     s.batch = &b;
@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
 
     CASE("an output carries its input's timestamp; outside a batch, the sink's");
     CHECK(s.entries[0].timestamp == 1000);
-    CHECK(s.entries[1].timestamp == 0);
+    CHECK(s.entries[1].timestamp == -1); /* unknown: stamped when produced */
     s.batch = NULL;
     s.timestamp = 5000;
     CHECK(tide_sink_emit(&s, 0, NULL, -1, "p", 1) == 0);
