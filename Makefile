@@ -106,7 +106,9 @@ deps:
 	$(Q)$(MAKE) --no-print-directory $(BROWSER_DEPS)
 
 # playwright-core for the browser tests, pinned by package-lock.json; it
-# drives Debian's chromium and downloads no browser of its own.
+# drives Debian's chromium and downloads no browser of its own. 1.61 is the
+# last release that runs on Node 18, Debian 12's, which deps installs where
+# the machine has no npm (1.62 needs Node 20: both browser files failed).
 $(BROWSER_DEPS): spec/05-browser/package.json spec/05-browser/package-lock.json
 	@echo "deps: installing spec/05-browser (playwright-core)"
 	$(Q)cd spec/05-browser && npm ci --silent --no-audit --no-fund
