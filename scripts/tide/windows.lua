@@ -173,7 +173,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
     local ctx = cur.ctx
     local ts, st = cur.rec.timestamp, ctx.stream_time
     if ts + grace < st then
-      late(ctx.log, k, ts, ts - size, ts, st, true)
+      late(ctx.log, k, ts, math.max(0, ts - size), ts, st, true)
       return
     end
     local ws = get_store()
@@ -197,7 +197,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
       if it[1] >= ts - size and it[1] <= ts then agg = add(agg, it[2], k) end
     end
     ws:put_at(k, 0, kept)
-    push(k, agg, nil, ts - size, ts)
+    push(k, agg, nil, math.max(0, ts - size), ts) -- no window starts before time 0
   end
 end
 

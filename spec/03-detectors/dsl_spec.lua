@@ -507,6 +507,20 @@ return tide.topology{}
     d:close()
   end)
 
+  it("a sliding window never starts before time 0", function()
+    local d = driver([[
+tide.stream("in"):group_by_key()
+  :windowed_by(tide.sliding{ size = "10s" })
+  :count({ name = "recent" })
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "k", "x", { timestamp = 1000 })
+    d:pipe("in", "k", "x", { timestamp = 12000 })
+    assert.same({ { "k", 0, 1000, 1 }, { "k", 2000, 12000, 1 } }, windowed(d:read("counts")))
+    d:close()
+  end)
+
   it("suppress passes on one final result per window, when it closes", function()
     local d = driver([[
 tide.stream("in"):group_by_key()
