@@ -86,10 +86,11 @@ int tide_sink_emit_partition(tide_sink_t *s, int32_t output, int32_t partition,
     e->output = output;
     e->partition = partition;
     e->source = s->batch ? s->batch->cursor : -1;
-    /* An output carries its input's timestamp, as in Kafka Streams; a
-     * punctuator's, the time it fired for. */
+    /* An output carries its input's timestamp, as in Kafka Streams, unless
+     * the sink's is set: a punctuator's (the time it fired for), or one an
+     * operator gives its result (a session's end, a suppressed update's). */
     e->timestamp = s->timestamp;
-    if (s->batch && e->source >= 0 && e->source < s->batch->n)
+    if (e->timestamp < 0 && s->batch && e->source >= 0 && e->source < s->batch->n)
         e->timestamp = s->batch->recs[e->source].timestamp;
     if (e->timestamp < 0) e->timestamp = -1;
     e->key_len = key ? key_len : -1;

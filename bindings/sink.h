@@ -31,7 +31,7 @@ typedef struct tide_sink_entry {
 
 struct tide_sink {
     const tide_batch_t *batch; /* the batch being dispatched, or NULL */
-    int64_t timestamp;         /* outside a batch (a punctuator): its time; -1: none */
+    int64_t timestamp;         /* when set (>= 0), what every emit carries; -1: none */
     char *bytes;               /* owned; entries point into it by offset */
     size_t bytes_len, bytes_cap;
     tide_sink_entry_t *entries; /* owned */

@@ -219,7 +219,23 @@ function M.new(spec, sink_lud, log, opts)
   local extract = spec.timestamps
 
   --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
+  --- Call fn(...) with what it emits stamped `ts` instead of the record's
+  --- timestamp (an operator's result time, as Kafka Streams gives a
+  --- session its end). A failing fn leaves the stamp: run() clears it.
+  local stamp = -1
+  local function set_stamp(ts)
+    stamp = ts
+    api.sink_timestamp(sink, ts)
+  end
+  function ctx._stamped(_, ts, fn, ...)
+    local outer = stamp
+    set_stamp(ts)
+    fn(...)
+    set_stamp(outer)
+  end
+
   local function run(batch_lud, now)
+    if stamp ~= -1 then set_stamp(-1) end -- after a failed record, no stamp is left over
     local b = ffi.cast(batch_ptr, batch_lud)
     wall_now = now or wall_now
     recs = b.recs
@@ -284,9 +300,9 @@ function M.new(spec, sink_lud, log, opts)
             pu.next[p] = t + pu.every
           elseif t >= due then
             current = p
-            api.sink_timestamp(sink, t) -- what it emits carries the time it fired for
+            set_stamp(t) -- what it emits carries the time it fired for
             local ok, err = xpcall(pu.fn, debug.traceback, ctx, t)
-            api.sink_timestamp(sink, -1)
+            set_stamp(-1)
             if not ok then
               failures = failures + 1
               log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(

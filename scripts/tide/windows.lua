@@ -159,7 +159,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
     end
     local new = add(agg == nil and init(k) or agg, v, k)
     ws:put_at(k, s, { e = e, v = new })
-    push(k, new, nil, s, e)
+    ctx:_stamped(e, push, k, new, nil, s, e) -- a session's result carries its end
   end
 end
 
@@ -230,7 +230,9 @@ function M.suppress(w, cur, get_buffer, push)
       buf:delete(bk)
       return
     end
-    buf:put(bk, { e = e, v = new })
+    -- the time the final result will carry: the update's (a session's end)
+    local t = w.kind == "session" and e or cur.rec.timestamp
+    buf:put(bk, { e = e, v = new, t = t })
     local due = next_due[p]
     if due ~= nil and close < due then next_due[p] = close end
   end
@@ -255,7 +257,7 @@ function M.suppress(w, cur, get_buffer, push)
     for _, d in ipairs(done) do
       buf:delete(d.bk)
       local k, s = window_key_parts(d.bk:sub(9))
-      push(k, d.bv.v, nil, s, d.bv.e)
+      ctx:_stamped(d.bv.t or st, push, k, d.bv.v, nil, s, d.bv.e)
     end
   end
 

@@ -507,6 +507,31 @@ return tide.topology{}
     d:close()
   end)
 
+  it("stamps results as Kafka Streams does: a session with its end, a suppressed final with its update's time", function()
+    local d = driver([[
+local clicks = tide.stream("clicks"):group_by_key()
+clicks:windowed_by(tide.session{ gap = "5s" }):count({ name = "sessions" })
+  :to_stream():to("sessions", "json")
+clicks:windowed_by(tide.tumbling{ size = "10s" }):count({ name = "per10s" })
+  :suppress():to_stream():to("finals", "json")
+return tide.topology{}
+]])
+    d:pipe("clicks", "u", "x", { timestamp = 1000 })
+    d:pipe("clicks", "u", "x", { timestamp = 4000 })
+    d:pipe("clicks", "u", "x", { timestamp = 2000 })  -- inside the session [1000, 4000]
+    d:pipe("clicks", "u", "x", { timestamp = 30000 }) -- closes [0, 10 s)
+    local stamps = {}
+    for _, r in ipairs(d:read("sessions")) do
+      if r.value.value then stamps[#stamps + 1] = { r.value.start, r.value["end"], r.timestamp } end
+    end
+    assert.same({ { 1000, 1000, 1000 }, { 1000, 4000, 4000 }, { 1000, 4000, 4000 }, { 30000, 30000, 30000 } }, stamps)
+    local finals = d:read("finals")
+    assert.equal(1, #finals)
+    assert.same({ start = 0, ["end"] = 10000, value = 3 }, finals[1].value)
+    assert.equal(2000, finals[1].timestamp) -- the last update's record, not the stream time 30 s
+    d:close()
+  end)
+
   it("a sliding window never starts before time 0", function()
     local d = driver([[
 tide.stream("in"):group_by_key()

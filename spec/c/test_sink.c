@@ -31,8 +31,11 @@ int main(int argc, char **argv) {
     s.timestamp = 5000;
     CHECK(tide_sink_emit(&s, 0, NULL, -1, "p", 1) == 0);
     CHECK(s.entries[2].source == -1 && s.entries[2].timestamp == 5000);
+    s.batch = &b; /* in a batch, a set sink timestamp wins over the record's */
+    CHECK(tide_sink_emit(&s, 0, NULL, -1, "q", 1) == 0);
+    CHECK(s.entries[3].source == 1 && s.entries[3].timestamp == 5000);
+    s.timestamp = -1;
     tide_sink_truncate(&s, 2);
-    s.batch = &b;
 
     CASE("truncate drops the tail and its bytes and headers");
     b.cursor = 2;
