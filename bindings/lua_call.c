@@ -142,10 +142,13 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int6
 
         int32_t i = b->cursor;
         const tide_rec_t *r = &b->recs[i];
-        /* The failed record's emits are the tail of the sink. */
+        /* The failed record's emits are the tail of the sink. They go, but
+         * not the changelog entries of its store writes: those writes stay
+         * in the stores (as in Kafka Streams, nothing is rolled back), and a
+         * store restored from its changelog must hold what the live one did. */
         size_t keep = s->n;
         while (keep > 0 && s->entries[keep - 1].source == i) keep--;
-        tide_sink_truncate(s, keep);
+        tide_sink_truncate_keeping(s, keep, TIDE_OUTPUT_CHANGELOG(0));
 
         tide_failure_t f = {i, err->cls, err->message ? err->message : "",
                             err->traceback ? err->traceback : ""};

@@ -35,6 +35,29 @@ void tide_sink_truncate(tide_sink_t *s, size_t first) {
     s->n = first;
 }
 
+void tide_sink_truncate_keeping(tide_sink_t *s, size_t first, int32_t max_kept) {
+    if (first >= s->n) return;
+    size_t n = first, bytes = s->entries[first].key_off;
+    s->n_hdrs = s->entries[first].hdr_first;
+    for (size_t i = first; i < s->n; i++) {
+        tide_sink_entry_t e = s->entries[i];
+        if (e.output > max_kept) continue;
+        /* A kept entry's key and value are contiguous; its headers go (the
+         * entries kept here, changelog writes, have none). */
+        size_t klen = e.key_len > 0 ? (size_t)e.key_len : 0;
+        size_t vlen = e.val_len > 0 ? (size_t)e.val_len : 0;
+        memmove(s->bytes + bytes, s->bytes + e.key_off, klen + vlen);
+        e.key_off = bytes;
+        e.val_off = bytes + klen;
+        bytes += klen + vlen;
+        e.hdr_first = (uint32_t)s->n_hdrs;
+        e.hdr_count = 0;
+        s->entries[n++] = e;
+    }
+    s->n = n;
+    s->bytes_len = bytes;
+}
+
 void tide_sink_set_timestamp(tide_sink_t *s, int64_t ms) { s->timestamp = ms; }
 
 const char *tide_sink_bytes(const tide_sink_t *s, size_t off) {

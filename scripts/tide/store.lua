@@ -63,6 +63,7 @@ local number_text = require("tide.json").number_text
 
 local function encode(v, what)
   local t = type(v)
+  if v == serde.null then error(what .. ": tide.null is not a value a store keeps; delete the key instead", 3) end
   if t == "string" then return "s" .. v end
   if t == "number" and v == v and v ~= huge and v ~= -huge then return "j" .. number_text(v) end
   if t == "table" or t == "number" or t == "boolean" then
@@ -284,6 +285,13 @@ function M.open(decls, env)
     else
       local size, grace, retention = decl.size, decl.grace, decl.retention
       local stream_time = env.stream_time
+      -- Past retention: a window that started (a session that ended) more
+      -- than retention before stream time. Swept in batches; hidden at once.
+      local session = decl.session
+      local function expired(start, v)
+        if session then start = type(v) == "table" and v.e or start end
+        return start + retention <= stream_time()
+      end
       s = {
         size = size,
         --- Put value for key in the window holding timestamp. Returns false,
@@ -291,6 +299,7 @@ function M.open(decls, env)
         put = function(_, k, v, ts)
           k = check_key(k, what .. ":put")
           if type(ts) ~= "number" then error(what .. ":put: a timestamp (ms) expected", 2) end
+          if ts < 0 then error(("%s:put: timestamp %d is before 1970 (a record without one?)"):format(what, ts), 2) end
           local start = ts - ts % size
           if start + size + grace <= stream_time() then return false end
           local wk = M.window_key(k, start)
@@ -303,21 +312,27 @@ function M.open(decls, env)
           local wk = M.window_key(check_key(k, what .. ":put_at"), start)
           if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put_at")) end
         end,
-        --- The value of key's window starting at start, or nil.
+        --- The value of key's window starting at start, or nil (also once the
+        --- window is past retention, though not yet swept away).
         get = function(_, k, start)
-          return decode(backend.get(task(), M.window_key(check_key(k, what .. ":get"), start)))
+          local v = decode(backend.get(task(), M.window_key(check_key(k, what .. ":get"), start)))
+          if v ~= nil and expired(start, v) then return nil end
+          return v
         end,
         --- Iterate key's windows whose start is in [from, to]: for start, v in s:fetch(k, a, b)
         fetch = function(_, k, from, to)
           k = check_key(k, what .. ":fetch")
           local it = backend.iter(task(), M.window_key(k, math.max(0, from or 0)),
             to and M.window_key(k, to + 1) or (window_prefix(k) .. "\255\255\255\255\255\255\255\255\255"))
-          return function()
-            local wk, v = it()
+          local function nxt()
+            local wk, raw = it()
             if wk == nil then return nil end
             local _, start = M.window_key_parts(wk)
-            return start, decode(v)
+            local v = decode(raw)
+            if expired(start, v) then return nxt() end
+            return start, v
           end
+          return nxt
         end,
         --- Delete the windows that started more than retention before now
         --- (session windows: that ended; their value is { e = end, ... }).

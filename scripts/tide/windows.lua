@@ -93,6 +93,17 @@ function M.close_time(w, _, e)
   return e + w.grace
 end
 
+--- A record without a timestamp (-1) has no window: it fails, and goes to
+--- the dead letters with the reason, rather than land in a window of 1970.
+local function event_time(rec)
+  local ts = rec.timestamp
+  if ts < 0 then
+    error(("the record has no timestamp (%d), and a window needs one: give it one, or take "
+      .. "it from the value with tide.stream(topic, { timestamp = fn })"):format(ts), 0)
+  end
+  return ts
+end
+
 --- `closed`: the window includes its end (sessions, sliding windows).
 local function late(log, k, ts, s, e, st, closed)
   log.debug("late record dropped: key %s at %d is for window [%d, %d%s, closed at stream time %d",
@@ -109,7 +120,7 @@ function M.time_step(w, cur, get_store, init, add, push)
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
-    local ts, st = cur.rec.timestamp, ctx.stream_time
+    local ts, st = event_time(cur.rec), ctx.stream_time
     local ws = get_store()
     local s = ts - ts % advance
     local first = s
@@ -137,7 +148,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
-    local ts, st = cur.rec.timestamp, ctx.stream_time
+    local ts, st = event_time(cur.rec), ctx.stream_time
     local ws = get_store()
     local s, e, agg = ts, ts, nil
     local merged = {}
@@ -171,7 +182,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
-    local ts, st = cur.rec.timestamp, ctx.stream_time
+    local ts, st = event_time(cur.rec), ctx.stream_time
     if ts + grace < st then
       late(ctx.log, k, ts, math.max(0, ts - size), ts, st, true)
       return

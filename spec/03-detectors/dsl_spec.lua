@@ -387,7 +387,8 @@ return tide.topology{}
       { "a", 0, 10000, 1 }, { "a", 0, 10000, 2 }, { "a", 10000, 20000, 1 }, { "a", 10000, 20000, 2 },
       { "a", 0, 10000, 3 }, { "b", 10000, 20000, 1 },
     }, windowed(d:read("counts")))
-    assert.equal(3, d:store("per10s"):get("a", 0))
+    assert.equal(2, d:store("per10s"):get("a", 10000))
+    assert.is_nil(d:store("per10s"):get("a", 0)) -- closed, and past its retention (size + grace)
     d:close()
   end)
 
@@ -543,6 +544,23 @@ return tide.topology{}
     d:pipe("in", "k", "x", { timestamp = 1000 })
     d:pipe("in", "k", "x", { timestamp = 12000 })
     assert.same({ { "k", 0, 1000, 1 }, { "k", 2000, 12000, 1 } }, windowed(d:read("counts")))
+    d:close()
+  end)
+
+  it("dead-letters a record that has no timestamp for a window, with the reason", function()
+    local d = driver([[
+tide.stream("in"):group_by_key()
+  :windowed_by(tide.tumbling{ size = "10s" })
+  :count({ name = "per10s" })
+  :to_stream():to("counts", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "k", "x")                          -- no timestamp
+    d:pipe("in", "k", "x", { timestamp = 1000 })
+    assert.same({ { "k", 0, 10000, 1 } }, windowed(d:read("counts")))
+    local dead = d:dead_letters()
+    assert.equal(1, #dead)
+    assert.matches("the record has no timestamp", dead[1].headers["tide.error.message"], 1, true)
     d:close()
   end)
 

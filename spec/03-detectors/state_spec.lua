@@ -49,6 +49,30 @@ return {
       d:close()
     end)
 
+    it("changelogs the store writes of a record that then fails, as the store keeps them", function()
+      local d = driver(([[
+return {
+  inputs = { "in" }, outputs = { "out" },
+  stores = { n = tide.kv{ memory = %s } },
+  process = function(rec, ctx)
+    local n = (ctx.stores.n:get(rec.key) or 0) + 1
+    ctx.stores.n:put(rec.key, n)
+    ctx:emit("out", rec.key, tostring(n))
+    if rec.value == "boom" then error("boom") end
+  end,
+}]]):format(tostring(memory)))
+      d:pipe("in", "x", "ok")
+      d:pipe("in", "x", "boom")
+      d:pipe("in", "x", "ok")
+      assert.same({ "1", "3" }, values(d:read("out")))  -- the failed record's emit is dropped
+      assert.equal(1, #d:dead_letters())
+      assert.equal(3, d:store("n"):get("x"))             -- its store write is not rolled back
+      local logged = {}
+      for _, e in ipairs(d.changelog) do logged[#logged + 1] = e.value end
+      assert.same({ "j1", "j2", "j3" }, logged)          -- so the changelog has it too
+      d:close()
+    end)
+
     it("keeps every digit of numbers inside stored tables and JSON outputs", function()
       local d = driver(src)
       local v = { us = 1732233600123456, big = 2 ^ 60, frac = 1 / 3, list = { 9007199254740991 } }
@@ -158,6 +182,27 @@ return {
     d:pipe("in", "j", "x", { timestamp = 50000 }) -- 50 s: window [0,10) is past retention (12 s)
     assert.same({}, counts(d, "k"))
     assert.same({ { 50000, 1 } }, counts(d, "j"))
+    d:close()
+  end)
+
+  it("hides a window past retention at once, before the sweep removes it", function()
+    local d = driver(template:format(""))         -- retention: size + grace = 12 s
+    d:pipe("in", "k", "x", { timestamp = 1000 })
+    d:pipe("in", "j", "x", { timestamp = 11999 })
+    assert.equal(1, d:store("w"):get("k", 0))     -- still within retention
+    d:pipe("in", "j", "x", { timestamp = 12000 }) -- [0, 10 s) is past retention now
+    assert.is_nil(d:store("w"):get("k", 0))
+    assert.same({}, counts(d, "k"))
+    d:close()
+  end)
+
+  it("refuses a put without a timestamp with the reason", function()
+    local d = driver(src)
+    d:pipe("in", "k", "x") -- piped without a timestamp: -1
+    local dead = d:dead_letters()
+    assert.equal(1, #dead)
+    assert.matches("timestamp %-1 is before 1970", dead[1].headers["tide.error.message"])
+    assert.same({}, counts(d, "k"))
     d:close()
   end)
 end)

@@ -47,6 +47,28 @@ int main(int argc, char **argv) {
     CHECK(s.n_hdrs == 1);
     CHECK(s.bytes_len == bytes_before);
 
+    CASE("a failed record's emits go and its changelog entries stay, bytes and all");
+    tide_sink_clear(&s);
+    b.cursor = 0;
+    CHECK(tide_sink_emit(&s, 0, "k0", 2, "kept", 4) == 0);
+    CHECK(tide_sink_emit_header(&s, "h0", 2, "v0", 2) == 0);
+    b.cursor = 1; /* the record that fails: */
+    CHECK(tide_sink_emit(&s, 1, "out", 3, "dropped", 7) == 0);
+    CHECK(tide_sink_emit_header(&s, "h1", 2, "v1", 2) == 0);
+    CHECK(tide_sink_emit_partition(&s, -2, 1, "a", 1, "j1", 2) == 0);   /* store 0 */
+    CHECK(tide_sink_emit(&s, 0, "out2", 4, "dropped too", 11) == 0);
+    CHECK(tide_sink_emit_partition(&s, -3, 1, "bb", 2, NULL, -1) == 0); /* store 1, a delete */
+    tide_sink_truncate_keeping(&s, 1, -2);
+    CHECK(s.n == 3 && s.n_hdrs == 1);
+    CHECK(s.entries[0].hdr_count == 1 && !memcmp(tide_sink_val(&s, &s.entries[0]), "kept", 4));
+    CHECK(s.entries[1].output == -2 && s.entries[1].partition == 1 && s.entries[1].source == 1);
+    CHECK(s.entries[1].key_len == 1 && !memcmp(tide_sink_key(&s, &s.entries[1]), "a", 1));
+    CHECK(s.entries[1].val_len == 2 && !memcmp(tide_sink_val(&s, &s.entries[1]), "j1", 2));
+    CHECK(s.entries[1].hdr_count == 0);
+    CHECK(s.entries[2].output == -3 && !memcmp(tide_sink_key(&s, &s.entries[2]), "bb", 2));
+    CHECK(tide_sink_val(&s, &s.entries[2]) == NULL);
+    CHECK(s.bytes_len == 2 + 4 + 2 + 2 /* h0 v0 */ + 1 + 2 + 2);
+
     CASE("a header needs a record to attach to");
     tide_sink_clear(&s);
     CHECK(tide_sink_emit_header(&s, "h", 1, "v", 1) == -1);
