@@ -694,17 +694,7 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		name["plain_transform"] = "plain C text transformer"
 		name["tide_transform"] = "tide transform.lua"
 		name["tide_dsl"] = "tide transform_dsl.lua (DSL)"
-		for (i = 1; i <= 5; i++) {
-			s = order[i]
-			if (!n[s]) {
-				printf "  %-30s %10s %15s %8s %12s\n", name[s], "failed", "", "", ""
-				continue
-			}
-			for (k = 1; k <= n[s]; k++) { a[k] = rate[s, k]; b[k] = el[s, k] }
-			med[s] = median(a, n[s])
-			printf "  %-30s %10.0f %15s %8.2f %12s\n", name[s], med[s],
-				sprintf("%.2f-%.2f", a[1] / 1e6, a[n[s]] / 1e6), median(b, n[s]) / 1000, mb(rss[s])
-		}
+		for (i = 1; i <= 5; i++) rate_row(order[i], name[order[i]])
 		printf "  %-30s %10s %15s %8s %12s\n\n", "mock broker (tide broker)", "", "", "", mb(v["broker_rss"])
 		ratio("tide read_values / plain consumer", med["tide_read"], med["plain_consume"], 0.9)
 		ratio("tide transformer / plain transformer", med["tide_transform"], med["plain_transform"], 1.0)
@@ -742,28 +732,26 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 		}
 		return m
 	}
-	function state_report(    s, r, a, k) {
+	# One row of a table: step s over its rounds (median rate, its range,
+	# median time, peak RSS), or "failed"; sets med[s].
+	function rate_row(s, label,    a, b, k) {
+		if (!n[s]) {
+			printf "  %-30s %10s %15s %8s %12s\n", label, "failed", "", "", ""
+			return
+		}
+		for (k = 1; k <= n[s]; k++) { a[k] = rate[s, k]; b[k] = el[s, k] }
+		med[s] = median(a, n[s])
+		printf "  %-30s %10.0f %15s %8.2f %12s\n", label, med[s],
+			sprintf("%.2f-%.2f", a[1] / 1e6, a[n[s]] / 1e6), median(b, n[s]) / 1000, mb(rss[s])
+	}
+	function state_report(    s, r) {
 		printf "\nstate stores: bench/count_per_key.lua counts per key (the first 3 letters of\n"
 		printf "the value) in a RocksDB store, every write changelogged; then the same detector\n"
 		printf "on an empty state dir restores that store from its changelog\n\n"
-		printf "  %-30s %10s %15s %8s %12s\n", "", "records/s", "", "time s", "peak RSS MB"
+		printf "  %-30s %10s %15s %8s %12s\n", "", "records/s", "range (M/s)", "time s", "peak RSS MB"
 		s = "tide_count"
-		if (n[s]) {
-			for (k = 1; k <= n[s]; k++) a[k] = rate[s, k]
-			med[s] = median(a, n[s])
-			printf "  %-30s %10.0f %15s %8.2f %12s\n", "tide count_per_key.lua", med[s], "",
-				el[s, 1] / 1000, mb(rss[s])
-		} else {
-			printf "  %-30s %10s\n", "tide count_per_key.lua", "failed"
-		}
-		s = "tide_count_big"
-		if (n[s]) {
-			for (k = 1; k <= n[s]; k++) a[k] = rate[s, k]
-			med[s] = median(a, n[s])
-			printf "  %-30s %10.0f %15s %8.2f %12s\n", "  the same, 256 MiB cache", med[s], "",
-				el[s, 1] / 1000, mb(rss[s])
-		}
-		s = "tide_count"
+		rate_row(s, "tide count_per_key.lua")
+		if (n["tide_count_big"]) rate_row("tide_count_big", "  the same, 256 MiB cache")
 		if (rs_ok && rs_wall > 0) {
 			r = rs_n * 1000 / rs_wall
 			printf "  %-30s %10.0f %15s %8.2f %12s\n", "restore from the changelog", r, "",
