@@ -148,7 +148,7 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int6
          * store restored from its changelog must hold what the live one did. */
         size_t keep = s->n;
         while (keep > 0 && s->entries[keep - 1].source == i) keep--;
-        tide_sink_truncate_keeping(s, keep, TIDE_OUTPUT_CHANGELOG(0));
+        tide_sink_truncate(s, keep, TIDE_OUTPUT_CHANGELOG(0));
 
         tide_failure_t f = {i, err->cls, err->message ? err->message : "",
                             err->traceback ? err->traceback : ""};

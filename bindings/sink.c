@@ -27,16 +27,9 @@ void tide_sink_clear(tide_sink_t *s) {
     s->n_hdrs = 0;
 }
 
-void tide_sink_truncate(tide_sink_t *s, size_t first) {
+void tide_sink_truncate(tide_sink_t *s, size_t first, int32_t max_kept) {
     if (first >= s->n) return;
-    const tide_sink_entry_t *e = &s->entries[first];
-    s->n_hdrs = e->hdr_first;
-    s->bytes_len = e->key_off; /* the entry's bytes start with its key */
-    s->n = first;
-}
-
-void tide_sink_truncate_keeping(tide_sink_t *s, size_t first, int32_t max_kept) {
-    if (first >= s->n) return;
+    /* an entry's bytes start with its key */
     size_t n = first, bytes = s->entries[first].key_off;
     s->n_hdrs = s->entries[first].hdr_first;
     for (size_t i = first; i < s->n; i++) {

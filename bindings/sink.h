@@ -44,12 +44,11 @@ void tide_sink_init(tide_sink_t *s);
 void tide_sink_free(tide_sink_t *s);
 /* Forget every entry; keeps the memory for the next batch. */
 void tide_sink_clear(tide_sink_t *s);
-/* Drop every entry from index `first` on. */
-void tide_sink_truncate(tide_sink_t *s, size_t first);
 /* Drop the entries from index `first` on whose output is above `max_kept`,
  * keeping the others in order (a failed record's emits go, the changelog
- * entries of the store writes it made stay: see tide_lua_dispatch). */
-void tide_sink_truncate_keeping(tide_sink_t *s, size_t first, int32_t max_kept);
+ * entries of the store writes it made stay: see tide_lua_dispatch).
+ * INT32_MIN drops them all. */
+void tide_sink_truncate(tide_sink_t *s, size_t first, int32_t max_kept);
 /* Borrowed views into the arena: valid until the next emit, clear or free. */
 const char *tide_sink_key(const tide_sink_t *s, const tide_sink_entry_t *e);
 const char *tide_sink_val(const tide_sink_t *s, const tide_sink_entry_t *e);

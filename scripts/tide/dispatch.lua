@@ -233,6 +233,11 @@ function M.new(spec, sink_lud, log, opts)
     fn(...)
     set_stamp(outer)
   end
+  --- The timestamp an emit made now would carry.
+  function ctx._emit_time()
+    if stamp >= 0 then return stamp end
+    return rec.timestamp
+  end
 
   local function run(batch_lud, now)
     if stamp ~= -1 then set_stamp(-1) end -- after a failed record, no stamp is left over

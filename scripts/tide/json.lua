@@ -75,7 +75,7 @@ local function fail(what)
   error("Cannot serialise " .. what, 0)
 end
 
-local null -- cjson.null, set by M.new
+local null = require("cjson").null -- one value for every cjson instance
 
 local put_value
 
@@ -152,9 +152,7 @@ function put_value(buf, v, depth)
 end
 
 --- An encoder: encode(v) -> JSON text; errors name what cannot be written.
----@param cjson_null any the value that stands for JSON null
-function M.new(cjson_null)
-  null = cjson_null
+function M.new()
   local buf = buffer.new(256)
   return function(v)
     buf:reset()

@@ -15,7 +15,7 @@ cjson.decode_invalid_numbers(false)
 
 local M = {}
 
-local encode_json = json.new(cjson.null)
+local encode_json = json.new()
 local number_text = json.number_text
 
 M.null = cjson.null

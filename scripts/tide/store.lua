@@ -285,12 +285,13 @@ function M.open(decls, env)
     else
       local size, grace, retention = decl.size, decl.grace, decl.retention
       local stream_time = env.stream_time
-      -- Past retention: a window that started (a session that ended) more
-      -- than retention before stream time. Swept in batches; hidden at once.
+      -- Past retention: a window that started (a session that ended, its
+      -- value v being { e = end, ... }) more than retention before `now`
+      -- (default: stream time). Swept in batches; hidden from reads at once.
       local session = decl.session
-      local function expired(start, v)
+      local function expired(start, v, now)
         if session then start = type(v) == "table" and v.e or start end
-        return start + retention <= stream_time()
+        return start + retention <= (now or stream_time())
       end
       s = {
         size = size,
@@ -340,8 +341,7 @@ function M.open(decls, env)
           local doomed = {}
           for wk, raw in backend.iter(task()) do
             local _, start = M.window_key_parts(wk)
-            if decl.session then start = decode(raw).e end
-            if start + retention <= now then doomed[#doomed + 1] = wk end
+            if expired(start, session and decode(raw), now) then doomed[#doomed + 1] = wk end
           end
           for _, wk in ipairs(doomed) do backend.delete(task(), wk) end
           return #doomed

@@ -50,12 +50,14 @@ function M.driver(path, opts)
   return self
 end
 
+local number_text = require("tide.json").number_text
+
 --- Encode a Lua value the way a producer would for a serde: a string is
 --- taken as the bytes themselves.
 local function encode(v, serde_name)
   if v == nil or type(v) == "string" then return v end
   if serde_name == "json" then return serde.json.encode(v) end
-  if type(v) == "number" then return require("tide.json").number_text(v) end
+  if type(v) == "number" then return number_text(v) end
   return tostring(v)
 end
 

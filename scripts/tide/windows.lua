@@ -241,9 +241,8 @@ function M.suppress(w, cur, get_buffer, push)
       buf:delete(bk)
       return
     end
-    -- the time the final result will carry: the update's (a session's end)
-    local t = w.kind == "session" and e or cur.rec.timestamp
-    buf:put(bk, { e = e, v = new, t = t })
+    -- the final result will carry the time this update carries (a session's end)
+    buf:put(bk, { e = e, v = new, t = cur.ctx:_emit_time() })
     local due = next_due[p]
     if due ~= nil and close < due then next_due[p] = close end
   end

@@ -35,14 +35,14 @@ int main(int argc, char **argv) {
     CHECK(tide_sink_emit(&s, 0, NULL, -1, "q", 1) == 0);
     CHECK(s.entries[3].source == 1 && s.entries[3].timestamp == 5000);
     s.timestamp = -1;
-    tide_sink_truncate(&s, 2);
+    tide_sink_truncate(&s, 2, INT32_MIN);
 
     CASE("truncate drops the tail and its bytes and headers");
     b.cursor = 2;
     tide_sink_emit(&s, 0, "dropme", 6, "xxxxxxxx", 8);
     tide_sink_emit_header(&s, "gone", 4, "y", 1);
     size_t bytes_before = s.entries[2].key_off;
-    tide_sink_truncate(&s, 2);
+    tide_sink_truncate(&s, 2, INT32_MIN);
     CHECK(s.n == 2);
     CHECK(s.n_hdrs == 1);
     CHECK(s.bytes_len == bytes_before);
@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
     CHECK(tide_sink_emit_partition(&s, -2, 1, "a", 1, "j1", 2) == 0);   /* store 0 */
     CHECK(tide_sink_emit(&s, 0, "out2", 4, "dropped too", 11) == 0);
     CHECK(tide_sink_emit_partition(&s, -3, 1, "bb", 2, NULL, -1) == 0); /* store 1, a delete */
-    tide_sink_truncate_keeping(&s, 1, -2);
+    tide_sink_truncate(&s, 1, -2);
     CHECK(s.n == 3 && s.n_hdrs == 1);
     CHECK(s.entries[0].hdr_count == 1 && !memcmp(tide_sink_val(&s, &s.entries[0]), "kept", 4));
     CHECK(s.entries[1].output == -2 && s.entries[1].partition == 1 && s.entries[1].source == 1);
