@@ -349,6 +349,13 @@ local function plain(s)
   return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
 end
 
+--- How Lua names the file at `path` in an error message: the path itself, or
+--- "..." and its tail when it is longer than Lua keeps (LUA_IDSIZE).
+local function shown_as(path)
+  local _, err = pcall(load("error('x')", "@" .. path))
+  return (tostring(err):match("^(.*):1: x$")) or path
+end
+
 --- The line a record is compared by. A dead letter leaves out its traceback,
 --- version and detector name, and its error message calls the detector's
 --- file (`path`) <detector>: two versions in two files that fail alike compare
@@ -360,7 +367,7 @@ local function comparable(r, path)
     if not VOLATILE[k] then h[k] = v end
   end
   local msg = h["tide.error.message"]
-  if msg then h["tide.error.message"] = msg:gsub(plain(path), "<detector>") end
+  if msg then h["tide.error.message"] = msg:gsub(plain(shown_as(path)), "<detector>") end
   return record_line({ topic = r.topic, key = r.key, value = r.value, timestamp = r.timestamp,
     headers = h })
 end
