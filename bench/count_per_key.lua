@@ -13,7 +13,7 @@
 --- count per user or per account does. The store is per task (input
 --- partition), so these are counts per key and partition, as a detector
 --- without a repartition gets. bench/run.sh also runs a copy that keys on
---- the first 3 letters: 1.1M keys, most of them new.
+--- the first 3 letters: 1.1M keys, each seen under twice.
 return {
   name = "bench-count-per-key",
   description = "benchmark: count per key (first 2 letters of the value) in a RocksDB store",
