@@ -263,6 +263,9 @@ function M.new(spec, sink_lud, log, opts)
     b.cursor = b.n
   end
 
+  local punctuators = spec.punctuators or {}
+  for _, pu in ipairs(punctuators) do pu.next = {} end
+
   --- A task starts (its stores are restored; `st`: its stream time from the
   --- last commit, or nil) or stops (revoked).
   local on_task = spec.on_task
@@ -274,6 +277,7 @@ function M.new(spec, sink_lud, log, opts)
     else
       active[p] = nil
       stream_times[p] = nil
+      for _, pu in ipairs(punctuators) do pu.next[p] = nil end
       for _, e in ipairs(store_list) do
         if e.backend.drop then e.backend.drop(p) end
       end
@@ -287,8 +291,6 @@ function M.new(spec, sink_lud, log, opts)
     if e and e.backend.restore then e.backend.restore(p, k, v) end
   end
 
-  local punctuators = spec.punctuators or {}
-  for _, pu in ipairs(punctuators) do pu.next = {} end
   local swept = {}
 
   --- Fire due punctuators, per active task, and expire old windows. Errors
@@ -298,12 +300,13 @@ function M.new(spec, sink_lud, log, opts)
     local failures = 0
     for _, pu in ipairs(punctuators) do
       for p in pairs(active) do
-        local t = pu.on == "wall" and now or stream_times[p]
+        local wall = pu.on == "wall"
+        local t = wall and now or stream_times[p]
         if t ~= nil and t >= 0 then
           local due = pu.next[p]
-          if due == nil then
+          if due == nil and wall then
             pu.next[p] = t + pu.every
-          elseif t >= due then
+          elseif due == nil or t >= due then
             current = p
             set_stamp(t) -- what it emits carries the time it fired for
             local ok, err = xpcall(pu.fn, debug.traceback, ctx, t)
@@ -313,7 +316,12 @@ function M.new(spec, sink_lud, log, opts)
               log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(
                 pu.on, pu.every, p, tostring(err)))
             end
-            pu.next[p] = due + pu.every * (math.floor((t - due) / pu.every) + 1)
+            -- A wall-clock timer keeps its own beat; a stream-time one falls
+            -- on multiples of its interval (as Kafka Streams' do), after a
+            -- first call at the task's first stream time. Either way one
+            -- call covers the intervals that records skipped.
+            local from = wall and due or 0
+            pu.next[p] = from + pu.every * (math.floor((t - from) / pu.every) + 1)
           end
         end
       end

@@ -218,16 +218,19 @@ return {
   end },
   process = function(rec, ctx) ctx.stores.seen:put(rec.key, rec.timestamp) end,
 }]])
-    d:pipe("in", "a", "x", { timestamp = 1000 }) -- schedules the first tick at 11 s
+    d:pipe("in", "a", "x", { timestamp = 1000 }) -- the task's first stream time: a tick
+    assert.same({ "1000/1000" }, values(d:read("ticks")))
     d:pipe("in", "a", "x", { timestamp = 9000 })
     assert.same({}, d:read("ticks"))
-    d:pipe("in", "a", "x", { timestamp = 11000 })
+    d:pipe("in", "a", "x", { timestamp = 10000 }) -- then on multiples of 10 s, not at 11 s
     d:pipe("in", "a", "x", { timestamp = 12000 })
     d:pipe("in", "a", "x", { timestamp = 35000 }) -- one tick, not one per missed interval
+    d:pipe("in", "a", "x", { timestamp = 39999 })
+    d:pipe("in", "a", "x", { timestamp = 40000 })
     local ticks = d:read("ticks")
-    assert.same({ "11000/11000", "35000/35000" }, values(ticks))
+    assert.same({ "10000/10000", "35000/35000", "40000/40000" }, values(ticks))
     -- what a punctuator emits carries the time it fired for, not the clock
-    assert.equal(11000, ticks[1].timestamp)
+    assert.equal(10000, ticks[1].timestamp)
     assert.equal(35000, ticks[2].timestamp)
     d:close()
   end)

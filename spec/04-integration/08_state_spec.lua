@@ -533,9 +533,10 @@ describe("integration: state stores", function()
       for _, l in ipairs(lines) do expected[#expected + 1] = l end
       c:wait_for_records("stream-out", #expected, 30, { watch = det })
     end
-    step(0, 0, { rec_line(0, 0, 0) })                       -- p0's schedule: t0 + 10 s
-    step(1, 20000, { rec_line(1, 20000, 20000) })           -- p1's: t0 + 30 s; p0 untouched
-    step(0, 5000, { rec_line(0, 5000, 5000) })
+    -- t0 is a whole minute: the schedule falls on t0 + multiples of 10 s.
+    step(0, 3000, { rec_line(0, 3000, 3000), tick_line(0, 3000) }) -- the first record: a tick
+    step(1, 20000, { rec_line(1, 20000, 20000), tick_line(1, 20000) }) -- p1's own; p0 untouched
+    step(0, 5000, { rec_line(0, 5000, 5000) })              -- p0's next: t0 + 10 s, not 13 s
     step(0, 10000, { rec_line(0, 10000, 10000), tick_line(0, 10000) })
     step(1, 29999, { rec_line(1, 29999, 29999) })
     step(0, 35000, { rec_line(0, 35000, 35000), tick_line(0, 35000) })   -- once, not for 20 s and 30 s
@@ -561,7 +562,7 @@ describe("integration: state stores", function()
     for _, r in ipairs(out) do
       if r.key == "tick" then tick_ts[#tick_ts + 1] = ("%+.0f"):format(r.timestamp - t0) end
     end
-    io.stdout:write(("    note: the stream-time ticks at t0+10000, +35000, +30000, +40000 were stamped t0%s\n")
+    io.stdout:write(("    note: the stream-time ticks at t0+3000, +20000, +10000, +35000, +30000, +40000 were stamped t0%s\n")
       :format(table.concat(tick_ts, ", t0")))
   end)
 
