@@ -176,7 +176,8 @@ end
 
 --- The step of a sliding-window aggregation: the key's recent records are
 --- kept (in time order, as far back as a window can still reach), and the
---- record's window [t - size, t] is folded from them.
+--- record's window [t - size, t] is folded from them; so are the windows of
+--- later records that an out-of-order one falls into.
 function M.sliding_step(w, cur, get_store, init, add, push)
   local size, grace = w.size, w.grace
   return function(k, v)
@@ -203,12 +204,27 @@ function M.sliding_step(w, cur, get_store, init, add, push)
       if it[1] >= horizon then fresh[#fresh + 1] = it end
     end
     kept.items = fresh
-    local agg = init(k)
-    for _, it in ipairs(fresh) do
-      if it[1] >= ts - size and it[1] <= ts then agg = add(agg, it[2], k) end
-    end
     ws:put_at(k, 0, kept)
-    push(k, agg, nil, math.max(0, ts - size), ts) -- no window starts before time 0
+    --- The window ending at `e`, folded from the kept records, pushed and
+    --- stamped with its end (its latest record's time).
+    local function window(e)
+      local agg = init(k)
+      for _, it in ipairs(fresh) do
+        if it[1] >= e - size and it[1] <= e then agg = add(agg, it[2], k) end
+      end
+      ctx:_stamped(e, push, k, agg, nil, math.max(0, e - size), e) -- none starts before 0
+    end
+    window(ts)
+    -- An out-of-order record is also in the windows of the later records
+    -- within `size` after it: each is pushed again, revised.
+    local last = ts
+    for _, it in ipairs(fresh) do
+      local u = it[1]
+      if u > last and u <= ts + size then
+        window(u)
+        last = u
+      end
+    end
   end
 end
 

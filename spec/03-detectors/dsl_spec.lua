@@ -502,9 +502,13 @@ return tide.topology{}
     d:pipe("auths", "c2", {}, { timestamp = 5 * M })
     d:pipe("auths", "c1", {}, { timestamp = 10 * M })      -- 0, 4m, 10m: three within 10m, ends included
     d:pipe("auths", "c1", {}, { timestamp = 14 * M + 1 })  -- 4m is out: two
-    d:pipe("auths", "c1", {}, { timestamp = 13.5 * M })    -- late within grace: 4m, 10m, 13.5m
+    d:pipe("auths", "c1", {}, { timestamp = 13.5 * M })    -- late within grace: 4m, 10m, 13.5m;
+                                                           -- and 14m+1's window, revised: 3
     d:pipe("auths", "c1", {}, { timestamp = 12 * M })      -- beyond grace: dropped
-    assert.same({ { "c1", 0, 10 * M, 3 }, { "c1", 3.5 * M, 13.5 * M, 3 } }, windowed(d:read("alerts")))
+    local alerts = d:read("alerts")
+    assert.same({ { "c1", 0, 10 * M, 3 }, { "c1", 3.5 * M, 13.5 * M, 3 }, { "c1", 4 * M + 1, 14 * M + 1, 3 } },
+      windowed(alerts))
+    assert.equal(14 * M + 1, alerts[3].timestamp, "a revised window carries its own end")
     d:close()
   end)
 
