@@ -41,8 +41,9 @@ static const char parse_src[] =
     "    for name, v in pairs(t.headers) do h[#h + 1] = tostring(name); h[#h + 1] = text(v) or '' end\n"
     "  end\n"
     "  local p = tonumber(t.partition) or -1\n"
-    "  local ts = tonumber(t.timestamp) or 0\n"
-    "  if ts < 0 then error('timestamp must be ms since the epoch', 0) end\n"
+    "  local ts = tonumber(t.timestamp)\n"
+    "  if ts == nil then ts = -1\n"
+    "  elseif ts < 0 then error('timestamp must be ms since the epoch', 0) end\n"
     "  return text(t.key), text(t.value), p, h, ts\n"
     "end\n";
 

@@ -16,7 +16,7 @@ typedef struct tide_jsonl_rec {
     const char *key, *value;
     int32_t key_len, value_len;
     int32_t partition; /* -1: let the partitioner choose */
-    int64_t timestamp; /* ms since the epoch; 0: now */
+    int64_t timestamp; /* ms since the epoch; -1: none given */
     int n_headers;
     const char **header_names;
     const char **header_values;

@@ -100,7 +100,7 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
     size_t cap = 0;
     ssize_t len;
     long lineno = 0, sent = 0;
-    int rc = 0;
+    int rc = 0, warned_zero = 0;
     while (!*stop && (len = getline(&line, &cap, stdin)) >= 0) {
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
@@ -124,7 +124,16 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
             val = r.value;
             vlen = r.value_len < 0 ? 0 : (size_t)r.value_len;
             if (r.partition >= 0) partition = r.partition;
-            timestamp = r.timestamp;
+            /* librdkafka stamps a record with timestamp 0 with the time it is
+             * produced: it cannot send 0 itself. Say so, once. */
+            if (r.timestamp == 0 && !warned_zero) {
+                fprintf(stderr,
+                        "tide: stdin:%ld: timestamp 0 means \"now\" to the Kafka client: the "
+                        "record gets the current time (use 1 or more)\n",
+                        lineno);
+                warned_zero = 1;
+            }
+            timestamp = r.timestamp < 0 ? 0 : r.timestamp;
             if (r.n_headers) {
                 hdrs = rd_kafka_headers_new((size_t)r.n_headers);
                 for (int h = 0; h < r.n_headers; h++)

@@ -269,6 +269,7 @@ function makers.join(n, out, env)
   local fn, left, cur = n.fn, n.left, env.cur
   local get_store = store_getter(env, n.table.store)
   return function(k, v)
+    if v == nil then return end -- nothing to join (Kafka Streams drops it too)
     local tv
     if k ~= nil then tv = get_store():get(k) end
     if tv == nil and not left then return end

@@ -56,8 +56,10 @@ end
 
 --- Sliding windows: for every record at t, the key's records in
 --- [t - size, t], both ends included: "5 payments within 10 minutes".
---- Each record updates and passes on its own window only; a record late
---- within grace does not revise the windows of the records after it.
+--- Each record passes on its own window; one that comes out of order
+--- (within grace) also revises the windows of the later records within
+--- `size` after it. As the window includes its end (the record's time), a
+--- record is late, and dropped, once stream time is past that end + grace.
 ---@param opts { size: string|number, grace?: string|number }
 function M.sliding(opts)
   if type(opts) ~= "table" then usage("tide.sliding{ size = \"10m\", grace = \"1m\" } expected") end
@@ -90,6 +92,8 @@ end
 --- When the window [start, end) closes: no record changes it after that.
 function M.close_time(w, _, e)
   if w.kind == "session" then return e + w.gap + w.grace end
+  -- a sliding window includes its end: a record at end + grace still counts
+  if w.kind == "sliding" then return e + w.grace + 1 end
   return e + w.grace
 end
 
@@ -184,7 +188,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
     local ts, st = event_time(cur.rec), ctx.stream_time
-    if ts + grace < st then
+    if ts + grace < st then -- its window includes its end: late only past end + grace
       late(ctx.log, k, ts, math.max(0, ts - size), ts, st, true)
       return
     end

@@ -551,6 +551,26 @@ return tide.topology{}
     d:close()
   end)
 
+  it("a sliding window includes its end: a record at end + grace still counts, and suppress waits for it", function()
+    local d = driver([[
+tide.stream("in"):group_by_key()
+  :windowed_by(tide.sliding{ size = "10s", grace = "2s" })
+  :count({ name = "recent" })
+  :suppress():to_stream():to("finals", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "k", "x", { timestamp = 1000 })
+    d:pipe("in", "k", "x", { timestamp = 3000 })  -- stream time 3 s: [0, 1 s] not closed yet
+    assert.same({}, d:read("finals"))
+    d:pipe("in", "k", "x", { timestamp = 1000 })  -- at end + grace: counts in [0, 1 s] and [0, 3 s]
+    d:pipe("in", "k", "x", { timestamp = 3001 })  -- past it: [0, 1 s] is final
+    assert.same({ { "k", 0, 1000, 2 } }, windowed(d:read("finals")))
+    d:pipe("in", "k", "x", { timestamp = 999 })   -- late: dropped
+    d:pipe("in", "k", "x", { timestamp = 5001 })  -- [0, 3 s] is final; [0, 3.001 s] at 5.002 s
+    assert.same({ { "k", 0, 3000, 3 } }, windowed(d:read("finals")))
+    d:close()
+  end)
+
   it("dead-letters a record that has no timestamp for a window, with the reason", function()
     local d = driver([[
 tide.stream("in"):group_by_key()
@@ -641,11 +661,15 @@ return orders
     d:pipe("users", "u1", { name = "Anna" })        -- later updates do not change the past
     d:pipe("users", "u1", nil)
     d:pipe("orders", "u1", { item = "cup" })        -- after the delete
+    d:pipe("users", "u2", { name = "Bo" })
+    d:pipe("orders", "u2", nil)                     -- no value: dropped by both, not joined
+    d:pipe("orders", nil, { item = "hat" })         -- no key: no row; left_join passes nil
     assert.same({ { "u1", { item = "pen", user = "Ann" } } }, pairs_of(d:read("joined")))
     assert.same({
       { "u1", { item = "book", user = "?" } }, { "u1", { item = "pen", user = "Ann" } },
-      { "u1", { item = "cup", user = "?" } },
+      { "u1", { item = "cup", user = "?" } }, { nil, { item = "hat", user = "?" } },
     }, pairs_of(d:read("left")))
+    assert.same({}, d:dead_letters())
     d:close()
   end)
 

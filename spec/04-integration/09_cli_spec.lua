@@ -66,7 +66,7 @@ return {
 ]]
 
 describe("integration: tide test and tide replay", function()
-  local c = cluster.suite("cli", { "text-input:2", "text-output:2" })
+  local c = cluster.suite("cli", { "text-input:2", "text-output:2", "stamped:1" })
 
   local function write(label, text)
     local path = c:path(label)
@@ -306,6 +306,32 @@ describe("integration: tide test and tide replay", function()
     code, out, err = tide("replay", copy, "--against", fixture, "--file", recording)
     assert.are.equal(0, code, out .. err)
     assert.are.equal("", out)
+  end)
+
+  it("tide produce --json keeps a record's timestamp, and warns once that 0 means now", function()
+    local input = write("stamped.jsonl", table.concat({
+      '{"key":"given","value":"a","timestamp":5000}',
+      '{"key":"none","value":"b"}',
+      '{"key":"zero","value":"c","timestamp":0}',
+      '{"key":"zero-again","value":"d","timestamp":0}',
+    }, "\n") .. "\n")
+    local before = os.time() * 1000
+    local p = c:spawn({ cluster.bin(), "produce", "stamped", "-b", c.addr, "--json" },
+      { name = "produce", stdin = input })
+    assert.are.equal(0, p:wait(60), p:log_tail(10))
+    local err = p:stderr_text()
+    local _, warnings = err:gsub('timestamp 0 means "now"', "")
+    assert.are.equal(1, warnings, err)
+    assert.is_truthy(err:find("stdin:3:", 1, true), err)
+    local code, out = tide("consume", "stamped", "-b", c.addr, "--from-beginning", "--json",
+      "--max-messages", "4", "--idle-timeout-ms", "5000")
+    assert.are.equal(0, code, out)
+    local ts = {}
+    for _, r in ipairs(decode_lines(out)) do ts[r.key] = r.timestamp end
+    assert.are.equal(5000, ts.given)
+    for _, k in ipairs({ "none", "zero", "zero-again" }) do
+      assert.is_true(ts[k] >= before - 1000, k .. " " .. tostring(ts[k]))
+    end
   end)
 
   it("tide replay exits 2 on a bad --offsets and on a partition the topic does not have", function()
