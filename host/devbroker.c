@@ -80,9 +80,12 @@ static volatile sig_atomic_t broker_stop;
 static void on_signal(int sig) { (void)sig; broker_stop = 1; }
 
 static int usage(void) {
-    fprintf(stderr, "usage: tide broker [--topic NAME:PARTITIONS]... [--partitions N]\n"
+    fprintf(stderr, "usage: tide broker [--topic NAME[:PARTITIONS]]... [--partitions N]\n"
                     "Runs a development broker on 127.0.0.1 until interrupted; prints its\n"
-                    "bootstrap address on the first line of standard output.\n");
+                    "bootstrap address on the first line of standard output.\n"
+                    "--partitions N is for each --topic given without a count (default 4).\n"
+                    "A topic not given is created on first use with 4 partitions (the\n"
+                    "mock cluster's own default, which it does not let us change).\n");
     return 2;
 }
 
