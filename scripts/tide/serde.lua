@@ -1,6 +1,6 @@
 --- Serdes: how record keys and values become Lua values and back.
 ---
---- `string` (default): a Lua string; on input it must be valid UTF-8.
+--- `string` (default): a Lua string, valid UTF-8 (checked both ways).
 --- `bytes`: a Lua string with the raw bytes, unchecked.
 --- `json`: decoded with lua-cjson (NaN, Infinity and hex numbers refused);
 ---         JSON null is `tide.null`. On output any Lua value is encoded, by
@@ -59,7 +59,15 @@ function M.new(name, api)
       encode = function(v, what)
         if v == nil then return nil end
         local t = type(v)
-        if t == "string" then return v end
+        if t == "string" then
+          -- what a 'string' input would refuse is not sent on either: a
+          -- reader of this topic would dead-letter it
+          if api.utf8_valid(v, #v) == 0 then
+            error(what .. " is not valid UTF-8 (serde 'string'; a byte slice of a"
+              .. " multi-byte character? use 'bytes' for binary data)", 3)
+          end
+          return v
+        end
         if t == "number" then return number_text(v) end
         error(what .. " must be a string (serde 'string'), got " .. t .. "; declare serde = 'json' to emit tables", 3)
       end,

@@ -222,6 +222,22 @@ return s
     d:close()
   end)
 
+  it("dead-letters a record whose string key or value is not valid UTF-8, with the reason", function()
+    local d = driver([[
+tide.stream("in"):select_key(function(k, v) return v:sub(1, 1) end):to("out")
+return tide.topology{ name = "initials" }
+]])
+    d:pipe("in", "k1", "anna")
+    d:pipe("in", "k2", "émile") -- its first byte is half of "é"
+    assert.same({ { "a", "anna" } }, pairs_of(d:read("out")))
+    local dead = d:dead_letters()
+    assert.equal(1, #dead)
+    assert.equal("émile", dead[1].value)
+    assert.truthy(dead[1].headers["tide.error.message"]:find("key is not valid UTF-8", 1, true),
+      dead[1].headers["tide.error.message"])
+    d:close()
+  end)
+
   it("refuses misuse at load with the file and line", function()
     local path = write([[
 local s = tide.stream("in")
