@@ -42,6 +42,20 @@ const char *tide_det_state_name(tide_det_state_t s) {
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
+/* Per-detector bookkeeping the table does not show. */
+typedef struct det_extra {
+    int removed;                          /* stop and forget once it exits */
+    int watchdog_killed;                  /* the last kill was the watchdog's */
+    int was_running;
+    int64_t crash_times[64];
+    int n_crash;
+} det_extra_t;
+
+static det_extra_t *extra_of(tide_detector_t *d) {
+    /* The extra lives right after the detector in one allocation. */
+    return (det_extra_t *)(d + 1);
+}
+
 void tide_detector_totals(const tide_detector_t *d, tide_det_totals_t *out) {
     *out = d->base;
     const tide_status_block_t *st = d->st;
@@ -52,8 +66,11 @@ void tide_detector_totals(const tide_detector_t *d, tide_det_totals_t *out) {
     out->errors += st->errors;
     out->dropped += st->dropped;
     out->batches += st->batches;
-    out->reloads += st->reloads;
-    out->reload_failures += st->reload_failures;
+    /* Reloads as the supervisor has recorded them in the history, not the
+     * worker's live counts: the API then never shows a reload counted that
+     * its history does not have yet. */
+    out->reloads += d->seen_reloads;
+    out->reload_failures += d->seen_failures;
     for (int i = 0; i < TIDE_STATUS_HIST; i++) out->hist[i] += st->hist[i];
     out->hist_sum += st->hist_sum;
 }
@@ -75,21 +92,6 @@ typedef struct sv_state {
     } subwatch[256];
     int n_subwatch;
 } sv_state_t;
-
-/* Per-detector bookkeeping the table does not show. */
-typedef struct det_extra {
-    uint64_t seen_reloads, seen_failures; /* of the current worker's status */
-    int removed;                          /* stop and forget once it exits */
-    int watchdog_killed;                  /* the last kill was the watchdog's */
-    int was_running;
-    int64_t crash_times[64];
-    int n_crash;
-} det_extra_t;
-
-static det_extra_t *extra_of(tide_detector_t *d) {
-    /* The extra lives right after the detector in one allocation. */
-    return (det_extra_t *)(d + 1);
-}
 
 /* ---------------------------------------------------------------- the folder */
 
@@ -297,7 +299,7 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     d->state = TIDE_DS_STARTING;
     d->cpu_seconds = 0;
     d->rss_bytes = 0;
-    x->seen_reloads = x->seen_failures = 0;
+    d->seen_reloads = d->seen_failures = 0;
     x->watchdog_killed = 0;
     x->was_running = 0;
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "started worker %d for %s", (int)pid, d->path);
@@ -314,6 +316,23 @@ static void add_reload_event(tide_detector_t *d, int ok, const char *version, co
     e->ok = ok;
     snprintf(e->version, sizeof(e->version), "%s", version ? version : "");
     snprintf(e->message, sizeof(e->message), "%s", msg ? msg : "");
+}
+
+/* A live worker's reload results since the last look, into the history. */
+static void follow_reloads(tide_detector_t *d) {
+    const tide_status_block_t *st = d->st;
+    if (st->reloads != d->seen_reloads) {
+        d->seen_reloads = st->reloads;
+        add_reload_event(d, 1, st->last_reload_version, "");
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "detector %s hot-swapped to version %s", d->name,
+                 st->last_reload_version);
+    }
+    if (st->reload_failures != d->seen_failures) {
+        d->seen_failures = st->reload_failures;
+        add_reload_event(d, 0, "", st->last_reload_error);
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: reload refused, old version runs on: %s",
+                 d->name, st->last_reload_error);
+    }
 }
 
 /* Follow a live worker's status: running, reload results. */
@@ -335,18 +354,7 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     if (st->detector[0]) snprintf(d->name, sizeof(d->name), "%s", st->detector);
     if (st->version[0]) snprintf(d->version, sizeof(d->version), "%s", st->version);
     snprintf(d->description, sizeof(d->description), "%s", st->description);
-    if (st->reloads != x->seen_reloads) {
-        x->seen_reloads = st->reloads;
-        add_reload_event(d, 1, st->last_reload_version, "");
-        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "detector %s hot-swapped to version %s", d->name,
-                 st->last_reload_version);
-    }
-    if (st->reload_failures != x->seen_failures) {
-        x->seen_failures = st->reload_failures;
-        add_reload_event(d, 0, "", st->last_reload_error);
-        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: reload refused, old version runs on: %s",
-                 d->name, st->last_reload_error);
-    }
+    follow_reloads(d);
     if (d->state == TIDE_DS_STOPPING) return;
     if (st->state == TIDE_WS_RUNNING) {
         if (d->state != TIDE_DS_RUNNING) {
@@ -395,6 +403,7 @@ static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
     if (sig || code == TIDE_WORKER_FAILED) blame_record(s, d);
     char load_error[2048] = "";
     if (d->st) snprintf(load_error, sizeof(load_error), "%s", d->st->last_reload_error);
+    if (d->st) follow_reloads(d); /* those since the last pass */
     close_status(d);
     d->pid = 0;
     tide_log(sig || code ? TIDE_LOG_WARN : TIDE_LOG_INFO, TIDE_AT_NONE, "worker of %s ended: %s",

@@ -69,6 +69,9 @@ typedef struct tide_detector {
     tide_det_totals_t base; /* totals of earlier workers of this detector */
     tide_reload_event_t reloads[TIDE_RELOAD_HISTORY]; /* ring, oldest first */
     int n_reloads;
+    /* The current worker's reloads and refused reloads that the history has
+     * (the totals count these, so they never run ahead of the history). */
+    uint64_t seen_reloads, seen_failures;
     /* supervisor bookkeeping */
     int64_t next_restart_at; /* monotonic ms */
     int64_t backoff_ms;

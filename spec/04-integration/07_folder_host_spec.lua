@@ -360,9 +360,8 @@ return {
       count = count + 1
       local tag = "c" .. count
       write(path, passthrough("churn", "f-in", "f-out-a", tag))
-      -- The counter is the worker's own, live; the supervisor adds the event
-      -- to the history on its next pass (at the first reload, it can still
-      -- be empty).
+      -- The counter and the history come from the same pass of the
+      -- supervisor: once it counts the reload, its last entry is this one.
       eventually("reload " .. count, function()
         local d = api(port).churn
         local last = d and d.reloads[#d.reloads]
