@@ -532,8 +532,9 @@ if [ "$FLEET" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- state
-# The restore of the count's store from the changelog its last round wrote.
-# It leaves restore.res; a failed step leaves none.
+# The restore of each count's store (the count's and the cold copy's) from
+# the changelog its last round wrote. Each leaves STEP.res; a failed step
+# leaves none.
 
 # ts_ms: the milliseconds of the day of each "ts" field on stdin.
 ts_ms() {
@@ -543,7 +544,7 @@ ts_ms() {
 
 # run_restore: the same detector, same application.id, an empty state.dir;
 # waits until every task that had a changelog to read logged "task restored"
-# (or RESTORE_WAIT_S), then SIGTERM. Leaves restore.res: "restore RECORDS
+# (or RESTORE_WAIT_S), then SIGTERM. Leaves STEP.res: "restore STEP RECORDS
 # TO_READ TASKS WALL_MS MAX_TASK_MS RSS_KB".
 run_restore() { # STEP DETECTOR APPLICATION_ID
 	step=$1

@@ -42,20 +42,6 @@ const char *tide_det_state_name(tide_det_state_t s) {
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
 }
 
-/* Per-detector bookkeeping the table does not show. */
-typedef struct det_extra {
-    int removed;                          /* stop and forget once it exits */
-    int watchdog_killed;                  /* the last kill was the watchdog's */
-    int was_running;
-    int64_t crash_times[64];
-    int n_crash;
-} det_extra_t;
-
-static det_extra_t *extra_of(tide_detector_t *d) {
-    /* The extra lives right after the detector in one allocation. */
-    return (det_extra_t *)(d + 1);
-}
-
 void tide_detector_totals(const tide_detector_t *d, tide_det_totals_t *out) {
     *out = d->base;
     const tide_status_block_t *st = d->st;
@@ -92,6 +78,20 @@ typedef struct sv_state {
     } subwatch[256];
     int n_subwatch;
 } sv_state_t;
+
+/* Per-detector bookkeeping the table does not show. */
+typedef struct det_extra {
+    int removed;                          /* stop and forget once it exits */
+    int watchdog_killed;                  /* the last kill was the watchdog's */
+    int was_running;
+    int64_t crash_times[64];
+    int n_crash;
+} det_extra_t;
+
+static det_extra_t *extra_of(tide_detector_t *d) {
+    /* The extra lives right after the detector in one allocation. */
+    return (det_extra_t *)(d + 1);
+}
 
 /* ---------------------------------------------------------------- the folder */
 
@@ -402,8 +402,10 @@ static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
         snprintf(d->last_exit, sizeof(d->last_exit), "exit code %d", code);
     if (sig || code == TIDE_WORKER_FAILED) blame_record(s, d);
     char load_error[2048] = "";
-    if (d->st) snprintf(load_error, sizeof(load_error), "%s", d->st->last_reload_error);
-    if (d->st) follow_reloads(d); /* those since the last pass */
+    if (d->st) {
+        snprintf(load_error, sizeof(load_error), "%s", d->st->last_reload_error);
+        follow_reloads(d); /* those since the last pass, into the history */
+    }
     close_status(d);
     d->pid = 0;
     tide_log(sig || code ? TIDE_LOG_WARN : TIDE_LOG_INFO, TIDE_AT_NONE, "worker of %s ended: %s",

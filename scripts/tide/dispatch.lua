@@ -218,7 +218,6 @@ function M.new(spec, sink_lud, log, opts)
   local timed = spec.stream_time_topics
   local extract = spec.timestamps
 
-  --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
   --- Call fn(...) with what it emits stamped `ts` instead of the record's
   --- timestamp (an operator's result time, as Kafka Streams gives a
   --- session its end). A failing fn leaves the stamp: run() clears it.
@@ -239,6 +238,7 @@ function M.new(spec, sink_lud, log, opts)
     return rec.timestamp
   end
 
+  --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
   local function run(batch_lud, now)
     if stamp ~= -1 then set_stamp(-1) end -- after a failed record, no stamp is left over
     local b = ffi.cast(batch_ptr, batch_lud)

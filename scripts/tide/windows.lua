@@ -184,6 +184,15 @@ end
 --- later records that an out-of-order one falls into.
 function M.sliding_step(w, cur, get_store, init, add, push)
   local size, grace = w.size, w.grace
+  --- Key k's window ending at `e`, folded from its kept records, pushed and
+  --- stamped with its end (its latest record's time).
+  local function window(ctx, k, kept, e)
+    local agg = init(k)
+    for _, it in ipairs(kept) do
+      if it[1] >= e - size and it[1] <= e then agg = add(agg, it[2], k) end
+    end
+    ctx:_stamped(e, push, k, agg, nil, math.max(0, e - size), e) -- none starts before 0
+  end
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
@@ -209,23 +218,14 @@ function M.sliding_step(w, cur, get_store, init, add, push)
     end
     kept.items = fresh
     ws:put_at(k, 0, kept)
-    --- The window ending at `e`, folded from the kept records, pushed and
-    --- stamped with its end (its latest record's time).
-    local function window(e)
-      local agg = init(k)
-      for _, it in ipairs(fresh) do
-        if it[1] >= e - size and it[1] <= e then agg = add(agg, it[2], k) end
-      end
-      ctx:_stamped(e, push, k, agg, nil, math.max(0, e - size), e) -- none starts before 0
-    end
-    window(ts)
+    window(ctx, k, fresh, ts)
     -- An out-of-order record is also in the windows of the later records
     -- within `size` after it: each is pushed again, revised.
     local last = ts
     for _, it in ipairs(fresh) do
       local u = it[1]
       if u > last and u <= ts + size then
-        window(u)
+        window(ctx, k, fresh, u)
         last = u
       end
     end
