@@ -56,7 +56,7 @@ WARNINGS := \
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -fPIC $(WARNINGS) -MMD -MP
-CPPFLAGS += -Ibindings -I$(BUILD)/gen -D_GNU_SOURCE
+CPPFLAGS += -Icore -Ibindings -I$(BUILD)/gen -D_GNU_SOURCE
 LDFLAGS  += -Wl,-E
 ifneq ($(SANITIZER),)
 CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -65,7 +65,8 @@ endif
 
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
-BIND_SRC  := bindings/sink.c bindings/lua_call.c bindings/core.c bindings/state.c bindings/store.c
+ENGINE_SRC := core/sink.c core/state.c core/store.c
+BIND_SRC  := bindings/lua_call.c bindings/core.c $(ENGINE_SRC)
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
@@ -136,10 +137,10 @@ $(RDK_STAMP): $(RDK_TGZ)
 	$(Q)touch $@
 
 # ---------------------------------------------------------------- build
-$(GEN): bindings/embed.lua bindings/tide_ffi.h $(SCRIPTS)
+$(GEN): bindings/embed.lua core/tide_ffi.h $(SCRIPTS)
 	$(Q)mkdir -p $(@D)
 	@echo "  GEN   $@"
-	$(Q)luajit bindings/embed.lua $@ bindings/tide_ffi.h $(SCRIPTS)
+	$(Q)luajit bindings/embed.lua $@ core/tide_ffi.h $(SCRIPTS)
 
 $(BUILD)/gen/status_page.c: bindings/embed.lua host/status_page.html
 	$(Q)mkdir -p $(@D)
@@ -156,11 +157,16 @@ $(BUILD)/obj/gen/embedded.o: $(GEN)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) -Wno-missing-prototypes -c $< -o $@
 
-# bindings/ needs no librdkafka: tide.core builds without it (luarocks make).
+# bindings/ and core/ need no librdkafka: tide.core builds without it (luarocks make).
 $(BUILD)/obj/bindings/%.o: bindings/%.c
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/core/%.o: core/%.c
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)

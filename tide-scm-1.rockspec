@@ -1,4 +1,4 @@
--- luarocks make: builds the C module tide.core from bindings/ and installs
+-- luarocks make: builds the C module tide.core from bindings/ and core/ and installs
 -- tide's Lua modules, so detectors and their tests run under plain busted
 -- (LuaJIT) without the tide host.
 rockspec_format = "3.0"

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+
 void tide_lua_error_free(tide_lua_error_t *err) {
     free(err->message);
     free(err->traceback);
@@ -166,10 +168,5 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int6
 }
 
 void tide_hash_hex(const char *buf, size_t len, char out[17]) {
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)buf[i];
-        h *= 1099511628211ULL;
-    }
-    snprintf(out, 17, "%016llx", (unsigned long long)h);
+    snprintf(out, 17, "%016llx", (unsigned long long)tide_fnv1a64(buf, len));
 }

@@ -6,7 +6,8 @@
 #define TIDE_LUA_CALL_H
 #include <lua.h>
 
-#include "runtime.h"
+#include "runtime_types.h"
+#include "sink.h"
 
 /* The last error caught by tide_lua_pcall. Owned by its user; strings are
  * malloc'd and replaced on the next error. */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "sink.h"
 
 void tide_buf_init(tide_buf_t *b) { *b = TIDE_BUF_INIT; }
 

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sink.h"
+
 static tide_log_level_t min_level = TIDE_LOG_INFO;
 static char detector[128];
 static const char *const level_names[] = {"debug", "info", "warn", "error"};

@@ -10,7 +10,7 @@
 #define TIDE_LOG_H
 #include <stdint.h>
 
-#include "runtime.h"
+#include "runtime_types.h"
 
 /* Where a log line points: all optional (NULL / -1). */
 typedef struct tide_log_at {

@@ -1,5 +1,5 @@
 --- tide's FFI declarations, declared once per Lua state from the header the
---- C side compiles (bindings/tide_ffi.h, embedded by the build).
+--- C side compiles (core/tide_ffi.h, embedded by the build).
 local ffi = require("ffi")
 local core = require("tide.core")
 

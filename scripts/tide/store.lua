@@ -9,7 +9,7 @@
 --- the store, tombstones for deletes: that is how state survives the loss of
 --- the machine.
 ---
---- RocksDB stores go through the FFI into C (bindings/store.c); in-memory
+--- RocksDB stores go through the FFI into C (core/store.c); in-memory
 --- stores (tide.kv{ memory = true }) are Lua tables, changelogged alike.
 local ffi = require("ffi")
 local serde = require("tide.serde")

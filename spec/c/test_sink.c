@@ -1,4 +1,4 @@
-/* C tests of the emit arena and the UTF-8 check (bindings/sink.c). */
+/* C tests of the emit arena and the UTF-8 check (core/sink.c). */
 #include "check.h"
 #include "sink.h"
 

@@ -40,7 +40,7 @@ typedef struct tide_batch {
     int32_t cursor;
 } tide_batch_t;
 
-/* Where emitted records go (owned by C, see bindings/sink.h). */
+/* Where emitted records go (owned by C, see core/sink.h). */
 typedef struct tide_sink tide_sink_t;
 
 /* The functions Lua calls per record. One static instance lives in C;
@@ -64,7 +64,7 @@ typedef struct tide_api {
     int (*emit_partition)(tide_sink_t *sink, int32_t output, int32_t partition,
                           const char *key, int32_t key_len, const char *val,
                           int32_t val_len);
-    /* State (bindings/state.c). `db` is the worker's store database. get: 1
+    /* State (core/state.c). `db` is the worker's store database. get: 1
      * found (value valid until the next get), 0 absent, -1 error. put writes
      * the store and appends the changelog record to the sink; val_len -1
      * deletes (a tombstone). */

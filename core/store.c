@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hash.h"
+
 #define KEY_HDR 5 /* store id + partition */
 #define DEFAULT_BLOCK_CACHE (8u << 20)
 #define DEFAULT_WRITE_BUFFER (16u << 20)
@@ -250,15 +252,6 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
 
 /* ---------------------------------------------------------------- cache */
 
-static uint64_t hash_key(const char *k, size_t n) {
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static cache_entry_t **cache_slot(tide_store_db_t *db, const char *k, size_t klen, uint64_t h) {
     cache_entry_t **p = &db->buckets[h & (db->n_buckets - 1)];
     while (*p && ((*p)->hash != h || (*p)->klen != klen || memcmp((*p)->data, k, klen)))
@@ -376,7 +369,7 @@ static int cache_set(tide_store_db_t *db, const char *k, size_t klen, const char
         }
     }
     if (db->n_entries >= db->n_buckets) cache_grow(db);
-    uint64_t h = hash_key(k, klen);
+    uint64_t h = tide_fnv1a64(k, klen);
     cache_entry_t **slot = cache_slot(db, k, klen, h);
     cache_entry_t *old = *slot;
     if (old && malloc_usable_size(old) >= size) {
@@ -554,7 +547,7 @@ int tide_store_get(tide_store_db_t *db, uint8_t store, int32_t partition, const 
         rocksdb_pinnableslice_destroy(db->last);
         db->last = NULL;
     }
-    cache_entry_t *c = *cache_slot(db, k, KEY_HDR + klen, hash_key(k, KEY_HDR + klen));
+    cache_entry_t *c = *cache_slot(db, k, KEY_HDR + klen, tide_fnv1a64(k, KEY_HDR + klen));
     if (c) {
         key_done(buf, k);
         if (c->deleted) return 0;

@@ -1,6 +1,6 @@
 /*
  * state.c: store calls for the FFI (see state.h). Thin: the store engine is
- * bindings/store.c; this adds the changelog record of every write, in the
+ * core/store.c; this adds the changelog record of every write, in the
  * same order as the writes, so replaying a changelog rebuilds the store.
  * Failures are reported as -1 (Lua raises); the engine's message goes to
  * stderr, as nothing else would see it.
@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "runtime.h"
 #include "store.h"
 
 static int report(char *err) {

@@ -13,6 +13,13 @@
 #include <stdint.h>
 #include "tide_ffi.h"
 
+/* Sink output index of dead-letter records (outputs are numbered from 0),
+ * and of store `id`'s changelog records. */
+#define TIDE_OUTPUT_DLQ (-1)
+#define TIDE_OUTPUT_CHANGELOG(id) (-2 - (id))
+#define TIDE_OUTPUT_STORE_ID(output) (-2 - (output))
+
+
 typedef struct tide_sink_hdr {
     size_t name_off, val_off;  /* offsets into the sink's byte arena */
     int32_t name_len, val_len; /* val_len -1: null header value */
