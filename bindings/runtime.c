@@ -32,6 +32,7 @@ struct tide_runtime {
     tide_log_hook_t log_hook;
     tide_lua_error_t err;
     int run_ref, close_ref, task_ref, punctuate_ref, restore_ref, stream_time_ref;
+    int commit_ref, rollback_ref; /* LUA_REFNIL when the dispatcher has none */
     tide_detector_info_t info;
 };
 
@@ -169,6 +170,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->api = o->api ? o->api : &tide_default_api;
     rt->run_ref = rt->close_ref = LUA_NOREF;
     rt->task_ref = rt->punctuate_ref = rt->restore_ref = rt->stream_time_ref = LUA_NOREF;
+    rt->commit_ref = rt->rollback_ref = LUA_NOREF;
     tide_sink_init(&rt->sink);
     rt->L = luaL_newstate();
     if (!rt->L) {
@@ -214,6 +216,10 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "stream_time");
     rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "commit");
+    rt->commit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "rollback");
+    rt->rollback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     read_info(L, lua_gettop(L), &rt->info);
@@ -262,6 +268,21 @@ void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active, int64_
     if (stream_time >= 0) lua_pushnumber(rt->L, (lua_Number)stream_time);
     else lua_pushnil(rt->L);
     call_hook(rt, 3, 0);
+}
+
+void tide_runtime_commit(tide_runtime_t *rt) {
+    if (rt->commit_ref == LUA_REFNIL || rt->commit_ref == LUA_NOREF) return;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->commit_ref);
+    call_hook(rt, 0, 0);
+}
+
+void tide_runtime_rollback(tide_runtime_t *rt, int32_t partition, int64_t stream_time) {
+    if (rt->rollback_ref == LUA_REFNIL || rt->rollback_ref == LUA_NOREF) return;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->rollback_ref);
+    lua_pushinteger(rt->L, partition);
+    if (stream_time >= 0) lua_pushnumber(rt->L, (lua_Number)stream_time);
+    else lua_pushnil(rt->L);
+    call_hook(rt, 2, 0);
 }
 
 int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition) {
