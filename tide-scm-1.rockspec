@@ -32,6 +32,7 @@ build = {
       ["tide.record"] = "scripts/tide/record.lua",
       ["tide.sandbox"] = "scripts/tide/sandbox.lua",
       ["tide.json"] = "scripts/tide/json.lua",
+      ["tide.jsonl"] = "scripts/tide/jsonl.lua",
       ["tide.serde"] = "scripts/tide/serde.lua",
       ["tide.store"] = "scripts/tide/store.lua",
       ["tide.tasks"] = "scripts/tide/tasks.lua",
