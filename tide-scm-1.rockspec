@@ -27,6 +27,7 @@ build = {
       ["tide.dsl"] = "scripts/tide/dsl.lua",
       ["tide.errors"] = "scripts/tide/errors.lua",
       ["tide.ffi"] = "scripts/tide/ffi.lua",
+      ["tide.fields"] = "scripts/tide/fields.lua",
       ["tide.host"] = "scripts/tide/host.lua",
       ["tide.punctuate"] = "scripts/tide/punctuate.lua",
       ["tide.record"] = "scripts/tide/record.lua",
