@@ -76,7 +76,7 @@ local function batch_loop(spec, rec, view, ctx, tasks, stamp)
   local at, advance = view.at, tasks.advance
   return function(batch_lud, now)
     if stamp.get() ~= -1 then stamp.set(-1) end -- after a failed record, no stamp is left over
-    local b = ffi.cast(batch_ptr, batch_lud)
+    local b = ffi.cast(batch_ptr, batch_lud) ---@type any a tide_batch_t *
     tasks.wall = now or tasks.wall
     view.batch(b.recs)
     for i = b.cursor, b.n - 1 do

@@ -15,18 +15,10 @@ local ffi_string, tonumber = ffi.string, tonumber
 --- The fields a record has, in the order rec:copy() lists them.
 M.fields = { "key", "value", "topic", "partition", "offset", "timestamp", "headers" }
 
----@class tide.Rec
----@field key any the decoded key (nil: a null key)
----@field value any the decoded value (nil: a tombstone)
----@field topic string the input topic
----@field partition integer the input partition (the task)
----@field offset integer the record's offset
----@field timestamp integer ms since the epoch: the record's, or the event time a `timestamps` function found
----@field headers table<string, string> the record's headers (a null value reads as "")
+-- The methods every rec has (tide.Rec, types/tide.lua).
 local Rec = {}
 
 --- A plain table with every field of the current record, safe to keep.
----@return { key: any, value: any, topic: string, partition: integer, offset: integer, timestamp: integer, headers: table<string, string> }
 function Rec:copy()
   local t = {}
   for _, k in ipairs(M.fields) do t[k] = self[k] end
@@ -39,7 +31,7 @@ end
 ---@return tide.Rec rec the view
 ---@return table view { batch(recs), at(i) -> cdata, has_headers() -> boolean }
 function M.new(api, decoders, uniform)
-  local recs, idx = nil, 0
+  local recs, idx = nil, 0 ---@type any, integer the batch's tide_rec_t array
   local rec
   local kdec, vdec = uniform.key, uniform.value
   if not uniform.same then

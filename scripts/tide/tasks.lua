@@ -14,6 +14,10 @@ local M = {}
 ---@field wall number the wall clock (ms) as of the last batch or punctuate call
 ---@field times table<integer, number> stream time per task
 ---@field active table<integer, true> the tasks this runtime holds
+---@field stream_time fun(p?: integer): number
+---@field advance fun(p: integer, ts: number, rec: tide.Rec)
+---@field start fun(p: integer, st?: number)
+---@field stop fun(p: integer)
 
 --- Tasks and their stream time. `timed`: the set of topics whose records
 --- advance stream time (nil: every input).

@@ -66,6 +66,19 @@ describe("tide.fields", function()
     end
   end)
 
+  it("and the editors' definition of tide.Detector (types/tide.lua) list the same fields", function()
+    local f = assert(io.open("types/tide.lua"))
+    local text = f:read("*a")
+    f:close()
+    local block = assert(text:match("%-%-%-@class tide%.Detector\n(.-)\n[^-]"), "no tide.Detector class")
+    local declared = {}
+    for name in block:gmatch("%-%-%-@field ([%w_]+)%??%s") do declared[#declared + 1] = name end
+    local listed = fields.names()
+    table.sort(declared)
+    table.sort(listed)
+    assert.same(listed, declared)
+  end)
+
   it("lists for the host names that a loaded detector has", function()
     local spec = assert(load_src('return { inputs = { "in" }, description = "d", process = function() end }'))
     for _, f in ipairs(fields.info) do
