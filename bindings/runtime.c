@@ -244,6 +244,48 @@ const char *tide_on_error_name(tide_on_error_t p) {
     }
 }
 
+/* require("tide.host").open(path, sink, open_db, application_id): keeps run,
+ * close and the hooks in the registry and reads the detector's info. On
+ * failure sets *errp and leaves close() unset: a detector that did not open
+ * is never closed. */
+static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **errp) {
+    lua_State *L = rt->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.host");
+    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) goto fail;
+    lua_getfield(L, -1, "open");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    lua_pushlightuserdata(L, &rt->sink);
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, open_db, 1);
+    lua_pushstring(L, rt->opts.application_id ? rt->opts.application_id : "tide");
+    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
+    /* run, info, close, hooks */
+    lua_getfield(L, -1, "task");
+    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "punctuate");
+    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "restore");
+    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "stream_time");
+    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) {
+        if (!*errp) *errp = strdup("cannot read the detector's info");
+        rt->close_ref = LUA_NOREF;
+        return TIDE_ERROR;
+    }
+    lua_pop(L, 1);
+    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return TIDE_OK;
+
+fail:
+    *errp = dupstr(rt->err.message);
+    return TIDE_ERROR;
+}
+
 tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
                                 tide_runtime_t **rtp, char **errp) {
     *rtp = NULL;
@@ -280,37 +322,10 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
         tide_runtime_close(rt);
         return TIDE_ERROR;
     }
-
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "tide.host");
-    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) goto fail;
-    lua_getfield(L, -1, "open");
-    lua_remove(L, -2);
-    lua_pushstring(L, path);
-    lua_pushlightuserdata(L, &rt->sink);
-    lua_pushlightuserdata(L, rt);
-    lua_pushcclosure(L, open_db, 1);
-    lua_pushstring(L, o->application_id ? o->application_id : "tide");
-    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
-    /* run, info, close, hooks */
-    lua_getfield(L, -1, "task");
-    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "punctuate");
-    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "restore");
-    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "stream_time");
-    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
-    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) {
-        if (!*errp) *errp = strdup("cannot read the detector's info");
-        rt->close_ref = LUA_NOREF; /* never call close() of a detector that did not open */
+    if (load_detector(rt, path, errp) != TIDE_OK) {
         tide_runtime_close(rt);
         return TIDE_ERROR;
     }
-    lua_pop(L, 1);
-    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* Loading is done: from now on the detector lives within its cap. */
     lua_gc(L, LUA_GCCOLLECT, 0);
@@ -318,12 +333,6 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->err.memory_limit = o->memory_limit;
     *rtp = rt;
     return TIDE_OK;
-
-fail:
-    *errp = dupstr(rt->err.message);
-    rt->close_ref = LUA_NOREF; /* never call close() of a detector that did not open */
-    tide_runtime_close(rt);
-    return TIDE_ERROR;
 }
 
 const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt) {

@@ -27,12 +27,14 @@ static const char *write_file(const char *name, const char *text) {
 }
 
 static int dbs_opened;
+static tide_store_db_t *db; /* the host owns the database, not the runtime */
 
 static void *open_db(void *ud, const char *name, char **errp) {
     (void)ud;
     tide_store_opts_t o = {.path = path_of(name)};
     dbs_opened++;
-    return tide_store_open(&o, errp);
+    db = tide_store_open(&o, errp);
+    return db;
 }
 
 static const char DETECTOR[] =
@@ -76,6 +78,7 @@ int main(int argc, char **argv) {
         CHECK(dbs_opened == 1); /* one RocksDB store: the database, once */
     }
     tide_runtime_close(rt);
+    tide_store_close(db);
     rt = NULL;
 
     CASE("defaults: the file's name, no description, dead letters, nothing declared");
