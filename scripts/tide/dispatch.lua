@@ -113,6 +113,9 @@ local function task_hook(spec, ctx, tasks, punct, store_list)
   end
 end
 
+--- The runtime of one validated detector: run(batch, now) for C, its ctx,
+--- store list and the hooks the host calls (task, restore, punctuate,
+--- stream_time).
 ---@param spec table a validated detector (tide.detector)
 ---@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
 ---@param log fun(level: string, msg: string)
