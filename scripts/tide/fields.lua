@@ -1,7 +1,7 @@
 --- What a detector table may hold: the one list of its fields, each with its
 --- type, default, meaning and check. tide.detector validates a script's
 --- table with it; tide.topology passes on the fields tide.topology{} takes;
---- the LuaCATS class tide.Detector (scripts/tide/meta.lua) lists the same
+--- the LuaCATS class tide.Detector (types/tide.lua) lists the same
 --- names (a unit spec holds them together).
 ---
 --- `M.info` is the other list: what the host (bindings/runtime.c, which
