@@ -29,14 +29,15 @@ typedef struct tide_runtime_opts {
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
 } tide_runtime_opts_t;
 
-/* The detector's declared shape, owned by the runtime. */
+/* The detector's declared shape, owned by the runtime: what
+ * scripts/tide/fields.lua lists in M.info (runtime.c reads it by name and
+ * refuses a name that only one side knows). */
 typedef struct tide_detector_info {
-    char *name, *path, *version, *description;
+    char *name, *version, *description;
     char **inputs;
     int n_inputs;
     char **outputs;
     int n_outputs;
-    char *value_serde, *key_serde;
     tide_on_error_t on_error;
     int n_stores;          /* store ids are 0 .. n_stores-1 */
     char **store_names;

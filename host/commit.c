@@ -171,6 +171,7 @@ tide_progress_t tide_committer_tick(tide_committer_t *c) {
 /* The commit is durable: the stores may keep what it covers. */
 static tide_progress_t committed(tide_committer_t *c, int force_checkpoint) {
     tide_tasks_commit(c->o.tasks, stream_time_of, *c->o.rt);
+    tide_runtime_commit(*c->o.rt);
     tide_tasks_mark(c->o.tasks);
     if ((force_checkpoint || !c->o.eos) && checkpoint(c)) return TIDE_PROGRESS_FATAL;
     record_duration(c);
