@@ -34,6 +34,7 @@ struct tide_runtime {
     tide_lua_error_t err;
     int run_ref, close_ref, task_ref, punctuate_ref, restore_ref, stream_time_ref;
     int commit_ref, rollback_ref; /* LUA_REFNIL when the dispatcher has none */
+    int dropped_late_ref;
     tide_detector_info_t info;
 };
 
@@ -275,6 +276,8 @@ static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **
     rt->commit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "rollback");
     rt->rollback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "dropped_late");
+    rt->dropped_late_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) {
@@ -303,7 +306,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->api = o->api ? o->api : &tide_default_api;
     rt->run_ref = rt->close_ref = LUA_NOREF;
     rt->task_ref = rt->punctuate_ref = rt->restore_ref = rt->stream_time_ref = LUA_NOREF;
-    rt->commit_ref = rt->rollback_ref = LUA_NOREF;
+    rt->commit_ref = rt->rollback_ref = rt->dropped_late_ref = LUA_NOREF;
     tide_sink_init(&rt->sink);
     rt->L = luaL_newstate();
     if (!rt->L) {
@@ -384,6 +387,15 @@ void tide_runtime_rollback(tide_runtime_t *rt, int32_t partition, int64_t stream
     if (stream_time >= 0) lua_pushnumber(rt->L, (lua_Number)stream_time);
     else lua_pushnil(rt->L);
     call_hook(rt, 2, 0);
+}
+
+uint64_t tide_runtime_dropped_late(tide_runtime_t *rt) {
+    if (rt->dropped_late_ref == LUA_REFNIL || rt->dropped_late_ref == LUA_NOREF) return 0;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->dropped_late_ref);
+    if (call_hook(rt, 0, 1)) return 0;
+    uint64_t n = (uint64_t)lua_tonumber(rt->L, -1);
+    lua_pop(rt->L, 1);
+    return n;
 }
 
 int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition) {

@@ -75,6 +75,8 @@ void tide_runtime_commit(tide_runtime_t *rt);
  * since are undone, its stream time is `stream_time` again (-1: none) and
  * its punctuators are rescheduled from it. */
 void tide_runtime_rollback(tide_runtime_t *rt, int32_t partition, int64_t stream_time);
+/* Records the detector dropped as late (past their window's grace), ever. */
+uint64_t tide_runtime_dropped_late(tide_runtime_t *rt);
 /* A task's stream time (largest record timestamp seen), -1 when none. */
 int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition);
 /* Fire due punctuators and expire old windows; `now_ms` is the wall clock.

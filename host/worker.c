@@ -415,6 +415,7 @@ static tide_step_t job_trim(tide_worker_t *w, int64_t now) {
 static tide_step_t job_lag(tide_worker_t *w, int64_t now) {
     (void)now;
     w->st->lag = tide_group_lag(w->group);
+    w->st->dropped_late = tide_runtime_dropped_late(w->rt);
     return TIDE_STEP_OK;
 }
 
@@ -890,8 +891,13 @@ static void log_stopped(tide_worker_t *w, int64_t end_ms) {
     snprintf(rate, sizeof(rate), "%.0f", elapsed > 0 ? w->records_in * 1000.0 / elapsed : 0.0);
     snprintf(rss, sizeof(rss), "%ld", ru.ru_maxrss);
     snprintf(heap, sizeof(heap), "%zu", w->rt ? tide_runtime_heap_peak(w->rt) : (size_t)0);
+    char late[32], commits[32], rollbacks[32];
+    snprintf(late, sizeof(late), "%" PRIu64, tide_runtime_dropped_late(w->rt));
+    snprintf(commits, sizeof(commits), "%" PRIu64, tide_committer_commits(w->committer));
+    snprintf(rollbacks, sizeof(rollbacks), "%" PRIu64, tide_committer_rollbacks(w->committer));
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "stopped", "records_in", in, "records_out", out,
-               "dlq", dlq, "errors", errs, "dropped", drop, "elapsed_ms", el, "rate", rate,
+               "dlq", dlq, "errors", errs, "dropped", drop, "dropped_late", late,
+               "commits", commits, "rollbacks", rollbacks, "elapsed_ms", el, "rate", rate,
                "max_rss_kb", rss, "lua_heap_peak_bytes", heap, (char *)NULL);
 }
 

@@ -104,6 +104,27 @@ local function add_live_fields(ctx, tasks, rec)
   })
 end
 
+--- Records a detector drops and counts (Kafka Streams' dropped-records
+--- metric): ctx:dropped("late", fmt, ...) counts one under its reason and
+--- warns, at most once a second per reason (with how many went unlogged).
+local function add_drops(ctx, env)
+  local counts, last, quiet = {}, {}, {}
+  ctx.drops = counts
+  function ctx.dropped(_, reason, msg, ...)
+    counts[reason] = (counts[reason] or 0) + 1
+    local now = env.tasks.wall or 0
+    if last[reason] and now - last[reason] < 1000 then
+      quiet[reason] = (quiet[reason] or 0) + 1
+      return
+    end
+    if select("#", ...) > 0 then msg = msg:format(...) end
+    local n = quiet[reason]
+    if n and n > 0 then msg = ("%s (and %d more not logged)"):format(msg, n) end
+    last[reason], quiet[reason] = now, 0
+    env.log("warn", msg)
+  end
+end
+
 --- A detector's ctx.
 ---@param spec table the validated detector (tide.detector)
 ---@param env table api, sink (tide_sink_t *), rec and view (tide.record),
@@ -115,6 +136,7 @@ function M.new(spec, env)
   local ctx = { detector = spec.name, version = spec.version, stores = env.stores,
     log = loggers(env.log) }
   add_emit(ctx, env)
+  add_drops(ctx, env)
   local set, get = add_stamp(ctx, env)
   add_live_fields(ctx, env.tasks, env.rec)
   return ctx, { set = set, get = get }

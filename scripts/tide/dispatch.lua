@@ -174,6 +174,7 @@ function M.new(spec, sink_lud, log, opts)
     run = batch_loop(spec, rec, view, ctx, tasks, stamp), ctx = ctx, rec = rec, stores = store_list,
     task = task_hook(spec, ctx, tasks, punct, store_list), restore = restore, punctuate = punct.run,
     stream_time = tasks.stream_time, commit = commit, rollback = rollback,
+    dropped_late = function() return ctx.drops.late or 0 end,
     set_task = function(p) tasks.current = p end,
   }
 end

@@ -67,7 +67,8 @@ function M.open(path, sink_lud, open_db, application_id)
     if spec.close then spec.close(d.ctx) end
   end
   return d.run, info(spec, d), close, { task = d.task, punctuate = d.punctuate,
-    restore = d.restore, stream_time = d.stream_time, commit = d.commit, rollback = d.rollback }
+    restore = d.restore, stream_time = d.stream_time, commit = d.commit, rollback = d.rollback,
+    dropped_late = d.dropped_late }
 end
 
 return M
