@@ -315,20 +315,25 @@ static int unrun(void *ud, const char *topic, int32_t partition, int64_t offset,
     return 1;
 }
 
-/* A record whose outputs shared a refused batch runs alone, with a commit
- * before and after it, so that a refusal names it or clears it. Returns how
- * many of in[0..n) to process now; the rest go back to their buffers. */
+/* After a rollback, the records to blame are dealt with one at a time: a
+ * record whose outputs shared a refused batch runs alone, with a commit
+ * before and after it, so that a refusal names it or clears it; one that is
+ * dead-lettered is committed before anything after it runs (a later
+ * rollback then cannot send it twice). Returns how many of in[0..n) to
+ * process now; the rest go back to their buffers. */
 static int isolate(tide_worker_t *w, tide_buffered_t *in, int n) {
     int k = 0;
+    tide_blame_t b = TIDE_BLAME_NONE;
     const char *why;
-    for (; k < n; k++)
-        if (tide_committer_blame(w->committer, rd_kafka_topic_name(in[k].m->rkt), in[k].m->partition,
-                                 in[k].offset, &why) == TIDE_BLAME_SUSPECT)
-            break;
-    if (k == n) return n;
+    for (; k < n && b == TIDE_BLAME_NONE; k++)
+        b = tide_committer_blame(w->committer, rd_kafka_topic_name(in[k].m->rkt), in[k].m->partition,
+                                 in[k].offset, &why);
+    if (b == TIDE_BLAME_NONE) return n;
+    k--; /* in[k] is the blamed record: it goes alone, between two commits */
     int keep = k > 0 ? k : tide_committer_dirty(w->committer) ? 0 : 1;
     tide_group_unshift(w->group, in + keep, n - keep);
-    tide_committer_request(w->committer, "trying a record alone");
+    tide_committer_request(w->committer, b == TIDE_BLAME_GUILTY ? "after a dead letter"
+                                                                : "trying a record alone");
     return keep;
 }
 
@@ -752,7 +757,11 @@ static tide_step_t init_transactions(tide_worker_t *w) {
     for (;;) {
         char *err = NULL;
         tide_txn_t r = tide_producer_init_txn(w->producer, 5000, &err);
-        if (r == TIDE_TXN_DONE) return TIDE_STEP_OK;
+        if (r == TIDE_TXN_DONE) {
+            tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "transactions ready: an older instance with this "
+                     "transactional.id is fenced, and its open transaction aborted");
+            return TIDE_STEP_OK;
+        }
         tide_log(r == TIDE_TXN_FATAL ? TIDE_LOG_ERROR : TIDE_LOG_WARN, TIDE_AT_NONE, "%s", err);
         free(err);
         if (r == TIDE_TXN_FATAL) return TIDE_STEP_FENCED;
@@ -915,7 +924,7 @@ static void shut_down(tide_worker_t *w) {
     set_state(w, exit_ok(w->end) ? STATE_PENDING_SHUTDOWN : STATE_PENDING_ERROR);
     w->st->state = TIDE_WS_STOPPING;
     signal(SIGALRM, on_shutdown_timeout);
-    alarm((unsigned)(w->shutdown_timeout_ms / 1000) * 3 + 5);
+    alarm((unsigned)(w->shutdown_timeout_ms / 1000) * 2 + 5);
     if (w->end != TIDE_WORKER_FENCED) {
         if (w->end != TIDE_WORKER_FAILED) tide_runtime_stop(w->rt);
         tide_progress_t p = drain(w) == TIDE_FLUSH_DONE && w->end != TIDE_WORKER_FAILED
