@@ -22,7 +22,8 @@ RDK_STAMP   := $(RDK_PREFIX)/lib/librdkafka.a
 
 APT_PACKAGES := build-essential pkg-config libluajit2-5.1-dev luajit2 \
 	librocksdb-dev lua-busted lua-cjson libssl-dev zlib1g-dev libzstd-dev \
-	liblz4-dev openssl ca-certificates curl lua-socket chromium
+	liblz4-dev openssl ca-certificates curl lua-socket chromium \
+	libavro-dev libcurl4-openssl-dev
 
 ifeq ($(V),1)
 Q :=
@@ -43,6 +44,8 @@ RDK_DEP    := $(RDK_STAMP)
 endif
 
 LUA_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
+# Avro (avro-c) and the schema registry's HTTP client (libcurl)
+SERDE_LIBS := -lavro -lcurl
 LUA_LIBS   := $(shell pkg-config --libs luajit 2>/dev/null)
 
 WARNINGS := \
@@ -65,7 +68,7 @@ endif
 
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
-ENGINE_SRC := core/sink.c core/state.c core/store.c
+ENGINE_SRC := core/sink.c core/state.c core/store.c core/avro_codec.c
 BIND_SRC  := bindings/lua_call.c bindings/core.c $(ENGINE_SRC)
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
@@ -175,12 +178,12 @@ $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 
 $(TIDE): $(HOST_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
 
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
 	@echo "  LINK  $@"
-	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ -lrocksdb
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ $(SERDE_LIBS) -lrocksdb
 
 $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)
@@ -190,7 +193,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 $(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
 
 -include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
 

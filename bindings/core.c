@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "avro_codec.h"
 #include "lua_call.h"
 #include "state.h"
 #include "store.h"
@@ -55,6 +56,11 @@ static const tide_api_t *current_api(lua_State *L) {
 
 static int core_api(lua_State *L) {
     lua_pushlightuserdata(L, (void *)current_api(L));
+    return 1;
+}
+
+static int core_avro_api(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&tide_avro_api);
     return 1;
 }
 
@@ -398,6 +404,7 @@ int luaopen_tide_core(lua_State *L) {
         {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"api", core_api},     {"hash", core_hash},   {"log", core_log},
+        {"avro_api", core_avro_api},
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
         {"store_open", core_store_open}, {"store_close", core_store_close},
         {"store_iterators", core_store_iterators},
