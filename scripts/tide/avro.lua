@@ -18,7 +18,6 @@
 --- the JIT then reads a record's tokens straight into a table.
 local ffi = require("ffi")
 local cjson = require("cjson").new()
-local core = require("tide.core")
 local tffi = require("tide.ffi")
 
 local M = {}
@@ -715,7 +714,11 @@ function M.encoder(schema)
   end
 end
 
+--- Whether two schemas are the same (avro-c's comparison).
+function M.equal(a, b)
+  return aapi.schema_equal(a.handle, b.handle) ~= 0
+end
+
 M.null = NULL
-M.core = core
 
 return M

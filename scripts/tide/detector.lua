@@ -7,10 +7,12 @@
 ---   process   function(rec, ctx), called once per input record
 ---   init      optional function(ctx), called once before the first record
 ---   close     optional function(ctx), called once at shutdown
----   serde     value serde for inputs and outputs: "string" (default), "bytes", "json"
----   key_serde key serde: "string" (default), "bytes", "json"
+---   serde     value serde for inputs and outputs: "string" (default), "bytes", "json", "avro"
+---   key_serde key serde: "string" (default), "bytes", "json", "avro"
 ---   serdes    per-topic serdes overriding those two: { topic = "json" } or
----             { topic = { key = "string", value = "json" } }
+---             { topic = { key = "string", value = "json" } }; with avro,
+---             { value = "avro", schema = "schemas/x.avsc", key_schema = ... }:
+---             the topic's schema file, beside the detector
 ---   on_error  "dlq" (default), "skip" or "stop"
 ---   stream_time_topics  { topic = true }: the inputs whose record timestamps
 ---             advance stream time (default: all)
@@ -91,13 +93,57 @@ local function topic_serdes(det, inputs, outputs)
       local name = d[which]
       if name ~= nil then
         if not serde.names[name] then
-          return nil, ("serdes['%s'].%s '%s' is not one of string, bytes, json"):format(t, which, tostring(name))
+          return nil, ("serdes['%s'].%s '%s' is not one of string, bytes, json, avro"):format(t, which, tostring(name))
         end
         all[t][which] = name
       end
     end
+    for _, f in ipairs({ "schema", "key_schema" }) do
+      if d[f] ~= nil then
+        if type(d[f]) ~= "string" then
+          return nil, ("serdes['%s'].%s must be the path of an .avsc file"):format(t, f)
+        end
+        all[t][f] = d[f]
+      end
+    end
+  end
+  for t, d in pairs(all) do
+    if d.schema and d.value ~= "avro" then
+      return nil, ("serdes['%s']: a schema goes with the avro serde, but the value serde is '%s'"):format(t, d.value)
+    end
+    if d.key_schema and d.key ~= "avro" then
+      return nil, ("serdes['%s']: a key_schema goes with the avro serde, but the key serde is '%s'"):format(t, d.key)
+    end
   end
   return all
+end
+
+--- Read the schema files the serdes name (relative to the detector's
+--- folder) into schema_text / key_schema_text, checking each is a schema.
+--- Returns the texts read, or nil, reason.
+local function read_schemas(serdes, path)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local texts, topics = {}, {}
+  for t in pairs(serdes) do topics[#topics + 1] = t end
+  table.sort(topics) -- the texts feed the version: always in one order
+  for _, t in ipairs(topics) do
+    local d = serdes[t]
+    for _, f in ipairs({ "schema", "key_schema" }) do
+      local into = f .. "_text"
+      if d[f] then
+        local file = d[f]:sub(1, 1) == "/" and d[f] or (dir .. "/" .. d[f])
+        local h = io.open(file, "rb")
+        if not h then return nil, ("%s of topic '%s': cannot read %s"):format(f, t, file) end
+        local text = h:read("*a")
+        h:close()
+        local ok, err = pcall(require("tide.avro").schema, text)
+        if not ok then return nil, ("%s of topic '%s' (%s): %s"):format(f, t, file, tostring(err)) end
+        d[into] = text
+        texts[#texts + 1] = text
+      end
+    end
+  end
+  return texts
 end
 
 --- A short hash of the script source: the detector's version.
@@ -159,11 +205,13 @@ function M.validate(det, path, source)
   end
   for _, f in ipairs({ "serde", "key_serde" }) do
     if det[f] and not serde.names[det[f]] then
-      return fail(("%s '%s' is not one of string, bytes, json"):format(f, det[f]))
+      return fail(("%s '%s' is not one of string, bytes, json, avro"):format(f, det[f]))
     end
   end
   local serdes, serr = topic_serdes(det, inputs, outputs)
   if not serdes then return fail(serr) end
+  local schema_texts, scherr = read_schemas(serdes, path)
+  if not schema_texts then return fail(scherr) end
   local stores = det.stores or {}
   for sname, decl in pairs(stores) do
     if type(sname) ~= "string" or not sname:match("^[%w][%w_-]*$") then
@@ -217,6 +265,7 @@ function M.validate(det, path, source)
     close = det.close,
     stores = stores,
     punctuators = punctuators,
+    schema_texts = schema_texts,
   }
 end
 
@@ -305,8 +354,10 @@ function M.load_source(source, path, opts, dir)
     det = compiled
   end
   local spec, verr = M.validate(det, path, source)
-  if spec and #sources > 1 then
-    -- The version covers the modules the detector required too.
+  if spec and (#sources > 1 or #spec.schema_texts > 0) then
+    -- The version covers the modules the detector required and its
+    -- schemas too.
+    for _, text in ipairs(spec.schema_texts) do sources[#sources + 1] = text end
     spec.version = M.version(table.concat(sources, "\0"))
   end
   return spec, verr
