@@ -317,7 +317,7 @@ static int batch_cursor(lua_State *L) {
 }
 
 /* core.dispatch(run, batch, sink, on_error, detector, version, now_ms)
- *   -> failures { { index=, class=, message=, traceback= } }, stopped */
+ *   -> failures { { index=, class=, message=, traceback= } }, stopped, retry */
 static void collect_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
     lua_State *L = ud;
     (void)r;
@@ -352,7 +352,8 @@ static int core_dispatch(lua_State *L) {
     tide_lua_error_free(&err);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     lua_pushboolean(L, st == TIDE_STOPPED);
-    return 2;
+    lua_pushboolean(L, st == TIDE_RETRY);
+    return 3;
 }
 
 /* --- the schema registry's HTTP client (cold path) --- */

@@ -149,6 +149,23 @@ static int preload_scripts(lua_State *L) {
     return 0;
 }
 
+/* The registry settings as tide.host.open wants them. */
+static void push_registry(lua_State *L, const tide_registry_opts_t *r) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, r->url ? r->url : "");
+    lua_setfield(L, -2, "url");
+    lua_pushstring(L, r->user_info ? r->user_info : "");
+    lua_setfield(L, -2, "user_info");
+    lua_pushnumber(L, r->timeout_ms > 0 ? (lua_Number)r->timeout_ms : 5000);
+    lua_setfield(L, -2, "timeout_ms");
+    lua_pushnumber(L, r->backoff_max_ms > 0 ? (lua_Number)r->backoff_max_ms : 10000);
+    lua_setfield(L, -2, "backoff_max_ms");
+    lua_pushboolean(L, r->auto_register);
+    lua_setfield(L, -2, "auto_register");
+    lua_pushboolean(L, r->use_latest);
+    lua_setfield(L, -2, "use_latest");
+}
+
 const char *tide_on_error_name(tide_on_error_t p) {
     switch (p) {
     case TIDE_ON_ERROR_SKIP: return "skip";
@@ -204,7 +221,8 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, open_db, 1);
     lua_pushstring(L, o->application_id ? o->application_id : "tide");
-    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
+    push_registry(L, &o->registry);
+    if (tide_lua_pcall(L, 5, 4, &rt->err) != 0) goto fail;
     /* run, info, close, hooks */
     lua_getfield(L, -1, "task");
     rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);

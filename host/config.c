@@ -66,6 +66,21 @@ const tide_setting_t tide_settings[] = {
      "Quiet time after the last change to a file before it is (re)loaded: one reload per burst."},
     {"log.level", TIDE_SET_ENUM, "info", 0, 0, "debug|info|warn|error",
      "Least severe log level written."},
+    {"schema.registry.url", TIDE_SET_STRING, "", 0, 0, NULL,
+     "Confluent Schema Registry for the avro serde, http(s)://host:port (a comma-separated list "
+     "is tried in turn). Empty: Avro schemas come from the folder schemas/ beside the detector."},
+    {"schema.registry.basic.auth.user.info", TIDE_SET_STRING, "", 0, 0, NULL,
+     "user:password for the registry's basic auth (a secret: never logged)."},
+    {"schema.registry.request.timeout.ms", TIDE_SET_INT, "5000", 100, 60000, NULL,
+     "Longest wait for one registry request; keep it below detector.batch.timeout.ms."},
+    {"schema.registry.retry.backoff.max.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
+     "While the registry cannot be reached, records that need it wait and it is asked again "
+     "after a backoff doubling from 100 ms up to this."},
+    {"auto.register.schemas", TIDE_SET_ENUM, "true", 0, 0, "true|false",
+     "Register an output's Avro schema under its subject (<topic>-value, <topic>-key) on first "
+     "use; false: look it up (it must be registered)."},
+    {"use.latest.version", TIDE_SET_ENUM, "false", 0, 0, "true|false",
+     "With auto.register.schemas=false: write outputs with their subject's latest schema."},
     {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -123,7 +138,8 @@ void tide_config_free(tide_config_t *c) {
 
 int tide_config_is_secret(const char *key) {
     static const char *const words[] = {"password", "secret", "jaas", "token",
-                                        "ssl.key.pem", "ssl.keystore", "credentials", NULL};
+                                        "ssl.key.pem", "ssl.keystore", "credentials",
+                                        "user.info", NULL};
     for (int i = 0; words[i]; i++)
         if (strstr(key, words[i])) return 1;
     return 0;
@@ -317,6 +333,7 @@ void tide_config_log(const tide_config_t *c) {
     fields[o++] = '{';
     for (int i = 0; tide_settings[i].name; i++) {
         const char *v = tide_config_str(c, tide_settings[i].name);
+        if (*v && tide_config_is_secret(tide_settings[i].name)) v = "[redacted]";
         if (o > 1) fields[o++] = ',';
         o += tide_json_str(fields + o, sizeof(fields) - o, tide_settings[i].name,
                            strlen(tide_settings[i].name));
@@ -335,6 +352,15 @@ void tide_config_log(const tide_config_t *c) {
     fields[o++] = '}';
     fields[o] = '\0';
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "configuration", "config", fields, (char *)NULL);
+}
+
+void tide_config_registry(const tide_config_t *c, tide_registry_opts_t *o) {
+    o->url = tide_config_str(c, "schema.registry.url");
+    o->user_info = tide_config_str(c, "schema.registry.basic.auth.user.info");
+    o->timeout_ms = (long)tide_config_int(c, "schema.registry.request.timeout.ms");
+    o->backoff_max_ms = (long)tide_config_int(c, "schema.registry.retry.backoff.max.ms");
+    o->auto_register = !strcmp(tide_config_str(c, "auto.register.schemas"), "true");
+    o->use_latest = !strcmp(tide_config_str(c, "use.latest.version"), "true");
 }
 
 void tide_config_help(FILE *out) {

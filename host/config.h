@@ -16,6 +16,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "runtime_types.h"
+
 typedef enum tide_setting_type {
     TIDE_SET_STRING,
     TIDE_SET_INT,   /* an integer within [min, max] */
@@ -72,5 +74,8 @@ void tide_config_log(const tide_config_t *c);
 /* 1 when a key's value must never be shown. */
 int tide_config_is_secret(const char *key);
 void tide_config_help(FILE *out);
+/* The schema registry settings, for the runtime's avro serde; the strings
+ * are the configuration's. */
+void tide_config_registry(const tide_config_t *c, tide_registry_opts_t *o);
 
 #endif

@@ -1012,6 +1012,26 @@ static int lay_out(tide_worker_t *w, int n) {
     return nr;
 }
 
+/* The records from `from` on were not processed (TIDE_RETRY: the schema
+ * registry is unreachable): seek each of their partitions back to its first
+ * such record, so the consumer hands them again; nothing past them is
+ * committed meanwhile, and the lag shows the wait. */
+static void rewind_from(tide_worker_t *w, int from, int n) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n - from);
+    for (int i = from; i < n; i++) {
+        const tide_rec_t *r = &w->recs[i];
+        if (!rd_kafka_topic_partition_list_find(l, r->topic, r->partition))
+            rd_kafka_topic_partition_list_add(l, r->topic, r->partition)->offset = r->offset;
+    }
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(w->consumer, l, 5000);
+    if (e) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "cannot seek back to records that wait: %s",
+                 rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* One batch: dispatch, produce, advance the processed offsets. */
 static int process_batch(tide_worker_t *w, int n) {
     tide_sink_t *s = tide_runtime_sink(w->rt);
@@ -1034,7 +1054,7 @@ static int process_batch(tide_worker_t *w, int n) {
         clock_gettime(CLOCK_MONOTONIC, &t0);
         st_stop = tide_runtime_dispatch(w->rt, b, tide_wall_ms(), on_failure, w);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        done = st_stop == TIDE_STOPPED ? b->cursor : nr;
+        done = st_stop == TIDE_STOPPED || st_stop == TIDE_RETRY ? b->cursor : nr;
         if (w->st) {
             double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
             w->st->batch_started_ms = 0;
@@ -1057,6 +1077,7 @@ static int process_batch(tide_worker_t *w, int n) {
     for (int i = 0; i < done; i++) w->rec_part[i]->processed = w->recs[i].offset;
     w->records_in += (uint64_t)done;
     w->batches++;
+    if (st_stop == TIDE_RETRY) rewind_from(w, done, nr);
     if (st_stop == TIDE_STOPPED) {
         const tide_rec_t *r = &w->recs[done];
         tide_log(TIDE_LOG_ERROR, (tide_log_at_t){r->topic, r->partition, r->offset},
@@ -1107,6 +1128,7 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
     ro.open_db = on_open_db;
     ro.open_db_ud = w;
     ro.application_id = tide_config_str(w->o->config, "application.id");
+    tide_config_registry(w->o->config, &ro.registry);
     tide_runtime_t *rt = NULL;
     if (tide_runtime_open(&ro, w->o->path, &rt, errp) != TIDE_OK) return NULL;
     return rt;
