@@ -70,7 +70,7 @@ SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
 ENGINE_SRC := core/sink.c core/state.c core/store.c core/avro_codec.c core/httpc.c
 BIND_SRC  := bindings/lua_call.c bindings/core.c $(ENGINE_SRC)
-HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
+HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c bindings/avro_tool.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
@@ -79,6 +79,7 @@ CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/tes
 	$(BUILD)/test/test_store
 FIXTURES  := $(BUILD)/test/http_fixture
 BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json
+AVRO_DEPS := spec/avro/node_modules/.package-lock.json
 
 TIDE := $(BUILD)/tide
 CORE := $(BUILD)/lua/tide/core.so
@@ -107,7 +108,7 @@ deps:
 	$(Q)if [ "$$(pkg-config --atleast-version=2.15 rdkafka 2>/dev/null && echo yes)" = yes ]; then \
 		echo "deps: using installed librdkafka $$(pkg-config --modversion rdkafka)"; \
 	else $(MAKE) --no-print-directory $(RDK_STAMP); fi
-	$(Q)$(MAKE) --no-print-directory $(BROWSER_DEPS)
+	$(Q)$(MAKE) --no-print-directory $(BROWSER_DEPS) $(AVRO_DEPS)
 
 # playwright-core for the browser tests, pinned by package-lock.json; it
 # drives Debian's chromium and downloads no browser of its own. 1.61 is the
@@ -116,6 +117,12 @@ deps:
 $(BROWSER_DEPS): spec/05-browser/package.json spec/05-browser/package-lock.json
 	@echo "deps: installing spec/05-browser (playwright-core)"
 	$(Q)cd spec/05-browser && npm ci --silent --no-audit --no-fund
+
+# avsc, an independent Avro implementation, for the interoperability tests
+# (spec/avro), pinned by package-lock.json.
+$(AVRO_DEPS): spec/avro/package.json spec/avro/package-lock.json
+	@echo "deps: installing spec/avro (avsc)"
+	$(Q)cd spec/avro && npm ci --silent --no-audit --no-fund
 
 $(RDK_TGZ):
 	$(Q)mkdir -p $(DEPS)
@@ -208,7 +215,7 @@ test run bench demo:
 	$(Q)$(MAKE) --no-print-directory deps >/dev/null
 	$(Q)$(MAKE) --no-print-directory _$@
 
-_test: all $(CTEST_BIN) $(FIXTURES) $(BROWSER_DEPS)
+_test: all $(CTEST_BIN) $(FIXTURES) $(BROWSER_DEPS) $(AVRO_DEPS)
 	$(Q)rm -rf $(BUILD)/test-results $(BUILD)/test-tmp && mkdir -p $(BUILD)/test-results $(BUILD)/test-tmp
 	$(Q)for t in $(CTEST_BIN); do c=$(BUILD)/test-results/$$(basename $$t).counts; \
 		echo "0 1" > $$c; $$t $$c > $$c.out || echo "FAIL - $$t: exit $$?" >> $$c.out; cat $$c.out; done

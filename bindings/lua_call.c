@@ -175,6 +175,22 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int6
     return st;
 }
 
+int tide_lua_preload(lua_State *L) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_tide_core);
+    lua_setfield(L, -2, "tide.core");
+    for (const tide_embedded_t *e = tide_embedded; e->module; e++) {
+        char chunk[256];
+        snprintf(chunk, sizeof(chunk), "@%s", e->path);
+        if (luaL_loadbuffer(L, e->source, e->len, chunk) != 0)
+            return -1; /* message on the stack */
+        lua_setfield(L, -2, e->module);
+    }
+    lua_pop(L, 2);
+    return 0;
+}
+
 void tide_hash_hex(const char *buf, size_t len, char out[17]) {
     snprintf(out, 17, "%016llx", (unsigned long long)tide_fnv1a64(buf, len));
 }

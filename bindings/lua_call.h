@@ -74,6 +74,10 @@ typedef struct tide_embedded {
 extern const tide_embedded_t tide_embedded[];
 extern const char tide_ffi_cdef[];
 
+/* package.preload[module] = each embedded script, and tide.core. 0, or -1
+ * with the message on the stack. */
+int tide_lua_preload(lua_State *L);
+
 /* FNV-1a 64-bit of the bytes, as 16 hex digits plus NUL into out[17]. */
 void tide_hash_hex(const char *buf, size_t len, char out[17]);
 
