@@ -13,6 +13,8 @@
  * reuses; the decoded strings stay in it, valid until then, which is what
  * the tokens point at. Memory allocated outside a decode, or grown from such
  * memory, is plain malloc, so nothing long-lived ever lands in the arena.
+ * A decode through avro-c's resolver (a reader schema that differs) does not
+ * use the arena: the resolver keeps memory it allocates while reading.
  *
  * Owns: schema handles, codecs and their buffers. Never: Lua, Kafka, I/O.
  * Not thread-safe: one thread decodes (a worker's, a Lua state's).
@@ -96,7 +98,10 @@ static void *on_avro_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return realloc(ptr, nsize);
 }
 
-static void arena_begin(size_t input_len) {
+/* use_arena 0: avro-c allocates with malloc (its resolver keeps memory it
+ * allocates while reading, which must outlive the decode); our own copies
+ * still go to the arena. */
+static void arena_begin(size_t input_len, int use_arena) {
     static int installed;
     if (!installed) {
         avro_set_allocator(on_avro_alloc, NULL);
@@ -113,7 +118,7 @@ static void arena_begin(size_t input_len) {
     }
     arena.used = 0;
     arena.limit = input_len + 64;
-    arena.on = 1;
+    arena.on = use_arena;
 }
 
 static void arena_end(void) { arena.on = 0; }
@@ -197,6 +202,10 @@ typedef struct tape {
     inst_t *inst;
     int32_t n_inst, cap_inst;
     int full;
+    /* buffers avro-c gave away outside the arena (see decode): freed at
+     * the next decode */
+    avro_wrapped_buffer_t *given;
+    int32_t n_given, cap_given;
 } tape_t;
 
 static avro_value_iface_t tape_iface;
@@ -247,6 +256,11 @@ static int value_at(tape_t *t, node_t *nd, int32_t slot, avro_value_t *out) {
 #define TOK (&X->t->tok[X->slot])
 #define SRC (&CX->t->src[CX->slot])
 
+/* Values live in a tape, not on their own: references cost nothing. */
+static avro_value_iface_t *v_incref_iface(avro_value_iface_t *i) { return i; }
+static void v_decref_iface(avro_value_iface_t *i) { (void)i; }
+static void v_incref(avro_value_t *v) { (void)v; }
+static void v_decref(avro_value_t *v) { (void)v; }
 static int v_reset(const avro_value_iface_t *i, void *self) { (void)i; (void)self; return 0; }
 static avro_type_t v_type(const avro_value_iface_t *i, const void *self) {
     (void)i;
@@ -288,15 +302,38 @@ static int v_set_string(const avro_value_iface_t *i, void *self, const char *s) 
     (void)i;
     return keep_bytes(self, s, strlen(s));
 }
-/* Bytes avro-c gives away were allocated in the arena: keep the pointer. */
+/* Bytes avro-c gives away: in the arena, or kept until the next decode. */
+static int keep_given(tape_t *t, avro_wrapped_buffer_t *b) {
+    if (arena.on || !b->free) return 0;
+    if (t->n_given == t->cap_given) {
+        int32_t cap = t->cap_given ? t->cap_given * 2 : 16;
+        avro_wrapped_buffer_t *g = realloc(t->given, (size_t)cap * sizeof(*g));
+        if (!g) {
+            b->free(b);
+            return ENOMEM;
+        }
+        t->given = g;
+        t->cap_given = cap;
+    }
+    t->given[t->n_given++] = *b;
+    return 0;
+}
+
+static void free_given(tape_t *t) {
+    for (int32_t i = 0; i < t->n_given; i++) t->given[i].free(&t->given[i]);
+    t->n_given = 0;
+}
+
 static int v_give_bytes(const avro_value_iface_t *i, void *self, avro_wrapped_buffer_t *b) {
     (void)i;
+    if (keep_given(X->t, b)) return ENOMEM;
     TOK->v.p = b->buf;
     TOK->n = (int32_t)b->size;
     return 0;
 }
 static int v_give_string_len(const avro_value_iface_t *i, void *self, avro_wrapped_buffer_t *b) {
     (void)i;
+    if (keep_given(X->t, b)) return ENOMEM;
     TOK->v.p = b->buf;
     TOK->n = b->size ? (int32_t)b->size - 1 : 0;
     return 0;
@@ -407,6 +444,10 @@ static int v_get_current_branch(const avro_value_iface_t *i, const void *self, a
 }
 
 static avro_value_iface_t tape_iface = {
+    .incref_iface = v_incref_iface,
+    .decref_iface = v_decref_iface,
+    .incref = v_incref,
+    .decref = v_decref,
     .reset = v_reset,
     .get_type = v_type,
     .get_schema = v_schema,
@@ -460,6 +501,8 @@ static int tape_grow(tape_t *t, int32_t tokens, int32_t insts) {
 }
 
 static void tape_free(tape_t *t) {
+    free_given(t);
+    free(t->given);
     free(t->tok);
     free(t->inst);
 }
@@ -641,7 +684,8 @@ static const tide_avro_tok_t *decode(void *p, const char *buf, int32_t len) {
     codec_t *c = p;
     tape_t *t = &c->dec;
     for (;;) {
-        arena_begin((size_t)len);
+        free_given(t);
+        arena_begin((size_t)len, c->resolver == NULL);
         int rc = decode_once(c, buf, len);
         arena_end();
         if (!rc) return t->tok;
