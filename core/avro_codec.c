@@ -406,6 +406,21 @@ static int v_add(const avro_value_iface_t *i, void *self, const char *key, avro_
 static int v_set_branch(const avro_value_iface_t *i, void *self, int d, avro_value_t *branch) {
     (void)i;
     if (d < 0 || d >= X->node->n) return EINVAL;
+    tide_avro_tok_t *k = TOK;
+    if (k->branch == d && k->type == AVRO_RECORD && k->v.i) {
+        /* avro-c's resolver selects a branch again for each field of a
+         * record in it: keep the record's block */
+        tape_t *t = X->t;
+        if (t->n_inst == t->cap_inst) {
+            t->full = 1;
+            return ENOMEM;
+        }
+        inst_t *x = &t->inst[t->n_inst++];
+        *x = (inst_t){t, X->node->child[d], X->slot, 0};
+        branch->iface = &tape_iface;
+        branch->self = x;
+        return 0;
+    }
     int rc = value_at(X->t, X->node->child[d], X->slot, branch);
     X->t->tok[X->slot].branch = d;
     return rc;
