@@ -97,7 +97,5 @@ const server = http.createServer((req, res) => {
 server.listen(0, "127.0.0.1", () => {
   process.stdout.write(`127.0.0.1:${server.address().port}\n`);
 });
-// Tests stop it with SIGTERM; it never outlives its parent's pipe.
-process.stdin.resume();
-process.stdin.on("end", () => process.exit(0));
+// Tests stop it (SIGTERM, or SIGKILL with their process group).
 process.on("SIGTERM", () => process.exit(0));
