@@ -89,6 +89,10 @@ while [ $r -le "$ROUNDS" ]; do
 	r=$((r + 1))
 done
 [ -f "$tmp/rates" ] || exit 1
+say "bench avro: decoding alone (bench/avro_micro.lua)"
+build=$(dirname "$TIDE")
+LUA_PATH="$here/../scripts/?.lua;$here/../scripts/?/init.lua;;" LUA_CPATH="$build/lua/?.so;;" \
+	luajit "$here/avro_micro.lua" "$here/schemas/1.avsc" >"$tmp/micro" 2>&1 || { cat "$tmp/micro" >&2; failed=1; }
 awk -v records="$RECORDS" '
 	function median(a, n,    i, j, t) {
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -108,4 +112,6 @@ awk -v records="$RECORDS" '
 			printf "\n  %-36s %6.2f  (target >= 1.5)  %s\n", "Avro / JSON, records/s", x, (x >= 1.5 ? "met" : "not met")
 		}
 	}' "$tmp/rates"
+printf '\nDecoding alone, no Kafka (bench/avro_micro.lua):\n'
+cat "$tmp/micro"
 exit $failed
