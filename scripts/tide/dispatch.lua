@@ -78,7 +78,7 @@ local function output_encoders(spec, serdes)
 end
 
 --- What must be at hand before a record runs (the schema registry's
---- answers): a function(r, topic) raising errors.RETRY when it is not, or
+--- answers): a function(r, rec) raising errors.RETRY when it is not, or
 --- nil when no serde needs anything.
 local function preparer(spec, serdes)
   local outs, by_topic, any = {}, {}, false
@@ -100,12 +100,14 @@ local function preparer(spec, serdes)
   end
   if not any and #outs == 0 then return nil end
   local outs_ready = #outs == 0
-  return function(r, topic)
+  local single = #spec.inputs == 1 and (by_topic[spec.inputs[1]] or function() end)
+  return function(r, rec)
     if not outs_ready then
       for i = 1, #outs do outs[i]() end
       outs_ready = true
     end
-    local f = by_topic[topic]
+    -- one input: no topic name to make per record
+    local f = single or by_topic[rec.topic]
     if f then f(r) end
   end
 end
@@ -312,7 +314,7 @@ function M.new(spec, sink_lud, log, opts)
       local r = recs[i]
       local p = r.partition
       current = p
-      if prepare then prepare(r, rec.topic) end
+      if prepare then prepare(r, rec) end
       if extract then
         local f = extract[rec.topic]
         if f then r.timestamp = event_time(f, rec) end
