@@ -1,10 +1,12 @@
 /* C tests of the admin HTTP server: routes, formats, limits and timeouts,
- * against a fake detector table (fake_supervisor.h), over real sockets on
+ * against a fake detector table (fake_supervisor.h) that fills the server's
+ * snapshots as the supervisor does, over real sockets on
  * 127.0.0.1. It owns the table it builds and a server on an ephemeral port;
  * it never binds a fixed port and never reaches past loopback. The JSON is
  * checked by lua-cjson through `luajit`, a build dependency. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -13,9 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "check.h"
 #include "fake_supervisor.h"
-#include "http.h"
 #include "sink.h"
 
 #define WEIRD_NAME "we\"ird\\name\n"
@@ -231,27 +233,27 @@ static char *lua_json_summary(const char *body, size_t len) {
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     volatile sig_atomic_t stop = 0;
-    tide_supervisor_t sv;
-    memset(&sv, 0, sizeof(sv));
+    fake_sv_t sv;
+    fake_init(&sv, &stop);
     sv.started_ms = tide_wall_ms() - 60000;
-    sv.stop = &stop;
 
-    /* alpha: a restarted worker (base counters), batches in several buckets,
-     * a last error whose message has a quote and a byte that is not UTF-8 */
-    tide_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 100);
-    alpha->base.records_in = 1000;
-    alpha->base.hist[0] = 3;
-    alpha->base.hist_sum = 0.0003;
+    /* alpha: a restarted worker (earlier workers' counters), batches in
+     * several buckets, a last error whose message has a quote and a byte
+     * that is not UTF-8 */
+    tide_admin_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 100);
+    alpha->totals.records_in = 1000;
+    alpha->totals.hist[0] = 3;
+    alpha->totals.hist_sum = 0.0003;
     alpha->restarts = 2;
-    alpha->st->lag = 42;
+    alpha->gauges.lag = 42;
     const double durations[] = {0.0001, 0.003, 0.003, 0.02, 0.5, 20};
     for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
         fake_batch(alpha, 100, durations[i]);
     fake_error(alpha, "payments", 3, 17, "bad \"amount\" \xff here");
     fake_reload(alpha, 1, "v2", NULL);
     fake_reload(alpha, 0, "v3", "alpha.lua:9: unexpected symbol near 'end'");
-    tide_detector_t *weird = fake_detector(WEIRD_NAME, TIDE_DS_RUNNING, 101);
-    tide_detector_t *cold = fake_detector("cold", TIDE_DS_STARTING, 0);
+    tide_admin_detector_t *weird = fake_detector(WEIRD_NAME, TIDE_DS_RUNNING, 101);
+    tide_admin_detector_t *cold = fake_detector("cold", TIDE_DS_STARTING, 0);
     fake_add(&sv, alpha);
     fake_add(&sv, weird);
     fake_add(&sv, cold);
@@ -260,24 +262,53 @@ int main(int argc, char **argv) {
     reply_t r;
 
     CASE("the server starts on an ephemeral port");
-    tide_http_t *h = tide_http_start("127.0.0.1", 0, &sv, &err);
+    tide_admin_t *h = tide_admin_start("127.0.0.1", 0, fake_fill, &sv, &err);
     CHECK(h != NULL);
     if (!h) {
         printf("# %s\n", err);
         return check_report(argc > 1 ? argv[1] : NULL);
     }
-    int port = tide_http_port(h);
+    int port = tide_admin_port(h);
     CHECK(port > 0 && port < 65536);
 
     CASE("a port in use, or an address that is not IPv4, is refused with the reason");
-    CHECK(tide_http_start("127.0.0.1", port, &sv, &err) == NULL);
+    CHECK(tide_admin_start("127.0.0.1", port, fake_fill, &sv, &err) == NULL);
     CHECK(err && strstr(err, "admin http 127.0.0.1:") && strstr(err, "in use"));
     free(err);
     err = NULL;
-    CHECK(tide_http_start("::1", 0, &sv, &err) == NULL);
+    CHECK(tide_admin_start("::1", 0, fake_fill, &sv, &err) == NULL);
     CHECK(err && strstr(err, "not an IPv4 address"));
     free(err);
     err = NULL;
+
+    CASE("with no address it listens on loopback only");
+    {
+        tide_admin_t *lo = tide_admin_start(NULL, 0, fake_fill, &sv, &err);
+        CHECK(lo != NULL);
+        int lport = lo ? tide_admin_port(lo) : 0;
+        CHECK(lo && lport != port);
+        int fd = connect_to(lport);
+        CHECK(fd >= 0);
+        if (fd >= 0) close(fd);
+        /* every other address of this machine is refused */
+        struct ifaddrs *ifs = NULL, *i;
+        int others = 0, refused = 0;
+        if (getifaddrs(&ifs) == 0)
+            for (i = ifs; i; i = i->ifa_next) {
+                if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+                struct sockaddr_in a = *(struct sockaddr_in *)i->ifa_addr;
+                if ((ntohl(a.sin_addr.s_addr) >> 24) == 127) continue;
+                a.sin_port = htons((uint16_t)lport);
+                int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                others++;
+                if (connect(c, (struct sockaddr *)&a, sizeof(a)) != 0) refused++;
+                close(c);
+            }
+        freeifaddrs(ifs);
+        CHECK(refused == others);
+        printf("# %d other address(es) refused\n", refused);
+        tide_admin_stop(lo);
+    }
 
     CASE("/healthz answers ok");
     CHECK(http_get(port, "/healthz", &r) == 200);
@@ -290,9 +321,9 @@ int main(int argc, char **argv) {
     CHECK(http_get(port, "/readyz", &r) == 503);
     CHECK(strstr(r.body, "not ready") && strstr(r.body, "cold (starting)") && !strstr(r.body, "alpha"));
     reply_free(&r);
-    tide_supervisor_lock();
+    pthread_mutex_lock(&sv.lock);
     sv.ready = 1;
-    tide_supervisor_unlock();
+    pthread_mutex_unlock(&sv.lock);
     CHECK(http_get(port, "/readyz", &r) == 200);
     CHECK(!strcmp(r.body, "ready\n"));
     reply_free(&r);
@@ -308,9 +339,8 @@ int main(int argc, char **argv) {
     CHECK(strstr(r.body, "# TYPE tide_batch_duration_seconds histogram\n"));
     CHECK(strstr(r.body, "# TYPE tide_consumer_lag_records gauge\n"));
 
-    CASE("/metrics counters are the detector's totals, surviving restarts");
-    tide_det_totals_t t;
-    tide_detector_totals(alpha, &t);
+    CASE("/metrics counters are the detector's totals, over all its workers");
+    tide_det_totals_t t = alpha->totals;
     CHECK(t.records_in == 1600);
     CHECK(sample(r.body, "tide_records_in_total{detector=\"alpha\"}") == (double)t.records_in);
     CHECK(sample(r.body, "tide_records_out_total{detector=\"alpha\"}") == (double)t.records_out);
@@ -461,9 +491,9 @@ int main(int argc, char **argv) {
         ssize_t w = send(slow, "GET /healthz HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
         (void)w;
         int64_t t0 = mono_now();
-        tide_supervisor_lock();
+        pthread_mutex_lock(&sv.lock);
         int64_t locked_in = mono_now() - t0;
-        tide_supervisor_unlock();
+        pthread_mutex_unlock(&sv.lock);
         CHECK(locked_in < 50);
         CHECK(http_get(port, "/api/detectors", &r) == 200); /* served meanwhile */
         CHECK(mono_now() - t0 < 1000);
@@ -501,15 +531,15 @@ int main(int argc, char **argv) {
         /* an answer far larger than the socket buffers (tcp_wmem max is 4 MiB
          * by default): the server blocks in send. Control bytes take 6 bytes
          * each in JSON: 600 problems of 2 KiB make about 7 MiB. */
-        tide_supervisor_lock();
+        pthread_mutex_lock(&sv.lock);
         for (int i = 0; i < 600; i++) {
             char name[32];
             snprintf(name, sizeof(name), "bulk-%03d", i);
-            tide_detector_t *d = fake_detector(name, TIDE_DS_FAILED, 0);
+            tide_admin_detector_t *d = fake_detector(name, TIDE_DS_FAILED, 0);
             memset(d->problem, 1, sizeof(d->problem) - 1);
             fake_add(&sv, d);
         }
-        tide_supervisor_unlock();
+        pthread_mutex_unlock(&sv.lock);
         int deaf = connect_with(port, 2048);
         const char *req = "GET /api/detectors HTTP/1.1\r\nHost: localhost\r\n\r\n";
         ssize_t w = send(deaf, req, strlen(req), MSG_NOSIGNAL);
@@ -519,9 +549,9 @@ int main(int argc, char **argv) {
         CHECK(poll(&pf, 1, 10000) == 1);
         usleep(100 * 1000); /* and by now its send blocks on our full window */
         int64_t t0 = mono_now();
-        tide_supervisor_lock();
+        pthread_mutex_lock(&sv.lock);
         int64_t locked_in = mono_now() - t0;
-        tide_supervisor_unlock();
+        pthread_mutex_unlock(&sv.lock);
         CHECK(locked_in < 50);
         t0 = mono_now();
         CHECK(http_get(port, "/healthz", &r) == 200); /* others are served meanwhile */
@@ -574,7 +604,7 @@ int main(int argc, char **argv) {
         (void)w;
         usleep(100 * 1000);
         int64_t t0 = mono_now();
-        tide_http_stop(h);
+        tide_admin_stop(h);
         CHECK(mono_now() - t0 < 1000);
         close(mid);
         CHECK(connect_to(port) < 0); /* nothing listens any more */
