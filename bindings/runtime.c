@@ -157,6 +157,56 @@ const char *tide_on_error_name(tide_on_error_t p) {
     }
 }
 
+/* The process-wide copy of one detector's files (see runtime.h). */
+static char *copy_of_path, *copy_dir;
+
+void tide_runtime_set_source_copy(const char *path, const char *copy) {
+    free(copy_of_path);
+    free(copy_dir);
+    copy_of_path = copy && path ? strdup(path) : NULL;
+    copy_dir = copy && path ? strdup(copy) : NULL;
+}
+
+static const char *source_copy(const tide_runtime_opts_t *o, const char *path) {
+    if (o->source_copy) return o->source_copy;
+    return copy_of_path && !strcmp(copy_of_path, path) ? copy_dir : NULL;
+}
+
+/* tide.host.open(path, ...) in rt's state; keeps run, close and the hooks
+ * in the registry and reads the detector's info. 0, or -1 with rt->err. */
+static int host_open(tide_runtime_t *rt, const tide_runtime_opts_t *o, const char *path) {
+    lua_State *L = rt->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.host");
+    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) return -1;
+    lua_getfield(L, -1, "open");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    lua_pushlightuserdata(L, &rt->sink);
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, open_db, 1);
+    lua_pushstring(L, o->application_id ? o->application_id : "tide");
+    const char *copy = source_copy(o, path);
+    if (copy) lua_pushstring(L, copy);
+    else lua_pushnil(L);
+    if (tide_lua_pcall(L, 5, 4, &rt->err) != 0) return -1;
+    /* run, info, close, hooks */
+    lua_getfield(L, -1, "task");
+    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "punctuate");
+    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "restore");
+    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "stream_time");
+    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    read_info(L, lua_gettop(L), &rt->info);
+    lua_pop(L, 1);
+    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
                                 tide_runtime_t **rtp, char **errp) {
     *rtp = NULL;
@@ -194,31 +244,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
         return TIDE_ERROR;
     }
 
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "tide.host");
-    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) goto fail;
-    lua_getfield(L, -1, "open");
-    lua_remove(L, -2);
-    lua_pushstring(L, path);
-    lua_pushlightuserdata(L, &rt->sink);
-    lua_pushlightuserdata(L, rt);
-    lua_pushcclosure(L, open_db, 1);
-    lua_pushstring(L, o->application_id ? o->application_id : "tide");
-    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
-    /* run, info, close, hooks */
-    lua_getfield(L, -1, "task");
-    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "punctuate");
-    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "restore");
-    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "stream_time");
-    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
-    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    read_info(L, lua_gettop(L), &rt->info);
-    lua_pop(L, 1);
-    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (host_open(rt, o, path) != 0) goto fail;
 
     /* Loading is done: from now on the detector lives within its cap. */
     lua_gc(L, LUA_GCCOLLECT, 0);

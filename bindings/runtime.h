@@ -27,6 +27,11 @@ typedef struct tide_runtime_opts {
     tide_log_fn log;       /* ctx.log and print(); NULL: stderr */
     void *log_ud;
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
+    /* A folder holding a copy of the detector's files, read instead of
+     * them; chunk names, messages and the default name stay the path's.
+     * NULL: the process-wide copy of that path if one is set (below), else
+     * the files themselves. */
+    const char *source_copy;
 } tide_runtime_opts_t;
 
 /* The detector's declared shape, owned by the runtime. */
@@ -45,6 +50,14 @@ typedef struct tide_detector_info {
 } tide_detector_info_t;
 
 typedef struct tide_runtime tide_runtime_t;
+
+/* Read the detector at `path` from `copy` in every later tide_runtime_open
+ * of that path in this process: a worker under a supervisor loads the
+ * supervisor's copy of the last version that validated, which the supervisor
+ * replaces before it asks for a hot swap (host/sources.h). A file detector's
+ * copy holds the file under its own name; a folder's, the folder's files.
+ * copy NULL clears it. Copies the strings. */
+void tide_runtime_set_source_copy(const char *path, const char *copy);
 
 /* Load, validate and init the detector at `path` in a fresh sandboxed state.
  * On failure returns TIDE_ERROR and sets *errp (malloc'd, caller frees) to

@@ -325,6 +325,16 @@ static void render_detector(tide_buf_t *b, const tide_admin_detector_t *d) {
     json_str_or_null(b, d->last_exit, sizeof(d->last_exit));
     tide_buf_puts(b, ",\"problem\":");
     json_str_or_null(b, d->problem, sizeof(d->problem));
+    tide_buf_puts(b, ",\"refused\":");
+    if (d->refused.ms) {
+        tide_buf_printf(b, "{\"ms\":%lld,\"version\":", (long long)d->refused.ms);
+        json_str_or_null(b, d->refused.version, sizeof(d->refused.version));
+        tide_buf_puts(b, ",\"message\":");
+        JSON_FIELD(b, d->refused.message);
+        tide_buf_puts(b, "}");
+    } else {
+        tide_buf_puts(b, "null");
+    }
     tide_buf_puts(b, ",\"reloads\":[");
     int nr = d->n_reloads < 0 ? 0 : d->n_reloads > TIDE_RELOAD_HISTORY ? TIDE_RELOAD_HISTORY
                                                                        : d->n_reloads;

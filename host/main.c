@@ -19,6 +19,7 @@
 #include "config.h"
 #include "devbroker.h"
 #include "log.h"
+#include "runtime.h"
 #include "status.h"
 #include "supervisor.h"
 #include "tools.h"
@@ -75,6 +76,7 @@ typedef struct run_args {
     tide_config_t config;
     tide_worker_opts_t o;
     int status_fd; /* worker only */
+    const char *source_copy; /* worker only: read the detector from this copy */
     char **skip;
     int n_skip;
 } run_args_t;
@@ -112,6 +114,8 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->o.idle_timeout_ms = atoi(argv[++i]);
         } else if (worker && !strcmp(s, "--status-fd") && i + 1 < argc) {
             a->status_fd = atoi(argv[++i]);
+        } else if (worker && !strcmp(s, "--source-copy") && i + 1 < argc) {
+            a->source_copy = argv[++i];
         } else if (worker && !strcmp(s, "--await-topics")) {
             a->o.await_topics = 1;
         } else if (worker && !strcmp(s, "--skip") && i + 1 < argc) {
@@ -140,8 +144,9 @@ static void install_signals(void) {
     sigaction(SIGHUP, &sa, NULL);
 }
 
-/* `tide worker FILE --status-fd N [--skip topic:partition:offset]...`: one
- * detector under a supervisor, which passed every configuration flag on. */
+/* `tide worker FILE --status-fd N [--source-copy DIR]
+ * [--skip topic:partition:offset]...`: one detector under a supervisor,
+ * which passed every configuration flag on. */
 static int cmd_worker(int argc, char **argv) {
     run_args_t a;
     int rc = parse_run(argc, argv, 1, &a);
@@ -152,6 +157,9 @@ static int cmd_worker(int argc, char **argv) {
     long long as = tide_config_int(&a.config, "detector.process.memory.limit.bytes");
     struct rlimit rl = {(rlim_t)as, (rlim_t)as};
     setrlimit(RLIMIT_AS, &rl);
+    /* The supervisor's copy of the last version that validated: loaded
+     * instead of the file, which may hold a newer version it refused. */
+    if (a.source_copy) tide_runtime_set_source_copy(a.path, a.source_copy);
     if (a.status_fd >= 0) {
         a.o.status = tide_status_map(a.status_fd);
         if (!a.o.status) return refuse(strdup("cannot map the status block"));

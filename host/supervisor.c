@@ -32,10 +32,18 @@
 #include "admin.h"
 #include "devbroker.h"
 #include "log.h"
+#include "sources.h"
 #include "status.h"
 #include "worker.h"
 
 #define CRASH_WINDOW 64 /* crash times kept, for quarantine */
+
+/* Is a version of the files, staged in our copy, waiting to be validated? */
+typedef enum trial {
+    TRIAL_NONE = 0,
+    TRIAL_SPAWN,  /* by a worker starting on it */
+    TRIAL_RELOAD, /* by a running worker's hot swap */
+} trial_t;
 
 /* One detector: a file (or a folder holding init.lua) and its worker. */
 typedef struct tide_detector {
@@ -72,6 +80,13 @@ typedef struct tide_detector {
     char poison[TIDE_STATUS_TOPICS][300]; /* "topic:partition:offset" to skip */
     int poison_hits[TIDE_STATUS_TOPICS];
     int n_poison;
+    /* versions (sources.h): workers load our copy of the files; NULL when
+     * it could not be made, and they read the files themselves */
+    tide_sources_t *src;
+    trial_t trial;
+    char trial_version[32];       /* the staged version, "" when unknown */
+    tide_reload_event_t refused;  /* a newer version refused while an older
+                                   * one runs on (ms 0: none) */
 } tide_detector_t;
 
 /* The supervisor: its table, and what its loop keeps beside it. The admin
@@ -81,6 +96,7 @@ typedef struct sv_state {
     const tide_config_t *config;
     const char *dir;
     const char *bootstraps;
+    char *sources_root; /* <state.dir>/<application.id>/.sources */
     tide_detector_t **dets;
     int n_dets;
     int64_t started_ms; /* wall clock */
@@ -173,6 +189,13 @@ static tide_detector_t *add_detector(sv_state_t *s, const char *path) {
     char *dot = strrchr(d->name, '.');
     if (dot && !strcmp(dot, ".lua")) *dot = '\0';
     d->state = TIDE_DS_STARTING;
+    char *err = NULL;
+    d->src = tide_sources_new(s->sources_root, path, &err);
+    if (!d->src) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s: no copy of its files (%s): a restart "
+                 "after a refused change will load the file as it is", path, err);
+        free(err);
+    }
     s->dets[s->n_dets++] = d;
     return d;
 }
@@ -184,6 +207,7 @@ static void remove_detector(sv_state_t *s, tide_detector_t *d) {
             break;
         }
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "detector %s removed", d->name);
+    tide_sources_free(d->src, 1);
     free(d->path);
     free(d);
 }
@@ -300,6 +324,10 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     argv[a++] = "--status-fd";
     argv[a++] = sfd_s;
     if (s->dev) argv[a++] = "--await-topics";
+    if (d->src) {
+        argv[a++] = "--source-copy";
+        argv[a++] = tide_sources_current(d->src);
+    }
     for (int i = 0; i < d->n_poison; i++)
         if (d->poison_hits[i] >= s->poison_kills) {
             argv[a++] = "--skip";
@@ -329,6 +357,7 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     d->seen_reloads = d->seen_failures = 0;
     d->watchdog_killed = 0;
     d->was_running = 0;
+    if (d->trial == TRIAL_RELOAD) d->trial = TRIAL_SPAWN; /* died before it answered */
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "started worker %d for %s", (int)pid, d->path);
     return 0;
 }
@@ -345,6 +374,56 @@ static void add_reload_event(tide_detector_t *d, int ok, const char *version, co
     snprintf(e->message, sizeof(e->message), "%s", msg ? msg : "");
 }
 
+/* ---------------------------------------------------------------- versions */
+
+/* The files as they are now into our copy, for a worker to try. */
+static void stage(tide_detector_t *d, trial_t how) {
+    d->trial = how;
+    d->trial_version[0] = '\0';
+    char *err = NULL;
+    if (d->src && tide_sources_stage(d->src, d->trial_version, &err) != TIDE_SOURCES_OK) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: %s; its workers read its files "
+                 "themselves from now on", d->name, err);
+        free(err);
+        tide_sources_free(d->src, 1);
+        d->src = NULL;
+    }
+}
+
+/* The version on trial validated: restarts load it from now on. */
+static void accept_trial(tide_detector_t *d) {
+    if (d->trial == TRIAL_NONE) return;
+    d->trial = TRIAL_NONE;
+    d->refused.ms = 0;
+    char *err = NULL;
+    if (d->src && tide_sources_accept(d->src, &err) != TIDE_SOURCES_OK) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: %s", d->name, err);
+        free(err);
+    }
+}
+
+/* The version on trial was refused: the last one that validated goes back
+ * into our copy. Returns 1 when there is one (restarts load it), else 0.
+ * runs_on: a worker still runs the older version (a refused hot swap). */
+static int refuse_trial(tide_detector_t *d, const char *why, int runs_on) {
+    if (d->trial == TRIAL_NONE) return 0;
+    d->trial = TRIAL_NONE;
+    char *err = NULL;
+    tide_sources_result_t rc = d->src ? tide_sources_revert(d->src, &err) : TIDE_SOURCES_NONE;
+    if (rc == TIDE_SOURCES_ERROR) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: %s", d->name, err);
+        free(err);
+    }
+    if (rc == TIDE_SOURCES_OK || runs_on) {
+        tide_reload_event_t *r = &d->refused;
+        r->ms = tide_wall_ms();
+        r->ok = 0;
+        snprintf(r->version, sizeof(r->version), "%s", d->trial_version);
+        snprintf(r->message, sizeof(r->message), "%s", why);
+    }
+    return rc == TIDE_SOURCES_OK;
+}
+
 /* A live worker's reload results since the last look, into the history. */
 static void follow_reloads(tide_detector_t *d) {
     const tide_status_block_t *st = d->st;
@@ -353,12 +432,14 @@ static void follow_reloads(tide_detector_t *d) {
         add_reload_event(d, 1, st->last_reload_version, "");
         tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "detector %s hot-swapped to version %s", d->name,
                  st->last_reload_version);
+        accept_trial(d);
     }
     if (st->reload_failures != d->seen_failures) {
         d->seen_failures = st->reload_failures;
-        add_reload_event(d, 0, "", st->last_reload_error);
+        add_reload_event(d, 0, d->trial_version, st->last_reload_error);
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: reload refused, old version runs on: %s",
                  d->name, st->last_reload_error);
+        refuse_trial(d, st->last_reload_error, 1);
     }
 }
 
@@ -380,6 +461,8 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     if (st->detector[0]) snprintf(d->name, sizeof(d->name), "%s", st->detector);
     if (st->version[0]) snprintf(d->version, sizeof(d->version), "%s", st->version);
     snprintf(d->description, sizeof(d->description), "%s", st->description);
+    /* a worker that has loaded the version on trial has validated it */
+    if (d->trial == TRIAL_SPAWN && st->version[0]) accept_trial(d);
     follow_reloads(d);
     if (d->state == TIDE_DS_STOPPING) return;
     if (st->state == TIDE_WS_RUNNING) {
@@ -417,48 +500,47 @@ static void blame_record(sv_state_t *s, tide_detector_t *d) {
              d->poison_hits[i] >= s->poison_kills ? "; it will be dead-lettered unrun" : "");
 }
 
-static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+/* How the last worker ended, into d->last_exit. */
+static void describe_exit(tide_detector_t *d, int code, int sig) {
     if (sig)
         snprintf(d->last_exit, sizeof(d->last_exit), "killed by signal %d%s", sig,
                  d->watchdog_killed ? " (watchdog: batch over its time budget)" : "");
     else
         snprintf(d->last_exit, sizeof(d->last_exit), "exit code %d", code);
-    if (sig || code == TIDE_WORKER_FAILED) blame_record(s, d);
-    char load_error[2048] = "";
-    if (d->st) {
-        snprintf(load_error, sizeof(load_error), "%s", d->st->last_reload_error);
-        follow_reloads(d); /* those since the last pass, into the history */
-    }
-    close_status(d);
-    d->pid = 0;
-    tide_log(sig || code ? TIDE_LOG_WARN : TIDE_LOG_INFO, TIDE_AT_NONE, "worker of %s ended: %s",
-             d->name, d->last_exit);
+}
 
-    if (d->removed || d->state == TIDE_DS_STOPPING) {
-        remove_detector(s, d);
-        return;
-    }
+/* A worker that ended for a reason of its own, not a crash: 1 when handled. */
+static int on_planned_exit(sv_state_t *s, tide_detector_t *d, int code, const char *load_error) {
     if (code == TIDE_WORKER_LOAD_FAILED) {
+        add_reload_event(d, 0, d->trial != TRIAL_NONE ? d->trial_version : "", load_error);
+        if (refuse_trial(d, load_error, 0)) {
+            tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "detector %s: new version refused, starting "
+                     "the last version that validated: %s", d->name, load_error);
+            spawn(s, d);
+            return 1;
+        }
         d->state = TIDE_DS_FAILED;
         snprintf(d->problem, sizeof(d->problem), "%s", load_error);
-        add_reload_event(d, 0, "", load_error);
-        return;
+        return 1;
     }
     if (code == TIDE_WORKER_RENAMED) {
-        spawn(s, d); /* a new detector under the new name: its own group */
-        return;
+        accept_trial(d); /* it loaded, under a new name */
+        spawn(s, d);     /* a new detector under the new name: its own group */
+        return 1;
     }
     if (code == TIDE_WORKER_STOPPED_ON_ERROR) {
         d->state = TIDE_DS_FAILED;
         snprintf(d->problem, sizeof(d->problem),
                  "stopped on a failed record (on_error = \"stop\"); fix the detector or the "
                  "record, then save the file to start it again");
-        return;
+        return 1;
     }
-    /* A crash, a hang, or an unexpected exit: restart with backoff, unless
-     * it keeps happening. */
+    return 0;
+}
+
+/* A crash, a hang, or an unexpected exit: restart with backoff, unless it
+ * keeps happening. */
+static void on_crash(sv_state_t *s, tide_detector_t *d) {
     d->restarts++;
     int64_t now = tide_mono_ms();
     if (d->n_crash == CRASH_WINDOW) {
@@ -486,6 +568,27 @@ static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
     d->backoff_ms = d->backoff_ms * 2 > s->backoff_max_ms ? s->backoff_max_ms : d->backoff_ms * 2;
 }
 
+static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    describe_exit(d, code, sig);
+    if (sig || code == TIDE_WORKER_FAILED) blame_record(s, d);
+    char load_error[2048] = "";
+    if (d->st) {
+        snprintf(load_error, sizeof(load_error), "%s", d->st->last_reload_error);
+        follow_reloads(d); /* those since the last pass, into the history */
+    }
+    close_status(d);
+    d->pid = 0;
+    tide_log(sig || code ? TIDE_LOG_WARN : TIDE_LOG_INFO, TIDE_AT_NONE, "worker of %s ended: %s",
+             d->name, d->last_exit);
+    if (d->removed || d->state == TIDE_DS_STOPPING) {
+        remove_detector(s, d);
+        return;
+    }
+    if (!on_planned_exit(s, d, code, load_error)) on_crash(s, d);
+}
+
 static void reap(sv_state_t *s) {
     int status;
     pid_t pid;
@@ -500,6 +603,8 @@ static void settle(sv_state_t *s, int64_t now) {
     for (int i = 0; i < s->n_dets; i++) {
         tide_detector_t *d = s->dets[i];
         if (!d->change_seen_at || now - d->change_seen_at < s->debounce_ms) continue;
+        /* one version on trial at a time: the next waits for its answer */
+        if (d->pid && d->trial != TRIAL_NONE && d->state != TIDE_DS_STOPPING) continue;
         d->change_seen_at = 0;
         if (!exists(d->path)) {
             if (d->pid) {
@@ -515,6 +620,7 @@ static void settle(sv_state_t *s, int64_t now) {
         }
         if (d->pid && d->state != TIDE_DS_STOPPING) {
             tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "%s changed: hot swap", d->path);
+            stage(d, TRIAL_RELOAD);
             d->state = TIDE_DS_RELOADING;
             kill(d->pid, SIGHUP);
         } else if (!d->pid) {
@@ -523,6 +629,7 @@ static void settle(sv_state_t *s, int64_t now) {
             d->n_crash = 0;
             d->backoff_ms = 500;
             d->n_poison = 0;
+            stage(d, TRIAL_SPAWN);
             spawn(s, d);
         }
     }
@@ -613,6 +720,7 @@ static void fill_detector(tide_admin_detector_t *o, const tide_detector_t *d, in
     totals(d, &o->totals);
     memcpy(o->reloads, d->reloads, sizeof(o->reloads));
     o->n_reloads = d->n_reloads;
+    o->refused = d->refused;
     const tide_status_block_t *st = d->st;
     if (!st) return;
     o->has_worker = 1;
@@ -658,6 +766,9 @@ static int sv_open(sv_state_t *s, const tide_config_t *c, const char *dir) {
     s->quarantine_crashes = (int)tide_config_int(c, "detector.quarantine.crashes");
     s->clk_tck = sysconf(_SC_CLK_TCK);
     s->page_size = sysconf(_SC_PAGESIZE);
+    if (asprintf(&s->sources_root, "%s/%s/.sources", tide_config_str(c, "state.dir"),
+                 tide_config_str(c, "application.id")) < 0)
+        s->sources_root = NULL;
     s->config_fd = make_config_fd(c, s->bootstraps);
     s->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (s->config_fd < 0 || s->inotify < 0) {
@@ -736,6 +847,7 @@ static void sv_close(sv_state_t *s) {
     for (int i = 0; i < s->n_subwatch; i++) free(s->subwatch[i].path);
     if (s->inotify >= 0) close(s->inotify);
     if (s->config_fd >= 0) close(s->config_fd);
+    free(s->sources_root);
 }
 
 int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *bootstraps,

@@ -13,10 +13,12 @@ end
 --- Load, validate and init the detector at `path`; emits go to `sink_lud`.
 --- application_id names a DSL detector's internal (repartition) topics.
 --- open_db(name) opens the worker's store database (a lightuserdata), called
---- only when the detector declares RocksDB stores.
+--- only when the detector declares RocksDB stores. source_copy, when given,
+--- is a folder holding a copy of the detector's files to read instead (named
+--- and reported as `path`'s).
 --- Raises "file:line: reason" when the detector cannot run.
 ---@return function run, table info, function close, table hooks
-function M.open(path, sink_lud, open_db, application_id)
+function M.open(path, sink_lud, open_db, application_id, source_copy)
   -- The string metatable is shared by the whole state: close the
   -- ("").dump(f) route too, not just the sandbox's string table.
   string.dump = function()
@@ -25,6 +27,7 @@ function M.open(path, sink_lud, open_db, application_id)
   local spec, err = detector.load(path, {
     print = function(msg) log("info", msg) end,
     application_id = application_id,
+    source_copy = source_copy,
   })
   if not spec then error(err, 0) end
   local db

@@ -9,7 +9,8 @@
  * from that moment: records flow through alpha and beta (10 batches a
  * second); after --add-after seconds (2) the detector "gamma" appears; after
  * --fail-after seconds (3) beta's reload fails and beta is failed with the
- * reason as its problem. It exits on SIGINT/SIGTERM, when its parent dies,
+ * reason as its problem. "zeta" runs on while a newer version of its file
+ * is refused. It exits on SIGINT/SIGTERM, when its parent dies,
  * or after --exit-after seconds (0: never).
  */
 #include <signal.h>
@@ -24,6 +25,8 @@
 
 #define BETA_FAILURE                                                               \
     "/srv/detectors/beta.lua:12: attempt to call a nil value (global 'frobnicate')"
+
+#define ZETA_FAILURE "/srv/detectors/zeta.lua:4: unexpected symbol near '}'"
 
 static volatile sig_atomic_t stop;
 
@@ -65,9 +68,15 @@ int main(int argc, char **argv) {
     tide_admin_detector_t *odd = fake_detector("odd \"name\" <b>bold</b>", TIDE_DS_QUARANTINED, 0);
     snprintf(odd->problem, sizeof(odd->problem),
              "crashed 5 times in 60 s; waiting for the file to change\n<script>alert(1)</script>");
+    /* a newer file refused while the last version that validated runs on */
+    tide_admin_detector_t *zeta = fake_detector("zeta", TIDE_DS_RUNNING, 4104);
+    snprintf(zeta->version, sizeof(zeta->version), "1a2b3c4d5e6f7081");
+    fake_reload(zeta, 0, "9c0d1e2f3a4b5c6d", ZETA_FAILURE);
+    zeta->refused = zeta->reloads[zeta->n_reloads - 1];
     fake_add(&sv, alpha);
     fake_add(&sv, beta);
     fake_add(&sv, odd);
+    fake_add(&sv, zeta);
 
     char *err = NULL;
     tide_admin_t *h = tide_admin_start("127.0.0.1", port, fake_fill, &sv, &err);

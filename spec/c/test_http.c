@@ -254,6 +254,9 @@ int main(int argc, char **argv) {
     fake_reload(alpha, 0, "v3", "alpha.lua:9: unexpected symbol near 'end'");
     tide_admin_detector_t *weird = fake_detector(WEIRD_NAME, TIDE_DS_RUNNING, 101);
     tide_admin_detector_t *cold = fake_detector("cold", TIDE_DS_STARTING, 0);
+    /* weird runs on while a newer version was refused, with a message to escape */
+    weird->refused = (tide_reload_event_t){tide_wall_ms(), 0, "9c0d1e2f3a4b5c6d",
+                                           "w.lua:4: \"}\" expected\n<near> 'x'"};
     fake_add(&sv, alpha);
     fake_add(&sv, weird);
     fake_add(&sv, cold);
@@ -424,6 +427,17 @@ int main(int argc, char **argv) {
     }
     CHECK(strstr(r.body, "\"traceback\":\"stack traceback:\\n\\t"));
     CHECK(strstr(r.body, "\"last_exit\":null"));
+
+    CASE("/api/detectors shows a refused newer version beside the running one");
+    CHECK(strstr(r.body, "\"refused\":{\"ms\":") &&
+          strstr(r.body, ",\"version\":\"9c0d1e2f3a4b5c6d\",\"message\":"
+                         "\"w.lua:4: \\\"}\\\" expected\\n<near> 'x'\"}"));
+    {
+        int nulls = 0;
+        for (const char *p = strstr(r.body, "\"refused\":null"); p; p = strstr(p + 1, "\"refused\":null"))
+            nulls++;
+        CHECK(nulls == 2); /* alpha and cold */
+    }
     reply_free(&r);
 
     CASE("/ serves the embedded status page with a strict content policy");
