@@ -163,8 +163,9 @@ static void render_host_families(tide_buf_t *b, const tide_admin_snapshot_t *s) 
     tide_buf_puts(b, "tide_start_time_seconds ");
     tide_buf_prom_num(b, (double)s->started_ms / 1000.0);
     tide_buf_puts(b, "\n");
-    family(b, "tide_ready", "gauge", "1 once every detector has reached running.");
-    tide_buf_printf(b, "tide_ready %d\n", s->ready ? 1 : 0);
+    family(b, "tide_ready", "gauge",
+           "1 when every detector runs (what /readyz answers 200 to), else 0.");
+    tide_buf_printf(b, "tide_ready %d\n", tide_admin_ready(s));
 }
 
 static void render_info_and_state(tide_buf_t *b, const tide_admin_snapshot_t *s) {
@@ -347,7 +348,8 @@ static void render_detector(tide_buf_t *b, const tide_admin_detector_t *d) {
 
 void tide_admin_render_detectors(tide_buf_t *b, const tide_admin_snapshot_t *s) {
     tide_buf_printf(b, "{\"now_ms\":%lld,\"started_ms\":%lld,\"ready\":%s,\"detectors\":[",
-                    (long long)s->now_ms, (long long)s->started_ms, s->ready ? "true" : "false");
+                    (long long)s->now_ms, (long long)s->started_ms,
+                    tide_admin_ready(s) ? "true" : "false");
     for (int i = 0; i < s->n_dets; i++) {
         if (i) tide_buf_puts(b, ",\n");
         render_detector(b, &s->dets[i]);
@@ -357,28 +359,66 @@ void tide_admin_render_detectors(tide_buf_t *b, const tide_admin_snapshot_t *s) 
 
 /* ------------------------------------------------------ /healthz /readyz */
 
+/* What keeps a detector from being ready, or NULL: it runs (a reload in
+ * progress runs the old version meanwhile), or it is being removed. */
+static const char *not_ready(const tide_admin_detector_t *d) {
+    switch (d->state) {
+    case TIDE_DS_RUNNING:
+    case TIDE_DS_RELOADING:
+    case TIDE_DS_STOPPING: return NULL;
+    default: return tide_det_state_name(d->state);
+    }
+}
+
+int tide_admin_ready(const tide_admin_snapshot_t *s) {
+    if (s->stopping) return 0;
+    for (int i = 0; i < s->n_dets; i++)
+        if (not_ready(&s->dets[i])) return 0;
+    return 1;
+}
+
+/* Text from a detector on one line of the body: line breaks become spaces. */
+static void one_line(tide_buf_t *b, const char *text, size_t cap) {
+    size_t n = strnlen(text, cap), from = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && text[i] != '\n' && text[i] != '\r') continue;
+        tide_buf_append(b, text + from, i - from);
+        if (i < n) tide_buf_puts(b, " ");
+        from = i + 1;
+    }
+}
+
+#define READYZ_WAITING_SHOWN 5
+
+/* 200 "ready", or 503 with one line per reason: every failed or quarantined
+ * detector with its problem, then (a few of) those still starting. */
 int tide_admin_render_readyz(tide_buf_t *b, const tide_admin_snapshot_t *s) {
     if (s->stopping) {
         tide_buf_puts(b, "not ready: stopping\n");
         return 503;
     }
-    if (s->ready) {
+    if (tide_admin_ready(s)) {
         tide_buf_puts(b, "ready\n");
         return 200;
     }
-    tide_buf_puts(b, "not ready: waiting for");
-    int shown = 0, waiting = 0;
+    tide_buf_puts(b, "not ready\n");
+    int waiting = 0;
     for (int i = 0; i < s->n_dets; i++) {
         const tide_admin_detector_t *d = &s->dets[i];
-        if (d->state == TIDE_DS_RUNNING) continue;
-        if (waiting++ >= 5) continue;
-        tide_buf_printf(b, "%s ", shown++ ? "," : "");
-        tide_buf_append(b, d->name, strnlen(d->name, sizeof(d->name)));
-        tide_buf_printf(b, " (%s)", tide_det_state_name(d->state));
+        const char *why = not_ready(d);
+        if (!why) continue;
+        int broken = d->state == TIDE_DS_FAILED || d->state == TIDE_DS_QUARANTINED;
+        if (!broken && waiting++ >= READYZ_WAITING_SHOWN) continue;
+        one_line(b, d->name, sizeof(d->name));
+        tide_buf_printf(b, " %s", why);
+        if (broken && d->problem[0]) {
+            tide_buf_puts(b, ": ");
+            one_line(b, d->problem, sizeof(d->problem));
+        }
+        tide_buf_puts(b, "\n");
     }
-    if (waiting > shown) tide_buf_printf(b, " and %d more", waiting - shown);
-    if (!waiting) tide_buf_puts(b, s->n_dets ? " the first batches" : " detectors");
-    tide_buf_puts(b, "\n");
+    if (waiting > READYZ_WAITING_SHOWN)
+        tide_buf_printf(b, "and %d more starting\n", waiting - READYZ_WAITING_SHOWN);
     return 503;
 }
 

@@ -6,7 +6,9 @@
  *   GET /api/detectors   the detectors as JSON
  *   GET /metrics         Prometheus text exposition format
  *   GET /healthz         200 "ok" while the process runs (503 once stopping)
- *   GET /readyz          200 when every detector runs, else 503 and why
+ *   GET /readyz          200 when every detector runs (or hot-swaps), else 503
+ *                        and why: each failed or quarantined detector with
+ *                        its problem, those still starting
  *
  * The admin module knows nothing of the supervisor: for each request it asks
  * its owner to fill a snapshot (tide_admin_fill_fn, called on the server
@@ -104,7 +106,6 @@ typedef struct tide_admin_snapshot {
     int64_t now_ms;          /* wall clock, when filled */
     int64_t started_ms;      /* wall clock, when the supervisor started */
     int stopping;
-    int ready;               /* every detector has reached running once */
     tide_admin_detector_t *dets; /* owned by the snapshot */
     int n_dets, cap;
     int oom;                 /* a detector could not be added */
@@ -134,6 +135,8 @@ void tide_admin_stop(tide_admin_t *a);
 void tide_admin_render_metrics(tide_buf_t *b, const tide_admin_snapshot_t *s);
 void tide_admin_render_detectors(tide_buf_t *b, const tide_admin_snapshot_t *s);
 int tide_admin_render_readyz(tide_buf_t *b, const tide_admin_snapshot_t *s);
+/* Ready: not stopping, and every detector running, reloading or leaving. */
+int tide_admin_ready(const tide_admin_snapshot_t *s);
 
 /* The status page, generated at build time from host/status_page.html by
  * bindings/embed.lua. */

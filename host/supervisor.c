@@ -100,7 +100,6 @@ typedef struct sv_state {
     tide_detector_t **dets;
     int n_dets;
     int64_t started_ms; /* wall clock */
-    int ready;          /* every detector has reached running once */
     volatile sig_atomic_t *stop;
     int inotify;
     int dir_wd;
@@ -746,7 +745,6 @@ static void on_admin_fill(void *ud, tide_admin_snapshot_t *snap) {
     pthread_mutex_lock(&s->lock);
     snap->started_ms = s->started_ms;
     snap->stopping = *s->stop != 0;
-    snap->ready = s->ready;
     for (int i = 0; i < s->n_dets; i++) {
         tide_admin_detector_t *o = tide_admin_snapshot_add(snap);
         if (!o) break;
@@ -798,10 +796,6 @@ static void sv_pass(sv_state_t *s, int folder_changed) {
         sample(s);
         s->next_sample_ms = now + 1000;
     }
-    int ready = 1;
-    for (int i = 0; i < s->n_dets; i++)
-        if (!s->dets[i]->was_running && s->dets[i]->state != TIDE_DS_FAILED) ready = 0;
-    s->ready = ready;
 }
 
 /* Every worker commits and leaves its group; those still there after the

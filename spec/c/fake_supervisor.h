@@ -23,7 +23,6 @@ typedef struct fake_sv {
     pthread_mutex_t lock;
     int64_t started_ms;
     volatile sig_atomic_t *stop;
-    int ready;
     tide_admin_detector_t **dets;
     int n_dets;
 } fake_sv_t;
@@ -121,7 +120,6 @@ static inline void fake_fill(void *ud, tide_admin_snapshot_t *s) {
     pthread_mutex_lock(&sv->lock);
     s->started_ms = sv->started_ms;
     s->stopping = sv->stop && *sv->stop;
-    s->ready = sv->ready;
     for (int i = 0; i < sv->n_dets; i++) {
         tide_admin_detector_t *o = tide_admin_snapshot_add(s);
         if (!o) break;

@@ -117,7 +117,6 @@ int main(int argc, char **argv) {
             snprintf(beta->problem, sizeof(beta->problem), "%s", BETA_FAILURE);
             failed = 1;
         }
-        sv.ready = t >= 1;
         pthread_mutex_unlock(&sv.lock);
         if (exit_after > 0 && t >= exit_after) break;
     }

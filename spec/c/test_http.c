@@ -320,16 +320,58 @@ int main(int argc, char **argv) {
     CHECK(has_header(&r, "Content-Length: 3\r\n"));
     reply_free(&r);
 
-    CASE("/readyz is 503 with the reason until the supervisor is ready, then 200");
+    CASE("/readyz is 503 naming the detectors still starting, 200 once all run");
     CHECK(http_get(port, "/readyz", &r) == 503);
-    CHECK(strstr(r.body, "not ready") && strstr(r.body, "cold (starting)") && !strstr(r.body, "alpha"));
+    CHECK(!strcmp(r.body, "not ready\ncold starting\n"));
     reply_free(&r);
     pthread_mutex_lock(&sv.lock);
-    sv.ready = 1;
+    cold->state = TIDE_DS_RUNNING;
+    weird->state = TIDE_DS_RELOADING; /* a hot swap: the old version runs meanwhile */
     pthread_mutex_unlock(&sv.lock);
     CHECK(http_get(port, "/readyz", &r) == 200);
     CHECK(!strcmp(r.body, "ready\n"));
     reply_free(&r);
+
+    CASE("/readyz is 503 while a detector is failed or quarantined, with why; /healthz stays 200");
+    {
+        tide_admin_detector_t *broken = fake_detector("broken", TIDE_DS_FAILED, 0);
+        snprintf(broken->problem, sizeof(broken->problem),
+                 "/srv/detectors/broken.lua:3: '}' expected\nnear 'x'");
+        tide_admin_detector_t *loops = fake_detector("loops", TIDE_DS_QUARANTINED, 0);
+        snprintf(loops->problem, sizeof(loops->problem), "quarantined after 5 crashes");
+        tide_admin_detector_t *gone = fake_detector("gone", TIDE_DS_STOPPING, 0);
+        pthread_mutex_lock(&sv.lock);
+        fake_add(&sv, broken);
+        fake_add(&sv, loops);
+        fake_add(&sv, gone); /* a removed file's worker leaving: not waited for */
+        pthread_mutex_unlock(&sv.lock);
+        CHECK(http_get(port, "/readyz", &r) == 503);
+        CHECK(!strcmp(r.body, "not ready\n"
+                              "broken failed: /srv/detectors/broken.lua:3: '}' expected near 'x'\n"
+                              "loops quarantined: quarantined after 5 crashes\n"));
+        if (strncmp(r.body, "not ready\nbroken", 16)) printf("# %s", r.body);
+        reply_free(&r);
+        CHECK(http_get(port, "/metrics", &r) == 200 && sample(r.body, "tide_ready") == 0);
+        reply_free(&r);
+        CHECK(http_get(port, "/healthz", &r) == 200);
+        reply_free(&r);
+        /* fixed: the file loads and runs again */
+        pthread_mutex_lock(&sv.lock);
+        broken->state = loops->state = TIDE_DS_RUNNING;
+        pthread_mutex_unlock(&sv.lock);
+        CHECK(http_get(port, "/readyz", &r) == 200);
+        reply_free(&r);
+        CHECK(http_get(port, "/metrics", &r) == 200 && sample(r.body, "tide_ready") == 1);
+        reply_free(&r);
+        pthread_mutex_lock(&sv.lock);
+        sv.n_dets -= 3; /* back to the three of the other cases */
+        free(broken);
+        free(loops);
+        free(gone);
+        cold->state = TIDE_DS_STARTING;
+        weird->state = TIDE_DS_RUNNING;
+        pthread_mutex_unlock(&sv.lock);
+    }
 
     CASE("/metrics is valid Prometheus text with HELP and TYPE for every family");
     CHECK(http_get(port, "/metrics", &r) == 200);
@@ -416,7 +458,7 @@ int main(int argc, char **argv) {
         hex("alpha.lua:9: unexpected symbol near 'end'", reload_hex);
         hex(WEIRD_NAME, name_hex);
         snprintf(want, sizeof(want),
-                 "number\tnumber\ttrue\t3\n"
+                 "number\tnumber\tfalse\t3\n"
                  "%s\trunning\t100\t42\t3145728\t1600\t1\t2\tpayments:3:17:%s\t%s\tnull\n"
                  "%s\trunning\t101\tnull\t3145728\t0\t0\t0\tnoerr\t-\tnull\n"
                  "%s\tstarting\t0\tnull\tnull\t0\t0\t0\tnoerr\t-\tnull\n",
