@@ -207,13 +207,13 @@ static int host_open(tide_runtime_t *rt, const tide_runtime_opts_t *o, const cha
     return 0;
 }
 
-tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
-                                tide_runtime_t **rtp, char **errp) {
-    *rtp = NULL;
+/* A runtime with a fresh state, tide's scripts preloaded, no detector yet;
+ * NULL with *errp. */
+static tide_runtime_t *new_runtime(const tide_runtime_opts_t *o, char **errp) {
     tide_runtime_t *rt = calloc(1, sizeof(*rt));
     if (!rt) {
         *errp = strdup("not enough memory");
-        return TIDE_ERROR;
+        return NULL;
     }
     rt->opts = *o;
     rt->api = o->api ? o->api : &tide_default_api;
@@ -224,7 +224,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     if (!rt->L) {
         free(rt);
         *errp = strdup("cannot create a Lua state");
-        return TIDE_ERROR;
+        return NULL;
     }
     lua_State *L = rt->L;
     /* Start the count at what the state holds already, so that freeing
@@ -241,23 +241,53 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     if (preload_scripts(L) != 0) {
         *errp = dupstr(lua_tostring(L, -1));
         tide_runtime_close(rt);
-        return TIDE_ERROR;
+        return NULL;
     }
+    return rt;
+}
 
-    if (host_open(rt, o, path) != 0) goto fail;
-
-    /* Loading is done: from now on the detector lives within its cap. */
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    rt->alloc.limit = o->memory_limit;
-    rt->err.memory_limit = o->memory_limit;
-    *rtp = rt;
-    return TIDE_OK;
-
-fail:
+static tide_status_t open_failed(tide_runtime_t *rt, char **errp) {
     *errp = dupstr(rt->err.message);
     rt->close_ref = LUA_NOREF; /* never call close() of a detector that did not open */
     tide_runtime_close(rt);
     return TIDE_ERROR;
+}
+
+tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
+                                tide_runtime_t **rtp, char **errp) {
+    *rtp = NULL;
+    tide_runtime_t *rt = new_runtime(o, errp);
+    if (!rt) return TIDE_ERROR;
+    if (host_open(rt, o, path) != 0) return open_failed(rt, errp);
+    /* Loading is done: from now on the detector lives within its cap. */
+    lua_gc(rt->L, LUA_GCCOLLECT, 0);
+    rt->alloc.limit = o->memory_limit;
+    rt->err.memory_limit = o->memory_limit;
+    *rtp = rt;
+    return TIDE_OK;
+}
+
+tide_status_t tide_runtime_describe(const tide_runtime_opts_t *o, const char *path,
+                                    tide_runtime_t **rtp, char **errp) {
+    *rtp = NULL;
+    tide_runtime_t *rt = new_runtime(o, errp);
+    if (!rt) return TIDE_ERROR;
+    lua_State *L = rt->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.host");
+    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) return open_failed(rt, errp);
+    lua_getfield(L, -1, "describe");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    lua_pushstring(L, o->application_id ? o->application_id : "tide");
+    const char *copy = source_copy(o, path);
+    if (copy) lua_pushstring(L, copy);
+    else lua_pushnil(L);
+    if (tide_lua_pcall(L, 3, 1, &rt->err) != 0) return open_failed(rt, errp);
+    read_info(L, lua_gettop(L), &rt->info);
+    lua_pop(L, 1);
+    *rtp = rt;
+    return TIDE_OK;
 }
 
 const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt) {

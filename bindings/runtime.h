@@ -64,6 +64,11 @@ void tide_runtime_set_source_copy(const char *path, const char *copy);
  * "file:line: reason". */
 tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
                                 tide_runtime_t **rtp, char **errp);
+/* The detector's declared shape (tide_runtime_info) without running it: its
+ * script is loaded and validated, but init is not called and no store is
+ * opened; the runtime cannot dispatch. For tools such as `tide reset`. */
+tide_status_t tide_runtime_describe(const tide_runtime_opts_t *o, const char *path,
+                                    tide_runtime_t **rtp, char **errp);
 const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt);
 /* The sink emits go to; owned by the runtime, cleared by the caller. */
 tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);

@@ -1,9 +1,9 @@
 /*
  * main.c: the tide command. Reads the command line, builds the configuration
  * from its sources, and hands over: `run` to the worker, `broker` to the
- * development broker, `produce` and `consume` to the tools, `test` and
- * `replay` to the CLI's Lua (tide_runtime_cli). Owns the signal
- * handlers; owns nothing on the record path.
+ * development broker, `produce` and `consume` to the tools, `reset` to
+ * reset.c, `test` and `replay` to the CLI's Lua (tide_runtime_cli). Owns the
+ * signal handlers; owns nothing on the record path.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +19,7 @@
 #include "config.h"
 #include "devbroker.h"
 #include "log.h"
+#include "reset.h"
 #include "runtime.h"
 #include "status.h"
 #include "supervisor.h"
@@ -50,6 +51,11 @@ static void usage(FILE *out) {
             "                      | --file REC.jsonl)\n"
             "                      run a detector over recorded traffic, producing nothing;\n"
             "                      with --against, print how its outputs differ from RUNNING's\n"
+            "  reset DETECTOR_OR_FILE [--to-earliest | --to-latest | --to-datetime T |\n"
+            "                      --by-duration D | --to-offsets T:P:O,...] [--dry-run]\n"
+            "                      reprocess a stopped detector from that point with empty\n"
+            "                      state: input offsets, internal topics, local state\n"
+            "                      (`tide reset` alone lists its options)\n"
             "  help config         list every setting\n"
             "  version             print versions\n\n"
             "run options:\n"
@@ -232,6 +238,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
     if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     if (!strcmp(cmd, "broker")) return tide_devbroker_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "reset")) return tide_reset_main(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
     if (!strcmp(cmd, "test") || !strcmp(cmd, "replay"))

@@ -14,7 +14,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "files.h"
 #include "hash.h"
 
 #define MAX_FILE_BYTES (16 << 20) /* a detector's module; more is not a script */
@@ -43,27 +43,7 @@ static int fail(char **errp, const char *what, const char *path) {
     return -1;
 }
 
-static int mkdir_p(char *path) {
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        int rc = mkdir(path, 0755);
-        *p = '/';
-        if (rc != 0 && errno != EEXIST) return -1;
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
-}
-
-static int on_remove(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p) == 0 || errno == ENOENT ? 0 : -1;
-}
-
-static void remove_tree(const char *path) {
-    nftw(path, on_remove, 16, FTW_DEPTH | FTW_PHYS);
-}
+static void remove_tree(const char *path) { tide_files_remove_tree(path); }
 
 /* Read a whole file (at most MAX_FILE_BYTES) into *out (malloc'd). */
 static int read_file(const char *path, char **out, size_t *len) {
@@ -207,7 +187,7 @@ tide_sources_t *tide_sources_new(const char *root, const char *path, char **errp
     struct stat sb;
     s->is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
     remove_tree(s->base);
-    if (mkdir_p(s->base) != 0) {
+    if (tide_files_mkdir_p(s->base) != 0) {
         fail(errp, "cannot create", s->base);
         tide_sources_free(s, 0);
         return NULL;

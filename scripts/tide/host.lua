@@ -10,6 +10,23 @@ local function log(level, msg)
   core.log(level, msg)
 end
 
+--- What the C side reads of a detector (bindings/runtime.c read_info).
+local function info_of(spec, stores)
+  return {
+    stores = stores,
+    punctuators = #spec.punctuators,
+    name = spec.name,
+    path = spec.path,
+    version = spec.version,
+    description = spec.description or "",
+    inputs = spec.inputs,
+    outputs = spec.outputs,
+    value_serde = spec.value_serde,
+    key_serde = spec.key_serde,
+    on_error = spec.on_error,
+  }
+end
+
 --- Load, validate and init the detector at `path`; emits go to `sink_lud`.
 --- application_id names a DSL detector's internal (repartition) topics.
 --- open_db(name) opens the worker's store database (a lightuserdata), called
@@ -51,20 +68,29 @@ function M.open(path, sink_lud, open_db, application_id, source_copy)
   for i, e in ipairs(d.stores) do
     stores[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind }
   end
-  return d.run, {
-    stores = stores,
-    punctuators = #spec.punctuators,
-    name = spec.name,
-    path = spec.path,
-    version = spec.version,
-    description = spec.description or "",
-    inputs = spec.inputs,
-    outputs = spec.outputs,
-    value_serde = spec.value_serde,
-    key_serde = spec.key_serde,
-    on_error = spec.on_error,
-  }, close, { task = d.task, punctuate = d.punctuate, restore = d.restore,
-    stream_time = d.stream_time }
+  return d.run, info_of(spec, stores), close, { task = d.task, punctuate = d.punctuate,
+    restore = d.restore, stream_time = d.stream_time }
+end
+
+--- The declared shape of the detector at `path` (info, as open returns it),
+--- without running it: its script loads and is validated, but init is not
+--- called and no store is opened. For tools such as `tide reset`.
+---@return table info
+function M.describe(path, application_id, source_copy)
+  local spec, err = detector.load(path, {
+    print = function(msg) log("info", msg) end,
+    application_id = application_id,
+    source_copy = source_copy,
+  })
+  if not spec then error(err, 0) end
+  local names, stores = {}, {}
+  for name in pairs(spec.stores) do names[#names + 1] = name end
+  table.sort(names)
+  for i, name in ipairs(names) do
+    local decl = spec.stores[name]
+    stores[i] = { name = name, memory = decl.memory, kind = decl.kind }
+  end
+  return info_of(spec, stores)
 end
 
 return M
