@@ -41,19 +41,10 @@ static double arg_seconds(int argc, char **argv, const char *name, double def) {
     return def;
 }
 
-int main(int argc, char **argv) {
-    int port = (int)arg_seconds(argc, argv, "--port", 0);
-    double add_after = arg_seconds(argc, argv, "--add-after", 2);
-    double fail_after = arg_seconds(argc, argv, "--fail-after", 3);
-    double exit_after = arg_seconds(argc, argv, "--exit-after", 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-
-    fake_sv_t sv;
-    fake_init(&sv, &stop);
-    sv.started_ms = tide_wall_ms() - 3 * 3600 * 1000 - 125 * 1000;
-
+/* The table at the start: alpha and beta run, odd is quarantined, zeta runs
+ * on while a newer version of its file is refused. */
+static void build_table(fake_sv_t *sv, tide_admin_detector_t **alphap,
+                        tide_admin_detector_t **betap) {
     tide_admin_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 4101);
     alpha->gauges.lag = 1234;
     alpha->restarts = 1;
@@ -73,10 +64,29 @@ int main(int argc, char **argv) {
     snprintf(zeta->version, sizeof(zeta->version), "1a2b3c4d5e6f7081");
     fake_reload(zeta, 0, "9c0d1e2f3a4b5c6d", ZETA_FAILURE);
     zeta->refused = zeta->reloads[zeta->n_reloads - 1];
-    fake_add(&sv, alpha);
-    fake_add(&sv, beta);
-    fake_add(&sv, odd);
-    fake_add(&sv, zeta);
+    fake_add(sv, alpha);
+    fake_add(sv, beta);
+    fake_add(sv, odd);
+    fake_add(sv, zeta);
+    *alphap = alpha;
+    *betap = beta;
+}
+
+int main(int argc, char **argv) {
+    int port = (int)arg_seconds(argc, argv, "--port", 0);
+    double add_after = arg_seconds(argc, argv, "--add-after", 2);
+    double fail_after = arg_seconds(argc, argv, "--fail-after", 3);
+    double exit_after = arg_seconds(argc, argv, "--exit-after", 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    fake_sv_t sv;
+    fake_init(&sv, &stop);
+    sv.started_ms = tide_wall_ms() - 3 * 3600 * 1000 - 125 * 1000;
+
+    tide_admin_detector_t *alpha, *beta;
+    build_table(&sv, &alpha, &beta);
 
     char *err = NULL;
     tide_admin_t *h = tide_admin_start("127.0.0.1", port, fake_fill, &sv, &err);

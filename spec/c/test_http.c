@@ -230,17 +230,23 @@ static char *lua_json_summary(const char *body, size_t len) {
     return out;
 }
 
-int main(int argc, char **argv) {
-    signal(SIGPIPE, SIG_IGN);
-    volatile sig_atomic_t stop = 0;
+typedef struct ctx {
     fake_sv_t sv;
-    fake_init(&sv, &stop);
-    sv.started_ms = tide_wall_ms() - 60000;
+    volatile sig_atomic_t *stop;
+    tide_admin_t *h;
+    int port;
+    tide_admin_detector_t *alpha, *weird, *cold;
+} ctx_t;
 
-    /* alpha: a restarted worker (earlier workers' counters), batches in
-     * several buckets, a last error whose message has a quote and a byte
-     * that is not UTF-8 */
-    tide_admin_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 100);
+/* The table every case starts from: alpha, a restarted worker (earlier
+ * workers' counters), batches in several buckets, a last error whose
+ * message has a quote and a byte that is not UTF-8; weird, a name to escape,
+ * running on while a newer version was refused; cold, starting. */
+static void build_table(ctx_t *x, volatile sig_atomic_t *stop) {
+    fake_init(&x->sv, stop);
+    x->stop = stop;
+    x->sv.started_ms = tide_wall_ms() - 60000;
+    tide_admin_detector_t *alpha = x->alpha = fake_detector("alpha", TIDE_DS_RUNNING, 100);
     alpha->totals.records_in = 1000;
     alpha->totals.hist[0] = 3;
     alpha->totals.hist_sum = 0.0003;
@@ -252,41 +258,47 @@ int main(int argc, char **argv) {
     fake_error(alpha, "payments", 3, 17, "bad \"amount\" \xff here");
     fake_reload(alpha, 1, "v2", NULL);
     fake_reload(alpha, 0, "v3", "alpha.lua:9: unexpected symbol near 'end'");
-    tide_admin_detector_t *weird = fake_detector(WEIRD_NAME, TIDE_DS_RUNNING, 101);
-    tide_admin_detector_t *cold = fake_detector("cold", TIDE_DS_STARTING, 0);
-    /* weird runs on while a newer version was refused, with a message to escape */
-    weird->refused = (tide_reload_event_t){tide_wall_ms(), 0, "9c0d1e2f3a4b5c6d",
-                                           "w.lua:4: \"}\" expected\n<near> 'x'"};
-    fake_add(&sv, alpha);
-    fake_add(&sv, weird);
-    fake_add(&sv, cold);
+    x->weird = fake_detector(WEIRD_NAME, TIDE_DS_RUNNING, 101);
+    x->cold = fake_detector("cold", TIDE_DS_STARTING, 0);
+    x->weird->refused = (tide_reload_event_t){tide_wall_ms(), 0, "9c0d1e2f3a4b5c6d",
+                                              "w.lua:4: \"}\" expected\n<near> 'x'"};
+    fake_add(&x->sv, alpha);
+    fake_add(&x->sv, x->weird);
+    fake_add(&x->sv, x->cold);
+}
 
+/* Starting: a free port, refusals with their reason. 0 when it did not start. */
+static int cases_start(ctx_t *x) {
     char *err = NULL;
-    reply_t r;
-
     CASE("the server starts on an ephemeral port");
-    tide_admin_t *h = tide_admin_start("127.0.0.1", 0, fake_fill, &sv, &err);
-    CHECK(h != NULL);
-    if (!h) {
+    x->h = tide_admin_start("127.0.0.1", 0, fake_fill, &x->sv, &err);
+    CHECK(x->h != NULL);
+    if (!x->h) {
         printf("# %s\n", err);
-        return check_report(argc > 1 ? argv[1] : NULL);
+        return 0;
     }
-    int port = tide_admin_port(h);
+    int port = x->port = tide_admin_port(x->h);
     CHECK(port > 0 && port < 65536);
 
     CASE("a port in use, or an address that is not IPv4, is refused with the reason");
-    CHECK(tide_admin_start("127.0.0.1", port, fake_fill, &sv, &err) == NULL);
+    CHECK(tide_admin_start("127.0.0.1", port, fake_fill, &x->sv, &err) == NULL);
     CHECK(err && strstr(err, "admin http 127.0.0.1:") && strstr(err, "in use"));
     free(err);
     err = NULL;
-    CHECK(tide_admin_start("::1", 0, fake_fill, &sv, &err) == NULL);
+    CHECK(tide_admin_start("::1", 0, fake_fill, &x->sv, &err) == NULL);
     CHECK(err && strstr(err, "not an IPv4 address"));
     free(err);
     err = NULL;
+    return 1;
+}
 
+/* The default address is loopback. */
+static void cases_loopback(ctx_t *x) {
+    int port = x->port;
+    char *err = NULL;
     CASE("with no address it listens on loopback only");
     {
-        tide_admin_t *lo = tide_admin_start(NULL, 0, fake_fill, &sv, &err);
+        tide_admin_t *lo = tide_admin_start(NULL, 0, fake_fill, &x->sv, &err);
         CHECK(lo != NULL);
         int lport = lo ? tide_admin_port(lo) : 0;
         CHECK(lo && lport != port);
@@ -312,7 +324,13 @@ int main(int argc, char **argv) {
         printf("# %d other address(es) refused\n", refused);
         tide_admin_stop(lo);
     }
+}
 
+/* /healthz and /readyz. */
+static void cases_probes(ctx_t *x) {
+    int port = x->port;
+    tide_admin_detector_t *weird = x->weird, *cold = x->cold;
+    reply_t r;
     CASE("/healthz answers ok");
     CHECK(http_get(port, "/healthz", &r) == 200);
     CHECK(r.body_len == 3 && !memcmp(r.body, "ok\n", 3));
@@ -324,10 +342,10 @@ int main(int argc, char **argv) {
     CHECK(http_get(port, "/readyz", &r) == 503);
     CHECK(!strcmp(r.body, "not ready\ncold starting\n"));
     reply_free(&r);
-    pthread_mutex_lock(&sv.lock);
+    pthread_mutex_lock(&x->sv.lock);
     cold->state = TIDE_DS_RUNNING;
     weird->state = TIDE_DS_RELOADING; /* a hot swap: the old version runs meanwhile */
-    pthread_mutex_unlock(&sv.lock);
+    pthread_mutex_unlock(&x->sv.lock);
     CHECK(http_get(port, "/readyz", &r) == 200);
     CHECK(!strcmp(r.body, "ready\n"));
     reply_free(&r);
@@ -340,11 +358,11 @@ int main(int argc, char **argv) {
         tide_admin_detector_t *loops = fake_detector("loops", TIDE_DS_QUARANTINED, 0);
         snprintf(loops->problem, sizeof(loops->problem), "quarantined after 5 crashes");
         tide_admin_detector_t *gone = fake_detector("gone", TIDE_DS_STOPPING, 0);
-        pthread_mutex_lock(&sv.lock);
-        fake_add(&sv, broken);
-        fake_add(&sv, loops);
-        fake_add(&sv, gone); /* a removed file's worker leaving: not waited for */
-        pthread_mutex_unlock(&sv.lock);
+        pthread_mutex_lock(&x->sv.lock);
+        fake_add(&x->sv, broken);
+        fake_add(&x->sv, loops);
+        fake_add(&x->sv, gone); /* a removed file's worker leaving: not waited for */
+        pthread_mutex_unlock(&x->sv.lock);
         CHECK(http_get(port, "/readyz", &r) == 503);
         CHECK(!strcmp(r.body, "not ready\n"
                               "broken failed: /srv/detectors/broken.lua:3: '}' expected near 'x'\n"
@@ -356,23 +374,58 @@ int main(int argc, char **argv) {
         CHECK(http_get(port, "/healthz", &r) == 200);
         reply_free(&r);
         /* fixed: the file loads and runs again */
-        pthread_mutex_lock(&sv.lock);
+        pthread_mutex_lock(&x->sv.lock);
         broken->state = loops->state = TIDE_DS_RUNNING;
-        pthread_mutex_unlock(&sv.lock);
+        pthread_mutex_unlock(&x->sv.lock);
         CHECK(http_get(port, "/readyz", &r) == 200);
         reply_free(&r);
         CHECK(http_get(port, "/metrics", &r) == 200 && sample(r.body, "tide_ready") == 1);
         reply_free(&r);
-        pthread_mutex_lock(&sv.lock);
-        sv.n_dets -= 3; /* back to the three of the other cases */
+        pthread_mutex_lock(&x->sv.lock);
+        x->sv.n_dets -= 3; /* back to the three of the other cases */
         free(broken);
         free(loops);
         free(gone);
         cold->state = TIDE_DS_STARTING;
         weird->state = TIDE_DS_RUNNING;
-        pthread_mutex_unlock(&sv.lock);
+        pthread_mutex_unlock(&x->sv.lock);
     }
+}
 
+/* The histogram of alpha in a /metrics body. */
+static void case_histogram(const char *body) {
+    CASE("/metrics histogram buckets are cumulative, ordered, and end at +Inf = _count");
+    {
+        double prev_le = -1, prev_v = -1, v = 0;
+        int buckets = 0, ordered = 1;
+        const char *prefix = "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"";
+        for (const char *p = strstr(body, prefix); p; p = strstr(p + 1, prefix)) {
+            const char *le = p + strlen(prefix);
+            double bound = !strncmp(le, "+Inf", 4) ? 1e300 : strtod(le, NULL);
+            v = strtod(strchr(le, ' ') + 1, NULL);
+            if (bound <= prev_le || v < prev_v) ordered = 0;
+            prev_le = bound;
+            prev_v = v;
+            buckets++;
+        }
+        CHECK(buckets == TIDE_STATUS_HIST);
+        CHECK(ordered);
+        CHECK(prev_le == 1e300);
+        CHECK(v == 9); /* 3 from the earlier worker, 6 from this one */
+        CHECK(sample(body, "tide_batch_duration_seconds_count{detector=\"alpha\"}") == v);
+        CHECK(sample(body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"0.0005\"}") == 4);
+        CHECK(sample(body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"0.005\"}") == 6);
+        CHECK(sample(body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"10\"}") == 8);
+        double sum = sample(body, "tide_batch_duration_seconds_sum{detector=\"alpha\"}");
+        CHECK(sum > 20.5263 && sum < 20.5265);
+    }
+}
+
+/* /metrics: the format, the counters, the gauges. */
+static void cases_metrics(ctx_t *x) {
+    int port = x->port;
+    tide_admin_detector_t *alpha = x->alpha;
+    reply_t r;
     CASE("/metrics is valid Prometheus text with HELP and TYPE for every family");
     CHECK(http_get(port, "/metrics", &r) == 200);
     CHECK(has_header(&r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
@@ -401,32 +454,7 @@ int main(int argc, char **argv) {
     CHECK(!strstr(r.body, "tide_consumer_lag_records{detector=\"we"));
     CHECK(!strstr(r.body, "tide_consumer_lag_records{detector=\"cold\"}"));
     CHECK(!strstr(r.body, "tide_lua_heap_bytes{detector=\"cold\"}"));
-
-    CASE("/metrics histogram buckets are cumulative, ordered, and end at +Inf = _count");
-    {
-        double prev_le = -1, prev_v = -1, v = 0;
-        int buckets = 0, ordered = 1;
-        const char *prefix = "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"";
-        for (const char *p = strstr(r.body, prefix); p; p = strstr(p + 1, prefix)) {
-            const char *le = p + strlen(prefix);
-            double bound = !strncmp(le, "+Inf", 4) ? 1e300 : strtod(le, NULL);
-            v = strtod(strchr(le, ' ') + 1, NULL);
-            if (bound <= prev_le || v < prev_v) ordered = 0;
-            prev_le = bound;
-            prev_v = v;
-            buckets++;
-        }
-        CHECK(buckets == TIDE_STATUS_HIST);
-        CHECK(ordered);
-        CHECK(prev_le == 1e300);
-        CHECK(v == 9); /* 3 from the earlier worker, 6 from this one */
-        CHECK(sample(r.body, "tide_batch_duration_seconds_count{detector=\"alpha\"}") == v);
-        CHECK(sample(r.body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"0.0005\"}") == 4);
-        CHECK(sample(r.body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"0.005\"}") == 6);
-        CHECK(sample(r.body, "tide_batch_duration_seconds_bucket{detector=\"alpha\",le=\"10\"}") == 8);
-        double sum = sample(r.body, "tide_batch_duration_seconds_sum{detector=\"alpha\"}");
-        CHECK(sum > 20.5263 && sum < 20.5265);
-    }
+    case_histogram(r.body);
 
     CASE("/metrics state gauge is 1 for the current state only");
     CHECK(sample(r.body, "tide_detector_state{detector=\"alpha\",state=\"running\"}") == 1);
@@ -444,7 +472,12 @@ int main(int argc, char **argv) {
     CHECK(sample(r.body, "tide_records_in_total{detector=\"we\\\"ird\\\\name\\n\"}") == 0);
     CHECK(!strstr(r.body, "we\"ird"));
     reply_free(&r);
+}
 
+/* /api/detectors. */
+static void cases_api(ctx_t *x) {
+    int port = x->port;
+    reply_t r;
     CASE("/api/detectors is valid UTF-8 JSON with every detector's fields");
     CHECK(http_get(port, "/api/detectors", &r) == 200);
     CHECK(has_header(&r, "Content-Type: application/json\r\n"));
@@ -481,7 +514,12 @@ int main(int argc, char **argv) {
         CHECK(nulls == 2); /* alpha and cold */
     }
     reply_free(&r);
+}
 
+/* The page, paths, methods, hosts and limits. */
+static void cases_routes(ctx_t *x) {
+    int port = x->port;
+    reply_t r;
     CASE("/ serves the embedded status page with a strict content policy");
     CHECK(http_get(port, "/", &r) == 200);
     CHECK(has_header(&r, "Content-Type: text/html; charset=utf-8\r\n"));
@@ -540,16 +578,21 @@ int main(int argc, char **argv) {
         reply_free(&r);
         free(req);
     }
+}
 
+/* Clients that send slowly or not at all. */
+static void cases_slow_senders(ctx_t *x) {
+    int port = x->port;
+    reply_t r;
     CASE("a silent client delays nobody, holds no lock, and is cut off by the read deadline");
     {
         int slow = connect_to(port);
         ssize_t w = send(slow, "GET /healthz HTTP/1.1\r\n", 23, MSG_NOSIGNAL);
         (void)w;
         int64_t t0 = mono_now();
-        pthread_mutex_lock(&sv.lock);
+        pthread_mutex_lock(&x->sv.lock);
         int64_t locked_in = mono_now() - t0;
-        pthread_mutex_unlock(&sv.lock);
+        pthread_mutex_unlock(&x->sv.lock);
         CHECK(locked_in < 50);
         CHECK(http_get(port, "/api/detectors", &r) == 200); /* served meanwhile */
         CHECK(mono_now() - t0 < 1000);
@@ -581,21 +624,26 @@ int main(int argc, char **argv) {
         CHECK(cut_after >= 2500 && cut_after < 5000);
         close(slow);
     }
+}
 
+/* A client that does not read. */
+static void case_deaf_client(ctx_t *x) {
+    int port = x->port;
+    reply_t r;
     CASE("a client that does not read its answer holds no lock and delays nobody");
     {
         /* an answer far larger than the socket buffers (tcp_wmem max is 4 MiB
          * by default): the server blocks in send. Control bytes take 6 bytes
          * each in JSON: 600 problems of 2 KiB make about 7 MiB. */
-        pthread_mutex_lock(&sv.lock);
+        pthread_mutex_lock(&x->sv.lock);
         for (int i = 0; i < 600; i++) {
             char name[32];
             snprintf(name, sizeof(name), "bulk-%03d", i);
             tide_admin_detector_t *d = fake_detector(name, TIDE_DS_FAILED, 0);
             memset(d->problem, 1, sizeof(d->problem) - 1);
-            fake_add(&sv, d);
+            fake_add(&x->sv, d);
         }
-        pthread_mutex_unlock(&sv.lock);
+        pthread_mutex_unlock(&x->sv.lock);
         int deaf = connect_with(port, 2048);
         const char *req = "GET /api/detectors HTTP/1.1\r\nHost: localhost\r\n\r\n";
         ssize_t w = send(deaf, req, strlen(req), MSG_NOSIGNAL);
@@ -605,9 +653,9 @@ int main(int argc, char **argv) {
         CHECK(poll(&pf, 1, 10000) == 1);
         usleep(100 * 1000); /* and by now its send blocks on our full window */
         int64_t t0 = mono_now();
-        pthread_mutex_lock(&sv.lock);
+        pthread_mutex_lock(&x->sv.lock);
         int64_t locked_in = mono_now() - t0;
-        pthread_mutex_unlock(&sv.lock);
+        pthread_mutex_unlock(&x->sv.lock);
         CHECK(locked_in < 50);
         t0 = mono_now();
         CHECK(http_get(port, "/healthz", &r) == 200); /* others are served meanwhile */
@@ -646,12 +694,17 @@ int main(int argc, char **argv) {
             printf("# read %zu of %zu bytes, ended after %lld ms\n", got, want, (long long)end_at);
         close(deaf);
     }
+}
 
+/* Stopping. */
+static void cases_stop(ctx_t *x) {
+    int port = x->port;
+    reply_t r;
     CASE("/healthz turns 503 once the supervisor is stopping");
-    stop = 1;
+    *x->stop = 1;
     CHECK(http_get(port, "/healthz", &r) == 503);
     reply_free(&r);
-    stop = 0;
+    *x->stop = 0;
 
     CASE("stop returns promptly with a request in flight");
     {
@@ -660,12 +713,29 @@ int main(int argc, char **argv) {
         (void)w;
         usleep(100 * 1000);
         int64_t t0 = mono_now();
-        tide_admin_stop(h);
+        tide_admin_stop(x->h);
         CHECK(mono_now() - t0 < 1000);
         close(mid);
         CHECK(connect_to(port) < 0); /* nothing listens any more */
     }
+}
 
-    fake_free(&sv);
+int main(int argc, char **argv) {
+    signal(SIGPIPE, SIG_IGN);
+    volatile sig_atomic_t stop = 0;
+    ctx_t x;
+    memset(&x, 0, sizeof(x));
+    build_table(&x, &stop);
+    if (cases_start(&x)) {
+        cases_loopback(&x);
+        cases_probes(&x);
+        cases_metrics(&x);
+        cases_api(&x);
+        cases_routes(&x);
+        cases_slow_senders(&x);
+        case_deaf_client(&x);
+        cases_stop(&x);
+    }
+    fake_free(&x.sv);
     return check_report(argc > 1 ? argv[1] : NULL);
 }
