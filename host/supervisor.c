@@ -602,10 +602,11 @@ static void settle(sv_state_t *s, int64_t now) {
     for (int i = 0; i < s->n_dets; i++) {
         tide_detector_t *d = s->dets[i];
         if (!d->change_seen_at || now - d->change_seen_at < s->debounce_ms) continue;
+        int gone = !exists(d->path);
         /* one version on trial at a time: the next waits for its answer */
-        if (d->pid && d->trial != TRIAL_NONE && d->state != TIDE_DS_STOPPING) continue;
+        if (!gone && d->pid && d->trial != TRIAL_NONE && d->state != TIDE_DS_STOPPING) continue;
         d->change_seen_at = 0;
-        if (!exists(d->path)) {
+        if (gone) {
             if (d->pid) {
                 tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "%s removed: stopping its worker", d->path);
                 d->removed = 1;
