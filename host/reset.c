@@ -269,9 +269,14 @@ static reset_result_t parse(reset_t *r, int argc, char **argv) {
         else return fputs(usage_text, stderr), RESET_USAGE;
     }
     if (!r->target) return fputs(usage_text, stderr), RESET_USAGE;
+    if (tide_config_validate(&r->config, &err)) {
+        fail("%s", err);
+        free(err);
+        return RESET_USAGE;
+    }
     tide_log_level_t lvl;
-    if (!tide_log_parse_level(tide_config_str(&r->config, "log.level"), &lvl)) tide_log_set_level(lvl);
-    r->bootstraps = tide_config_str(&r->config, "bootstrap.servers");
+    if (!tide_log_parse_level(tide_config_str(&r->config, TIDE_CFG_LOG_LEVEL), &lvl)) tide_log_set_level(lvl);
+    r->bootstraps = tide_config_str(&r->config, TIDE_CFG_BOOTSTRAP_SERVERS);
     if (!*r->bootstraps)
         return fail("no broker: pass -b HOST:PORT or set bootstrap.servers"), RESET_USAGE;
     return RESET_DONE;
@@ -292,18 +297,18 @@ static int is_changelog(const char *topic, const char *prefix) {
 /* The names every detector's topics and state are known by. */
 static void plan_names(reset_t *r, const char *name) {
     const tide_config_t *c = &r->config;
-    const char *app = tide_config_str(c, "application.id");
+    const char *app = tide_config_str(c, TIDE_CFG_APPLICATION_ID);
     snprintf(r->name, sizeof(r->name), "%s", name);
     snprintf(r->group, sizeof(r->group), "%s.%s", app, name);
     snprintf(r->dlq, sizeof(r->dlq), "%s.%s-dlq", app, name);
-    snprintf(r->state_dir, sizeof(r->state_dir), "%s/%s/%s", tide_config_str(c, "state.dir"), app,
+    snprintf(r->state_dir, sizeof(r->state_dir), "%s/%s/%s", tide_config_str(c, TIDE_CFG_STATE_DIR), app,
              name);
 }
 
 /* From the detector's file: its script is loaded and validated, not run. */
 static reset_result_t plan_from_file(reset_t *r) {
     tide_runtime_opts_t ro = {0};
-    ro.application_id = tide_config_str(&r->config, "application.id");
+    ro.application_id = tide_config_str(&r->config, TIDE_CFG_APPLICATION_ID);
     tide_runtime_t *rt = NULL;
     char *err = NULL;
     if (tide_runtime_describe(&ro, r->target, &rt, &err) != TIDE_OK) {

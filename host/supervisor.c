@@ -758,15 +758,15 @@ static void on_admin_fill(void *ud, tide_admin_snapshot_t *snap) {
 
 /* Settings, the configuration every worker reads, the watch on the folder. */
 static int sv_open(sv_state_t *s, const tide_config_t *c, const char *dir) {
-    s->debounce_ms = tide_config_int(c, "reload.debounce.ms");
-    s->batch_timeout_ms = tide_config_int(c, "detector.batch.timeout.ms");
-    s->backoff_max_ms = tide_config_int(c, "detector.restart.backoff.max.ms");
-    s->poison_kills = (int)tide_config_int(c, "detector.poison.kills");
-    s->quarantine_crashes = (int)tide_config_int(c, "detector.quarantine.crashes");
+    s->debounce_ms = tide_config_int(c, TIDE_CFG_RELOAD_DEBOUNCE_MS);
+    s->batch_timeout_ms = tide_config_int(c, TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS);
+    s->backoff_max_ms = tide_config_int(c, TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS);
+    s->poison_kills = (int)tide_config_int(c, TIDE_CFG_DETECTOR_POISON_KILLS);
+    s->quarantine_crashes = (int)tide_config_int(c, TIDE_CFG_DETECTOR_QUARANTINE_CRASHES);
     s->clk_tck = sysconf(_SC_CLK_TCK);
     s->page_size = sysconf(_SC_PAGESIZE);
-    if (asprintf(&s->sources_root, "%s/%s/.sources", tide_config_str(c, "state.dir"),
-                 tide_config_str(c, "application.id")) < 0)
+    if (asprintf(&s->sources_root, "%s/%s/.sources", tide_config_str(c, TIDE_CFG_STATE_DIR),
+                 tide_config_str(c, TIDE_CFG_APPLICATION_ID)) < 0)
         s->sources_root = NULL;
     s->config_fd = make_config_fd(c, s->bootstraps);
     s->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -810,7 +810,7 @@ static void sv_stop_workers(sv_state_t *s) {
             kill(s->dets[i]->pid, SIGTERM);
         }
     pthread_mutex_unlock(&s->lock);
-    int64_t deadline = tide_mono_ms() + tide_config_int(s->config, "shutdown.timeout.ms") + 5000;
+    int64_t deadline = tide_mono_ms() + tide_config_int(s->config, TIDE_CFG_SHUTDOWN_TIMEOUT_MS) + 5000;
     for (;;) {
         pthread_mutex_lock(&s->lock);
         reap(s);
@@ -860,8 +860,8 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     int rc = sv_open(s, c, dir);
     char *err = NULL;
     tide_admin_t *admin = rc ? NULL
-                             : tide_admin_start(tide_config_str(c, "admin.address"),
-                                                (int)tide_config_int(c, "admin.port"),
+                             : tide_admin_start(tide_config_str(c, TIDE_CFG_ADMIN_ADDRESS),
+                                                (int)tide_config_int(c, TIDE_CFG_ADMIN_PORT),
                                                 on_admin_fill, s, &err);
     if (!rc && !admin) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "admin server: %s", err);
@@ -874,7 +874,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     }
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
              "admin server listening on http://%s:%d/ (status page, /metrics, /api/detectors)",
-             tide_config_str(c, "admin.address"), tide_admin_port(admin));
+             tide_config_str(c, TIDE_CFG_ADMIN_ADDRESS), tide_admin_port(admin));
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "watching %s for detectors", dir);
 
     pthread_mutex_lock(&s->lock);

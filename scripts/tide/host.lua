@@ -3,6 +3,7 @@
 local core = require("tide.core")
 local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
+local fields = require("tide.fields")
 
 local M = {}
 
@@ -10,21 +11,25 @@ local function log(level, msg)
   core.log(level, msg)
 end
 
---- What the C side reads of a detector (bindings/runtime.c read_info).
-local function info_of(spec, stores)
-  return {
-    stores = stores,
-    punctuators = #spec.punctuators,
-    name = spec.name,
-    path = spec.path,
-    version = spec.version,
-    description = spec.description or "",
-    inputs = spec.inputs,
-    outputs = spec.outputs,
-    value_serde = spec.value_serde,
-    key_serde = spec.key_serde,
-    on_error = spec.on_error,
-  }
+--- What the host learns of the detector: the names tide.fields.info lists,
+--- which bindings/runtime.c reads.
+local function info(spec, d)
+  local t = {}
+  for _, f in ipairs(fields.info) do
+    local v = spec[f.name]
+    if f.kind == "stores" then
+      v = {}
+      for i, e in ipairs(d.stores) do
+        v[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind }
+      end
+    elseif f.kind == "count" then
+      v = #v
+    elseif f.kind == "string" then
+      v = v or ""
+    end
+    t[f.name] = v
+  end
+  return t
 end
 
 --- Load, validate and init the detector at `path`; emits go to `sink_lud`.
@@ -64,12 +69,9 @@ function M.open(path, sink_lud, open_db, application_id, source_copy)
   local function close()
     if spec.close then spec.close(d.ctx) end
   end
-  local stores = {}
-  for i, e in ipairs(d.stores) do
-    stores[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind }
-  end
-  return d.run, info_of(spec, stores), close, { task = d.task, punctuate = d.punctuate,
-    restore = d.restore, stream_time = d.stream_time }
+  return d.run, info(spec, d), close, { task = d.task, punctuate = d.punctuate,
+    restore = d.restore, stream_time = d.stream_time, commit = d.commit, rollback = d.rollback,
+    dropped_late = d.dropped_late }
 end
 
 --- The declared shape of the detector at `path` (info, as open returns it),
@@ -86,11 +88,8 @@ function M.describe(path, application_id, source_copy)
   local names, stores = {}, {}
   for name in pairs(spec.stores) do names[#names + 1] = name end
   table.sort(names)
-  for i, name in ipairs(names) do
-    local decl = spec.stores[name]
-    stores[i] = { name = name, memory = decl.memory, kind = decl.kind }
-  end
-  return info_of(spec, stores)
+  for i, name in ipairs(names) do stores[i] = { name = name, decl = spec.stores[name] } end
+  return info(spec, { stores = stores })
 end
 
 return M
