@@ -23,13 +23,7 @@ local function api(port)
 end
 
 local function eventually(what, f, timeout)
-  local deadline = cluster.now() + (timeout or 30) * cluster.scale
-  while true do
-    local v = f()
-    if v then return v end
-    if cluster.now() >= deadline then error("timed out waiting for " .. what, 2) end
-    cluster.pause(50)
-  end
+  return cluster.eventually(f, timeout or 30, { what = what })
 end
 
 local function tagger(tag)
