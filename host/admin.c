@@ -61,6 +61,7 @@ typedef enum metric {
     M_LAG, M_HEAP, M_PARTITIONS, M_CPU, M_RSS,
     M_RESTARTS, M_RELOADS, M_RELOAD_FAILURES, M_WATCHDOG_KILLS,
     M_RESTORING, M_RESTORED, M_STORE_MEMORY,
+    M_LATE, M_ROLLBACKS, M_TXN_COMMITTED, M_TXN_ABORTED, M_BROKER_WAITING, M_OUTPUT_MISSING,
 } metric_t;
 
 static const struct {
@@ -101,6 +102,18 @@ static const struct {
      "Changelog records applied while restoring, by the current worker."},
     {M_STORE_MEMORY, "tide_store_memory_bytes", "gauge",
      "Memory of the worker's RocksDB stores (block cache and memtables)."},
+    {M_LATE, "tide_late_records_total", "counter",
+     "Records dropped as late: their window had closed (past its grace)."},
+    {M_ROLLBACKS, "tide_rollbacks_total", "counter",
+     "Rollbacks to the last commit (its stores, inputs and, under exactly-once, outputs)."},
+    {M_TXN_COMMITTED, "tide_transactions_committed_total", "counter",
+     "Transactions committed (processing.guarantee exactly_once_v2)."},
+    {M_TXN_ABORTED, "tide_transactions_aborted_total", "counter",
+     "Transactions aborted (processing.guarantee exactly_once_v2)."},
+    {M_BROKER_WAITING, "tide_broker_waiting", "gauge",
+     "1 while the worker's commit waits for the broker, else 0."},
+    {M_OUTPUT_MISSING, "tide_output_topic_missing", "gauge",
+     "1 while an output topic does not exist and the inputs wait for it, else 0."},
 };
 
 /* A gauge of the current worker: 0 when there is none. */
@@ -117,6 +130,8 @@ static int worker_gauge(metric_t m, const tide_admin_detector_t *d, double *v) {
     case M_RESTORING: *v = (double)g->restoring_tasks; return 1;
     case M_RESTORED: *v = (double)g->restored_records; return 1;
     case M_STORE_MEMORY: *v = (double)g->store_memory_bytes; return 1;
+    case M_BROKER_WAITING: *v = g->broker_waiting_since_ms ? 1 : 0; return 1;
+    case M_OUTPUT_MISSING: *v = g->missing_topic[0] ? 1 : 0; return 1;
     default: return 0;
     }
 }
@@ -142,6 +157,10 @@ static int metric_value(metric_t m, const tide_admin_detector_t *d, double *v) {
     case M_RELOADS: *v = (double)t->reloads; return 1;
     case M_RELOAD_FAILURES: *v = (double)t->reload_failures; return 1;
     case M_WATCHDOG_KILLS: *v = (double)d->watchdog_kills; return 1;
+    case M_LATE: *v = (double)t->dropped_late; return 1;
+    case M_ROLLBACKS: *v = (double)t->rollbacks; return 1;
+    case M_TXN_COMMITTED: *v = (double)t->txn_committed; return 1;
+    case M_TXN_ABORTED: *v = (double)t->txn_aborted; return 1;
     default: return worker_gauge(m, d, v);
     }
 }
@@ -189,25 +208,31 @@ static void render_info_and_state(tide_buf_t *b, const tide_admin_snapshot_t *s)
     }
 }
 
-static void render_histograms(tide_buf_t *b, const tide_admin_snapshot_t *s) {
-    family(b, "tide_batch_duration_seconds", "histogram",
-           "Time the detector spent on one batch of records.");
+/* One histogram family over every detector: the batch or the commit times. */
+static void render_histogram(tide_buf_t *b, const tide_admin_snapshot_t *s, const char *name,
+                             const char *help, int commits) {
+    char series[128];
+    family(b, name, "histogram", help);
     for (int i = 0; i < s->n_dets; i++) {
         const tide_admin_detector_t *d = &s->dets[i];
+        const uint64_t *hist = commits ? d->totals.commit_hist : d->totals.hist;
         uint64_t cum = 0;
         for (int k = 0; k < TIDE_STATUS_HIST; k++) {
-            cum += d->totals.hist[k];
-            sample_open(b, "tide_batch_duration_seconds_bucket", d);
+            cum += hist[k];
+            snprintf(series, sizeof(series), "%s_bucket", name);
+            sample_open(b, series, d);
             tide_buf_puts(b, ",le=\"");
             if (k < TIDE_STATUS_HIST - 1) tide_buf_prom_num(b, tide_status_hist_bounds[k]);
             else tide_buf_puts(b, "+Inf");
             tide_buf_printf(b, "\"} %llu\n", (unsigned long long)cum);
         }
-        sample_open(b, "tide_batch_duration_seconds_sum", d);
+        snprintf(series, sizeof(series), "%s_sum", name);
+        sample_open(b, series, d);
         tide_buf_puts(b, "} ");
-        tide_buf_prom_num(b, d->totals.hist_sum);
+        tide_buf_prom_num(b, commits ? d->totals.commit_hist_sum : d->totals.hist_sum);
         tide_buf_puts(b, "\n");
-        sample_open(b, "tide_batch_duration_seconds_count", d);
+        snprintf(series, sizeof(series), "%s_count", name);
+        sample_open(b, series, d);
         tide_buf_printf(b, "} %llu\n", (unsigned long long)cum);
     }
 }
@@ -226,7 +251,10 @@ void tide_admin_render_metrics(tide_buf_t *b, const tide_admin_snapshot_t *s) {
             tide_buf_puts(b, "\n");
         }
     }
-    render_histograms(b, s);
+    render_histogram(b, s, "tide_batch_duration_seconds",
+                     "Time the detector spent on one batch of records.", 0);
+    render_histogram(b, s, "tide_commit_duration_seconds",
+                     "Time a commit took (flush, stores, checkpoint, offsets or transaction).", 1);
 }
 
 /* ------------------------------------------------------ /api/detectors */
@@ -268,6 +296,24 @@ static void render_reload(tide_buf_t *b, const tide_reload_event_t *r) {
     tide_buf_puts(b, "}");
 }
 
+/* The guarantee, and what the worker waits for at the broker. */
+static void render_broker(tide_buf_t *b, const tide_admin_detector_t *d) {
+    const tide_det_gauges_t *g = &d->gauges;
+    tide_buf_puts(b, ",\"guarantee\":");
+    json_str_or_null(b, d->has_worker ? g->guarantee : "", sizeof(g->guarantee));
+    if (d->has_worker && g->broker_waiting_since_ms)
+        tide_buf_printf(b, ",\"broker_waiting_since_ms\":%lld", (long long)g->broker_waiting_since_ms);
+    else tide_buf_puts(b, ",\"broker_waiting_since_ms\":null");
+    tide_buf_puts(b, ",\"missing_topic\":");
+    if (d->has_worker && g->missing_topic[0]) {
+        tide_buf_puts(b, "{\"topic\":");
+        JSON_FIELD(b, g->missing_topic);
+        tide_buf_printf(b, ",\"since_ms\":%lld}", (long long)g->missing_topic_since_ms);
+    } else {
+        tide_buf_puts(b, "null");
+    }
+}
+
 static void render_gauges(tide_buf_t *b, const tide_admin_detector_t *d) {
     const tide_det_gauges_t *g = &d->gauges;
     if (d->has_worker && g->lag >= 0) tide_buf_printf(b, ",\"lag\":%lld", (long long)g->lag);
@@ -283,6 +329,7 @@ static void render_gauges(tide_buf_t *b, const tide_admin_detector_t *d) {
         tide_buf_puts(b, ",\"lua_heap_bytes\":null,\"assigned_partitions\":null,"
                          "\"restoring_tasks\":null,\"restored_records\":null,"
                          "\"store_memory_bytes\":null");
+    render_broker(b, d);
     /* how long the batch in flight has run: what the watchdog looks at */
     if (d->has_worker && g->batch_running_ms >= 0)
         tide_buf_printf(b, ",\"batch_running_ms\":%lld", (long long)g->batch_running_ms);
@@ -297,8 +344,15 @@ static void render_counters(tide_buf_t *b, const tide_det_totals_t *t) {
                     (unsigned long long)t->errors, (unsigned long long)t->dlq,
                     (unsigned long long)t->dropped, (unsigned long long)t->batches);
     tide_buf_json_num(b, t->hist_sum);
-    tide_buf_printf(b, ",\"reloads\":%llu,\"reload_failures\":%llu}",
+    tide_buf_printf(b, ",\"reloads\":%llu,\"reload_failures\":%llu",
                     (unsigned long long)t->reloads, (unsigned long long)t->reload_failures);
+    tide_buf_printf(b,
+                    ",\"dropped_late\":%llu,\"rollbacks\":%llu,\"transactions_committed\":%llu,"
+                    "\"transactions_aborted\":%llu,\"commit_seconds\":",
+                    (unsigned long long)t->dropped_late, (unsigned long long)t->rollbacks,
+                    (unsigned long long)t->txn_committed, (unsigned long long)t->txn_aborted);
+    tide_buf_json_num(b, t->commit_hist_sum);
+    tide_buf_puts(b, "}");
 }
 
 static void render_detector(tide_buf_t *b, const tide_admin_detector_t *d) {
@@ -359,21 +413,33 @@ void tide_admin_render_detectors(tide_buf_t *b, const tide_admin_snapshot_t *s) 
 
 /* ------------------------------------------------------ /healthz /readyz */
 
-/* What keeps a detector from being ready, or NULL: it runs (a reload in
- * progress runs the old version meanwhile), or it is being removed. */
-static const char *not_ready(const tide_admin_detector_t *d) {
+/* Why a detector is not ready. */
+typedef enum unready {
+    READY = 0,
+    UNREADY_BROKEN,  /* failed or quarantined: waits for its file to change */
+    UNREADY_WAITING, /* runs, but a commit waits for the broker, or an output topic */
+    UNREADY_STARTING /* starting or restarting */
+} unready_t;
+
+static unready_t unready(const tide_admin_detector_t *d) {
     switch (d->state) {
-    case TIDE_DS_RUNNING:
-    case TIDE_DS_RELOADING:
-    case TIDE_DS_STOPPING: return NULL;
-    default: return tide_det_state_name(d->state);
+    case TIDE_DS_FAILED:
+    case TIDE_DS_QUARANTINED: return UNREADY_BROKEN;
+    case TIDE_DS_STARTING:
+    case TIDE_DS_RESTARTING: return UNREADY_STARTING;
+    case TIDE_DS_STOPPING: return READY; /* being removed: not waited for */
+    default: break; /* running, or hot-swapping while the old version runs */
     }
+    const tide_det_gauges_t *g = &d->gauges;
+    if (d->has_worker && (g->broker_waiting_since_ms || g->missing_topic[0]))
+        return UNREADY_WAITING;
+    return READY;
 }
 
 int tide_admin_ready(const tide_admin_snapshot_t *s) {
     if (s->stopping) return 0;
     for (int i = 0; i < s->n_dets; i++)
-        if (not_ready(&s->dets[i])) return 0;
+        if (unready(&s->dets[i])) return 0;
     return 1;
 }
 
@@ -388,10 +454,30 @@ static void one_line(tide_buf_t *b, const char *text, size_t cap) {
     }
 }
 
-#define READYZ_WAITING_SHOWN 5
+/* "NAME why\n" for a detector that is not ready. */
+static void readyz_line(tide_buf_t *b, const tide_admin_detector_t *d, int64_t now_ms) {
+    const tide_det_gauges_t *g = &d->gauges;
+    one_line(b, d->name, sizeof(d->name));
+    tide_buf_printf(b, " %s", tide_det_state_name(d->state));
+    if (unready(d) == UNREADY_BROKEN && d->problem[0]) {
+        tide_buf_puts(b, ": ");
+        one_line(b, d->problem, sizeof(d->problem));
+    } else if (unready(d) == UNREADY_WAITING && g->broker_waiting_since_ms) {
+        tide_buf_printf(b, ": a commit has waited for the broker for %lld s",
+                        (long long)((now_ms - g->broker_waiting_since_ms) / 1000));
+    } else if (unready(d) == UNREADY_WAITING) {
+        tide_buf_puts(b, ": waiting for output topic ");
+        one_line(b, g->missing_topic, sizeof(g->missing_topic));
+        tide_buf_puts(b, " to exist");
+    }
+    tide_buf_puts(b, "\n");
+}
+
+#define READYZ_STARTING_SHOWN 5
 
 /* 200 "ready", or 503 with one line per reason: every failed or quarantined
- * detector with its problem, then (a few of) those still starting. */
+ * detector with its problem, every one waiting for the broker or an output
+ * topic, then (a few of) those still starting. */
 int tide_admin_render_readyz(tide_buf_t *b, const tide_admin_snapshot_t *s) {
     if (s->stopping) {
         tide_buf_puts(b, "not ready: stopping\n");
@@ -402,23 +488,14 @@ int tide_admin_render_readyz(tide_buf_t *b, const tide_admin_snapshot_t *s) {
         return 200;
     }
     tide_buf_puts(b, "not ready\n");
-    int waiting = 0;
+    int starting = 0;
     for (int i = 0; i < s->n_dets; i++) {
-        const tide_admin_detector_t *d = &s->dets[i];
-        const char *why = not_ready(d);
-        if (!why) continue;
-        int broken = d->state == TIDE_DS_FAILED || d->state == TIDE_DS_QUARANTINED;
-        if (!broken && waiting++ >= READYZ_WAITING_SHOWN) continue;
-        one_line(b, d->name, sizeof(d->name));
-        tide_buf_printf(b, " %s", why);
-        if (broken && d->problem[0]) {
-            tide_buf_puts(b, ": ");
-            one_line(b, d->problem, sizeof(d->problem));
-        }
-        tide_buf_puts(b, "\n");
+        unready_t u = unready(&s->dets[i]);
+        if (u == READY || (u == UNREADY_STARTING && starting++ >= READYZ_STARTING_SHOWN)) continue;
+        readyz_line(b, &s->dets[i], s->now_ms);
     }
-    if (waiting > READYZ_WAITING_SHOWN)
-        tide_buf_printf(b, "and %d more starting\n", waiting - READYZ_WAITING_SHOWN);
+    if (starting > READYZ_STARTING_SHOWN)
+        tide_buf_printf(b, "and %d more starting\n", starting - READYZ_STARTING_SHOWN);
     return 503;
 }
 

@@ -8,7 +8,8 @@
  *   GET /healthz         200 "ok" while the process runs (503 once stopping)
  *   GET /readyz          200 when every detector runs (or hot-swaps), else 503
  *                        and why: each failed or quarantined detector with
- *                        its problem, those still starting
+ *                        its problem, those waiting for the broker or for an
+ *                        output topic, those still starting
  *
  * The admin module knows nothing of the supervisor: for each request it asks
  * its owner to fill a snapshot (tide_admin_fill_fn, called on the server
@@ -51,8 +52,13 @@ typedef struct tide_reload_event {
 typedef struct tide_det_totals {
     uint64_t records_in, records_out, dlq, errors, dropped, batches;
     uint64_t reloads, reload_failures;
-    uint64_t hist[TIDE_STATUS_HIST];
+    uint64_t hist[TIDE_STATUS_HIST];  /* batch processing time */
     double hist_sum;
+    uint64_t dropped_late;            /* records dropped as late (windows past grace) */
+    uint64_t rollbacks;               /* back to the last commit */
+    uint64_t txn_committed, txn_aborted; /* exactly-once transactions */
+    uint64_t commit_hist[TIDE_STATUS_HIST]; /* commit duration */
+    double commit_hist_sum;
 } tide_det_totals_t;
 
 /* The last record that failed, as the worker reported it. */
@@ -75,6 +81,10 @@ typedef struct tide_det_gauges {
     uint64_t restored_records;
     uint64_t store_memory_bytes;
     int64_t batch_running_ms; /* how long the batch in flight has run; -1: none */
+    char guarantee[24];       /* at_least_once, exactly_once_v2; "" unknown */
+    int64_t broker_waiting_since_ms; /* wall: a commit waits for the broker; 0: not */
+    char missing_topic[256];  /* an output topic the broker does not have, "" none */
+    int64_t missing_topic_since_ms;
 } tide_det_gauges_t;
 
 /* One detector in a snapshot. */

@@ -134,6 +134,12 @@ static void totals(const tide_detector_t *d, tide_det_totals_t *out) {
     out->reload_failures += d->seen_failures;
     for (int i = 0; i < TIDE_STATUS_HIST; i++) out->hist[i] += st->hist[i];
     out->hist_sum += st->hist_sum;
+    out->dropped_late += st->dropped_late;
+    out->rollbacks += st->rollbacks;
+    out->txn_committed += st->txn_committed;
+    out->txn_aborted += st->txn_aborted;
+    for (int i = 0; i < TIDE_STATUS_HIST; i++) out->commit_hist[i] += st->commit_hist[i];
+    out->commit_hist_sum += st->commit_hist_sum;
 }
 
 /* ---------------------------------------------------------------- the folder */
@@ -724,11 +730,21 @@ static void fill_detector(tide_admin_detector_t *o, const tide_detector_t *d, in
     const tide_status_block_t *st = d->st;
     if (!st) return;
     o->has_worker = 1;
-    o->gauges = (tide_det_gauges_t){st->lag, st->lua_heap_bytes, st->assigned_partitions,
-                                    st->restoring_tasks, st->restored_records,
-                                    st->store_memory_bytes, -1};
+    o->gauges = (tide_det_gauges_t){.lag = st->lag,
+                                    .lua_heap_bytes = st->lua_heap_bytes,
+                                    .assigned_partitions = st->assigned_partitions,
+                                    .restoring_tasks = st->restoring_tasks,
+                                    .restored_records = st->restored_records,
+                                    .store_memory_bytes = st->store_memory_bytes,
+                                    .batch_running_ms = -1};
     int64_t started = st->batch_started_ms;
     if (started > 0 && now_mono >= started) o->gauges.batch_running_ms = now_mono - started;
+    memcpy(o->gauges.guarantee, st->guarantee, sizeof(o->gauges.guarantee));
+    o->gauges.guarantee[sizeof(o->gauges.guarantee) - 1] = '\0';
+    o->gauges.broker_waiting_since_ms = st->broker_waiting_since_ms;
+    memcpy(o->gauges.missing_topic, st->missing_topic, sizeof(o->gauges.missing_topic));
+    o->gauges.missing_topic[sizeof(o->gauges.missing_topic) - 1] = '\0';
+    o->gauges.missing_topic_since_ms = st->missing_topic_since_ms;
     tide_det_error_t *e = &o->last_error;
     e->ms = st->last_error_ms;
     memcpy(e->cls, st->last_error_class, sizeof(e->cls));

@@ -108,6 +108,8 @@ test("a detector added to the table appears without reloading the page", async (
   if (fixture) assert.ok(!firstNames.includes("gamma"), `gamma already listed: ${firstNames}`);
   const gamma = await row("gamma");
   assert.equal(await gamma.getAttribute("data-state"), "running");
+  assert.equal(await gamma.$eval("[data-role=note]", (e) => e.textContent),
+    "waiting for output topic alerts to exist");
   assert.equal(await page.evaluate(() => window.__tideNoReload), true);
   assert.deepEqual((await rowNames()).slice(0, 3), ["alpha", "beta", "gamma"]);
 });

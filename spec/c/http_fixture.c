@@ -7,7 +7,8 @@
  *
  * It prints "http://127.0.0.1:PORT/" on stdout once it listens, then, counted
  * from that moment: records flow through alpha and beta (10 batches a
- * second); after --add-after seconds (2) the detector "gamma" appears; after
+ * second); after --add-after seconds (2) the detector "gamma" appears,
+ * waiting for its output topic to exist; after
  * --fail-after seconds (3) beta's reload fails and beta is failed with the
  * reason as its problem. "zeta" runs on while a newer version of its file
  * is refused. It exits on SIGINT/SIGTERM, when its parent dies,
@@ -117,6 +118,9 @@ int main(int argc, char **argv) {
             gamma = fake_detector("gamma", TIDE_DS_RUNNING, 4103);
             gamma->started_ms = tide_wall_ms();
             gamma->gauges.lag = 50;
+            /* its output topic does not exist yet: it waits */
+            snprintf(gamma->gauges.missing_topic, sizeof(gamma->gauges.missing_topic), "alerts");
+            gamma->gauges.missing_topic_since_ms = tide_wall_ms();
             fake_add(&sv, gamma);
             added = 1;
         }

@@ -252,6 +252,14 @@ static void build_table(ctx_t *x, volatile sig_atomic_t *stop) {
     alpha->totals.hist_sum = 0.0003;
     alpha->restarts = 2;
     alpha->gauges.lag = 42;
+    snprintf(alpha->gauges.guarantee, sizeof(alpha->gauges.guarantee), "exactly_once_v2");
+    alpha->totals.dropped_late = 7;
+    alpha->totals.rollbacks = 2;
+    alpha->totals.txn_committed = 40;
+    alpha->totals.txn_aborted = 1;
+    alpha->totals.commit_hist[tide_status_bucket(0.008)] = 40;
+    alpha->totals.commit_hist[tide_status_bucket(2.0)] = 1;
+    alpha->totals.commit_hist_sum = 40 * 0.008 + 2.0;
     const double durations[] = {0.0001, 0.003, 0.003, 0.02, 0.5, 20};
     for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++)
         fake_batch(alpha, 100, durations[i]);
@@ -421,6 +429,43 @@ static void case_histogram(const char *body) {
     }
 }
 
+/* A running detector that waits at the broker is not ready either. */
+static void cases_waiting(ctx_t *x) {
+    int port = x->port;
+    tide_admin_detector_t *weird = x->weird, *alpha = x->alpha;
+    reply_t r;
+    CASE("/readyz is 503 while a commit waits for the broker or an output topic is missing");
+    pthread_mutex_lock(&x->sv.lock);
+    x->cold->state = TIDE_DS_RUNNING;
+    alpha->gauges.broker_waiting_since_ms = tide_wall_ms() - 12500;
+    snprintf(weird->gauges.missing_topic, sizeof(weird->gauges.missing_topic), "alerts\nx");
+    weird->gauges.missing_topic_since_ms = tide_wall_ms() - 3000;
+    pthread_mutex_unlock(&x->sv.lock);
+    CHECK(http_get(port, "/readyz", &r) == 503);
+    CHECK(strstr(r.body, "\nalpha running: a commit has waited for the broker for 12 s\n") ||
+          strstr(r.body, "\nalpha running: a commit has waited for the broker for 13 s\n"));
+    CHECK(strstr(r.body, "running: waiting for output topic alerts x to exist\n"));
+    reply_free(&r);
+    CHECK(http_get(port, "/metrics", &r) == 200);
+    CHECK(sample(r.body, "tide_broker_waiting{detector=\"alpha\"}") == 1);
+    CHECK(sample(r.body, "tide_output_topic_missing{detector=\"alpha\"}") == 0);
+    CHECK(sample(r.body, "tide_ready") == 0);
+    reply_free(&r);
+    CHECK(http_get(port, "/api/detectors", &r) == 200);
+    CHECK(strstr(r.body, "\"missing_topic\":{\"topic\":\"alerts\\nx\",\"since_ms\":"));
+    CHECK(strstr(r.body, "\"broker_waiting_since_ms\":1"));
+    reply_free(&r);
+    pthread_mutex_lock(&x->sv.lock);
+    alpha->gauges.broker_waiting_since_ms = 0;
+    weird->gauges.missing_topic[0] = '\0';
+    pthread_mutex_unlock(&x->sv.lock);
+    CHECK(http_get(port, "/readyz", &r) == 200);
+    reply_free(&r);
+    pthread_mutex_lock(&x->sv.lock);
+    x->cold->state = TIDE_DS_STARTING;
+    pthread_mutex_unlock(&x->sv.lock);
+}
+
 /* /metrics: the format, the counters, the gauges. */
 static void cases_metrics(ctx_t *x) {
     int port = x->port;
@@ -448,6 +493,12 @@ static void cases_metrics(ctx_t *x) {
     CHECK(sample(r.body, "tide_reload_failures_total{detector=\"alpha\"}") == (double)t.reload_failures);
     CHECK(sample(r.body, "tide_worker_rss_bytes{detector=\"alpha\"}") == (double)(48u << 20));
     CHECK(sample(r.body, "tide_worker_cpu_seconds_total{detector=\"alpha\"}") == 1.25);
+    CHECK(sample(r.body, "tide_late_records_total{detector=\"alpha\"}") == 7);
+    CHECK(sample(r.body, "tide_rollbacks_total{detector=\"alpha\"}") == 2);
+    CHECK(sample(r.body, "tide_transactions_committed_total{detector=\"alpha\"}") == 40);
+    CHECK(sample(r.body, "tide_transactions_aborted_total{detector=\"alpha\"}") == 1);
+    CHECK(sample(r.body, "tide_commit_duration_seconds_count{detector=\"alpha\"}") == 41);
+    CHECK(sample(r.body, "tide_commit_duration_seconds_bucket{detector=\"alpha\",le=\"0.01\"}") == 40);
 
     CASE("/metrics lag is shown only when known");
     CHECK(sample(r.body, "tide_consumer_lag_records{detector=\"alpha\"}") == 42);
@@ -502,6 +553,8 @@ static void cases_api(ctx_t *x) {
     }
     CHECK(strstr(r.body, "\"traceback\":\"stack traceback:\\n\\t"));
     CHECK(strstr(r.body, "\"last_exit\":null"));
+    CHECK(strstr(r.body, "\"guarantee\":\"exactly_once_v2\""));
+    CHECK(strstr(r.body, "\"dropped_late\":7,\"rollbacks\":2,\"transactions_committed\":40,"));
 
     CASE("/api/detectors shows a refused newer version beside the running one");
     CHECK(strstr(r.body, "\"refused\":{\"ms\":") &&
@@ -729,6 +782,7 @@ int main(int argc, char **argv) {
     if (cases_start(&x)) {
         cases_loopback(&x);
         cases_probes(&x);
+        cases_waiting(&x);
         cases_metrics(&x);
         cases_api(&x);
         cases_routes(&x);
