@@ -28,6 +28,11 @@ typedef struct tide_runtime_opts {
     void *log_ud;
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
     tide_registry_opts_t registry; /* the avro serde's schema registry */
+    /* A folder holding a copy of the detector's files, read instead of
+     * them; chunk names, messages and the default name stay the path's.
+     * NULL: the process-wide copy of that path if one is set (below), else
+     * the files themselves. */
+    const char *source_copy;
 } tide_runtime_opts_t;
 
 /* The detector's declared shape, owned by the runtime: what
@@ -48,11 +53,24 @@ typedef struct tide_detector_info {
 
 typedef struct tide_runtime tide_runtime_t;
 
+/* Read the detector at `path` from `copy` in every later tide_runtime_open
+ * of that path in this process: a worker under a supervisor loads the
+ * supervisor's copy of the last version that validated, which the supervisor
+ * replaces before it asks for a hot swap (host/sources.h). A file detector's
+ * copy holds the file under its own name; a folder's, the folder's files.
+ * copy NULL clears it. Copies the strings. */
+void tide_runtime_set_source_copy(const char *path, const char *copy);
+
 /* Load, validate and init the detector at `path` in a fresh sandboxed state.
  * On failure returns TIDE_ERROR and sets *errp (malloc'd, caller frees) to
  * "file:line: reason". */
 tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
                                 tide_runtime_t **rtp, char **errp);
+/* The detector's declared shape (tide_runtime_info) without running it: its
+ * script is loaded and validated, but init is not called and no store is
+ * opened; the runtime cannot dispatch. For tools such as `tide reset`. */
+tide_status_t tide_runtime_describe(const tide_runtime_opts_t *o, const char *path,
+                                    tide_runtime_t **rtp, char **errp);
 const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt);
 /* The sink emits go to; owned by the runtime, cleared by the caller. */
 tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);
