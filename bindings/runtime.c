@@ -246,22 +246,10 @@ const char *tide_on_error_name(tide_on_error_t p) {
     }
 }
 
-/* The process-wide copy of one detector's files (see runtime.h). */
-static char *copy_of_path, *copy_dir;
-
-void tide_runtime_set_source_copy(const char *path, const char *copy) {
-    free(copy_of_path);
-    free(copy_dir);
-    copy_of_path = copy && path ? strdup(path) : NULL;
-    copy_dir = copy && path ? strdup(copy) : NULL;
-}
-
 /* Pushes where to read the detector's files from: a copy, or nil. */
 static void push_source_copy(lua_State *L, const tide_runtime_opts_t *o, const char *path) {
-    const char *copy = o->source_copy ? o->source_copy
-                       : copy_of_path && !strcmp(copy_of_path, path) ? copy_dir
-                                                                     : NULL;
-    if (copy) lua_pushstring(L, copy);
+    (void)path;
+    if (o->source_copy) lua_pushstring(L, o->source_copy);
     else lua_pushnil(L);
 }
 

@@ -53,14 +53,6 @@ typedef struct tide_detector_info {
 
 typedef struct tide_runtime tide_runtime_t;
 
-/* Read the detector at `path` from `copy` in every later tide_runtime_open
- * of that path in this process: a worker under a supervisor loads the
- * supervisor's copy of the last version that validated, which the supervisor
- * replaces before it asks for a hot swap (host/sources.h). A file detector's
- * copy holds the file under its own name; a folder's, the folder's files.
- * copy NULL clears it. Copies the strings. */
-void tide_runtime_set_source_copy(const char *path, const char *copy);
-
 /* Load, validate and init the detector at `path` in a fresh sandboxed state.
  * On failure returns TIDE_ERROR and sets *errp (malloc'd, caller frees) to
  * "file:line: reason". */

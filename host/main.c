@@ -166,7 +166,7 @@ static int cmd_worker(int argc, char **argv) {
     setrlimit(RLIMIT_AS, &rl);
     /* The supervisor's copy of the last version that validated: loaded
      * instead of the file, which may hold a newer version it refused. */
-    if (a.source_copy) tide_runtime_set_source_copy(a.path, a.source_copy);
+    a.o.source_copy = a.source_copy;
     if (a.status_fd >= 0) {
         a.o.status = tide_status_map(a.status_fd);
         if (!a.o.status) return refuse(strdup("cannot map the status block"));

@@ -2,7 +2,7 @@
  * sources.h: the supervisor's copies of a detector's source files.
  *
  * Workers under a supervisor never read a detector's own files: they read a
- * copy (`tide worker FILE --source-copy DIR`, see tide_runtime_set_source_copy),
+ * copy (`tide worker FILE --source-copy DIR`, the runtime option source_copy),
  * which the supervisor replaces only when a change has settled. So the
  * supervisor knows exactly which source a worker validated, and can put the
  * last version that validated back after a refused one: a worker restarted

@@ -581,6 +581,7 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
         .open_db = tide_tasks_open_db,
         .open_db_ud = w->tasks,
         .application_id = tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID),
+        .source_copy = w->o->source_copy,
     };
     tide_config_registry(w->o->config, &ro.registry);
     tide_runtime_t *rt = NULL;
