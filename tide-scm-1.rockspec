@@ -40,6 +40,7 @@ build = {
       ["tide.json"] = "scripts/tide/json.lua",
       ["tide.jsonl"] = "scripts/tide/jsonl.lua",
       ["tide.serde"] = "scripts/tide/serde.lua",
+      ["tide.query"] = "scripts/tide/query.lua",
       ["tide.store"] = "scripts/tide/store.lua",
       ["tide.tasks"] = "scripts/tide/tasks.lua",
       ["tide.testing"] = "scripts/tide/testing.lua",

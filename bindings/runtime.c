@@ -35,6 +35,7 @@ struct tide_runtime {
     int run_ref, close_ref, task_ref, punctuate_ref, restore_ref, stream_time_ref;
     int commit_ref, rollback_ref; /* LUA_REFNIL when the dispatcher has none */
     int dropped_late_ref;
+    int query_ref, query_cancel_ref; /* interactive queries (tide.query) */
     tide_detector_info_t info;
 };
 
@@ -288,6 +289,10 @@ static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **
     rt->rollback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "dropped_late");
     rt->dropped_late_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "query");
+    rt->query_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "query_cancel");
+    rt->query_cancel_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
     rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) {
@@ -317,6 +322,7 @@ static tide_runtime_t *new_runtime(const tide_runtime_opts_t *o, char **errp) {
     rt->run_ref = rt->close_ref = LUA_NOREF;
     rt->task_ref = rt->punctuate_ref = rt->restore_ref = rt->stream_time_ref = LUA_NOREF;
     rt->commit_ref = rt->rollback_ref = rt->dropped_late_ref = LUA_NOREF;
+    rt->query_ref = rt->query_cancel_ref = LUA_NOREF;
     tide_sink_init(&rt->sink);
     rt->L = luaL_newstate();
     if (!rt->L) {
@@ -484,6 +490,57 @@ void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const c
     e.message = (char *)message;
     e.traceback = "";
     tide_lua_dead_letter(&rt->sink, rt->api, rec, &e, rt->info.name, rt->info.version);
+}
+
+static int has_ref(int ref) { return ref != LUA_REFNIL && ref != LUA_NOREF; }
+
+/* The answer of a query that failed in Lua itself (out of memory, say). */
+static tide_query_step_t query_failed(tide_runtime_t *rt, int *status, char **body,
+                                      size_t *body_len) {
+    *status = 500;
+    *body = strdup("{\"error\":\"the query failed in the detector's runtime (logged)\"}");
+    *body_len = *body ? strlen(*body) : 0;
+    (void)rt;
+    return TIDE_QUERY_DONE;
+}
+
+tide_query_step_t tide_runtime_query(tide_runtime_t *rt, uint32_t id, const char *req,
+                                     size_t len, const int32_t *parts, int n, int budget_ms,
+                                     int *status, char **body, size_t *body_len) {
+    lua_State *L = rt->L;
+    if (!has_ref(rt->query_ref)) return query_failed(rt, status, body, body_len);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->query_ref);
+    lua_pushnumber(L, (lua_Number)id);
+    lua_pushlstring(L, req, len);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, parts[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, budget_ms);
+    if (call_hook(rt, 4, 2)) return query_failed(rt, status, body, body_len);
+    tide_query_step_t r = TIDE_QUERY_MORE;
+    if (!lua_isnil(L, -2)) {
+        size_t bl = 0;
+        const char *b = lua_tolstring(L, -1, &bl);
+        *status = (int)lua_tointeger(L, -2);
+        *body = malloc(bl + 1);
+        if (*body) {
+            memcpy(*body, b ? b : "", bl);
+            (*body)[bl] = '\0';
+        }
+        *body_len = *body ? bl : 0;
+        r = TIDE_QUERY_DONE;
+    }
+    lua_pop(L, 2);
+    return r;
+}
+
+void tide_runtime_query_cancel(tide_runtime_t *rt, uint32_t id) {
+    if (!has_ref(rt->query_cancel_ref)) return;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->query_cancel_ref);
+    lua_pushnumber(rt->L, (lua_Number)id);
+    call_hook(rt, 1, 0);
 }
 
 size_t tide_runtime_heap_bytes(const tide_runtime_t *rt) { return rt->alloc.used; }

@@ -100,6 +100,22 @@ int tide_runtime_punctuate(tide_runtime_t *rt, int64_t now_ms);
  * a tombstone). */
 void tide_runtime_restore(tide_runtime_t *rt, int store, int32_t partition, const char *key,
                           size_t klen, const char *val, size_t vlen);
+/* Interactive queries (host/query.c): reads of the detector's stores, never
+ * writes (scripts/tide/query.lua). */
+typedef enum tide_query_step {
+    TIDE_QUERY_DONE, /* answered: *status and *body are set */
+    TIDE_QUERY_MORE, /* its slice of time is spent: call again with the same id */
+} tide_query_step_t;
+
+/* Go on answering query `id`: `req` is its JSON text ({"store": ..., "key":
+ * ...}), parts[0..n) the tasks to read (held and restored here). Works for
+ * up to about budget_ms. DONE with the HTTP status and *body (malloc'd
+ * JSON, the caller frees), or MORE. */
+tide_query_step_t tide_runtime_query(tide_runtime_t *rt, uint32_t id, const char *req,
+                                     size_t len, const int32_t *parts, int n, int budget_ms,
+                                     int *status, char **body, size_t *body_len);
+/* Forget query `id`, answered or not (its asker gave up). */
+void tide_runtime_query_cancel(tide_runtime_t *rt, uint32_t id);
 /* Lua heap bytes in use, and the peak. */
 size_t tide_runtime_heap_bytes(const tide_runtime_t *rt);
 size_t tide_runtime_heap_peak(const tide_runtime_t *rt);

@@ -73,9 +73,10 @@ function M.open(path, sink_lud, open_db, application_id, reg, source_copy)
   local function close()
     if spec.close then spec.close(d.ctx) end
   end
+  local queries = require("tide.query").server(d.stores, d.set_task)
   return d.run, info(spec, d), close, { task = d.task, punctuate = d.punctuate,
     restore = d.restore, stream_time = d.stream_time, commit = d.commit, rollback = d.rollback,
-    dropped_late = d.dropped_late }
+    dropped_late = d.dropped_late, query = queries.serve, query_cancel = queries.cancel }
 end
 
 --- Does any topic of the detector use the avro serde?

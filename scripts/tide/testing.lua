@@ -227,6 +227,46 @@ function Driver:store(name, partition)
   })
 end
 
+--- Read a store as the admin API's interactive queries do
+--- (`GET /api/detectors/NAME/stores/STORE?...`), with the same answer:
+---   d:query("counts", { key = "k" })               --> { key, found, value, partition }
+---   d:query("counts", { prefix = "card-", limit = 10 }) --> { entries = {...}, more, next }
+---   d:query("per_minute", { key = "k", time_from = 0, time_to = 60000 }) --> { windows = {...} }
+---   d:query("counts", { count = true })             --> { count }
+--- A key is looked up in `q.partition`, else in every partition the
+--- driver has seen (it has no partitioner): the first that holds it answers.
+--- A query the API would refuse raises its reason.
+---@param store string
+---@param q table
+---@return table
+function Driver:query(store, q)
+  local query = require("tide.query")
+  local ok, res = pcall(function()
+    local e = query.entry(self.d.stores, store)
+    local parts = {}
+    if q.partition then
+      parts[1] = q.partition
+    else
+      for p in pairs(self.tasks) do parts[#parts + 1] = p end
+      table.sort(parts)
+      if #parts == 0 then parts[1] = 0 end
+    end
+    local set_task = self.d.set_task
+    if q.key == nil or #parts == 1 then return query.answer(e, parts, q, set_task) end
+    local first
+    for _, p in ipairs(parts) do
+      local r = query.answer(e, { p }, q, set_task)
+      if r.found then return r end
+      first = first or r
+    end
+    return first
+  end)
+  if not ok then
+    error(type(res) == "table" and res.message or res, 2)
+  end
+  return res
+end
+
 --- Records emitted to `output` since the last read, oldest first.
 ---@param output string
 ---@return tide.testing.Output[]
