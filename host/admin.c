@@ -514,8 +514,9 @@ static int fill(tide_admin_t *a, tide_admin_snapshot_t *s) {
     return !s->oom;
 }
 
-static void on_request(void *ud, const char *path, tide_http_reply_t *r) {
+static void on_request(void *ud, const tide_http_request_t *rq, tide_http_reply_t *r) {
     tide_admin_t *a = ud;
+    const char *path = tide_http_path(rq);
     if (!strcmp(path, "/") || !strcmp(path, "/index.html")) {
         r->status = 200;
         r->type = "text/html; charset=utf-8";

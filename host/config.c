@@ -98,13 +98,30 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "use; false: look it up (it must be registered)."},
     [TIDE_CFG_USE_LATEST_VERSION] = {"use.latest.version", TIDE_SET_ENUM, "false", 0, 0, "true|false",
      "With auto.register.schemas=false: write outputs with their subject's latest schema."},
+    [TIDE_CFG_APPLICATION_SERVER] = {"application.server", TIDE_SET_STRING, "", 0, 0, NULL,
+     "host:port at which other instances reach this one's admin server, for interactive "
+     "queries of a key held here (published in the <application.id>.instances topic). Empty: "
+     "admin.address and the port the admin server listens on."},
+    [TIDE_CFG_NUM_STANDBY_REPLICAS] = {"num.standby.replicas", TIDE_SET_INT, "0", 0, 16, NULL,
+     "Warm copies of each stateful task kept by other instances from its changelog, so that "
+     "a failover restores only the changelog's tail (RocksDB stores)."},
+    [TIDE_CFG_GROUP_INSTANCE_ID] = {"group.instance.id", TIDE_SET_STRING, "auto", 0, 0, NULL,
+     "Static membership (KIP-345): a worker that restarts within session.timeout.ms gets its "
+     "partitions back with no rebalance. auto: <application.id>.<detector>-<the process id "
+     "kept in state.dir>; none (or empty): dynamic membership; any other value is used as is."},
+    [TIDE_CFG_LEAVE_GROUP_ON_CLOSE] = {"leave.group.on.close", TIDE_SET_ENUM, "true", 0, 0, "true|false",
+     "A worker stopped as asked (SIGTERM, its file removed) leaves its consumer group, so its "
+     "partitions move at once, even as a static member. false: a static member stops without "
+     "leaving (as librdkafka and Kafka Streams do), so that a restart within "
+     "session.timeout.ms gets its partitions back with no rebalance; meanwhile they wait."},
     [TIDE_CFG_COUNT] = {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 /* librdkafka properties tide owns: setting them would break its guarantees. */
 static const char *const owned_keys[] = {
     "group.id", "enable.auto.commit", "enable.auto.offset.store",
-    "partition.assignment.strategy", "group.protocol", "transactional.id", NULL,
+    "partition.assignment.strategy", "group.protocol", "transactional.id", "group.instance.id",
+    NULL,
 };
 
 /* Properties tide sets itself under exactly_once_v2. */

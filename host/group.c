@@ -232,6 +232,8 @@ struct tide_group {
     tide_order_t order;
     uint64_t dropped; /* redeliveries and records of partitions no longer held */
     int starved;      /* records are buffered, but the order waits for a partition */
+    int is_static;    /* a static member (group.instance.id) */
+    int fatal;        /* the consumer hit a fatal error (fenced by another instance) */
     rd_kafka_message_t *fetch[1000];
 };
 
@@ -370,7 +372,8 @@ static rd_kafka_conf_t *consumer_conf(const tide_group_opts_t *o, char **errp) {
              o->co_partitioned ? "range" : "cooperative-sticky", errp) ||
         kset(conf, "enable.auto.commit", "false", errp) ||
         kset(conf, "enable.auto.offset.store", "false", errp) ||
-        (o->transactional && kset(conf, "isolation.level", "read_committed", errp))) {
+        (o->transactional && kset(conf, "isolation.level", "read_committed", errp)) ||
+        (o->instance_id && kset(conf, "group.instance.id", o->instance_id, errp))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -390,6 +393,7 @@ tide_group_t *tide_group_new(const tide_group_opts_t *o, char **errp) {
     g->meta = o->meta;
     g->meta_ud = o->meta_ud;
     g->buffered_max = o->buffered_max > 0 ? o->buffered_max : 1000;
+    g->is_static = o->instance_id != NULL;
     g->order = o->order;
     rd_kafka_conf_set_opaque(conf, g);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
@@ -416,8 +420,20 @@ int tide_group_subscribe(tide_group_t *g, char *const *topics, int n, char **err
     return e ? -1 : 0;
 }
 
-static void consumer_error(const rd_kafka_message_t *m) {
+static void consumer_error(tide_group_t *g, const rd_kafka_message_t *m) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_resp_err_t e = rd_kafka_fatal_error(g->rk, why, sizeof(why));
+        if (!g->fatal)
+            tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "consumer: %s%s", why,
+                     e == RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID
+                         ? " (another member of the group has this worker's group.instance.id: "
+                           "two instances sharing one state.dir, or the same id set twice)"
+                         : "");
+        g->fatal = 1;
+        return;
+    }
     tide_log(TIDE_LOG_WARN,
              (tide_log_at_t){m->rkt ? rd_kafka_topic_name(m->rkt) : NULL, m->partition, -1},
              "consumer: %s", rd_kafka_message_errstr(m));
@@ -440,7 +456,7 @@ void tide_group_fill(tide_group_t *g, int timeout_ms) {
                                                       m->partition);
         if (p && tide_offsets_push(p, m, rd_kafka_message_timestamp(m, NULL), m->offset) >= 0)
             continue;
-        if (m->err) consumer_error(m);
+        if (m->err) consumer_error(g, m);
         else g->dropped++; /* a redelivery, or a partition no longer held */
         rd_kafka_message_destroy(m);
     }
@@ -623,8 +639,33 @@ int64_t tide_group_lag(tide_group_t *g) {
     return known ? lag : -1;
 }
 
-void tide_group_close(tide_group_t *g) {
-    if (g) rd_kafka_consumer_close(g->rk);
+int tide_group_fatal(const tide_group_t *g) { return g->fatal; }
+
+/* librdkafka's close keeps a static member in the group (KIP-345: no
+ * LeaveGroup on termination); an unsubscribe first makes it leave: its
+ * partitions are revoked (the callbacks run here) and a LeaveGroup follows
+ * once they are given up, before the close. */
+static void leave_static(tide_group_t *g) {
+    rd_kafka_unsubscribe(g->rk);
+    int64_t deadline = tide_mono_ms() + 3000, empty_since = 0;
+    while (tide_mono_ms() < deadline) {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        int held = rd_kafka_assignment(g->rk, &a) ? 0 : a->cnt;
+        if (a) rd_kafka_topic_partition_list_destroy(a);
+        if (held || g->offsets.n) empty_since = 0;
+        else if (!empty_since) empty_since = tide_mono_ms();
+        /* the LeaveGroup goes out from librdkafka's thread once the
+         * unassignment is done: give it a moment */
+        else if (tide_mono_ms() - empty_since >= 100) break;
+        tide_group_fill(g, 20);
+    }
+}
+
+int tide_group_close(tide_group_t *g, int leave) {
+    if (!g) return 0;
+    if (leave && g->is_static && !g->fatal) leave_static(g);
+    rd_kafka_consumer_close(g->rk);
+    return leave || !g->is_static;
 }
 
 void tide_group_free(tide_group_t *g) {

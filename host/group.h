@@ -137,6 +137,7 @@ typedef struct tide_group_opts {
     tide_group_cb_t cb;
     tide_group_meta_fn meta;
     void *meta_ud;
+    const char *instance_id; /* group.instance.id (static membership), NULL: dynamic */
 } tide_group_opts_t;
 
 typedef enum tide_group_commit {
@@ -191,8 +192,15 @@ tide_group_commit_t tide_group_commit(tide_group_t *g, const rd_kafka_topic_part
 int64_t tide_group_lag(tide_group_t *g);
 /* Assigned at least once since the start. */
 int tide_group_assigned_once(const tide_group_t *g);
-/* Leave the group (revoke callbacks run); then free. */
-void tide_group_close(tide_group_t *g);
+/* The consumer hit a fatal error (another member took its
+ * group.instance.id): it fetches nothing more; the worker must end. */
+int tide_group_fatal(const tide_group_t *g);
+/* Close the consumer (revoke callbacks run). A dynamic member leaves the
+ * group; a static one (instance_id) leaves only when `leave` is set: else it
+ * stays in the group until session.timeout.ms, as librdkafka's close keeps
+ * it (KIP-345), so that a restart gets its partitions back. Returns 1 when
+ * it left the group. */
+int tide_group_close(tide_group_t *g, int leave);
 void tide_group_free(tide_group_t *g);
 
 /* "topic[0,1,2] other[3]" for logs. */

@@ -46,6 +46,21 @@ struct conn {
     int fd;           /* -1: a free slot */
     int64_t deadline; /* monotonic ms */
     int cut;          /* past its deadline: shut down, libmicrohttpd closes it */
+    int waiting;      /* its answer is deferred: no deadline until it comes */
+};
+
+struct tide_http_request {
+    struct MHD_Connection *mc;
+    const char *path;
+    tide_http_t *h;
+    tide_http_deferred_t *deferred;
+};
+
+/* A request suspended until its owner finishes it; freed when libmicrohttpd
+ * is done with the request. */
+struct tide_http_deferred {
+    struct MHD_Connection *mc;
+    tide_http_reply_t reply;
 };
 
 struct tide_http {
@@ -88,9 +103,46 @@ static int host_allowed(const char *host) {
            !strcmp(name, "[::1]");
 }
 
+const char *tide_http_path(const tide_http_request_t *rq) { return rq->path; }
+
+const char *tide_http_arg(const tide_http_request_t *rq, const char *name) {
+    const char *v = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(rq->mc, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v, &n) !=
+        MHD_YES)
+        return NULL;
+    return v ? v : "";
+}
+
+const char *tide_http_header(const tide_http_request_t *rq, const char *name) {
+    return MHD_lookup_connection_value(rq->mc, MHD_HEADER_KIND, name);
+}
+
+tide_http_deferred_t *tide_http_defer(const tide_http_request_t *rq) {
+    tide_http_request_t *w = (tide_http_request_t *)rq;
+    if (w->deferred) return w->deferred;
+    tide_http_deferred_t *d = calloc(1, sizeof(*d));
+    if (!d) return NULL;
+    d->mc = rq->mc;
+    /* Suspended now, before the owner can finish it from another thread. */
+    MHD_suspend_connection(rq->mc);
+    w->deferred = d;
+    return d;
+}
+
+void tide_http_finish(tide_http_deferred_t *d, tide_http_reply_t *r) {
+    d->reply = *r;
+    *r = (tide_http_reply_t){0};
+    if (!d->reply.status) tide_http_reply_text(&d->reply, 500, "no answer\n");
+    /* libmicrohttpd wakes its thread (MHD_ALLOW_SUSPEND_RESUME has an
+     * inter-thread channel) and calls on_request again, which sends it. */
+    MHD_resume_connection(d->mc);
+}
+
 /* What to answer to a request that libmicrohttpd has parsed. */
 static void answer(tide_http_t *h, struct MHD_Connection *mc, const char *url,
-                   const char *method, const char *version, tide_http_reply_t *r) {
+                   const char *method, const char *version, tide_http_reply_t *r,
+                   tide_http_deferred_t **deferred) {
     if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
         tide_http_reply_text(r, 405, "only GET and HEAD\n");
         r->header_name = "Allow";
@@ -118,7 +170,13 @@ static void answer(tide_http_t *h, struct MHD_Connection *mc, const char *url,
     }
     memcpy(path, url, plen);
     path[plen] = '\0';
-    h->handler(h->ud, path, r);
+    tide_http_request_t rq = {mc, path, h, NULL};
+    h->handler(h->ud, &rq, r);
+    *deferred = rq.deferred;
+    if (rq.deferred) {
+        tide_buf_free(&r->buf);
+        return;
+    }
     if (r->buf.oom) {
         tide_buf_free(&r->buf);
         tide_http_reply_text(r, 500, "out of memory\n");
@@ -167,7 +225,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     for (int i = 0; ci && i < MAX_CONNS; i++)
         if (h->conns[i].fd < 0) {
-            h->conns[i] = (struct conn){ci->connect_fd, mono_ms() + READ_TIMEOUT_MS, 0};
+            h->conns[i] = (struct conn){ci->connect_fd, mono_ms() + READ_TIMEOUT_MS, 0, 0};
             *socket_context = &h->conns[i];
             return;
         }
@@ -179,14 +237,38 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                   void **req_context) {
     (void)upload_data;
     (void)upload_data_size;
-    (void)req_context;
     tide_http_t *h = cls;
+    struct conn *c = conn_of(mc);
+    if (*req_context) { /* a deferred answer, finished: send it */
+        tide_http_deferred_t *d = *req_context;
+        if (c) {
+            c->deadline = mono_ms() + WRITE_TIMEOUT_MS;
+            c->waiting = 0;
+        }
+        return queue(mc, &d->reply);
+    }
     tide_http_reply_t r;
     memset(&r, 0, sizeof(r));
-    answer(h, mc, url, method, version, &r);
-    struct conn *c = conn_of(mc);
+    tide_http_deferred_t *d = NULL;
+    answer(h, mc, url, method, version, &r, &d);
+    if (d) {
+        *req_context = d;
+        if (c) c->waiting = 1; /* its owner's timeouts bound it, not ours */
+        return MHD_YES;
+    }
     if (c) c->deadline = mono_ms() + WRITE_TIMEOUT_MS;
     return queue(mc, &r);
+}
+
+/* libmicrohttpd is done with a request: a deferred one is freed. */
+static void on_completed(void *cls, struct MHD_Connection *mc, void **req_context,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls, (void)mc, (void)toe;
+    tide_http_deferred_t *d = *req_context;
+    if (!d) return;
+    tide_buf_free(&d->reply.buf);
+    free(d);
+    *req_context = NULL;
 }
 
 /* Shut down the sockets of connections past their deadline; libmicrohttpd
@@ -196,7 +278,7 @@ static int64_t cut_overdue(tide_http_t *h, int64_t now) {
     int64_t next = -1;
     for (int i = 0; i < MAX_CONNS; i++) {
         struct conn *c = &h->conns[i];
-        if (c->fd < 0 || c->cut) continue;
+        if (c->fd < 0 || c->cut || c->waiting) continue;
         if (now >= c->deadline) {
             shutdown(c->fd, SHUT_RDWR);
             c->cut = 1;
@@ -265,7 +347,8 @@ static int listen_on(const struct sockaddr_in *sa, int *port) {
 
 static struct MHD_Daemon *start_daemon(tide_http_t *h, int fd) {
     return MHD_start_daemon(
-        MHD_USE_EPOLL, 0, NULL, NULL, on_request, h,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request, h,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNS,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_MAX,

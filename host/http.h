@@ -3,8 +3,8 @@
  *
  * One thread, loopback by default, GET and HEAD only, one request per
  * connection, several connections at once. For each request it calls one
- * handler, which renders the whole answer into memory; the server then sends
- * it. Each phase has a deadline (the request must arrive whole within 3 s of
+ * handler, which renders the whole answer into memory, or defers it (an
+ * interactive query waits for a worker); the server then sends it. Each phase has a deadline (the request must arrive whole within 3 s of
  * the connection, its answer leave within 5 s), so a slow or silent client
  * delays neither the others nor tide_http_stop. On a loopback address it
  * answers only requests whose Host is a loopback name (DNS rebinding).
@@ -29,9 +29,31 @@ typedef struct tide_http_reply {
     tide_buf_t buf;             /* the server frees it; buf.oom answers 500 */
 } tide_http_reply_t;
 
-/* Called on the server thread with the request's path (no query string);
- * must not block. */
-typedef void (*tide_http_handler_fn)(void *ud, const char *path, tide_http_reply_t *r);
+/* A request, borrowed for the handler's call. */
+typedef struct tide_http_request tide_http_request_t;
+
+/* Its path, without the query string. */
+const char *tide_http_path(const tide_http_request_t *rq);
+/* A query-string argument, decoded: NULL when absent, "" when given without
+ * a value (?count). */
+const char *tide_http_arg(const tide_http_request_t *rq, const char *name);
+/* A request header, or NULL. */
+const char *tide_http_header(const tide_http_request_t *rq, const char *name);
+
+/* An answer that comes later, from any thread. */
+typedef struct tide_http_deferred tide_http_deferred_t;
+
+/* Answer this request later: the handler leaves r alone and the connection
+ * waits, with no deadline of its own, until tide_http_finish. The owner must
+ * finish every deferred request exactly once, and all of them before
+ * tide_http_stop (its own timeouts bound the wait). */
+tide_http_deferred_t *tide_http_defer(const tide_http_request_t *rq);
+/* The answer to a deferred request (r's buf is taken over); d is invalid
+ * afterwards. Any thread. */
+void tide_http_finish(tide_http_deferred_t *d, tide_http_reply_t *r);
+
+/* Called on the server thread for each request; must not block. */
+typedef void (*tide_http_handler_fn)(void *ud, const tide_http_request_t *rq, tide_http_reply_t *r);
 
 /* A static text/plain answer. */
 void tide_http_reply_text(tide_http_reply_t *r, int status, const char *text);

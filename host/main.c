@@ -124,6 +124,8 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->source_copy = argv[++i];
         } else if (worker && !strcmp(s, "--await-topics")) {
             a->o.await_topics = 1;
+        } else if (worker && !strcmp(s, "--query-fd") && i + 1 < argc) {
+            a->o.query_fd = atoi(argv[++i]);
         } else if (worker && !strcmp(s, "--skip") && i + 1 < argc) {
             a->skip[a->n_skip++] = argv[++i];
         } else if (s[0] == '-' || a->path) {
@@ -151,7 +153,7 @@ static void install_signals(void) {
     sigaction(SIGHUP, &sa, NULL);
 }
 
-/* `tide worker FILE --status-fd N [--source-copy DIR]
+/* `tide worker FILE --status-fd N [--query-fd N] [--source-copy DIR]
  * [--skip topic:partition:offset]...`: one detector under a supervisor,
  * which passed every configuration flag on. */
 static int cmd_worker(int argc, char **argv) {

@@ -142,3 +142,33 @@ void tide_status_reload(tide_status_block_t *st, const char *version, const char
     snprintf(st->last_reload_version, sizeof(st->last_reload_version), "%s", version);
     st->last_reload_error[0] = '\0';
 }
+
+void tide_status_tasks(tide_status_block_t *st, int32_t partitions, const uint8_t *state) {
+    if (partitions > TIDE_STATUS_MAX_TASKS) partitions = TIDE_STATUS_MAX_TASKS;
+    if (partitions == st->task_partitions && !memcmp(st->task_state, state, (size_t)partitions))
+        return;
+    /* odd while it changes: a reader retries */
+    __atomic_add_fetch(&st->tasks_seq, 1, __ATOMIC_ACQ_REL);
+    memcpy(st->task_state, state, (size_t)partitions);
+    if (partitions < st->task_partitions)
+        memset(st->task_state + partitions, 0, (size_t)(st->task_partitions - partitions));
+    st->task_partitions = partitions;
+    __atomic_add_fetch(&st->tasks_seq, 1, __ATOMIC_ACQ_REL);
+}
+
+int32_t tide_status_read_tasks(const tide_status_block_t *st, uint8_t *state, uint32_t *seq) {
+    for (int tries = 0; tries < 100; tries++) {
+        uint32_t before = __atomic_load_n(&st->tasks_seq, __ATOMIC_ACQUIRE);
+        if (before & 1) continue;
+        int32_t n = st->task_partitions;
+        if (n < 0 || n > TIDE_STATUS_MAX_TASKS) n = 0;
+        memcpy(state, st->task_state, TIDE_STATUS_MAX_TASKS);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&st->tasks_seq, __ATOMIC_ACQUIRE) == before) {
+            if (seq) *seq = before;
+            return n;
+        }
+    }
+    memset(state, 0, TIDE_STATUS_MAX_TASKS);
+    return 0;
+}

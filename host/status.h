@@ -24,6 +24,16 @@
 #define TIDE_STATUS_MAX_BATCH 10000   /* max.poll.records cannot exceed it in a worker */
 #define TIDE_STATUS_TOPICS 32
 #define TIDE_STATUS_HIST 12
+#define TIDE_STATUS_MAX_TASKS 1024 /* partitions the task map covers */
+#define TIDE_STATUS_STORES 16      /* stores listed for queries and the page */
+
+/* A partition in the task map (task_state[]). */
+enum {
+    TIDE_TASKMAP_NONE = 0,
+    TIDE_TASKMAP_ACTIVE,    /* an active task here, restored */
+    TIDE_TASKMAP_RESTORING, /* an active task here, restoring its stores */
+    TIDE_TASKMAP_STANDBY,   /* a standby replica here */
+};
 
 /* Where a worker is. */
 typedef enum tide_worker_state {
@@ -100,6 +110,24 @@ typedef struct tide_status_block {
     char missing_topic[256];          /* an output topic the broker does not have, "" none */
     int64_t missing_topic_since_ms;   /* wall, 0: none */
     uint64_t dropped_late;            /* records dropped as late (windows past grace) */
+
+    /* The detector's stores, for interactive queries and the status page. */
+    int32_t n_stores;
+    char store_names[TIDE_STATUS_STORES][128];
+    int32_t store_memory[TIDE_STATUS_STORES];
+    /* Its tasks, as the directory publishes them (host/directory.h):
+     * task_state[p] (TIDE_TASKMAP_*) for p < task_partitions, the inputs'
+     * partition count (0: not known yet); tasks_seq grows after each change.
+     * Written by the worker. */
+    int32_t task_partitions;
+    volatile uint32_t tasks_seq;
+    uint8_t task_state[TIDE_STATUS_MAX_TASKS];
+    int64_t standby_lag;      /* changelog records its standbys are behind; -1: none */
+    uint64_t standby_records; /* changelog records its standbys applied */
+    /* Written by the SUPERVISOR: the partitions this worker keeps a standby
+     * replica of (num.standby.replicas); standby_seq grows after each change. */
+    volatile uint32_t standby_seq;
+    uint8_t standby_wanted[TIDE_STATUS_MAX_TASKS];
 } tide_status_block_t;
 
 /* Create a status block in a memfd: returns the mapping and the fd, or NULL. */
@@ -140,5 +168,12 @@ void tide_status_detector(tide_status_block_t *st, const char *name, const char 
                           const char *description);
 /* A reload validated (version) or was refused (error). */
 void tide_status_reload(tide_status_block_t *st, const char *version, const char *error);
+/* The task map: state[0..partitions) (TIDE_TASKMAP_*); written only when it
+ * changed, then tasks_seq grows. */
+void tide_status_tasks(tide_status_block_t *st, int32_t partitions, const uint8_t *state);
+/* A copy of the task map into state[0..TIDE_STATUS_MAX_TASKS) (the other
+ * process's view, consistent: retried while it changes); returns the
+ * partition count. */
+int32_t tide_status_read_tasks(const tide_status_block_t *st, uint8_t *state, uint32_t *seq);
 
 #endif

@@ -419,6 +419,27 @@ int tide_tasks_settled(tide_tasks_t *t) {
     return 1;
 }
 
+/* ---------------------------------------------------------------- standby */
+
+void *tide_tasks_db(tide_tasks_t *t) { return t->db; }
+
+int64_t tide_tasks_local_offset(tide_tasks_t *t, int s, int32_t p, int wipe) {
+    int64_t from = tide_checkpoint_get(&t->checkpoint, t->info->store_names[s], p);
+    if (from >= 0 && !wipe) return from;
+    store_wipe(t, s, p);
+    if (from >= 0) {
+        tide_checkpoint_set(&t->checkpoint, t->info->store_names[s], p, 0);
+        t->unsaved = 1;
+    }
+    return 0;
+}
+
+void tide_tasks_local_advance(tide_tasks_t *t, int s, int32_t p, int64_t next) {
+    if (next <= tide_checkpoint_get(&t->checkpoint, t->info->store_names[s], p)) return;
+    tide_checkpoint_set(&t->checkpoint, t->info->store_names[s], p, next);
+    t->unsaved = 1;
+}
+
 uint64_t tide_tasks_restored_records(const tide_tasks_t *t) {
     return t->restorer ? tide_restorer_records(t->restorer) : 0;
 }

@@ -114,6 +114,18 @@ int tide_tasks_unsaved(const tide_tasks_t *t);
  * is one) and write the checkpoint. 0, or -1 (logged). */
 int tide_tasks_checkpoint(tide_tasks_t *t);
 
+/* ---- standby replicas (host/standby.c): a standby writes the database
+ * only from the changelog, and only where no task has uncommitted writes */
+/* The store database (RocksDB stores), or NULL when the detector has none. */
+void *tide_tasks_db(tide_tasks_t *t);
+/* The changelog offset the database holds store s of partition p up to
+ * (the checkpoint); without one, or with `wipe` (the checkpoint is not that
+ * changelog's), what it holds of it is wiped and 0 is returned. */
+int64_t tide_tasks_local_offset(tide_tasks_t *t, int s, int32_t p, int wipe);
+/* The database holds store s of partition p up to changelog offset next
+ * (committed by the caller): the checkpoint says so from now on. */
+void tide_tasks_local_advance(tide_tasks_t *t, int s, int32_t p, int64_t next);
+
 /* Changelog records applied, ever, and store memory in bytes. */
 uint64_t tide_tasks_restored_records(const tide_tasks_t *t);
 uint64_t tide_tasks_store_memory(const tide_tasks_t *t);

@@ -64,13 +64,18 @@ static int process_id(const char *path, char id[33], char **errp) {
     return ok ? 0 : fail(errp, path);
 }
 
+int tide_txnid_process_id(const tide_config_t *c, char id[33], char **errp) {
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof(dir), "%s/%s", tide_config_str(c, TIDE_CFG_STATE_DIR),
+             tide_config_str(c, TIDE_CFG_APPLICATION_ID));
+    snprintf(path, sizeof(path), "%s/tide.process.id", dir);
+    return make_dirs(dir, errp) || process_id(path, id, errp) ? -1 : 0;
+}
+
 int tide_txnid_make(const tide_config_t *c, const char *detector, char *out, size_t cap,
                     char **errp) {
-    const char *app = tide_config_str(c, TIDE_CFG_APPLICATION_ID);
-    char dir[4096], path[4200], id[33];
-    snprintf(dir, sizeof(dir), "%s/%s", tide_config_str(c, TIDE_CFG_STATE_DIR), app);
-    snprintf(path, sizeof(path), "%s/tide.process.id", dir);
-    if (make_dirs(dir, errp) || process_id(path, id, errp)) return -1;
-    snprintf(out, cap, "%s.%s-%s", app, detector, id);
+    char id[33];
+    if (tide_txnid_process_id(c, id, errp)) return -1;
+    snprintf(out, cap, "%s.%s-%s", tide_config_str(c, TIDE_CFG_APPLICATION_ID), detector, id);
     return 0;
 }

@@ -19,5 +19,8 @@
 /* 0, or -1 with *errp (the state directory cannot be written). */
 int tide_txnid_make(const tide_config_t *c, const char *detector, char *out, size_t cap,
                     char **errp);
+/* The process id alone (32 hex digits), which also names this instance in
+ * the directory (directory.h) and its static members (group.instance.id). */
+int tide_txnid_process_id(const tide_config_t *c, char id[33], char **errp);
 
 #endif

@@ -33,8 +33,10 @@
 #include "group.h"
 #include "log.h"
 #include "produce.h"
+#include "query.h"
 #include "records.h"
 #include "runtime.h"
+#include "standby.h"
 #include "status.h"
 #include "task.h"
 #include "topics.h"
@@ -79,7 +81,12 @@ typedef struct tide_job {
     int64_t next_ms;
 } tide_job_t;
 
-enum { N_JOBS = 8 };
+enum { N_JOBS = 10 };
+
+/* The most a pass spends answering interactive queries, and applying the
+ * changelogs of standby replicas. */
+#define QUERY_SLICE_MS 20
+#define STANDBY_SLICE_MS 50
 
 /* Stream time rides with the committed offsets, in their metadata, as in
  * Kafka Streams: a task that moves or restarts keeps its windows closed and
@@ -95,6 +102,8 @@ struct tide_worker {
     tide_producer_t *producer;
     tide_committer_t *committer;
     tide_records_t *records;
+    tide_query_t *queries;   /* interactive queries from the supervisor, or NULL */
+    tide_standby_t *standby; /* standby replicas, and the task map it publishes */
     tide_status_block_t *st; /* shared with the supervisor, or private */
     tide_job_t jobs[N_JOBS];
     int eos;
@@ -227,6 +236,7 @@ static void on_assigned(void *ud, const rd_kafka_topic_partition_list_t *parts) 
         int32_t p = parts->elems[i].partition;
         if (!tide_tasks_has(w->tasks, p)) begin_rebalance(w);
         int64_t st = tide_group_committed_number(w->group, p, STREAM_TIME_META);
+        tide_standby_promote(w->standby, p); /* its restore reads only the tail */
         tide_task_start_t r = tide_tasks_start(w->tasks, p, st);
         if (r == TIDE_TASK_RESTORING) tide_group_pause(w->group, p, TIDE_PAUSE_RESTORE, 1);
         if (r == TIDE_TASK_FAILED) worker_end(w, TIDE_WORKER_FAILED);
@@ -392,6 +402,34 @@ static tide_step_t process_batch(tide_worker_t *w) {
 
 /* ---------------------------------------------------------------- periodic jobs */
 
+/* Do the stores hold exactly the last commit? Nothing produced, processed
+ * or written since it, no commit or send under way: what a query may read
+ * (committed state only) and where a standby may write (host/standby.c). */
+static int at_commit(tide_worker_t *w) {
+    return !w->sending && !tide_committer_busy(w->committer) && !tide_committer_dirty(w->committer);
+}
+
+/* Interactive queries read committed state: when some wait and the worker
+ * has uncommitted work, it commits now (a query waits about one commit),
+ * then answers them before the next batch, a slice of time a pass. */
+static tide_step_t job_queries(tide_worker_t *w, int64_t now) {
+    (void)now;
+    if (!tide_query_poll(w->queries) || w->sending || tide_committer_busy(w->committer))
+        return TIDE_STEP_OK;
+    if (!at_commit(w)) tide_committer_request(w->committer, "query");
+    else tide_query_serve(w->queries, w->rt, w->tasks, QUERY_SLICE_MS);
+    return TIDE_STEP_OK;
+}
+
+/* The task map for the directory; standby replicas, written where no task
+ * has uncommitted writes. */
+static tide_step_t job_replicas(tide_worker_t *w, int64_t now) {
+    (void)now;
+    tide_standby_sync(w->standby, w->info);
+    if (at_commit(w)) tide_standby_step(w->standby, STANDBY_SLICE_MS);
+    return TIDE_STEP_OK;
+}
+
 static tide_step_t job_punctuate(tide_worker_t *w, int64_t now) {
     (void)now;
     if (!w->info->n_punctuators && !w->info->n_stores) return TIDE_STEP_OK;
@@ -476,6 +514,8 @@ static tide_step_t job_missing(tide_worker_t *w, int64_t now) {
 
 static void init_jobs(tide_worker_t *w) {
     const tide_job_t jobs[N_JOBS] = {
+        {"queries", 0, job_queries, 0}, /* first: before anything writes a store */
+        {"replicas", 0, job_replicas, 0},
         {"punctuate", 0, job_punctuate, 0},
         {"publish", 0, job_publish, 0},
         {"trim", 0, job_trim, 0},
@@ -736,8 +776,22 @@ static int co_partitioned(const tide_worker_t *w) {
     return w->info->n_inputs > 1 && w->info->n_stores > 0;
 }
 
+/* The worker's group.instance.id into buf, or NULL for dynamic membership:
+ * auto is <application.id>.<detector>-<process id>, the process id kept in
+ * state.dir (txnid.h), so a restart on this host is the same member. */
+static const char *instance_id(tide_worker_t *w, char *buf, size_t cap) {
+    const char *v = tide_config_str(w->o->config, TIDE_CFG_GROUP_INSTANCE_ID);
+    if (!*v || !strcmp(v, "none")) return NULL;
+    if (strcmp(v, "auto")) return v;
+    char *err = NULL;
+    if (!tide_txnid_make(w->o->config, w->info->name, buf, cap, &err)) return buf;
+    tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "no group.instance.id (%s): dynamic membership", err);
+    free(err);
+    return NULL;
+}
+
 static int open_group(tide_worker_t *w) {
-    char id[512], *err = NULL;
+    char id[512], member[600], *err = NULL;
     const tide_config_t *c = w->o->config;
     snprintf(id, sizeof(id), "%s.%s", tide_config_str(c, TIDE_CFG_APPLICATION_ID), w->info->name);
     tide_group_opts_t go = {
@@ -746,7 +800,7 @@ static int open_group(tide_worker_t *w) {
         .buffered_max = (int)tide_config_int(c, TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION),
         .order = {.idle_ms = tide_config_int(c, TIDE_CFG_MAX_TASK_IDLE_MS), .lag_wait_ms = 5000},
         .cb = {.on_assigned = on_assigned, .on_revoking = on_revoking, .on_revoked = on_revoked, .ud = w},
-        .meta = stream_time_meta, .meta_ud = w,
+        .meta = stream_time_meta, .meta_ud = w, .instance_id = instance_id(w, member, sizeof(member)),
     };
     w->group = tide_group_new(&go, &err);
     if (!w->group) {
@@ -755,7 +809,11 @@ static int open_group(tide_worker_t *w) {
         return -1;
     }
     if (subscribe(w)) return -1;
-    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", id);
+    if (go.instance_id)
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s as static member %s", id,
+                 go.instance_id);
+    else
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", id);
     if (co_partitioned(w))
         tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
                  "stateful with %d inputs: co-partitioned range assignment (eager rebalances); "
@@ -842,7 +900,12 @@ static tide_step_t connect_kafka(tide_worker_t *w) {
         .eos = w->eos, .shutdown_timeout_ms = w->shutdown_timeout_ms,
     };
     w->committer = tide_committer_new(&co);
-    return w->committer ? TIDE_STEP_OK : TIDE_STEP_FAILED;
+    tide_standby_opts_t so = {
+        .config = w->o->config, .bootstraps = w->o->bootstraps, .tasks = w->tasks,
+        .consumer = tide_group_consumer(w->group), .input_topic = w->info->inputs[0], .st = w->st,
+    };
+    w->standby = tide_standby_new(&so);
+    return w->committer && w->standby ? TIDE_STEP_OK : TIDE_STEP_FAILED;
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -869,6 +932,7 @@ static tide_step_t pass(tide_worker_t *w) {
         settle(w);
     }
     fetch(w, restoring);
+    if (tide_group_fatal(w->group)) return TIDE_STEP_FENCED;
     tide_step_t s = TIDE_STEP_OK;
     if (w->sending) s = sent_or_roll_back(w, send_sink(w, 100));
     else if (tide_committer_busy(w->committer)) s = after(w, tide_committer_step(w->committer, 100));
@@ -958,9 +1022,16 @@ static void shut_down(tide_worker_t *w) {
     }
     job_publish(w, 0);
     log_stopped(w, tide_mono_ms());
+    /* A static member leaves only when asked to stop, never on a failure:
+     * its restart takes its partitions back (leave.group.on.close). */
+    int leave = exit_ok(w->end) &&
+                !strcmp(tide_config_str(w->o->config, TIDE_CFG_LEAVE_GROUP_ON_CLOSE), "true");
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "leaving consumer group");
-    tide_group_close(w->group);
-    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "left consumer group");
+    if (tide_group_close(w->group, leave))
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "left consumer group");
+    else
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "closed without leaving the consumer group: a static "
+                 "member's partitions wait for it until session.timeout.ms");
 }
 
 static void worker_free(tide_worker_t *w) {
@@ -971,6 +1042,8 @@ static void worker_free(tide_worker_t *w) {
     tide_runtime_close(w->rt);
     tide_tasks_free(w->tasks);
     tide_records_free(w->records);
+    tide_query_free(w->queries);
+    tide_standby_free(w->standby);
     if (!w->o->status) tide_status_unmap(w->st);
 }
 
@@ -989,6 +1062,7 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     else worker_end(w, open_detector(w));
     if (w->end == TIDE_WORKER_RUNNING) end_for(w, connect_kafka(w));
     if (w->group && w->committer) {
+        if (o->query_fd > 0) w->queries = tide_query_new(o->query_fd);
         w->st->state = TIDE_WS_RUNNING;
         init_jobs(w);
         loop(w);

@@ -29,6 +29,7 @@ typedef struct tide_worker_opts {
     int await_topics;           /* the supervisor creates our topics (dev broker) */
     char **skip;                /* "topic:partition:offset" records to dead-letter unrun */
     int n_skip;
+    int query_fd;               /* the supervisor's query channel (query.h), 0: none */
 } tide_worker_opts_t;
 
 typedef enum tide_worker_exit {
