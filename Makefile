@@ -83,7 +83,7 @@ HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embed
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
 CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http \
-	$(BUILD)/test/test_group \
+	$(BUILD)/test/test_group $(BUILD)/test/test_router \
 	$(BUILD)/test/test_store $(BUILD)/test/test_runtime
 FIXTURES  := $(BUILD)/test/http_fixture
 BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json

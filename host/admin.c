@@ -23,6 +23,8 @@ struct tide_admin {
     tide_admin_fill_fn fill;
     void *ud;
     size_t page_len;
+    tide_http_handler_fn queries; /* GET /api/detectors/NAME/..., or NULL */
+    void *queries_ud;
 };
 
 const char *tide_det_state_name(tide_det_state_t s) {
@@ -62,6 +64,7 @@ typedef enum metric {
     M_RESTARTS, M_RELOADS, M_RELOAD_FAILURES, M_WATCHDOG_KILLS,
     M_RESTORING, M_RESTORED, M_STORE_MEMORY,
     M_LATE, M_ROLLBACKS, M_TXN_COMMITTED, M_TXN_ABORTED, M_BROKER_WAITING, M_OUTPUT_MISSING,
+    M_STANDBY_TASKS, M_STANDBY_LAG,
 } metric_t;
 
 static const struct {
@@ -114,6 +117,10 @@ static const struct {
      "1 while the worker's commit waits for the broker, else 0."},
     {M_OUTPUT_MISSING, "tide_output_topic_missing", "gauge",
      "1 while an output topic does not exist and the inputs wait for it, else 0."},
+    {M_STANDBY_TASKS, "tide_standby_tasks", "gauge",
+     "Standby replicas the worker keeps (num.standby.replicas)."},
+    {M_STANDBY_LAG, "tide_standby_lag_records", "gauge",
+     "Changelog records the worker's standby replicas are behind."},
 };
 
 /* A gauge of the current worker: 0 when there is none. */
@@ -132,6 +139,16 @@ static int worker_gauge(metric_t m, const tide_admin_detector_t *d, double *v) {
     case M_STORE_MEMORY: *v = (double)g->store_memory_bytes; return 1;
     case M_BROKER_WAITING: *v = g->broker_waiting_since_ms ? 1 : 0; return 1;
     case M_OUTPUT_MISSING: *v = g->missing_topic[0] ? 1 : 0; return 1;
+    case M_STANDBY_TASKS: {
+        int n = 0;
+        for (int32_t p = 0; p < d->tasks.partitions; p++) n += d->tasks.state[p] == TIDE_TASKMAP_STANDBY;
+        *v = n;
+        return 1;
+    }
+    case M_STANDBY_LAG:
+        if (g->standby_lag < 0) return 0;
+        *v = (double)g->standby_lag;
+        return 1;
     default: return 0;
     }
 }
@@ -336,6 +353,43 @@ static void render_gauges(tide_buf_t *b, const tide_admin_detector_t *d) {
     else tide_buf_puts(b, ",\"batch_running_ms\":null");
 }
 
+static void render_partitions(tide_buf_t *b, const tide_det_tasks_t *t, int state) {
+    tide_buf_puts(b, "[");
+    int first = 1;
+    for (int32_t p = 0; p < t->partitions && p < TIDE_STATUS_MAX_TASKS; p++)
+        if (t->state[p] == state) {
+            tide_buf_printf(b, first ? "%d" : ",%d", (int)p);
+            first = 0;
+        }
+    tide_buf_puts(b, "]");
+}
+
+/* Its stores (each can be queried) and its tasks. */
+static void render_tasks(tide_buf_t *b, const tide_admin_detector_t *d) {
+    const tide_det_tasks_t *t = &d->tasks;
+    tide_buf_puts(b, ",\"stores\":[");
+    for (int i = 0; d->has_worker && i < t->n_stores && i < TIDE_STATUS_STORES; i++) {
+        tide_buf_puts(b, i ? ",{\"name\":" : "{\"name\":");
+        JSON_FIELD(b, t->stores[i]);
+        tide_buf_printf(b, ",\"memory\":%s}", t->store_memory[i] ? "true" : "false");
+    }
+    tide_buf_puts(b, "]");
+    if (!d->has_worker || t->partitions <= 0) {
+        tide_buf_puts(b, ",\"tasks\":null");
+        return;
+    }
+    tide_buf_printf(b, ",\"tasks\":{\"partitions\":%d,\"active\":", (int)t->partitions);
+    render_partitions(b, t, TIDE_TASKMAP_ACTIVE);
+    tide_buf_puts(b, ",\"restoring\":");
+    render_partitions(b, t, TIDE_TASKMAP_RESTORING);
+    tide_buf_puts(b, ",\"standby\":");
+    render_partitions(b, t, TIDE_TASKMAP_STANDBY);
+    if (d->gauges.standby_lag >= 0)
+        tide_buf_printf(b, ",\"standby_lag\":%lld", (long long)d->gauges.standby_lag);
+    else tide_buf_puts(b, ",\"standby_lag\":null");
+    tide_buf_printf(b, ",\"standby_records\":%llu}", (unsigned long long)d->gauges.standby_records);
+}
+
 static void render_counters(tide_buf_t *b, const tide_det_totals_t *t) {
     tide_buf_printf(b,
                     ",\"counters\":{\"records_in\":%llu,\"records_out\":%llu,\"errors\":%llu,"
@@ -373,6 +427,7 @@ static void render_detector(tide_buf_t *b, const tide_admin_detector_t *d) {
     tide_buf_json_num(b, d->cpu_seconds);
     tide_buf_printf(b, ",\"rss_bytes\":%llu", (unsigned long long)d->rss_bytes);
     render_gauges(b, d);
+    render_tasks(b, d);
     render_counters(b, &d->totals);
     tide_buf_puts(b, ",\"last_error\":");
     render_last_error(b, &d->last_error);
@@ -526,6 +581,11 @@ static void on_request(void *ud, const tide_http_request_t *rq, tide_http_reply_
         r->body_len = a->page_len;
         return;
     }
+    tide_http_handler_fn queries = __atomic_load_n(&a->queries, __ATOMIC_ACQUIRE);
+    if (queries && !strncmp(path, "/api/detectors/", 15)) {
+        queries(a->queries_ud, rq, r);
+        return;
+    }
     int healthz = !strcmp(path, "/healthz"), readyz = !strcmp(path, "/readyz");
     int metrics_ = !strcmp(path, "/metrics"), api = !strcmp(path, "/api/detectors");
     if (!healthz && !readyz && !metrics_ && !api) {
@@ -569,6 +629,11 @@ tide_admin_t *tide_admin_start(const char *addr, int port, tide_admin_fill_fn fi
 }
 
 int tide_admin_port(const tide_admin_t *a) { return tide_http_port(a->http); }
+
+void tide_admin_set_queries(tide_admin_t *a, tide_http_handler_fn fn, void *ud) {
+    a->queries_ud = ud;
+    __atomic_store_n(&a->queries, fn, __ATOMIC_RELEASE);
+}
 
 void tide_admin_stop(tide_admin_t *a) {
     if (!a) return;

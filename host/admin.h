@@ -6,6 +6,7 @@
  *   GET /api/detectors   the detectors as JSON
  *   GET /metrics         Prometheus text exposition format
  *   GET /healthz         200 "ok" while the process runs (503 once stopping)
+ *   GET /api/detectors/NAME/...  interactive queries (router.h)
  *   GET /readyz          200 when every detector runs (or hot-swaps), else 503
  *                        and why: each failed or quarantined detector with
  *                        its problem, those waiting for the broker or for an
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "http.h"
 #include "status.h"
 
 /* A detector's state as the supervisor shows it. */
@@ -85,7 +87,18 @@ typedef struct tide_det_gauges {
     int64_t broker_waiting_since_ms; /* wall: a commit waits for the broker; 0: not */
     char missing_topic[256];  /* an output topic the broker does not have, "" none */
     int64_t missing_topic_since_ms;
+    int64_t standby_lag;      /* changelog records its standbys are behind; -1: none */
+    uint64_t standby_records; /* changelog records its standbys applied */
 } tide_det_gauges_t;
+
+/* The worker's stores and tasks (status.h), for queries and the page. */
+typedef struct tide_det_tasks {
+    int n_stores;
+    char stores[TIDE_STATUS_STORES][128];
+    int store_memory[TIDE_STATUS_STORES];
+    int32_t partitions; /* 0: unknown */
+    uint8_t state[TIDE_STATUS_MAX_TASKS]; /* TIDE_TASKMAP_* */
+} tide_det_tasks_t;
 
 /* One detector in a snapshot. */
 typedef struct tide_admin_detector {
@@ -97,6 +110,7 @@ typedef struct tide_admin_detector {
     int32_t pid;             /* the worker, 0 when none */
     int has_worker;          /* gauges are valid */
     tide_det_gauges_t gauges;
+    tide_det_tasks_t tasks;  /* valid only with has_worker */
     int64_t started_ms;      /* wall clock, when the current worker started */
     uint64_t restarts, watchdog_kills;
     double cpu_seconds;      /* of the current worker */
@@ -137,6 +151,10 @@ typedef struct tide_admin tide_admin_t;
 tide_admin_t *tide_admin_start(const char *addr, int port, tide_admin_fill_fn fill, void *ud,
                                char **errp);
 int tide_admin_port(const tide_admin_t *a);
+/* Interactive queries: GET /api/detectors/NAME/... (anything below a
+ * detector) goes to fn (router.h), which answers or defers. Set once, right
+ * after the start. */
+void tide_admin_set_queries(tide_admin_t *a, tide_http_handler_fn fn, void *ud);
 /* Stop serving and free a; returns at once. NULL is a no-op. */
 void tide_admin_stop(tide_admin_t *a);
 

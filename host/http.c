@@ -60,6 +60,7 @@ struct tide_http_request {
  * is done with the request. */
 struct tide_http_deferred {
     struct MHD_Connection *mc;
+    tide_http_t *h;
     tide_http_reply_t reply;
 };
 
@@ -67,7 +68,9 @@ struct tide_http {
     struct MHD_Daemon *d;
     tide_http_handler_fn handler;
     void *ud;
-    int wake[2];   /* tide_http_stop writes; the server thread polls wake[0] */
+    int wake[2];   /* tide_http_stop and tide_http_finish write; the server thread
+                    * polls wake[0] */
+    volatile int stopping;
     int port;
     int loopback;  /* bound to 127.0.0.0/8: check Host (DNS rebinding) */
     pthread_t thread;
@@ -114,6 +117,24 @@ const char *tide_http_arg(const tide_http_request_t *rq, const char *name) {
     return v ? v : "";
 }
 
+typedef struct args_iter {
+    int (*fn)(void *ud, const char *name, const char *value);
+    void *ud;
+} args_iter_t;
+
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value) {
+    (void)kind;
+    args_iter_t *it = cls;
+    return it->fn(it->ud, key, value ? value : "") ? MHD_NO : MHD_YES;
+}
+
+void tide_http_args(const tide_http_request_t *rq,
+                    int (*fn)(void *ud, const char *name, const char *value), void *ud) {
+    args_iter_t it = {fn, ud};
+    MHD_get_connection_values(rq->mc, MHD_GET_ARGUMENT_KIND, on_arg, &it);
+}
+
 const char *tide_http_header(const tide_http_request_t *rq, const char *name) {
     return MHD_lookup_connection_value(rq->mc, MHD_HEADER_KIND, name);
 }
@@ -124,6 +145,7 @@ tide_http_deferred_t *tide_http_defer(const tide_http_request_t *rq) {
     tide_http_deferred_t *d = calloc(1, sizeof(*d));
     if (!d) return NULL;
     d->mc = rq->mc;
+    d->h = rq->h;
     /* Suspended now, before the owner can finish it from another thread. */
     MHD_suspend_connection(rq->mc);
     w->deferred = d;
@@ -134,9 +156,12 @@ void tide_http_finish(tide_http_deferred_t *d, tide_http_reply_t *r) {
     d->reply = *r;
     *r = (tide_http_reply_t){0};
     if (!d->reply.status) tide_http_reply_text(&d->reply, 500, "no answer\n");
-    /* libmicrohttpd wakes its thread (MHD_ALLOW_SUSPEND_RESUME has an
-     * inter-thread channel) and calls on_request again, which sends it. */
+    /* libmicrohttpd calls on_request again, which sends it; the server
+     * thread may sleep in poll(): wake it. */
+    tide_http_t *h = d->h;
     MHD_resume_connection(d->mc);
+    ssize_t n = write(h->wake[1], "r", 1);
+    (void)n;
 }
 
 /* What to answer to a request that libmicrohttpd has parsed. */
@@ -304,7 +329,12 @@ static void *serve(void *arg) {
             timeout = (int)mt;
         struct pollfd p[2] = {{h->wake[0], POLLIN, 0}, {efd, POLLIN, 0}};
         if (poll(p, 2, timeout) < 0 && errno != EINTR) usleep(10 * 1000); /* ENOMEM */
-        if (p[0].revents) break;
+        if (p[0].revents) {
+            char junk[64];
+            while (read(h->wake[0], junk, sizeof(junk)) > 0) {
+            }
+        }
+        if (h->stopping) break;
         MHD_run(h->d);
     }
     return NULL;
@@ -401,6 +431,7 @@ int tide_http_port(const tide_http_t *h) { return h->port; }
 
 void tide_http_stop(tide_http_t *h) {
     if (!h) return;
+    h->stopping = 1;
     ssize_t w = write(h->wake[1], "x", 1);
     (void)w;
     pthread_join(h->thread, NULL);

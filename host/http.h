@@ -37,6 +37,10 @@ const char *tide_http_path(const tide_http_request_t *rq);
 /* A query-string argument, decoded: NULL when absent, "" when given without
  * a value (?count). */
 const char *tide_http_arg(const tide_http_request_t *rq, const char *name);
+/* Every query-string argument, decoded, in order: fn(ud, name, value)
+ * (value "" when none); fn returns nonzero to stop. */
+void tide_http_args(const tide_http_request_t *rq,
+                    int (*fn)(void *ud, const char *name, const char *value), void *ud);
 /* A request header, or NULL. */
 const char *tide_http_header(const tide_http_request_t *rq, const char *name);
 

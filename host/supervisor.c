@@ -9,7 +9,11 @@
  * It starts the admin server and fills its snapshots: the server's thread
  * copies the table under the supervisor's lock (on_admin_fill) and renders
  * from the copy, so it never reads the table while the loop changes it.
- * It never runs Lua and never talks to Kafka: workers do.
+ * It never runs Lua and never consumes or produces a detector's records:
+ * workers do. Its one link to Kafka is the directory (directory.h), where it
+ * says which tasks its workers hold and learns which tasks other instances
+ * hold, for the query router (router.h) and for the standby replicas it asks
+ * its workers to keep.
  */
 #include "supervisor.h"
 
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -31,9 +36,12 @@
 
 #include "admin.h"
 #include "devbroker.h"
+#include "directory.h"
 #include "log.h"
+#include "router.h"
 #include "sources.h"
 #include "status.h"
+#include "txnid.h"
 #include "worker.h"
 
 #define CRASH_WINDOW 64 /* crash times kept, for quarantine */
@@ -55,6 +63,7 @@ typedef struct tide_detector {
     pid_t pid;           /* the worker, 0 when none */
     tide_status_block_t *st;   /* the worker's shared status, NULL when none */
     int status_fd;
+    int channel;         /* the worker's query channel in the router, 0: none */
     int64_t started_ms;  /* wall clock, when the current worker started */
     uint64_t restarts;   /* worker restarts after a crash or a hang */
     uint64_t watchdog_kills;
@@ -105,6 +114,11 @@ typedef struct sv_state {
     int dir_wd;
     int config_fd; /* the effective configuration, as a properties file */
     tide_devbroker_t *dev;
+    tide_directory_t *directory; /* who holds which task, on every instance */
+    tide_router_t *router;   /* interactive queries */
+    char instance[33];       /* this instance's process id */
+    char server[300];        /* its admin address, as others reach it */
+    int replicas;            /* num.standby.replicas */
     int64_t debounce_ms, batch_timeout_ms, backoff_max_ms;
     int poison_kills, quarantine_crashes;
     long clk_tck, page_size;
@@ -297,14 +311,34 @@ static void on_folder_events(sv_state_t *s) {
 
 /* ---------------------------------------------------------------- workers */
 
-static void close_status(tide_detector_t *d) {
+/* The worker is gone: its status, its query channel and its place in the
+ * directory go with it. */
+static void close_status(sv_state_t *s, tide_detector_t *d) {
     if (d->st) {
         totals(d, &d->base);
+        tide_directory_withdraw(s->directory, d->name);
         tide_status_unmap(d->st);
         d->st = NULL;
     }
     if (d->status_fd >= 0) close(d->status_fd);
     d->status_fd = -1;
+    tide_router_detach(s->router, d->channel);
+    d->channel = 0;
+}
+
+/* A query channel for a new worker: *child is its end (kept open across
+ * exec), the router holds ours. -1 when there is no router. */
+static int query_channel(sv_state_t *s, tide_detector_t *d, int *child) {
+    int sv[2];
+    *child = -1;
+    if (!s->router || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) return -1;
+    d->channel = tide_router_attach(s->router, sv[0]);
+    if (!d->channel) {
+        close(sv[1]);
+        return -1;
+    }
+    *child = sv[1];
+    return 0;
 }
 
 static int spawn(sv_state_t *s, tide_detector_t *d) {
@@ -314,8 +348,11 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot create a status block: %s", strerror(errno));
         return -1;
     }
-    char sfd_s[16], cfg[64];
+    char sfd_s[16], cfg[64], qfd_s[16];
+    int qfd;
+    query_channel(s, d, &qfd);
     snprintf(sfd_s, sizeof(sfd_s), "%d", sfd);
+    snprintf(qfd_s, sizeof(qfd_s), "%d", qfd);
     snprintf(cfg, sizeof(cfg), "/proc/self/fd/%d", s->config_fd);
     const char *argv[16 + 2 * TIDE_STATUS_TOPICS];
     int a = 0;
@@ -329,6 +366,10 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     argv[a++] = "--status-fd";
     argv[a++] = sfd_s;
     if (s->dev) argv[a++] = "--await-topics";
+    if (qfd >= 0) {
+        argv[a++] = "--query-fd";
+        argv[a++] = qfd_s;
+    }
     if (d->src) {
         argv[a++] = "--source-copy";
         argv[a++] = tide_sources_current(d->src);
@@ -343,15 +384,20 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
     if (pid < 0) {
         tide_status_unmap(st);
         close(sfd);
+        if (qfd >= 0) close(qfd);
+        tide_router_detach(s->router, d->channel);
+        d->channel = 0;
         return -1;
     }
     if (pid == 0) {
-        /* The two fds the worker needs survive exec; nothing else does. */
+        /* The fds the worker needs survive exec; nothing else does. */
         fcntl(sfd, F_SETFD, 0);
         fcntl(s->config_fd, F_SETFD, 0);
+        if (qfd >= 0) fcntl(qfd, F_SETFD, 0);
         execv("/proc/self/exe", (char *const *)argv);
         _exit(127);
     }
+    if (qfd >= 0) close(qfd);
     d->pid = pid;
     d->st = st;
     d->status_fd = sfd;
@@ -583,7 +629,7 @@ static void on_exit_status(sv_state_t *s, tide_detector_t *d, int status) {
         snprintf(load_error, sizeof(load_error), "%s", d->st->last_reload_error);
         follow_reloads(d); /* those since the last pass, into the history */
     }
-    close_status(d);
+    close_status(s, d);
     d->pid = 0;
     tide_log(sig || code ? TIDE_LOG_WARN : TIDE_LOG_INFO, TIDE_AT_NONE, "worker of %s ended: %s",
              d->name, d->last_exit);
@@ -745,6 +791,16 @@ static void fill_detector(tide_admin_detector_t *o, const tide_detector_t *d, in
     memcpy(o->gauges.missing_topic, st->missing_topic, sizeof(o->gauges.missing_topic));
     o->gauges.missing_topic[sizeof(o->gauges.missing_topic) - 1] = '\0';
     o->gauges.missing_topic_since_ms = st->missing_topic_since_ms;
+    o->gauges.standby_lag = st->standby_lag;
+    o->gauges.standby_records = st->standby_records;
+    tide_det_tasks_t *t = &o->tasks;
+    t->partitions = tide_status_read_tasks(st, t->state, NULL);
+    t->n_stores = st->n_stores < 0 || st->n_stores > TIDE_STATUS_STORES ? 0 : st->n_stores;
+    memcpy(t->stores, st->store_names, sizeof(t->stores));
+    for (int i = 0; i < TIDE_STATUS_STORES; i++) {
+        t->stores[i][sizeof(t->stores[i]) - 1] = '\0';
+        t->store_memory[i] = st->store_memory[i];
+    }
     tide_det_error_t *e = &o->last_error;
     e->ms = st->last_error_ms;
     memcpy(e->cls, st->last_error_class, sizeof(e->cls));
@@ -768,6 +824,66 @@ static void on_admin_fill(void *ud, tide_admin_snapshot_t *snap) {
         fill_detector(o, s->dets[i], now_mono);
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+/* ---------------------------------------------------------------- queries */
+
+/* The router's view of a detector this host runs (its server thread,
+ * under our lock). */
+static int on_router_find(void *ud, const char *name, tide_router_local_t *out) {
+    sv_state_t *s = ud;
+    pthread_mutex_lock(&s->lock);
+    tide_detector_t *d = NULL;
+    for (int i = 0; i < s->n_dets && !d; i++)
+        if (s->dets[i]->st && !strcmp(s->dets[i]->name, name)) d = s->dets[i];
+    if (d) {
+        const tide_status_block_t *st = d->st;
+        out->channel = d->state == TIDE_DS_STOPPING ? 0 : d->channel;
+        out->partitions = tide_status_read_tasks(st, out->state, NULL);
+        out->n_stores = st->n_stores < 0 || st->n_stores > TIDE_STATUS_STORES ? 0 : st->n_stores;
+        for (int i = 0; i < out->n_stores; i++) {
+            snprintf(out->stores[i], sizeof(out->stores[i]), "%.*s", (int)sizeof(st->store_names[i]) - 1,
+                     st->store_names[i]);
+            out->store_memory[i] = st->store_memory[i];
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return d != NULL;
+}
+
+/* This instance in the directory (its id and address) and the query
+ * router behind the admin server. Without them (the broker refuses, say)
+ * everything else runs on; the log says what is missing. */
+static void start_queries(sv_state_t *s, tide_admin_t *admin) {
+    const tide_config_t *c = s->config;
+    char *err = NULL;
+    if (tide_txnid_process_id(c, s->instance, &err)) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "no process id (%s): interactive queries and standby "
+                 "replicas cover this instance only", err);
+        free(err);
+        err = NULL;
+        snprintf(s->instance, sizeof(s->instance), "pid-%d", (int)getpid());
+    }
+    const char *adv = tide_config_str(c, TIDE_CFG_APPLICATION_SERVER), *addr = tide_config_str(c, TIDE_CFG_ADMIN_ADDRESS);
+    if (*adv) snprintf(s->server, sizeof(s->server), "%s", adv);
+    else snprintf(s->server, sizeof(s->server), "%s:%d", *addr && strcmp(addr, "localhost") ? addr : "127.0.0.1",
+                  tide_admin_port(admin));
+    if (!*adv && !strcmp(addr, "0.0.0.0"))
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "admin.address is 0.0.0.0: set application.server to "
+                 "the address other instances reach this one at (queries of keys held here)");
+    s->replicas = (int)tide_config_int(c, TIDE_CFG_NUM_STANDBY_REPLICAS);
+    tide_directory_opts_t dopts = {c, s->bootstraps, s->instance, s->server, s->dev};
+    s->directory = tide_directory_start(&dopts, &err);
+    if (!s->directory) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s", err ? err : "directory: cannot start");
+        free(err);
+        err = NULL;
+    }
+    tide_router_opts_t ro = {s->directory, on_router_find, s, s->server, s->instance, 0};
+    s->router = tide_router_start(&ro, &err);
+    if (s->router) tide_admin_set_queries(admin, tide_router_handle, s->router);
+    else tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s: no interactive queries", err ? err : "router");
+    free(err);
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -800,12 +916,32 @@ static int sv_open(sv_state_t *s, const tide_config_t *c, const char *dir) {
     return 0;
 }
 
+/* The directory hears which tasks each worker holds; each worker hears
+ * which standby replicas to keep (its status block's standby_wanted). */
+static void sync_directory(sv_state_t *s, tide_detector_t *d) {
+    tide_status_block_t *st = d->st;
+    if (!st || !s->directory || !st->detector[0]) return;
+    uint8_t state[TIDE_STATUS_MAX_TASKS];
+    int32_t n = tide_status_read_tasks(st, state, NULL);
+    if (n > 0) tide_directory_local(s->directory, d->name, n, state);
+    if (s->replicas <= 0) return;
+    uint8_t wanted[TIDE_STATUS_MAX_TASKS];
+    tide_directory_standbys(s->directory, d->name, s->replicas, wanted);
+    if (!memcmp(wanted, st->standby_wanted, sizeof(wanted))) return;
+    __atomic_add_fetch(&st->standby_seq, 1, __ATOMIC_ACQ_REL); /* odd: changing */
+    memcpy(st->standby_wanted, wanted, sizeof(wanted));
+    __atomic_add_fetch(&st->standby_seq, 1, __ATOMIC_ACQ_REL);
+}
+
 /* One pass of the loop, under the lock. */
 static void sv_pass(sv_state_t *s, int folder_changed) {
     int64_t now = tide_mono_ms();
     if (folder_changed) on_folder_events(s);
     reap(s);
-    for (int i = 0; i < s->n_dets; i++) follow(s, s->dets[i]);
+    for (int i = 0; i < s->n_dets; i++) {
+        follow(s, s->dets[i]);
+        sync_directory(s, s->dets[i]);
+    }
     settle(s, now);
     restart_due(s, now);
     watchdog(s, now);
@@ -849,7 +985,7 @@ static void sv_close(sv_state_t *s) {
     pthread_mutex_lock(&s->lock);
     while (s->n_dets) {
         tide_detector_t *d = s->dets[0];
-        close_status(d);
+        close_status(s, d);
         remove_detector(s, d);
     }
     free(s->dets);
@@ -892,6 +1028,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
              "admin server listening on http://%s:%d/ (status page, /metrics, /api/detectors)",
              tide_config_str(c, TIDE_CFG_ADMIN_ADDRESS), tide_admin_port(admin));
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "watching %s for detectors", dir);
+    start_queries(s, admin);
 
     pthread_mutex_lock(&s->lock);
     scan(s);
@@ -905,8 +1042,11 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
         pthread_mutex_unlock(&s->lock);
     }
     sv_stop_workers(s);
+    tide_router_stop(s->router); /* every query waiting is answered */
+    s->router = NULL;
     tide_admin_stop(admin);
     sv_close(s);
+    tide_directory_stop(s->directory); /* this instance's records withdrawn */
     pthread_mutex_destroy(&s->lock);
     return 0;
 }

@@ -97,8 +97,12 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
                         "`tide run` printed) or set TIDE_BOOTSTRAP_SERVERS\n");
         return 2;
     }
+    /* Keys go where Kafka's Java producer, and tide's own outputs, put them
+     * (murmur2), not librdkafka's default (CRC32): a key is then found in
+     * the task interactive queries look in. */
     const char *extra[] = {"linger.ms", "20", "enable.idempotence", "true",
-                           "queue.buffering.max.messages", "1000000", NULL};
+                           "queue.buffering.max.messages", "1000000",
+                           "partitioner", "murmur2_random", NULL};
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
