@@ -87,6 +87,7 @@ enum { N_JOBS = 10 };
  * changelogs of standby replicas. */
 #define QUERY_SLICE_MS 20
 #define STANDBY_SLICE_MS 50
+#define QUERY_COMMIT_EVERY_MS 50
 
 /* Stream time rides with the committed offsets, in their metadata, as in
  * Kafka Streams: a task that moves or restarts keeps its windows closed and
@@ -104,6 +105,7 @@ struct tide_worker {
     tide_records_t *records;
     tide_query_t *queries;   /* interactive queries from the supervisor, or NULL */
     tide_standby_t *standby; /* standby replicas, and the task map it publishes */
+    int64_t query_commit_ms; /* no commit for queries before (monotonic) */
     tide_status_block_t *st; /* shared with the supervisor, or private */
     tide_job_t jobs[N_JOBS];
     int eos;
@@ -402,22 +404,35 @@ static tide_step_t process_batch(tide_worker_t *w) {
 
 /* ---------------------------------------------------------------- periodic jobs */
 
-/* Do the stores hold exactly the last commit? Nothing produced, processed
- * or written since it, no commit or send under way: what a query may read
- * (committed state only) and where a standby may write (host/standby.c). */
+/* Do the stores hold exactly the last commit? Every record processed is in
+ * a commit that went through on our side (its outputs durable, its state
+ * committed; the broker may still be acknowledging the offsets), nothing is
+ * produced or in a transaction since, no commit or send is under way: what
+ * a query may read (committed state only) and where a standby may write
+ * (host/standby.c). */
 static int at_commit(tide_worker_t *w) {
-    return !w->sending && !tide_committer_busy(w->committer) && !tide_committer_dirty(w->committer);
+    if (w->sending || tide_committer_busy(w->committer) || tide_producer_in_flight(w->producer) ||
+        tide_producer_in_txn(w->producer))
+        return 0;
+    const tide_offsets_t *o = tide_group_offsets(w->group);
+    for (int i = 0; i < o->n; i++)
+        if (o->p[i].processed >= 0 && o->p[i].durable <= o->p[i].processed) return 0;
+    return 1;
 }
 
 /* Interactive queries read committed state: when some wait and the worker
- * has uncommitted work, it commits now (a query waits about one commit),
- * then answers them before the next batch, a slice of time a pass. */
+ * has uncommitted work, it commits now (a query waits about one commit; at
+ * most one such commit every QUERY_COMMIT_EVERY_MS), then answers them
+ * before the next batch, a slice of time a pass. */
 static tide_step_t job_queries(tide_worker_t *w, int64_t now) {
-    (void)now;
     if (!tide_query_poll(w->queries) || w->sending || tide_committer_busy(w->committer))
         return TIDE_STEP_OK;
-    if (!at_commit(w)) tide_committer_request(w->committer, "query");
-    else tide_query_serve(w->queries, w->rt, w->tasks, QUERY_SLICE_MS);
+    if (at_commit(w)) {
+        tide_query_serve(w->queries, w->rt, w->tasks, QUERY_SLICE_MS);
+    } else if (now >= w->query_commit_ms) {
+        w->query_commit_ms = now + QUERY_COMMIT_EVERY_MS;
+        tide_committer_request(w->committer, "query");
+    }
     return TIDE_STEP_OK;
 }
 
