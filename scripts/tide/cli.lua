@@ -525,7 +525,8 @@ JSON are encoded with the topic's schema.
 Exit 2: bad command line, unreadable file, detector refused at load.]],
   replay = [[
 usage: tide replay DETECTOR [--against RUNNING.lua] [--schemas DIR]
-                   (--from TOPIC [--offsets P:FROM-TO,...] [-b HOST:PORT] | --file REC.jsonl)
+                   (--from TOPIC [--offsets P:FROM-TO,...] | --file REC.jsonl)
+                   [--with-state] [--application-id APP] [-b HOST:PORT]
 Runs DETECTOR over recorded traffic through the test driver: it produces
 nothing. --from reads TOPIC by assignment (no consumer group, no commits):
 --offsets takes inclusive ranges per partition (P:FROM- reads to the end as of
@@ -533,8 +534,13 @@ startup); without it, every partition from the beginning to the end. --file
 reads a recording in the format of `tide test --input` (`tide consume --json`
 writes one). Prints the outputs as `tide test` does; with --against, runs
 RUNNING.lua over the same records and prints the differences (-running,
-+DETECTOR), exit 1 if any. Avro schemas come from DIR (see tide test --help). Exit 2: bad command line, unreadable source,
-detector refused at load.]],
++DETECTOR), exit 1 if any. Avro schemas come from DIR (see tide test --help).
+--with-state seeds both versions' stores, partition by partition, from the
+running detector's changelogs as they are now (<APP>.<name>-<store>-changelog,
+read committed; APP: --application-id, else $TIDE_APPLICATION_ID, else tide;
+the running detector is RUNNING.lua with --against, else DETECTOR), so that
+a change is compared on real, warm state. Exit 2: bad command line,
+unreadable source, detector refused at load.]],
 }
 
 --- Split args into the one positional argument and options (name ->
@@ -544,7 +550,9 @@ local function parse(args, options, usage)
   local i = 1
   while i <= #args do
     local a, kind = args[i], options[args[i]]
-    if kind then
+    if kind == "flag" then
+      o[a] = true
+    elseif kind then
       i = i + 1
       if args[i] == nil then refuse(a .. " needs a value\n" .. usage) end
       if kind == "list" then
@@ -651,7 +659,8 @@ local function topic_steps(host, topic, ranges, bootstrap)
 end
 
 local REPLAY_OPTIONS = { ["--against"] = "value", ["--from"] = "value", ["--offsets"] = "list",
-  ["--file"] = "value", ["-b"] = "value", ["--bootstrap-server"] = "value", ["--schemas"] = "value" }
+  ["--file"] = "value", ["-b"] = "value", ["--bootstrap-server"] = "value", ["--schemas"] = "value",
+  ["--with-state"] = "flag", ["--application-id"] = "value" }
 
 local function replay_steps(o, host)
   local bootstrap = o["-b"] or o["--bootstrap-server"]
@@ -659,10 +668,37 @@ local function replay_steps(o, host)
     refuse("give either --from TOPIC or --file REC.jsonl\n" .. USAGE.replay)
   end
   if o["--file"] then
-    if o["--offsets"] or bootstrap then refuse("--offsets and -b go with --from, not --file") end
+    if o["--offsets"] or (bootstrap and not o["--with-state"]) then
+      refuse("--offsets and -b go with --from (or -b with --with-state), not --file")
+    end
     return map(read_json_lines(o["--file"]), input_step)
   end
   return topic_steps(host, o["--from"], parse_offsets(o["--offsets"]), bootstrap)
+end
+
+--- --with-state: every changelog record of the running detector's stores,
+--- as of now, into each driver's store of the same name and partition.
+local function seed_state(o, host, running, drivers)
+  if not (host and host.read_topic) then refuse("--with-state needs the tide binary's Kafka client") end
+  local app = o["--application-id"] or os.getenv("TIDE_APPLICATION_ID") or "tide"
+  local bootstrap = o["-b"] or o["--bootstrap-server"]
+  local names = {}
+  for name in pairs(running.spec.stores) do names[#names + 1] = name end
+  table.sort(names)
+  if #names == 0 then refuse(running.spec.name .. " has no stores: --with-state has nothing to seed") end
+  for _, name in ipairs(names) do
+    local topic = ("%s.%s-%s-changelog"):format(app, running.spec.name, name)
+    local records, err = host.read_topic(bootstrap, topic, {})
+    if not records then refuse(("cannot read %s: %s"):format(topic, tostring(err))) end
+    for _, d in ipairs(drivers) do
+      if d.spec.stores[name] then
+        for _, r in ipairs(records) do d:restore(name, r.partition, r.key, r.value) end
+      else
+        io.stderr:write(("%s has no store %s: not seeded\n"):format(d.spec.name, name))
+      end
+    end
+    io.stderr:write(("seeded store %s from %d records of %s\n"):format(name, #records, topic))
+  end
 end
 
 function commands.replay(args, host)
@@ -672,6 +708,7 @@ function commands.replay(args, host)
   local d = load_driver(path, o["--schemas"])
   local base = against and load_driver(against, o["--schemas"])
   local steps = replay_steps(o, host)
+  if o["--with-state"] then seed_state(o, host, base or d, { d, base }) end
   local res = run(d, path, steps)
   report(res)
   if not base then

@@ -267,6 +267,28 @@ function Driver:query(store, q)
   return res
 end
 
+--- Put a changelog record into store `store` of partition `partition`, as
+--- a restore does (nothing is emitted): value nil deletes the key. For
+--- seeding a detector with real state (`tide replay --with-state`); key and
+--- value are the changelog's bytes.
+---@param store string
+---@param partition integer
+---@param key string
+---@param value? string
+function Driver:restore(store, partition, key, value)
+  local e = require("tide.query").entry(self.d.stores, store)
+  local b = e.backend
+  if b.restore then
+    b.restore(partition, key, value)
+  elseif value == nil then
+    b.delete(partition, key)
+  else
+    b.put(partition, key, value)
+  end
+  -- the rocks backend wrote the change to the changelog too: not an output
+  self.sink:clear()
+end
+
 --- Records emitted to `output` since the last read, oldest first.
 ---@param output string
 ---@return tide.testing.Output[]
