@@ -143,6 +143,33 @@ test("an expanded detector shows its last error with traceback and record positi
   assert.equal(await alpha.$eval("[data-role=detail]", (e) => e.hidden), false);
 });
 
+test("an expanded detector has a lookup box per store, and shows the answer as text", async () => {
+  const alpha = await row("alpha");
+  if (await alpha.$eval("[data-role=detail]", (e) => e.hidden)) await alpha.$eval("tr.main", (tr) => tr.click());
+  const form = await page.waitForSelector('tbody[data-detector="alpha"] form[data-store="counts"]',
+    { ...WAIT, state: "visible" });
+  assert.equal(await alpha.$eval("[data-fact=tasks] .v", (e) => e.textContent),
+    "active 0,1, restoring 2, standby 3");
+  await (await form.$("input")).fill("card-1");
+  await (await form.$("button")).click();
+  const answer = await page.waitForSelector(
+    'tbody[data-detector="alpha"] [data-store="counts"] + pre[data-role=answer][data-status="200"]', WAIT);
+  await page.waitForFunction((e) => e.textContent.includes("42"), answer, WAIT);
+  const text = await answer.textContent();
+  assert.match(text, /"total": 42/);
+  assert.match(text, /<b>x<\/b>/); // markup from a store is text
+  assert.match(text, /partition 1, served by 127\.0\.0\.1:1/);
+  assert.equal(await answer.$$eval("b", (els) => els.length), 0);
+  // the answer stays across polls, and another key is not found
+  const before = await page.textContent("#updated");
+  await page.waitForFunction((b) => document.getElementById("updated").textContent !== b, before, WAIT);
+  assert.match(await answer.textContent(), /"total": 42/);
+  await (await form.$("input")).fill("nope");
+  await (await form.$("button")).click();
+  await page.waitForFunction((e) => e.textContent.startsWith("not found"), answer, WAIT);
+  assert.deepEqual(pageErrors, []);
+});
+
 test("a refused newer version is shown beside the version that runs on", async () => {
   const zeta = await row("zeta");
   assert.equal(await zeta.getAttribute("data-state"), "running");

@@ -36,6 +36,29 @@ static void on_signal(int sig) {
     stop = 1;
 }
 
+/* Interactive queries as the router answers them, for alpha's store
+ * "counts": card-1 holds a value with markup in it (the page shows it as
+ * text), any other key is not found. */
+static void fake_queries(void *ud, const tide_http_request_t *rq, tide_http_reply_t *r) {
+    (void)ud;
+    const char *key = tide_http_arg(rq, "key");
+    if (strcmp(tide_http_path(rq), "/api/detectors/alpha/stores/counts") || !key) {
+        tide_http_reply_text(r, 404, "{\"error\":\"not found\"}");
+        r->type = "application/json";
+        return;
+    }
+    r->status = 200;
+    r->type = "application/json";
+    tide_buf_puts(&r->buf, "{\"detector\":\"alpha\",\"store\":\"counts\",\"served_by\":"
+                           "\"127.0.0.1:1\",\"key\":");
+    tide_buf_json_str(&r->buf, key);
+    if (!strcmp(key, "card-1"))
+        tide_buf_puts(&r->buf, ",\"found\":true,\"partition\":1,\"value\":{\"total\":42,"
+                               "\"note\":\"<b>x</b>\"}}");
+    else
+        tide_buf_puts(&r->buf, ",\"found\":false,\"partition\":0,\"value\":null}");
+}
+
 static double arg_seconds(int argc, char **argv, const char *name, double def) {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], name)) return atof(argv[i + 1]);
@@ -48,6 +71,14 @@ static void build_table(fake_sv_t *sv, tide_admin_detector_t **alphap,
                         tide_admin_detector_t **betap) {
     tide_admin_detector_t *alpha = fake_detector("alpha", TIDE_DS_RUNNING, 4101);
     alpha->gauges.lag = 1234;
+    /* a store to query, and its tasks */
+    alpha->tasks.n_stores = 1;
+    snprintf(alpha->tasks.stores[0], sizeof(alpha->tasks.stores[0]), "counts");
+    alpha->tasks.partitions = 4;
+    alpha->tasks.state[0] = alpha->tasks.state[1] = TIDE_TASKMAP_ACTIVE;
+    alpha->tasks.state[2] = TIDE_TASKMAP_RESTORING;
+    alpha->tasks.state[3] = TIDE_TASKMAP_STANDBY;
+    alpha->gauges.standby_lag = 0;
     alpha->restarts = 1;
     snprintf(alpha->last_exit, sizeof(alpha->last_exit), "killed by signal 9 (watchdog)");
     alpha->watchdog_kills = 1;
@@ -96,6 +127,7 @@ int main(int argc, char **argv) {
         free(err);
         return 1;
     }
+    tide_admin_set_queries(h, fake_queries, &sv);
     printf("http://127.0.0.1:%d/\n", tide_admin_port(h));
     fflush(stdout);
 
