@@ -18,6 +18,9 @@
 ---   timestamps { topic = function(value, key) -> ms }: event time taken from
 ---             the record instead of its Kafka timestamp
 ---   description optional text shown on the status page
+---   dsl       what the DSL compiled a script from: { topology = its
+---             description (tide.describe), late = function: records dropped
+---             as late }
 --- Every failure says file, line and reason, as Lua's own errors do.
 local sandbox = require("tide.sandbox")
 local serde = require("tide.serde")
@@ -32,6 +35,7 @@ local known_fields = {
   init = "function", close = "function", serde = "string", key_serde = "string",
   on_error = "string", description = "string", stores = "table", punctuate = "table",
   serdes = "table", on_task = "function", stream_time_topics = "table", timestamps = "table",
+  dsl = "table",
 }
 
 M.policies = { dlq = true, skip = true, stop = true }
@@ -127,7 +131,7 @@ function M.validate(det, path, source)
   for k, v in pairs(det) do
     local want = known_fields[k]
     if not want then
-      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task, stream_time_topics, timestamps)"):format(tostring(k)))
+      return fail(("unknown detector field '%s' (known: inputs, outputs, process, init, close, name, serde, key_serde, serdes, on_error, description, stores, punctuate, on_task, stream_time_topics, timestamps, dsl)"):format(tostring(k)))
     end
     if type(v) ~= want then
       return fail(("detector field '%s' must be a %s, got %s"):format(k, want, type(v)))
@@ -217,6 +221,7 @@ function M.validate(det, path, source)
     close = det.close,
     stores = stores,
     punctuators = punctuators,
+    dsl = det.dsl,
   }
 end
 
@@ -277,14 +282,15 @@ function M.load_source(source, path, opts, dir)
   if dir then
     sopts.require = function(name) return req(name) end
   end
-  local env = sandbox.env(opts.tide or require("tide"), sopts)
+  -- the DSL's entry points (tide.stream, ...) build into this load's own builder
+  local builder = dsl.builder()
+  local env = sandbox.env(dsl.bind(opts.tide or require("tide"), builder), sopts)
   if dir then req = folder_require(dir, env, sources) end
   if source:byte(1) == 27 then
     return nil, path .. ":1: precompiled bytecode is not accepted; deploy the .lua source"
   end
   local chunk, err = load(source, "@" .. path, "t", env)
   if not chunk then return nil, err end
-  dsl.begin()
   local ok, det = xpcall(chunk, function(e)
     -- a misused API already names the detector's line: no traceback
     if type(e) == "table" and e.class == errors.USAGE then
@@ -293,7 +299,7 @@ function M.load_source(source, path, opts, dir)
     end
     return debug.traceback(tostring(e), 2)
   end)
-  local built = dsl.finish()
+  local built = dsl.finish(builder)
   if not ok then return nil, det end
   if built then
     if not dsl.is_dsl(det, built) then

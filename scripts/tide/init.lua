@@ -26,8 +26,14 @@ local windows = require("tide.windows")
 M.stream = dsl.stream
 --- A table from a topic (latest value per key): tide.table("users", { value = "json" }).
 M.table = dsl.table
+--- A table every worker holds in full, for streams to join through a key
+--- mapper: tide.global_table("rates", { value = "json" }).
+M.global_table = dsl.global_table
 --- Detector options of a DSL script: return tide.topology{ name = ..., description = ... }.
 M.topology = dsl.topology
+--- The window of a stream-stream join: tide.join_window{ before =, after =, grace = }
+--- (or within = for both before and after).
+M.join_window = windows.join_window
 --- Windows for windowed_by: tumbling{ size, grace }, hopping{ size, advance, grace },
 --- session{ gap, grace }, sliding{ size, grace }.
 M.tumbling = windows.tumbling
