@@ -1,8 +1,8 @@
 /*
  * main.c: the tide command. Reads the command line, builds the configuration
  * from its sources, and hands over: `run` to the worker, `broker` to the
- * development broker, `produce` and `consume` to the tools, `test` and
- * `replay` to the CLI's Lua (tide_runtime_cli). Owns the signal
+ * development broker, `produce` and `consume` to the tools, `test`,
+ * `replay` and `describe` to the CLI's Lua (tide_runtime_cli). Owns the signal
  * handlers; owns nothing on the record path.
  */
 #include <signal.h>
@@ -49,6 +49,10 @@ static void usage(FILE *out) {
             "                      | --file REC.jsonl)\n"
             "                      run a detector over recorded traffic, producing nothing;\n"
             "                      with --against, print how its outputs differ from RUNNING's\n"
+            "  describe DETECTOR [--json]\n"
+            "                      print the detector's topology (sub-topologies, sources,\n"
+            "                      processors, stores, internal topics), as Kafka Streams'\n"
+            "                      Topology#describe()\n"
             "  help config         list every setting\n"
             "  version             print versions\n\n"
             "run options:\n"
@@ -226,7 +230,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "broker")) return tide_devbroker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
-    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay"))
+    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay") || !strcmp(cmd, "describe"))
         return tide_runtime_cli(cmd, argc - 2, argv + 2, tide_tool_read_topic);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tide 0.1.0 (librdkafka %s)\n", rd_kafka_version_str());

@@ -193,7 +193,11 @@ function M.of_builder(b, ctx)
   end
   local desc = { detector = ctx.detector, subtopologies = {}, stores = {}, internal_topics = {} }
   for i, s in ipairs(order) do
-    desc.subtopologies[i] = { id = i - 1, nodes = s.nodes }
+    -- sources first, as Kafka Streams lists them; otherwise in build order
+    local nodes = {}
+    for _, e in ipairs(s.nodes) do if e.type == "source" then nodes[#nodes + 1] = e end end
+    for _, e in ipairs(s.nodes) do if e.type ~= "source" then nodes[#nodes + 1] = e end end
+    desc.subtopologies[i] = { id = i - 1, nodes = nodes }
   end
   local next_id = #b.nodes
   for _, g in ipairs(b.globals) do
