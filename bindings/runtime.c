@@ -96,14 +96,18 @@ static void read_info(lua_State *L, int t, tide_detector_info_t *d) {
     d->n_stores = (int)lua_objlen(L, -1);
     d->store_names = calloc((size_t)d->n_stores + 1, sizeof(char *));
     d->store_memory = calloc((size_t)d->n_stores + 1, sizeof(int));
-    for (int i = 0; i < d->n_stores && d->store_names && d->store_memory; i++) {
+    d->store_global = calloc((size_t)d->n_stores + 1, sizeof(char *));
+    for (int i = 0; i < d->n_stores && d->store_names && d->store_memory && d->store_global; i++) {
         lua_rawgeti(L, -1, i + 1);
         d->store_names[i] = field_str(L, lua_gettop(L), "name");
         lua_getfield(L, -1, "memory");
         d->store_memory[i] = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, -2, "global");
+        d->store_global[i] = lua_isstring(L, -1) ? strdup(lua_tostring(L, -1)) : NULL;
+        lua_pop(L, 3);
     }
     lua_pop(L, 1);
+    d->topology = field_str(L, t, "topology");
     lua_getfield(L, t, "punctuators");
     d->n_punctuators = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
@@ -333,6 +337,8 @@ void tide_runtime_close(tide_runtime_t *rt) {
     free_list(d->outputs, d->n_outputs);
     free_list(d->store_names, d->n_stores);
     free(d->store_memory);
+    free_list(d->store_global, d->n_stores);
+    free(d->topology);
     free(rt);
 }
 

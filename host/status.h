@@ -46,6 +46,9 @@ typedef struct tide_status_block {
     char detector[128];
     char version[32];
     char description[512]; /* the detector's, or its DSL graph */
+    /* its topology as JSON (scripts/tide/describe.lua, what `tide describe
+     * --json` prints), for the status page's graph; "" when it does not fit */
+    char topology[16384];
 
     /* counters since the worker started */
     uint64_t records_in, records_out, dlq, errors, dropped, batches;

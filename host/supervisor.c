@@ -354,6 +354,7 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     if (st->detector[0]) snprintf(d->name, sizeof(d->name), "%s", st->detector);
     if (st->version[0]) snprintf(d->version, sizeof(d->version), "%s", st->version);
     snprintf(d->description, sizeof(d->description), "%s", st->description);
+    snprintf(d->topology, sizeof(d->topology), "%s", st->topology);
     follow_reloads(d);
     if (d->state == TIDE_DS_STOPPING) return;
     if (st->state == TIDE_WS_RUNNING) {

@@ -55,6 +55,7 @@ typedef struct tide_detector {
     char name[128];      /* the detector's name once known, else from the path */
     char version[32];    /* of the running code */
     char description[512]; /* the running code's description */
+    char topology[16384];  /* the running code's topology, JSON ("" unknown) */
     tide_det_state_t state;
     pid_t pid;           /* the worker, 0 when none */
     tide_status_block_t *st;   /* the worker's shared status, NULL when none */

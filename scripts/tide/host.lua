@@ -46,8 +46,14 @@ function M.open(path, sink_lud, open_db, application_id)
   end
   local stores = {}
   for i, e in ipairs(d.stores) do
-    stores[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind }
+    stores[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind, global = e.decl.global }
   end
+  -- what the status page draws: the DSL's topology, or a hand-written
+  -- detector's one processor
+  local describe = require("tide.describe")
+  local topology = spec.dsl and spec.dsl.topology or describe.of_detector(spec, function(store)
+    return ("%s.%s-%s-changelog"):format(application_id or "tide", spec.name, store)
+  end)
   return d.run, {
     stores = stores,
     punctuators = #spec.punctuators,
@@ -60,6 +66,7 @@ function M.open(path, sink_lud, open_db, application_id)
     value_serde = spec.value_serde,
     key_serde = spec.key_serde,
     on_error = spec.on_error,
+    topology = require("tide.serde").json.encode(topology),
   }, close, { task = d.task, punctuate = d.punctuate, restore = d.restore,
     stream_time = d.stream_time }
 end
