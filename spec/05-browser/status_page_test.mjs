@@ -164,7 +164,7 @@ test("an expanded detector draws its topology: a graph per sub-topology, edges b
   const boxes = await alpha.$$eval('[data-role=topology] svg[data-subtopology="1"] g[data-node]', (gs) =>
     gs.map((g) => ({ x: g.getBoundingClientRect().x, text: Array.from(g.querySelectorAll("text")).map((t) => t.textContent) })));
   assert.ok(boxes[0].x < boxes[1].x && boxes[1].x < boxes[2].x);
-  assert.deepEqual(boxes.map((b) => b.text), [["by-card-source", "topics: tide.alpha-by-card-repa\u2026"],
+  assert.deepEqual(boxes.map((b) => b.text), [["by-card-source", "topics: tide.alpha-by-card-r\u2026"],
     ["spent", "stores: spent"], ["<b>alerts</b>", "topic: alerts"]]);
   assert.match(await alpha.$eval("[data-role=topology]", (e) => e.textContent), /Sub-topology 2 \(a global table/);
   // redrawn only when the topology changes: the same nodes survive a poll
