@@ -52,6 +52,9 @@ WARNINGS := \
 	-Wpointer-arith \
 	-Wstrict-prototypes \
 	-Wmissing-prototypes \
+	-Werror=implicit-function-declaration \
+	-Werror=int-conversion \
+	-Werror=incompatible-pointer-types \
 	-Wno-unused-parameter
 
 CFLAGS   ?= -O2 -g
@@ -73,6 +76,7 @@ HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embed
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
 CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http \
+	$(BUILD)/test/test_group \
 	$(BUILD)/test/test_store
 FIXTURES  := $(BUILD)/test/http_fixture
 BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json

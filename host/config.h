@@ -31,7 +31,39 @@ typedef struct tide_setting {
     const char *description;
 } tide_setting_t;
 
-extern const tide_setting_t tide_settings[];
+/* tide's own settings, each the index of its row in tide_settings: code
+ * names a setting by its constant, so a misspelt one does not compile. */
+typedef enum tide_cfg {
+    TIDE_CFG_BOOTSTRAP_SERVERS,
+    TIDE_CFG_APPLICATION_ID,
+    TIDE_CFG_COMMIT_INTERVAL_MS,
+    TIDE_CFG_MAX_POLL_RECORDS,
+    TIDE_CFG_STATE_DIR,
+    TIDE_CFG_PROCESSING_GUARANTEE,
+    TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES,
+    TIDE_CFG_SHUTDOWN_TIMEOUT_MS,
+    TIDE_CFG_STATE_BLOCK_CACHE_BYTES,
+    TIDE_CFG_STATE_CACHE_BYTES,
+    TIDE_CFG_STATE_WRITE_BUFFER_BYTES,
+    TIDE_CFG_INTERNAL_TOPICS_CREATE,
+    TIDE_CFG_INTERNAL_TOPICS_REPLICATION_FACTOR,
+    TIDE_CFG_DEV_BROKER_PARTITIONS,
+    TIDE_CFG_ADMIN_ADDRESS,
+    TIDE_CFG_ADMIN_PORT,
+    TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS,
+    TIDE_CFG_DETECTOR_POISON_KILLS,
+    TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS,
+    TIDE_CFG_DETECTOR_QUARANTINE_CRASHES,
+    TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES,
+    TIDE_CFG_RELOAD_DEBOUNCE_MS,
+    TIDE_CFG_LOG_LEVEL,
+    TIDE_CFG_COUNT,
+} tide_cfg_t;
+
+extern const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1]; /* NULL-terminated */
+
+/* The setting called `name`; 0, or -1 when tide has none by that name. */
+int tide_config_key(const char *name, tide_cfg_t *out);
 
 /* A passed-through librdkafka property. */
 typedef struct tide_kv {
@@ -57,10 +89,10 @@ int tide_config_load_file(tide_config_t *c, const char *path, char **errp);
 /* Apply TIDE_* environment variables. */
 int tide_config_load_env(tide_config_t *c, char **errp);
 
-const char *tide_config_str(const tide_config_t *c, const char *name);
-long long tide_config_int(const tide_config_t *c, const char *name);
+const char *tide_config_str(const tide_config_t *c, tide_cfg_t key);
+long long tide_config_int(const tide_config_t *c, tide_cfg_t key);
 /* Has the user set it (any source)? */
-int tide_config_is_set(const tide_config_t *c, const char *name);
+int tide_config_is_set(const tide_config_t *c, tide_cfg_t key);
 
 /* Apply the passthrough properties for one client to conf. */
 int tide_config_apply_kafka(const tide_config_t *c, rd_kafka_conf_t *conf,

@@ -132,7 +132,7 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
         return 2;
     }
     tide_log_level_t lvl;
-    if (!tide_log_parse_level(tide_config_str(c, "log.level"), &lvl)) tide_log_set_level(lvl);
+    if (!tide_log_parse_level(tide_config_str(c, TIDE_CFG_LOG_LEVEL), &lvl)) tide_log_set_level(lvl);
     return 0;
 }
 
@@ -153,7 +153,7 @@ static int cmd_worker(int argc, char **argv) {
     install_signals();
     /* The supervisor dies with us never, but we die with it: no orphans. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    long long as = tide_config_int(&a.config, "detector.process.memory.limit.bytes");
+    long long as = tide_config_int(&a.config, TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES);
     struct rlimit rl = {(rlim_t)as, (rlim_t)as};
     setrlimit(RLIMIT_AS, &rl);
     if (a.status_fd >= 0) {
@@ -162,7 +162,7 @@ static int cmd_worker(int argc, char **argv) {
     }
     a.o.path = a.path;
     a.o.config = &a.config;
-    a.o.bootstraps = tide_config_str(&a.config, "bootstrap.servers");
+    a.o.bootstraps = tide_config_str(&a.config, TIDE_CFG_BOOTSTRAP_SERVERS);
     a.o.stop = &stop_requested;
     a.o.reload = &reload_requested;
     a.o.skip = a.skip;
@@ -191,9 +191,9 @@ static int cmd_run(int argc, char **argv) {
 
     char *err = NULL;
     tide_devbroker_t *dev = NULL;
-    const char *bootstraps = tide_config_str(c, "bootstrap.servers");
+    const char *bootstraps = tide_config_str(c, TIDE_CFG_BOOTSTRAP_SERVERS);
     if (!*bootstraps) {
-        dev = tide_devbroker_start((int)tide_config_int(c, "dev.broker.partitions"), &err);
+        dev = tide_devbroker_start((int)tide_config_int(c, TIDE_CFG_DEV_BROKER_PARTITIONS), &err);
         if (!dev) return refuse(err);
         bootstraps = tide_devbroker_bootstraps(dev);
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,

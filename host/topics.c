@@ -250,8 +250,8 @@ static rd_kafka_t *admin_client(const tide_config_t *c, const char *bootstraps) 
 
 void tide_topics_ensure(const tide_config_t *c, const char *bootstraps,
                         const tide_topic_req_t *topics, int n, int timeout_ms) {
-    if (strcmp(tide_config_str(c, "internal.topics.create"), "true")) return;
-    int replication = (int)tide_config_int(c, "internal.topics.replication.factor");
+    if (strcmp(tide_config_str(c, TIDE_CFG_INTERNAL_TOPICS_CREATE), "true")) return;
+    int replication = (int)tide_config_int(c, TIDE_CFG_INTERNAL_TOPICS_REPLICATION_FACTOR);
     rd_kafka_t *rk = admin_client(c, bootstraps);
     if (!rk) return;
     int *partitions = calloc((size_t)n + 1, sizeof(int));

@@ -30,6 +30,7 @@ typedef struct tide_worker_opts {
 } tide_worker_opts_t;
 
 typedef enum tide_worker_exit {
+    TIDE_WORKER_RUNNING = -1,   /* not ended (never an exit code) */
     TIDE_WORKER_DONE = 0,       /* stopped as asked, everything committed */
     TIDE_WORKER_LOAD_FAILED = 2, /* the detector did not load */
     TIDE_WORKER_FAILED = 3,     /* a Kafka or delivery failure: restart me */

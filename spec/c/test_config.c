@@ -21,17 +21,17 @@ int main(int argc, char **argv) {
 
     CASE("defaults come from the table");
     tide_config_init(&c);
-    CHECK(!strcmp(tide_config_str(&c, "application.id"), "tide"));
-    CHECK(tide_config_int(&c, "commit.interval.ms") == 5000);
-    CHECK(!tide_config_is_set(&c, "application.id"));
+    CHECK(!strcmp(tide_config_str(&c, TIDE_CFG_APPLICATION_ID), "tide"));
+    CHECK(tide_config_int(&c, TIDE_CFG_COMMIT_INTERVAL_MS) == 5000);
+    CHECK(!tide_config_is_set(&c, TIDE_CFG_APPLICATION_ID));
 
     CASE("a properties file with comments, separators and continuations");
     char *p = write_file("# comment\n! also a comment\n\napplication.id = fraud\n"
                          "commit.interval.ms: 250\nclient.id \\\n   my-client\n"
                          "consumer.fetch.min.bytes=1\n");
     CHECK(tide_config_load_file(&c, p, &err) == 0);
-    CHECK(!strcmp(tide_config_str(&c, "application.id"), "fraud"));
-    CHECK(tide_config_int(&c, "commit.interval.ms") == 250);
+    CHECK(!strcmp(tide_config_str(&c, TIDE_CFG_APPLICATION_ID), "fraud"));
+    CHECK(tide_config_int(&c, TIDE_CFG_COMMIT_INTERVAL_MS) == 250);
     CHECK(c.n_kafka == 2 && !strcmp(c.kafka[0].key, "client.id") &&
           !strcmp(c.kafka[0].value, "my-client"));
     unlink(p);
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     CASE("environment variables map to keys and win over the file");
     setenv("TIDE_APPLICATION_ID", "from-env", 1);
     CHECK(tide_config_load_env(&c, &err) == 0);
-    CHECK(!strcmp(tide_config_str(&c, "application.id"), "from-env"));
+    CHECK(!strcmp(tide_config_str(&c, TIDE_CFG_APPLICATION_ID), "from-env"));
     setenv("TIDE_NOT_A_SETTING", "1", 1);
     CHECK(tide_config_load_env(&c, &err) == -1);
     CHECK(err && strstr(err, "TIDE_NOT_A_SETTING"));
