@@ -27,7 +27,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "log.h"
-#include "task.h"
+#include "restore.h"
 
 #define BATCH 1000
 
@@ -235,8 +235,18 @@ static tide_global_result_t assign_all(tide_globals_t *g, char **errp) {
     return e ? fail(errp, "global tables: cannot assign: %s", rd_kafka_err2str(e)) : TIDE_GLOBAL_OK;
 }
 
-tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, int timeout_ms, char **errp) {
-    int64_t t0 = now_ms();
+/* How far the bootstrap is, every 10 s while it lasts. */
+static void log_progress(const tide_globals_t *g) {
+    int64_t left = 0;
+    for (int i = 0; i < g->n_parts; i++)
+        if (g->parts[i].end > g->parts[i].next) left += g->parts[i].end - g->parts[i].next;
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "global tables: %" PRIu64 " records read, %" PRId64
+             " to go", g->records, left);
+}
+
+tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, const volatile sig_atomic_t *stop,
+                                            char **errp) {
+    int64_t t0 = now_ms(), next_log = t0 + 10000;
     tide_checkpoint_t cp = {0};
     char *cerr = NULL;
     if (tide_checkpoint_load(&cp, g->checkpoint_path, &cerr)) {
@@ -251,16 +261,23 @@ tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, int timeout_ms, c
     tide_checkpoint_free(&cp);
     if (rc == TIDE_GLOBAL_OK) rc = assign_all(g, errp);
     while (rc == TIDE_GLOBAL_OK && !caught_up(g)) {
-        if (now_ms() - t0 >= timeout_ms)
-            return fail(errp, "global tables: not read to their end within %d ms", timeout_ms);
+        if (stop && *stop) return TIDE_GLOBAL_STOPPED;
+        if (now_ms() >= next_log) {
+            log_progress(g);
+            next_log += 10000;
+        }
         rc = consume(g, 100, errp);
     }
     if (rc != TIDE_GLOBAL_OK) return rc;
     for (int t = 0; t < g->n_tables; t++)
         tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "global table %s restored from %s",
                  g->tables[t].store_name, g->tables[t].topic);
-    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "global tables read to their end: %" PRIu64
-             " records in %" PRId64 " ms", g->records, now_ms() - t0);
+    char n[32], el[32], msg[128];
+    int64_t ms = now_ms() - t0;
+    snprintf(n, sizeof(n), "%" PRIu64, g->records);
+    snprintf(el, sizeof(el), "%" PRId64, ms);
+    snprintf(msg, sizeof(msg), "global tables read to their end: %s records in %s ms", n, el);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "records", n, "elapsed_ms", el, (char *)NULL);
     return TIDE_GLOBAL_OK;
 }
 

@@ -12,6 +12,7 @@
  */
 #ifndef TIDE_GLOBAL_H
 #define TIDE_GLOBAL_H
+#include <signal.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -35,6 +36,7 @@ typedef struct tide_globals tide_globals_t;
 typedef enum tide_global_result {
     TIDE_GLOBAL_OK = 0,
     TIDE_GLOBAL_FAILED, /* *errp says why */
+    TIDE_GLOBAL_STOPPED, /* the worker was asked to stop meanwhile */
 } tide_global_result_t;
 
 /* Open the tables' consumer. `checkpoint_path`: the file that keeps the
@@ -44,8 +46,11 @@ tide_globals_t *tide_globals_open(const tide_config_t *c, const char *bootstraps
                                   const tide_global_spec_t *tables, int n, char **errp);
 /* Read every table to the end its topic has now: from the checkpoint, or
  * (none, or one the topic no longer has) from the start after emptying the
- * table. Blocks until done or `timeout_ms`, then keeps reading in poll(). */
-tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, int timeout_ms, char **errp);
+ * table. Blocks until done, as Kafka Streams' global thread does (a broker
+ * that is slow or away only makes it wait, with a log line every 10 s), or
+ * until *stop is set. */
+tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, const volatile sig_atomic_t *stop,
+                                            char **errp);
 /* Apply what the topics have brought since (without waiting). */
 tide_global_result_t tide_globals_poll(tide_globals_t *g, char **errp);
 /* Save the offsets the store holds. Call after the store database is

@@ -129,6 +129,8 @@ void tide_status_failure(tide_status_block_t *st, const char *cls, const char *t
 /* The detector that runs: its name, version and description. */
 void tide_status_detector(tide_status_block_t *st, const char *name, const char *version,
                           const char *description);
+/* The detector's topology, as JSON ("" when it does not fit the block). */
+void tide_status_topology(tide_status_block_t *st, const char *json);
 /* A reload validated (version) or was refused (error). */
 void tide_status_reload(tide_status_block_t *st, const char *version, const char *error);
 

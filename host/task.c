@@ -35,7 +35,8 @@ struct tide_tasks {
     tide_tasks_cb_t cb;
     tide_task_t *t;
     int n, cap;
-    char **changelogs; /* per store: <application.id>.<detector>-<store>-changelog */
+    char **changelogs; /* per store: <application.id>.<detector>-<store>-changelog;
+                        * NULL for a global table's store (its topic is its log) */
     int n_changelogs;
     tide_store_db_t *db; /* RocksDB stores, NULL when none */
     char state_dir[4096]; /* <state.dir>/<application.id>/<detector> */
@@ -54,10 +55,17 @@ static int name_changelogs(tide_tasks_t *t) {
     if (!t->changelogs) return -1;
     t->n_changelogs = d->n_stores;
     for (int s = 0; s < d->n_stores; s++)
-        if (asprintf(&t->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
+        if (!d->store_global[s] &&
+            asprintf(&t->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
             return -1;
     return 0;
 }
+
+const char *tide_tasks_state_dir(const tide_tasks_t *t) {
+    return t->db ? t->state_dir : NULL;
+}
+
+void *tide_tasks_db(const tide_tasks_t *t) { return t->db; }
 
 tide_tasks_t *tide_tasks_new(const tide_tasks_opts_t *o, char **errp) {
     tide_tasks_t *t = calloc(1, sizeof(*t));
@@ -161,7 +169,7 @@ int tide_tasks_checkpoint(tide_tasks_t *t) {
     for (int i = 0; i < t->n; i++) {
         if (!t->t[i].ready) continue;
         for (int s = 0; s < d->n_stores; s++) {
-            if (d->store_memory[s]) continue;
+            if (d->store_memory[s] || d->store_global[s]) continue;
             int64_t off = t->cb.acked(t->cb.ud, s, t->t[i].partition);
             if (off >= 0 && off + 1 > tide_checkpoint_get(&t->checkpoint, d->store_names[s],
                                                           t->t[i].partition))
@@ -255,7 +263,8 @@ tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t p, int64_t stream_ti
     int i = t->n++;
     t->t[i] = (tide_task_t){p, 0, stream_time};
     int failed = 0;
-    for (int s = 0; s < t->info->n_stores && t->restorer; s++) failed |= restore_store(t, s, p);
+    for (int s = 0; s < t->info->n_stores && t->restorer; s++)
+        if (!t->info->store_global[s]) failed |= restore_store(t, s, p); /* global: not a task's */
     if (failed) return TIDE_TASK_FAILED;
     return ready_or_restoring(t, i);
 }

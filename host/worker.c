@@ -28,6 +28,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "devbroker.h"
+#include "global.h"
 #include "group.h"
 #include "log.h"
 #include "produce.h"
@@ -84,6 +85,7 @@ struct tide_worker {
     tide_group_t *group;
     tide_tasks_t *tasks;
     tide_producer_t *producer;
+    tide_globals_t *globals; /* the global tables, NULL when none */
     tide_status_block_t *st; /* shared with the supervisor, or private */
     tide_job_t jobs[N_JOBS];
     tide_records_t *records;
@@ -154,6 +156,11 @@ static tide_step_t commit(tide_worker_t *w, const rd_kafka_topic_partition_list_
         return TIDE_STEP_FAILED; /* a lost output: restart from the last commit */
     }
     if (tide_tasks_checkpoint(w->tasks)) return TIDE_STEP_FAILED;
+    if (w->globals && tide_globals_checkpoint(w->globals, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "global tables' checkpoint failed: %s", err);
+        free(err);
+        return TIDE_STEP_FAILED;
+    }
     tide_group_commit(w->group, only, why, async);
     return TIDE_STEP_OK;
 }
@@ -360,15 +367,18 @@ static tide_step_t run_jobs(tide_worker_t *w) {
 
 /* ---------------------------------------------------------------- topics */
 
-/* Every topic the detector uses: inputs, outputs, dead letters, changelogs.
- * Returns how many were put in out[0..max). */
+/* Every topic the detector uses: inputs, outputs, dead letters, changelogs,
+ * its global tables' topics. Returns how many were put in out[0..max). */
 static int detector_topics(const tide_worker_t *w, const char **out, int max) {
     int n = 0, n_changelogs;
     char *const *changelogs = tide_tasks_changelogs(w->tasks, &n_changelogs);
     for (int i = 0; i < w->info->n_inputs && n < max; i++) out[n++] = w->info->inputs[i];
     for (int i = 0; i < w->info->n_outputs && n < max; i++) out[n++] = w->info->outputs[i];
     if (n < max) out[n++] = w->dlq;
-    for (int i = 0; i < n_changelogs && n < max; i++) out[n++] = changelogs[i];
+    for (int i = 0; i < n_changelogs && n < max; i++)
+        if (changelogs[i]) out[n++] = changelogs[i];
+    for (int i = 0; i < w->info->n_stores && n < max; i++)
+        if (w->info->store_global[i]) out[n++] = w->info->store_global[i];
     return n;
 }
 
@@ -379,7 +389,7 @@ static tide_topic_kind_t topic_kind(const tide_worker_t *w, const char *topic) {
     int n_changelogs;
     char *const *changelogs = tide_tasks_changelogs(w->tasks, &n_changelogs);
     for (int i = 0; i < n_changelogs; i++)
-        if (!strcmp(changelogs[i], topic)) return TIDE_TOPIC_CHANGELOG;
+        if (changelogs[i] && !strcmp(changelogs[i], topic)) return TIDE_TOPIC_CHANGELOG;
     static const char suffix[] = "-repartition";
     char prefix[600];
     int n = snprintf(prefix, sizeof(prefix), "%s.%s-",
@@ -473,7 +483,9 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
 static int same_stores(const tide_detector_info_t *a, const tide_detector_info_t *b) {
     if (a->n_stores != b->n_stores) return 0;
     for (int i = 0; i < a->n_stores; i++)
-        if (strcmp(a->store_names[i], b->store_names[i]) || a->store_memory[i] != b->store_memory[i])
+        if (strcmp(a->store_names[i], b->store_names[i]) || a->store_memory[i] != b->store_memory[i] ||
+            !a->store_global[i] != !b->store_global[i] ||
+            (a->store_global[i] && strcmp(a->store_global[i], b->store_global[i])))
             return 0;
     return 1;
 }
@@ -555,6 +567,7 @@ static tide_step_t reload(tide_worker_t *w) {
     tide_records_policy(w->records, ni->on_error);
     tide_status_reload(w->st, ni->version, NULL);
     tide_status_detector(w->st, ni->name, ni->version, ni->description);
+    tide_status_topology(w->st, ni->topology);
     w->st->state = TIDE_WS_RUNNING;
     return s;
 }
@@ -662,11 +675,34 @@ static tide_worker_exit_t open_detector(tide_worker_t *w) {
     tide_json_str(v, sizeof(v), w->info->version, strlen(w->info->version));
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector loaded", "version", v, (char *)NULL);
     tide_status_detector(w->st, w->info->name, w->info->version, w->info->description);
+    tide_status_topology(w->st, w->info->topology);
     tide_records_policy(w->records, w->info->on_error);
     return TIDE_WORKER_RUNNING;
 }
 
-/* The producer, the topics, the restorer and the group. */
+/* The detector's global tables, read to their end before it processes any
+ * record (see global.h). 0, 1 when asked to stop meanwhile, -1 failed. */
+static int open_globals(tide_worker_t *w) {
+    const tide_detector_info_t *d = w->info;
+    tide_global_spec_t specs[64];
+    int n = 0;
+    for (int s = 0; s < d->n_stores && n < 64; s++)
+        if (d->store_global[s]) specs[n++] = (tide_global_spec_t){d->store_global[s], s, d->store_names[s]};
+    if (!n) return 0;
+    char path[4300], *err = NULL;
+    snprintf(path, sizeof(path), "%s/global-checkpoint", tide_tasks_state_dir(w->tasks));
+    w->globals = tide_globals_open(w->o->config, w->o->bootstraps, tide_tasks_db(w->tasks), path,
+                                   specs, n, &err);
+    tide_global_result_t r = w->globals ? tide_globals_bootstrap(w->globals, w->o->stop, &err)
+                                        : TIDE_GLOBAL_FAILED;
+    if (r == TIDE_GLOBAL_OK) return 0;
+    if (r == TIDE_GLOBAL_STOPPED) return 1;
+    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err ? err : "global tables: out of memory");
+    free(err);
+    return -1;
+}
+
+/* The producer, the topics, the restorer, the global tables and the group. */
 static int connect_kafka(tide_worker_t *w) {
     char *err = NULL;
     snprintf(w->dlq, sizeof(w->dlq), "%s.%s-dlq",
@@ -681,6 +717,8 @@ static int connect_kafka(tide_worker_t *w) {
         (n_changelogs && tide_producer_set_changelogs(w->producer, (char **)changelogs, n_changelogs)) ||
         tide_tasks_open_restorer(w->tasks, &err))
         goto fail;
+    int g = open_globals(w);
+    if (g) return g;
     return open_group(w);
 fail:
     tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err ? err : "out of memory");
@@ -703,6 +741,12 @@ static tide_step_t pass(tide_worker_t *w) {
         tide_tasks_poll(w->tasks, 10);
         w->last_record_ms = tide_mono_ms(); /* restoring is not idle */
         settle(w);
+    }
+    char *err = NULL;
+    if (w->globals && tide_globals_poll(w->globals, &err) != TIDE_GLOBAL_OK) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "global tables: %s", err ? err : "failed");
+        free(err);
+        return TIDE_STEP_FAILED;
     }
     ssize_t n = tide_group_poll(w->group, tide_records_msgs(w->records), (size_t)w->max_batch,
                                 restoring ? 0 : 100);
@@ -764,6 +808,7 @@ static void shut_down(tide_worker_t *w) {
 }
 
 static void worker_free(tide_worker_t *w) {
+    tide_globals_free(w->globals);
     tide_group_free(w->group);
     tide_producer_free(w->producer);
     tide_runtime_close(w->rt);
@@ -784,7 +829,10 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     w->records = tide_records_new(&ro);
     if (!w->records) worker_end(w, TIDE_WORKER_FAILED);
     else worker_end(w, open_detector(w));
-    if (w->end == TIDE_WORKER_RUNNING && connect_kafka(w)) worker_end(w, TIDE_WORKER_FAILED);
+    if (w->end == TIDE_WORKER_RUNNING) {
+        int c = connect_kafka(w);
+        if (c) worker_end(w, c > 0 ? TIDE_WORKER_DONE : TIDE_WORKER_FAILED);
+    }
     if (w->end == TIDE_WORKER_RUNNING) {
         w->st->state = TIDE_WS_RUNNING;
         init_jobs(w);

@@ -35,6 +35,7 @@ describe("integration: the DSL under the host and under the driver", function()
     "bare-lines:4", "bare-counts:4",
     "ij1-auths:4", "ij1-clearings:4", "ij1-matches:4", "ij2-auths:4", "ij2-clearings:4", "ij2-matches:4",
     "fk-orders:4", "fk-customers:4", "fk-enriched:4",
+    "gt-rates:2", "gt-payments:4", "gt-priced:4",
     APP .. ".word-count-words-repartition:3",
     APP .. ".word-count-counts-changelog:3",
   })
@@ -361,5 +362,78 @@ return tide.topology{ name = "fk" }
       cluster.pause(300)
     until cluster.now() >= deadline
     assert.same(final, latest)
+  end)
+
+  it("a global table: each of two instances holds all of it, follows it, and a restart reads only its tail", function()
+    local path = c:path("gt.lua")
+    cluster.write_file(path, [[
+local rates = tide.global_table("gt-rates", { value = "json", name = "rates" })
+tide.stream("gt-payments", "json")
+  :left_join(rates, function(_, p) return p.currency end,
+    function(p, r) return { currency = p.currency, eur = r and p.amount * r.eur } end, { name = "priced" })
+  :to("gt-priced", "json")
+return tide.topology{ name = "gt" }
+]])
+    local currencies = {}
+    for i = 1, 12 do currencies[i] = { key = ("C%02d"):format(i), value = ('{"eur":%d}'):format(i) } end
+    c:produce("gt-rates", currencies)
+    local function payments(from, to, currency_of)
+      local list = {}
+      for i = from, to do
+        list[#list + 1] = { key = "p" .. i, value = ('{"amount":10,"currency":"%s"}'):format(currency_of(i)) }
+      end
+      return list
+    end
+    local function read_log_records(p)
+      local ev = p:wait_for_log(function(e) return e.msg and e.msg:find("global tables read to their end", 1, true) end, 30)
+      return tonumber(ev.records)
+    end
+    local a = c:run(path, { app = "gt", name = "a" })
+    a:wait_for_log("partitions assigned", 30)
+    local dir_b = c:path("state-gt-b")
+    local b = c:run(path, { app = "gt", name = "b", config = { ["state.dir"] = dir_b } })
+    assert.equal(12, read_log_records(a))
+    assert.equal(12, read_log_records(b))
+    cluster.await_split(a, b, "gt-payments", 4, 40 * cluster.scale)
+    -- payments on every partition find every currency's rate, whichever instance holds them
+    c:produce("gt-payments", payments(1, 48, function(i) return ("C%02d"):format(i % 12 + 1) end))
+    local out = c:wait_for_records("gt-priced", 48, 60, { watch = b })
+    local cjson = require("cjson")
+    for _, r in ipairs(out) do
+      local v = type(r.value) == "string" and cjson.decode(r.value) or r.value
+      assert.equal(10 * tonumber(v.currency:sub(2)), v.eur, r.key)
+    end
+    -- a currency added later reaches the table while the detector runs
+    c:produce("gt-rates", { { key = "NEW", value = '{"eur":100}' } })
+    local deadline, priced, n = cluster.now() + 30 * cluster.scale, false, 100
+    while not priced and cluster.now() < deadline do
+      n = n + 1
+      c:produce("gt-payments", { { key = "p" .. n, value = '{"amount":10,"currency":"NEW"}' } })
+      for _, r in ipairs(c:consume("gt-priced", { idle_ms = 500 })) do
+        if r.key == "p" .. n then
+          local v = type(r.value) == "string" and cjson.decode(r.value) or r.value
+          priced = v.eur == 1000
+        end
+      end
+    end
+    assert.is_true(priced, "no payment in the new currency was priced within 30 s")
+    -- a restart reads the table from its local checkpoint and the topic's tail only
+    a:kill("TERM")
+    b:kill("TERM")
+    assert.equal(0, a:wait(30), a:log_tail(20))
+    assert.equal(0, b:wait(30), b:log_tail(20))
+    c:produce("gt-rates", { { key = "C01", value = '{"eur":7}' } })
+    local b2 = c:run(path, { app = "gt", name = "b2", config = { ["state.dir"] = dir_b } })
+    assert.equal(1, read_log_records(b2))
+    b2:wait_for_log("partitions assigned", 30)
+    c:produce("gt-payments", { { key = "last", value = '{"amount":10,"currency":"C01"}' } })
+    deadline = cluster.now() + 30 * cluster.scale
+    local last
+    repeat
+      for _, r in ipairs(c:consume("gt-priced", { idle_ms = 500 })) do
+        if r.key == "last" then last = type(r.value) == "string" and cjson.decode(r.value) or r.value end
+      end
+    until last or cluster.now() >= deadline
+    assert.same({ currency = "C01", eur = 70 }, last)
   end)
 end)
