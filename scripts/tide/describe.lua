@@ -130,11 +130,10 @@ local function groups(count)
   return find, union
 end
 
---- The description of a DSL builder.
----@param b table what tide.dsl built
----@param ctx { detector: string, internal_topic: fun(base: string): string, changelog: fun(store: string): string }
----@return tide.TopologyDescription
-function M.of_builder(b, ctx)
+--- Which sub-topology each node is in: nodes joined by an edge or sharing
+--- a store (a table and the join that reads it) run in one task. Returns
+--- find(node id) -> the id that names its group.
+local function group_nodes(b)
   local find, union = groups(#b.nodes)
   local by_store = {}
   for _, n in ipairs(b.nodes) do
@@ -145,67 +144,39 @@ function M.of_builder(b, ctx)
       end
     end
   end
-  -- the graph's nodes, with the extra nodes Kafka Streams shows: a table's
-  -- source and the sinks of processors that also write an internal topic
-  local subs, order = {}, {}
-  local function sub_of(n)
-    local root = find(n.id)
-    local s = subs[root]
-    if not s then
-      s = { root = root, nodes = {} }
-      subs[root] = s
-      order[#order + 1] = s
-    end
-    return s
+  return find
+end
+
+--- Node n as described, with the extra nodes Kafka Streams shows: a
+--- table's source, and the sink of a processor that also writes an internal
+--- topic. Appended to `list`; returns n's own entry.
+local function describe_node(n, ctx, list)
+  local e = { name = name_of(n), type = "processor", stores = stores_of(n), next = {}, prev = {} }
+  if n.kind == "source" then
+    e.type, e.stores = "source", nil
+    e.topics = { n.topic or ctx.internal_topic(n.internal) }
+  elseif n.kind == "to" then
+    e.type, e.stores, e.topic = "sink", nil, n.topic
+  elseif n.kind == "repartition" or n.kind == "table_repartition" then
+    e.type, e.stores, e.topic = "sink", nil, ctx.internal_topic(n.internal)
+  elseif n.kind == "table_source" then
+    local src = { name = n.name and (n.name .. "-source") or ("KSTREAM-SOURCE-%010d"):format(n.id),
+      type = "source", topics = { n.topic }, next = { e.name }, prev = {} }
+    e.prev[1] = src.name
+    list[#list + 1] = src
   end
-  local entries = {}
-  for _, n in ipairs(b.nodes) do
-    local s = sub_of(n)
-    local e = { name = name_of(n), type = "processor", stores = {}, next = {}, prev = {} }
-    entries[n] = e
-    for _, st in ipairs(stores_of(n)) do e.stores[#e.stores + 1] = st end
-    if n.kind == "source" then
-      e.type, e.stores = "source", nil
-      e.topics = { n.topic or ctx.internal_topic(n.internal) }
-    elseif n.kind == "to" then
-      e.type, e.stores, e.topic = "sink", nil, n.topic
-    elseif n.kind == "repartition" or n.kind == "table_repartition" then
-      e.type, e.stores, e.topic = "sink", nil, ctx.internal_topic(n.internal)
-    elseif n.kind == "table_source" then
-      local src = { name = n.name and (n.name .. "-source") or ("KSTREAM-SOURCE-%010d"):format(n.id),
-        type = "source", topics = { n.topic }, next = { e.name }, prev = {} }
-      e.prev[1] = src.name
-      s.nodes[#s.nodes + 1] = src
-    end
-    s.nodes[#s.nodes + 1] = e
-    local topic = side_sink(n)
-    if topic then
-      local sink = { name = e.name .. "-sink", type = "sink", topic = ctx.internal_topic(topic), next = {}, prev = { e.name } }
-      e.next[#e.next + 1] = sink.name
-      s.nodes[#s.nodes + 1] = sink
-    end
+  list[#list + 1] = e
+  local topic = side_sink(n)
+  if topic then
+    local sink = { name = e.name .. "-sink", type = "sink", topic = ctx.internal_topic(topic), next = {}, prev = { e.name } }
+    e.next[#e.next + 1] = sink.name
+    list[#list + 1] = sink
   end
-  for _, n in ipairs(b.nodes) do
-    for _, c in ipairs(n.children) do
-      table.insert(entries[n].next, #entries[n].next + 1, entries[c].name)
-      table.insert(entries[c].prev, entries[n].name)
-    end
-  end
-  local desc = { detector = ctx.detector, subtopologies = {}, stores = {}, internal_topics = {} }
-  for i, s in ipairs(order) do
-    -- sources first, as Kafka Streams lists them; otherwise in build order
-    local nodes = {}
-    for _, e in ipairs(s.nodes) do if e.type == "source" then nodes[#nodes + 1] = e end end
-    for _, e in ipairs(s.nodes) do if e.type ~= "source" then nodes[#nodes + 1] = e end end
-    desc.subtopologies[i] = { id = i - 1, nodes = nodes }
-  end
-  local next_id = #b.nodes
-  for _, g in ipairs(b.globals) do
-    local src = { name = g.name .. "-source", type = "source", topics = { g.topic }, next = { g.name }, prev = {} }
-    local proc = { name = g.name, type = "processor", stores = { g.store }, next = {}, prev = { src.name } }
-    desc.subtopologies[#desc.subtopologies + 1] = { id = #desc.subtopologies, global = true, nodes = { src, proc } }
-    next_id = next_id + 2
-  end
+  return e
+end
+
+--- The stores, and the internal topics (repartition topics, changelogs).
+local function describe_resources(b, ctx, desc)
   for _, base in ipairs(b.internal) do
     desc.internal_topics[#desc.internal_topics + 1] = { name = ctx.internal_topic(base), kind = "repartition" }
   end
@@ -223,6 +194,43 @@ function M.of_builder(b, ctx)
     end
     desc.stores[#desc.stores + 1] = entry
   end
+end
+
+--- The description of a DSL builder.
+---@param b table what tide.dsl built
+---@param ctx { detector: string, internal_topic: fun(base: string): string, changelog: fun(store: string): string }
+---@return tide.TopologyDescription
+function M.of_builder(b, ctx)
+  local find = group_nodes(b)
+  local subs, order, entries = {}, {}, {}
+  for _, n in ipairs(b.nodes) do
+    local root = find(n.id)
+    if not subs[root] then
+      subs[root] = {}
+      order[#order + 1] = subs[root]
+    end
+    entries[n] = describe_node(n, ctx, subs[root])
+  end
+  for _, n in ipairs(b.nodes) do
+    for _, c in ipairs(n.children) do
+      table.insert(entries[n].next, entries[c].name)
+      table.insert(entries[c].prev, entries[n].name)
+    end
+  end
+  local desc = { detector = ctx.detector, subtopologies = {}, stores = {}, internal_topics = {} }
+  for i, list in ipairs(order) do
+    -- sources first, as Kafka Streams lists them; otherwise in build order
+    local nodes = {}
+    for _, e in ipairs(list) do if e.type == "source" then nodes[#nodes + 1] = e end end
+    for _, e in ipairs(list) do if e.type ~= "source" then nodes[#nodes + 1] = e end end
+    desc.subtopologies[i] = { id = i - 1, nodes = nodes }
+  end
+  for _, g in ipairs(b.globals) do
+    local src = { name = g.name .. "-source", type = "source", topics = { g.topic }, next = { g.name }, prev = {} }
+    local proc = { name = g.name, type = "processor", stores = { g.store }, next = {}, prev = { src.name } }
+    desc.subtopologies[#desc.subtopologies + 1] = { id = #desc.subtopologies, global = true, nodes = { src, proc } }
+  end
+  describe_resources(b, ctx, desc)
   return desc
 end
 
