@@ -35,6 +35,7 @@ local errors = require("tide.errors")
 local serde = require("tide.serde")
 
 local usage, where = errors.usage, errors.caller
+local source_topic
 
 local M = {}
 
@@ -817,6 +818,14 @@ end
 
 local JOIN_KINDS = { join = "inner", left_join = "left", outer_join = "outer" }
 
+--- The topic a table's keys come from as they are (tide.table's), or nil
+--- (an aggregation's: keyed through a repartition topic, as strings).
+function source_topic(t) -- (declared above)
+  if t.kind == "table_source" then return t.topic end
+  if t.kind == "table_filter" or t.kind == "table_map_values" then return source_topic(t.parents[1]) end
+  return nil
+end
+
 --- stream:join(table, joiner): each record with the table's current value.
 local function stream_table_join(self, tbl, joiner, kind, op, opts)
   need_fn(joiner, op, "(value, table_value, key)")
@@ -942,6 +951,11 @@ local function fk_join(self, other, extract, joiner, kind, op, opts)
   local spec = { kind = kind, extract = extract, fn = joiner, left = self, right = other, name = base }
   spec.subscription = add_internal(b, base .. "-subscription")
   spec.response = add_internal(b, base .. "-response")
+  -- A subscription must reach the partition of the other table's row, and
+  -- an answer that of this table's row: their keys are written as those
+  -- tables' topics write theirs (what Kafka's partitioner hashes).
+  b.internal_keys[spec.subscription] = source_topic(other)
+  b.internal_keys[spec.response] = source_topic(self)
   spec.subscriptions = M.add_store(b, base .. "-subscription-store", store.kv{ memory = opts and opts.memory })
   local result_store = M.add_store(b, base .. "-result", store.kv{ memory = opts and opts.memory })
   b.stores[result_store].timestamped = true
@@ -1003,7 +1017,7 @@ end
 function M.builder()
   return setmetatable({
     nodes = {}, sources = {}, outputs = {}, internal = {}, stores = {}, serdes = {}, timestamps = {},
-    globals = {}, names = {}, seq = 0, options = {}, open = true,
+    globals = {}, names = {}, seq = 0, options = {}, open = true, internal_keys = {},
   }, Builder)
 end
 

@@ -264,16 +264,18 @@ function makers.fk_subscribe(n, _, env)
   local j, cur = n.join, env.cur
   local topic = env.internal_topic(j.subscription)
   local extract, fn, left_join, at = j.extract, j.fn, j.kind == "left", n.at
+  -- (the key goes out as the extractor gave it: the other table's key serde
+  -- writes it; fk_text compares and stores it)
   local function send(fk, pk, instruction, h)
     cur.ctx:emit(topic, fk, { pk = pk, i = instruction, h = h })
   end
   return function(k, new, old)
     if k == nil or (new == nil and old == nil) then return end
-    local fk_new = new ~= nil and extract(new, k) or nil
-    local fk_old = old ~= nil and extract(old, k) or nil
-    if fk_new ~= nil then fk_new = fk_text(fk_new, at) end
-    if fk_old ~= nil then fk_old = fk_text(fk_old, at) end
-    if fk_old ~= nil and fk_new ~= fk_old then send(fk_old, k, UNSUBSCRIBE) end
+    local raw_new = new ~= nil and extract(new, k) or nil
+    local raw_old = old ~= nil and extract(old, k) or nil
+    local fk_new = raw_new ~= nil and fk_text(raw_new, at) or nil
+    local fk_old = raw_old ~= nil and fk_text(raw_old, at) or nil
+    if fk_old ~= nil and fk_new ~= fk_old then send(raw_old, k, UNSUBSCRIBE) end
     if fk_new == nil then
       -- no row, or one that refers to nothing: the answer is known here
       if new ~= nil and left_join then
@@ -287,7 +289,7 @@ function makers.fk_subscribe(n, _, env)
     -- a left join answers every row; an inner join must also clear the
     -- result a row had under its former foreign key
     if left_join or (fk_old ~= nil and fk_old ~= fk_new) then instruction = ANSWER_ALWAYS end
-    send(fk_new, k, instruction, row_hash(new))
+    send(raw_new, k, instruction, row_hash(new))
   end
 end
 
@@ -299,12 +301,12 @@ function makers.fk_subscription(n, _, env)
   local topic = env.internal_topic(j.response)
   return function(fk, sub)
     if fk == nil or type(sub) ~= "table" or sub.pk == nil then return end
-    local key = window_prefix(fk) .. tostring(sub.pk)
+    local key = window_prefix(fk_text(fk, n.at)) .. tostring(sub.pk)
     if sub.i == UNSUBSCRIBE then
       subs():delete(key)
       return
     end
-    subs():put(key, { h = sub.h })
+    subs():put(key, { h = sub.h, pk = sub.pk }) -- (pk as its key serde reads it)
     local rv = right(fk)
     if rv == nil and sub.i == ANSWER_IF_FOUND then return end
     cur.ctx:emit(topic, sub.pk, { h = sub.h, v = rv })
@@ -320,7 +322,11 @@ function makers.fk_foreign(n, _, env)
     if fk == nil or (new == nil and old == nil) then return end
     local prefix = window_prefix(tostring(fk))
     local answers = {}
-    for key, sub in subs():prefix(prefix) do answers[#answers + 1] = { key:sub(#prefix + 1), sub.h } end
+    for key, sub in subs():prefix(prefix) do
+      local pk = sub.pk
+      if pk == nil then pk = key:sub(#prefix + 1) end
+      answers[#answers + 1] = { pk, sub.h }
+    end
     for _, a in ipairs(answers) do cur.ctx:emit(topic, a[1], { h = a[2], v = new }) end
   end
 end

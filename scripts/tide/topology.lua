@@ -438,7 +438,9 @@ function M.compile(b, default_name, app)
   for _, n in ipairs(b.internal) do
     local t = env.internal_topic(n)
     add_unique(outputs, seen_out, t)
-    serdes[t] = { key = "string", value = "json" }
+    local like = b.internal_keys[n]
+    serdes[t] = { key = like and serdes[like] and serdes[like].key or (like and opts.key_serde) or "string",
+      value = "json" }
   end
   if #inputs == 0 then
     error("the script builds no stream: start with tide.stream(\"topic\") or tide.table(\"topic\")", 0)

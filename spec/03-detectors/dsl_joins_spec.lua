@@ -498,3 +498,22 @@ return tide.topology{}
     d:close()
   end)
 end)
+
+describe("foreign-key joins with JSON keys", function()
+  it("writes the subscription and the answer keys as the tables' topics write theirs", function()
+    local d = driver([[
+local orders = tide.table("orders", { key = "json", value = "json" })
+local customers = tide.table("customers", { key = "json", value = "json" })
+orders:join(customers, function(o) return o.customer end, function(o, c) return c.name end, { name = "oc" })
+  :to_stream():to("names", { key = "json" })
+return tide.topology{ name = "j" }
+]], { application_id = "a" })
+    assert.same({ key = "json", value = "json" }, d.spec.serdes["a.j-oc-subscription-repartition"])
+    assert.same({ key = "json", value = "json" }, d.spec.serdes["a.j-oc-response-repartition"])
+    d:pipe("orders", 7, { customer = 42 })
+    d:pipe("customers", 42, { name = "Ann" })    -- the answer comes back on the order's key, 7
+    d:pipe("customers", 42, { name = "Anna" })
+    assert.same({ { 7, "Ann" }, { 7, "Anna" } }, pairs_of(d:read("names")))
+    d:close()
+  end)
+end)
