@@ -77,7 +77,7 @@ CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embed
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
 CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http \
 	$(BUILD)/test/test_group \
-	$(BUILD)/test/test_store
+	$(BUILD)/test/test_store $(BUILD)/test/test_runtime
 FIXTURES  := $(BUILD)/test/http_fixture
 BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json
 
@@ -194,7 +194,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 $(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $(filter %.c %.o,$^) -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
 
 -include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
 

@@ -40,10 +40,20 @@ static int test_header_get(const tide_rec_t *r, int32_t i, const char **name,
     return 0;
 }
 
+/* Designated: reordering tide_api_t must not swap two members of one type. */
 const tide_api_t tide_default_api = {
-    default_emit,         default_emit_header,   tide_utf8_valid,     test_header_count,
-    test_header_get,      tide_sink_emit_partition, tide_state_get,   tide_state_put,
-    tide_state_iter,      tide_state_iter_next,  tide_state_iter_free, tide_sink_set_timestamp,
+    .emit = default_emit,
+    .emit_header = default_emit_header,
+    .utf8_valid = tide_utf8_valid,
+    .header_count = test_header_count,
+    .header_get = test_header_get,
+    .emit_partition = tide_sink_emit_partition,
+    .store_get = tide_state_get,
+    .store_put = tide_state_put,
+    .store_iter = tide_state_iter,
+    .store_iter_next = tide_state_iter_next,
+    .store_iter_free = tide_state_iter_free,
+    .sink_timestamp = tide_sink_set_timestamp,
 };
 
 static const tide_api_t *current_api(lua_State *L) {

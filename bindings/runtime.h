@@ -29,14 +29,15 @@ typedef struct tide_runtime_opts {
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
 } tide_runtime_opts_t;
 
-/* The detector's declared shape, owned by the runtime. */
+/* The detector's declared shape, owned by the runtime: what
+ * scripts/tide/fields.lua lists in M.info (runtime.c reads it by name and
+ * refuses a name that only one side knows). */
 typedef struct tide_detector_info {
-    char *name, *path, *version, *description;
+    char *name, *version, *description;
     char **inputs;
     int n_inputs;
     char **outputs;
     int n_outputs;
-    char *value_serde, *key_serde;
     tide_on_error_t on_error;
     int n_stores;          /* store ids are 0 .. n_stores-1 */
     char **store_names;
@@ -70,6 +71,15 @@ void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const c
 /* A task (input partition) starts, its stores restored, with the stream
  * time it had at its last commit (-1: unknown), or stops. */
 void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active, int64_t stream_time);
+/* A commit went through: what the in-memory stores hold since the last one
+ * is theirs to keep. */
+void tide_runtime_commit(tide_runtime_t *rt);
+/* Back to the last commit for task `partition`: its in-memory stores' writes
+ * since are undone, its stream time is `stream_time` again (-1: none) and
+ * its punctuators are rescheduled from it. */
+void tide_runtime_rollback(tide_runtime_t *rt, int32_t partition, int64_t stream_time);
+/* Records the detector dropped as late (past their window's grace), ever. */
+uint64_t tide_runtime_dropped_late(tide_runtime_t *rt);
 /* A task's stream time (largest record timestamp seen), -1 when none. */
 int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition);
 /* Fire due punctuators and expire old windows; `now_ms` is the wall clock.

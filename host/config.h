@@ -38,6 +38,8 @@ typedef enum tide_cfg {
     TIDE_CFG_APPLICATION_ID,
     TIDE_CFG_COMMIT_INTERVAL_MS,
     TIDE_CFG_MAX_POLL_RECORDS,
+    TIDE_CFG_MAX_TASK_IDLE_MS,
+    TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION,
     TIDE_CFG_STATE_DIR,
     TIDE_CFG_PROCESSING_GUARANTEE,
     TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES,
@@ -46,6 +48,7 @@ typedef enum tide_cfg {
     TIDE_CFG_STATE_CACHE_BYTES,
     TIDE_CFG_STATE_WRITE_BUFFER_BYTES,
     TIDE_CFG_INTERNAL_TOPICS_CREATE,
+    TIDE_CFG_OUTPUT_TOPICS_CREATE,
     TIDE_CFG_INTERNAL_TOPICS_REPLICATION_FACTOR,
     TIDE_CFG_DEV_BROKER_PARTITIONS,
     TIDE_CFG_ADMIN_ADDRESS,
@@ -86,6 +89,12 @@ void tide_config_free(tide_config_t *c);
 int tide_config_set(tide_config_t *c, const char *key, const char *value,
                     const char *origin, char **errp);
 int tide_config_load_file(tide_config_t *c, const char *path, char **errp);
+/* After every source: refuse what only the whole configuration shows wrong
+ * (a property tide manages under the guarantee chosen), and settle the
+ * defaults that depend on others (commit.interval.ms under exactly-once). */
+int tide_config_validate(tide_config_t *c, char **errp);
+/* processing.guarantee is exactly_once_v2. */
+int tide_config_eos(const tide_config_t *c);
 /* Apply TIDE_* environment variables. */
 int tide_config_load_env(tide_config_t *c, char **errp);
 

@@ -36,6 +36,8 @@ typedef struct global_part {
     int table;         /* index into the tables */
     int32_t partition;
     int64_t next;      /* next offset to apply: the store holds those before it */
+    int64_t committed; /* what a store commit covered, where a rollback goes back to */
+    int64_t saved;     /* what the checkpoint file says */
     int64_t end;       /* the topic's end when the bootstrap began */
 } global_part_t;
 
@@ -133,7 +135,7 @@ static tide_global_result_t find_parts(tide_globals_t *g, int t, char **errp) {
     g->parts = np;
     for (int i = 0; i < n; i++) {
         global_part_t *p = &g->parts[g->n_parts++];
-        *p = (global_part_t){t, md->topics[0].partitions[i].id, 0, 0};
+        *p = (global_part_t){.table = t, .partition = md->topics[0].partitions[i].id};
         e = rd_kafka_query_watermark_offsets(g->rk, topic, p->partition, &p->next, &p->end, 10000);
         if (e) {
             rd_kafka_metadata_destroy(md);
@@ -244,6 +246,25 @@ static void log_progress(const tide_globals_t *g) {
              " to go", g->records, left);
 }
 
+/* The tables are read to their end: that is made durable and checkpointed
+ * at once (nothing else has written the store yet, so its commit is theirs
+ * alone), and logged. */
+static tide_global_result_t bootstrapped(tide_globals_t *g, int64_t t0, char **errp) {
+    if (tide_store_commit(g->db, errp)) return TIDE_GLOBAL_FAILED;
+    tide_globals_committed(g);
+    if (tide_store_flush(g->db, errp) || tide_globals_checkpoint(g, errp) != TIDE_GLOBAL_OK)
+        return TIDE_GLOBAL_FAILED;
+    for (int t = 0; t < g->n_tables; t++)
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "global table %s restored from %s",
+                 g->tables[t].store_name, g->tables[t].topic);
+    char n[32], el[32], msg[128];
+    snprintf(n, sizeof(n), "%" PRIu64, g->records);
+    snprintf(el, sizeof(el), "%" PRId64, now_ms() - t0);
+    snprintf(msg, sizeof(msg), "global tables read to their end: %s records in %s ms", n, el);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "records", n, "elapsed_ms", el, (char *)NULL);
+    return TIDE_GLOBAL_OK;
+}
+
 tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, const volatile sig_atomic_t *stop,
                                             char **errp) {
     int64_t t0 = now_ms(), next_log = t0 + 10000;
@@ -268,32 +289,43 @@ tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, const volatile si
         }
         rc = consume(g, 100, errp);
     }
-    if (rc != TIDE_GLOBAL_OK) return rc;
-    for (int t = 0; t < g->n_tables; t++)
-        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "global table %s restored from %s",
-                 g->tables[t].store_name, g->tables[t].topic);
-    char n[32], el[32], msg[128];
-    int64_t ms = now_ms() - t0;
-    snprintf(n, sizeof(n), "%" PRIu64, g->records);
-    snprintf(el, sizeof(el), "%" PRId64, ms);
-    snprintf(msg, sizeof(msg), "global tables read to their end: %s records in %s ms", n, el);
-    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "records", n, "elapsed_ms", el, (char *)NULL);
-    return TIDE_GLOBAL_OK;
+    return rc == TIDE_GLOBAL_OK ? bootstrapped(g, t0, errp) : rc;
 }
 
 tide_global_result_t tide_globals_poll(tide_globals_t *g, char **errp) {
     return consume(g, 0, errp);
 }
 
+void tide_globals_committed(tide_globals_t *g) {
+    for (int i = 0; i < g->n_parts; i++) g->parts[i].committed = g->parts[i].next;
+}
+
+int tide_globals_unsaved(const tide_globals_t *g) {
+    for (int i = 0; i < g->n_parts; i++)
+        if (g->parts[i].committed != g->parts[i].saved) return 1;
+    return 0;
+}
+
+void tide_globals_rollback(tide_globals_t *g) {
+    for (int i = 0; i < g->n_parts; i++) g->parts[i].next = g->parts[i].committed;
+    char *err = NULL;
+    if (assign_all(g, &err) != TIDE_GLOBAL_OK) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+    }
+}
+
 tide_global_result_t tide_globals_checkpoint(tide_globals_t *g, char **errp) {
     tide_checkpoint_t cp = {0};
     for (int i = 0; i < g->n_parts; i++) {
         const global_part_t *p = &g->parts[i];
-        tide_checkpoint_set(&cp, g->tables[p->table].store_name, p->partition, p->next);
+        tide_checkpoint_set(&cp, g->tables[p->table].store_name, p->partition, p->committed);
     }
     int r = tide_checkpoint_save(&cp, g->checkpoint_path, errp);
     tide_checkpoint_free(&cp);
-    return r ? TIDE_GLOBAL_FAILED : TIDE_GLOBAL_OK;
+    if (r) return TIDE_GLOBAL_FAILED;
+    for (int i = 0; i < g->n_parts; i++) g->parts[i].saved = g->parts[i].committed;
+    return TIDE_GLOBAL_OK;
 }
 
 uint64_t tide_globals_records(const tide_globals_t *g) { return g->records; }

@@ -53,8 +53,17 @@ tide_global_result_t tide_globals_bootstrap(tide_globals_t *g, const volatile si
                                             char **errp);
 /* Apply what the topics have brought since (without waiting). */
 tide_global_result_t tide_globals_poll(tide_globals_t *g, char **errp);
-/* Save the offsets the store holds. Call after the store database is
- * flushed (a commit): a crash in between only reads some records again. */
+/* The store database committed (its record cache written back): what was
+ * applied so far is covered. */
+void tide_globals_committed(tide_globals_t *g);
+/* The store database rolled back its writes since the last commit: read
+ * the topics again from there. */
+void tide_globals_rollback(tide_globals_t *g);
+/* Committed offsets the checkpoint file does not have yet. */
+int tide_globals_unsaved(const tide_globals_t *g);
+/* Save the committed offsets. Call after the store database is flushed
+ * (tide_tasks_checkpoint does): a crash in between only reads some records
+ * again. */
 tide_global_result_t tide_globals_checkpoint(tide_globals_t *g, char **errp);
 /* Records applied since open. */
 uint64_t tide_globals_records(const tide_globals_t *g);

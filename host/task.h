@@ -59,6 +59,10 @@ char *const *tide_tasks_changelogs(const tide_tasks_t *t, int *n);
 const char *tide_tasks_state_dir(const tide_tasks_t *t);
 /* The store database (a tide_store_db_t), NULL before it is open. */
 void *tide_tasks_db(const tide_tasks_t *t);
+/* The global tables whose stores live in the database: their writes commit,
+ * roll back and are checkpointed with the tasks' (see global.h). */
+struct tide_globals;
+void tide_tasks_set_globals(tide_tasks_t *t, struct tide_globals *g);
 /* Start restoring: the restorer and its consumer (only with stores). */
 int tide_tasks_open_restorer(tide_tasks_t *t, char **errp);
 /* The detector's shape (borrowed from its runtime): at the load, then each
@@ -68,7 +72,10 @@ int tide_tasks_set_info(tide_tasks_t *t, const tide_detector_info_t *info);
 /* Task `partition` starts, restoring its stores from the checkpoint (or from
  * the start) with the stream time it had at its last commit. */
 tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t partition, int64_t stream_time);
-/* Task `partition` stops; returns 1 when it was running (ready). */
+/* The stores' cache is over its budget: a commit would relieve it. */
+int tide_tasks_pressure(const tide_tasks_t *t);
+/* Task `partition` stops (its uncommitted writes are dropped); returns 1
+ * when it was running (ready). */
 int tide_tasks_stop(tide_tasks_t *t, int32_t partition);
 /* A new version runs: every task reloads its in-memory stores from their
  * changelogs (its RocksDB stores stay); `stream_time(ud, p)` is what the
@@ -87,9 +94,33 @@ void tide_tasks_poll(tide_tasks_t *t, int timeout_ms);
 /* Every task ready, and a restore round under way just ended (it is logged). */
 int tide_tasks_settled(tide_tasks_t *t);
 
-/* The stores' part of a commit, after the outputs were acknowledged: make
- * the database durable and record the acknowledged changelog offsets in the
- * checkpoint. 0, or -1 (logged): nothing may be committed. */
+/* A commit went through: the stores keep their writes (into RocksDB), and
+ * each ready task remembers `stream_time(ud, p)` as its stream time at
+ * this commit. */
+void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud);
+/* Task p's stream time at the last commit, -1: none. */
+int64_t tide_tasks_stream_time(const tide_tasks_t *t, int32_t p);
+
+typedef enum tide_rollback {
+    TIDE_ROLLBACK_EXACT,   /* the stores are back at the last commit */
+    TIDE_ROLLBACK_REBUILD, /* uncommitted writes had reached RocksDB: the tasks must be
+                            * stopped (in-memory stores dropped) and tide_tasks_rebuild called */
+} tide_rollback_t;
+
+/* Drop the stores' writes since the last commit. */
+tide_rollback_t tide_tasks_rollback(tide_tasks_t *t);
+/* Restore every task from the start of its changelogs (after a
+ * TIDE_ROLLBACK_REBUILD); on_ready follows for each. */
+void tide_tasks_rebuild(tide_tasks_t *t);
+
+/* The stores' part of a commit, once it went through: the acknowledged
+ * changelog offsets are what the database holds now (in memory until
+ * tide_tasks_checkpoint). */
+void tide_tasks_mark(tide_tasks_t *t);
+/* The checkpoint in memory is newer than the file. */
+int tide_tasks_unsaved(const tide_tasks_t *t);
+/* Make the database durable (RocksDB has no write-ahead log: the changelog
+ * is one) and write the checkpoint. 0, or -1 (logged). */
 int tide_tasks_checkpoint(tide_tasks_t *t);
 
 /* Changelog records applied, ever, and store memory in bytes. */

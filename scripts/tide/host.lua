@@ -3,11 +3,33 @@
 local core = require("tide.core")
 local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
+local fields = require("tide.fields")
 
 local M = {}
 
 local function log(level, msg)
   core.log(level, msg)
+end
+
+--- What the host learns of the detector: the names tide.fields.info lists,
+--- which bindings/runtime.c reads.
+local function info(spec, d)
+  local t = {}
+  for _, f in ipairs(fields.info) do
+    local v = spec[f.name]
+    if f.kind == "stores" then
+      v = {}
+      for i, e in ipairs(d.stores) do
+        v[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind, global = e.decl.global }
+      end
+    elseif f.kind == "count" then
+      v = #v
+    elseif f.kind == "string" then
+      v = v or ""
+    end
+    t[f.name] = v
+  end
+  return t
 end
 
 --- Load, validate and init the detector at `path`; emits go to `sink_lud`.
@@ -44,31 +66,9 @@ function M.open(path, sink_lud, open_db, application_id)
   local function close()
     if spec.close then spec.close(d.ctx) end
   end
-  local stores = {}
-  for i, e in ipairs(d.stores) do
-    stores[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind, global = e.decl.global }
-  end
-  -- what the status page draws: the DSL's topology, or a hand-written
-  -- detector's one processor
-  local describe = require("tide.describe")
-  local topology = spec.dsl and spec.dsl.topology or describe.of_detector(spec, function(store)
-    return ("%s.%s-%s-changelog"):format(application_id or "tide", spec.name, store)
-  end)
-  return d.run, {
-    stores = stores,
-    punctuators = #spec.punctuators,
-    name = spec.name,
-    path = spec.path,
-    version = spec.version,
-    description = spec.description or "",
-    inputs = spec.inputs,
-    outputs = spec.outputs,
-    value_serde = spec.value_serde,
-    key_serde = spec.key_serde,
-    on_error = spec.on_error,
-    topology = require("tide.serde").json.encode(topology),
-  }, close, { task = d.task, punctuate = d.punctuate, restore = d.restore,
-    stream_time = d.stream_time }
+  return d.run, info(spec, d), close, { task = d.task, punctuate = d.punctuate,
+    restore = d.restore, stream_time = d.stream_time, commit = d.commit, rollback = d.rollback,
+    dropped_late = d.dropped_late }
 end
 
 return M

@@ -118,7 +118,7 @@ function makers.stream_join_side(n, out, env)
     local ts, st = windows.event_time(cur.rec), ctx.stream_time
     if emit_due and ts >= st then emit_due(ctx, st) end
     if ts + lookback + grace <= st then
-      windows.late(cur, k, ts, max(0, ts - lo), ts + hi, st, true)
+      windows.late(ctx, k, ts, max(0, ts - lo), ts + hi, st, true)
       return
     end
     local mine = own()

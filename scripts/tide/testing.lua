@@ -13,12 +13,49 @@ local serde = require("tide.serde")
 
 local M = {}
 
+--- A detector under test: records in with pipe(), outputs out with read().
+---@class tide.testing.Driver
+---@field spec table the loaded detector (tide.detector), e.g. spec.name
+---@field logs { level: string, msg: string }[] what it logged (ctx.log, print), oldest first
+---@field changelog table[] the changelog records its stores wrote ({ output, key, value, ... })
+---@field package d table the dispatcher (tide.dispatch)
+---@field package sink any a tide.core sink
+---@field package on_error tide.OnError
+---@field package db? any the RocksDB of RocksDB stores (tide.core.store_open)
+---@field package db_dir? string
+---@field package tasks table<integer, boolean>
+---@field package wall number
+---@field package outputs table<string, tide.testing.Output[]>
+---@field package dead table[]
+---@field package failures tide.testing.Failure[]
+---@field package offsets table<string, integer>
+---@field package internal table[]
+---@field package path string
+---@field package opts table
+---@field package globals table<string, string> a global table's topic -> its store's name
+---@field package global_log table[] the global tables' records piped, for restart()
 local Driver = {}
 Driver.__index = Driver
 
+--- A record a detector emitted, as read back: key and value decoded with
+--- the output's serdes.
+---@class tide.testing.Output
+---@field key any
+---@field value any
+---@field headers table<string, string>
+---@field timestamp? number ms, when it carries one
+
+--- A record that failed in process().
+---@class tide.testing.Failure
+---@field index integer
+---@field class string DecodeError, ProcessError or MemoryError
+---@field message string with the detector's file:line
+---@field traceback string
+
 --- Load a detector file and run its init.
----@param path string
----@param opts? { on_error?: string, wall_time?: number, application_id?: string }
+---@param path string a detector file, or a folder with an init.lua
+---@param opts? { on_error?: tide.OnError, wall_time?: number, application_id?: string }
+---@return tide.testing.Driver
 function M.driver(path, opts)
   opts = opts or {}
   local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
@@ -115,8 +152,8 @@ end
 ---@param topic string one of the detector's inputs
 ---@param key any
 ---@param value any tables are JSON-encoded for a json topic
----@param meta? { timestamp?: number, partition?: number, headers?: table, raw?: boolean }
 --- meta.raw: key and value are the record's bytes, passed unencoded.
+---@param meta? { timestamp?: number, partition?: integer, headers?: table<string, string>, raw?: boolean }
 function Driver:pipe(topic, key, value, meta)
   meta = meta or {}
   if self.globals[topic] then return self:_pipe_global(topic, key, value, meta) end
@@ -221,6 +258,7 @@ end
 
 --- Move the wall clock forward (ms or a duration like "10s") and fire the
 --- wall-clock punctuators that are due.
+---@param d tide.Duration
 function Driver:advance_wall_clock(d)
   self.wall = self.wall + require("tide.store").duration(d, "advance_wall_clock")
   self.d.punctuate(self.wall)
@@ -229,6 +267,9 @@ end
 
 --- A store of the detector, for assertions: driver:store("counts"):get("k")
 --- reads the store of `partition` (default 0).
+---@param name string
+---@param partition? integer
+---@return tide.KvStore|tide.WindowStore
 function Driver:store(name, partition)
   local s = self.d.ctx.stores[name]
   if not s then error("no store named '" .. tostring(name) .. "'", 2) end
@@ -244,6 +285,8 @@ function Driver:store(name, partition)
 end
 
 --- Records emitted to `output` since the last read, oldest first.
+---@param output string
+---@return tide.testing.Output[]
 function Driver:read(output)
   local list = self.outputs[output] or {}
   self.outputs[output] = {}
@@ -251,6 +294,7 @@ function Driver:read(output)
 end
 
 --- Dead-lettered records since the last call ({ key, value, headers }).
+---@return { key: string?, value: string?, headers: table<string, string> }[]
 function Driver:dead_letters()
   local list = self.dead
   self.dead = {}
@@ -258,6 +302,7 @@ function Driver:dead_letters()
 end
 
 --- Records that failed ({ index, class, message, traceback }).
+---@return tide.testing.Failure[]
 function Driver:errors()
   local list = self.failures
   self.failures = {}
@@ -279,6 +324,9 @@ end
 --- The offset the next record piped to `topic` and `partition` gets; later
 --- ones follow it. For replays of recorded traffic (`tide replay`), so the
 --- detector and its dead letters see the records' own offsets.
+---@param topic string
+---@param partition? integer
+---@param offset integer
 function Driver:seek(topic, partition, offset)
   self.offsets[topic .. "/" .. (partition or 0)] = offset
 end

@@ -8,6 +8,7 @@
 --- cuts the graph: its writer emits to the topic and its reader is a source.
 local windows = require("tide.windows")
 local describe = require("tide.describe")
+local fields = require("tide.fields")
 local copy = windows.copy
 
 local M = {}
@@ -376,11 +377,21 @@ local function timed_topics(b, internal_topic)
   return any and set or nil
 end
 
+--- The detector fields a script gave tide.topology{} (tide.fields marks
+--- which it takes), passed on as they are.
+local function passed_on(opts)
+  local det = {}
+  for _, f in ipairs(fields.list) do
+    if f.topology then det[f.name] = opts[f.name] end
+  end
+  return det
+end
+
 --- The environment the makers share: the record being processed (cur), the
 --- hooks run after each record and when a task starts, and the ways to a
 --- node's closure (push_of) and to a table's current rows (getter_of).
 local function environment(b, name, app, opts, serdes)
-  local env = { cur = { ctx = nil, rec = nil, late = 0 }, after_record = {}, on_task = {} }
+  local env = { cur = { ctx = nil, rec = nil }, after_record = {}, on_task = {} }
   function env.store_getter(store_name) return store_getter(env, store_name) end
   function env.internal_topic(base) return ("%s.%s-%s-repartition"):format(app, name, base) end
   function env.changelog(store_name) return ("%s.%s-%s-changelog"):format(app, name, store_name) end
@@ -469,30 +480,16 @@ function M.compile(b, default_name, app)
       for _, r in ipairs(resets) do r(p) end
     end
   end
-  return {
-    name = name,
-    description = opts.description or describe.summary(b),
-    on_error = opts.on_error,
-    serde = opts.serde,
-    key_serde = opts.key_serde,
-    init = opts.init,
-    close = opts.close,
-    punctuate = opts.punctuate,
-    inputs = inputs,
-    outputs = outputs,
-    serdes = serdes,
-    stores = b.stores,
-    process = process,
-    on_task = on_task,
-    stream_time_topics = timed,
-    timestamps = next(b.timestamps) and b.timestamps or nil,
-    dsl = {
-      --- Records dropped as late (their window closed), since the load.
-      late = function() return cur.late end,
-      topology = describe.of_builder(b, { detector = name, internal_topic = env.internal_topic,
-        changelog = env.changelog }),
-    },
+  local det = passed_on(opts)
+  det.name, det.description = name, opts.description or describe.summary(b)
+  det.inputs, det.outputs, det.serdes, det.stores = inputs, outputs, serdes, b.stores
+  det.process, det.on_task, det.stream_time_topics = process, on_task, timed
+  det.timestamps = next(b.timestamps) and b.timestamps or nil
+  det.dsl = {
+    topology = describe.of_builder(b, { detector = name, internal_topic = env.internal_topic,
+      changelog = env.changelog }),
   }
+  return det
 end
 
 return M

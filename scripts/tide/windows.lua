@@ -149,13 +149,11 @@ function M.event_time(rec)
   return ts
 end
 
---- Count and log a record dropped as late (Kafka Streams' dropped-records
---- metric): cur.late counts them per detector. `closed`: the window
+--- A late record, dropped and counted (ctx:dropped). `closed`: the window
 --- includes its end (sessions, sliding windows).
-local function late(cur, k, ts, s, e, st, closed)
-  cur.late = (cur.late or 0) + 1
-  cur.ctx.log.debug("late record dropped: key %s at %d is for window [%d, %d%s, closed at stream time %d",
-    tostring(k), ts, s, e, closed and "]" or ")", st)
+local function late(ctx, k, ts, s, e, st, closed)
+  ctx:dropped("late", "late record dropped: key %s at %d is for window [%d, %d%s, closed at "
+    .. "stream time %d (past its end and grace)", tostring(k), ts, s, e, closed and "]" or ")", st)
 end
 M.late = late
 
@@ -177,7 +175,7 @@ function M.time_step(w, cur, get_store, init, add, push)
     while s <= first do
       local e = s + size
       if e + grace <= st then
-        late(cur, k, ts, s, e, st)
+        late(ctx, k, ts, s, e, st)
       else
         local old = ws:get(k, s)
         local new = add(old == nil and init(k) or copy(old), v, k)
@@ -210,7 +208,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
       end
     end
     if e + gap + grace <= st then
-      late(cur, k, ts, s, e, st, true)
+      late(ctx, k, ts, s, e, st, true)
       return
     end
     for _, m in ipairs(merged) do
@@ -245,7 +243,7 @@ function M.sliding_step(w, cur, get_store, init, add, push, adds, input)
     local ctx = cur.ctx
     local ts, st = M.event_time(cur.rec), ctx.stream_time
     if ts + grace < st then -- its window includes its end: late only past end + grace
-      late(cur, k, ts, math.max(0, ts - size), ts, st, true)
+      late(ctx, k, ts, math.max(0, ts - size), ts, st, true)
       return
     end
     local ws = get_store()

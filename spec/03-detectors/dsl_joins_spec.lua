@@ -167,7 +167,7 @@ return tide.topology{}
     d:pipe("auths", "a0", "A0", { timestamp = 0 })          -- its window [0, 10m] closed at 11m: late
     d:pipe("clearings", "a3", "C3", { timestamp = 10 * M })  -- its window [0, 10m] closed at 11m too
     assert.same({}, d:read("out"))
-    assert.equal(2, d.spec.dsl.late())
+    assert.equal(2, d.d.dropped_late())
     d:pipe("auths", "a4", "A4", { timestamp = 23 * M })      -- a3 closes at 12m + 10m + 1m = 23m
     out = d:read("out")
     assert.same({ { "a3", "A3+none" } }, pairs_of(out))
@@ -471,7 +471,7 @@ return tide.topology{}
     d:pipe("b", "k", "x", { timestamp = 11000 })
     d:pipe("a", "k", "x", { timestamp = 9000 })   -- late: [0, 10 s) closed at 11 s
     assert.same({ { "k", 0, 10000, 1 }, { "k", 0, 10000, 11 }, { "k", 10000, 20000, 10 } }, windowed(d:read("out")))
-    assert.equal(1, d.spec.dsl.late())
+    assert.equal(1, d.d.dropped_late())
     d:close()
   end)
 

@@ -42,7 +42,7 @@ describe("examples/joins/uncleared_authorizations.lua", function()
     d:restart()
     d:pipe("authorizations", "A4", auth("c4", 40), { timestamp = 12 * M })
     d:pipe("clearings", "c2", clearing("A2"), { timestamp = 9 * M })   -- late: its window closed at 10m + 1m
-    assert.equal(1, d.spec.dsl.late())
+    assert.equal(1, d.d.dropped_late())
     d:pipe("authorizations", "A5", auth("c5", 50), { timestamp = 40 * M })
     local alerted = {}
     for _, r in ipairs(d:read("uncleared-authorizations")) do alerted[#alerted + 1] = r.key end
