@@ -813,7 +813,12 @@ static int open_globals(tide_worker_t *w) {
         if (d->store_global[s]) specs[n++] = (tide_global_spec_t){d->store_global[s], s, d->store_names[s]};
     if (!n) return 0;
     char path[4300], *err = NULL;
-    snprintf(path, sizeof(path), "%s/global-checkpoint", tide_tasks_state_dir(w->tasks));
+    const char *dir = tide_tasks_state_dir(w->tasks); /* (a global table is in RocksDB) */
+    if (!dir) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "global tables need the store database");
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/global-checkpoint", dir);
     w->globals = tide_globals_open(w->o->config, w->o->bootstraps, tide_tasks_db(w->tasks), path,
                                    specs, n, &err);
     tide_global_result_t r = w->globals ? tide_globals_bootstrap(w->globals, w->o->stop, &err)
