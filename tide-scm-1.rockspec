@@ -10,6 +10,7 @@ description = {
   license = "Apache-2.0",
 }
 dependencies = { "lua == 5.1", "lua-cjson" }
+-- tide.core links avro-c and libcurl (Debian: libavro-dev, libcurl4-openssl-dev)
 build = {
   type = "make",
   build_target = "core",
@@ -19,6 +20,9 @@ build = {
     lib = { ["tide.core"] = "build/lua/tide/core.so" },
     lua = {
       ["tide"] = "scripts/tide/init.lua",
+      ["tide.avro"] = "scripts/tide/avro.lua",
+      ["tide.avro_serde"] = "scripts/tide/avro_serde.lua",
+      ["tide.avro_tool"] = "scripts/tide/avro_tool.lua",
       ["tide.cache"] = "scripts/tide/cache.lua",
       ["tide.cli"] = "scripts/tide/cli.lua",
       ["tide.context"] = "scripts/tide/context.lua",
@@ -29,6 +33,7 @@ build = {
       ["tide.errors"] = "scripts/tide/errors.lua",
       ["tide.ffi"] = "scripts/tide/ffi.lua",
       ["tide.fields"] = "scripts/tide/fields.lua",
+      ["tide.registry"] = "scripts/tide/registry.lua",
       ["tide.host"] = "scripts/tide/host.lua",
       ["tide.joins"] = "scripts/tide/joins.lua",
       ["tide.punctuate"] = "scripts/tide/punctuate.lua",

@@ -226,21 +226,21 @@ static int open_db(lua_State *L) {
     return 1;
 }
 
-/* package.preload[module] = the compiled embedded script, for each one. */
-static int preload_scripts(lua_State *L) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_tide_core);
-    lua_setfield(L, -2, "tide.core");
-    for (const tide_embedded_t *e = tide_embedded; e->module; e++) {
-        char chunk[256];
-        snprintf(chunk, sizeof(chunk), "@%s", e->path);
-        if (luaL_loadbuffer(L, e->source, e->len, chunk) != 0)
-            return -1; /* message on the stack */
-        lua_setfield(L, -2, e->module);
-    }
-    lua_pop(L, 2);
-    return 0;
+/* The registry settings as tide.host.open wants them. */
+static void push_registry(lua_State *L, const tide_registry_opts_t *r) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, r->url ? r->url : "");
+    lua_setfield(L, -2, "url");
+    lua_pushstring(L, r->user_info ? r->user_info : "");
+    lua_setfield(L, -2, "user_info");
+    lua_pushnumber(L, r->timeout_ms > 0 ? (lua_Number)r->timeout_ms : 5000);
+    lua_setfield(L, -2, "timeout_ms");
+    lua_pushnumber(L, r->backoff_max_ms > 0 ? (lua_Number)r->backoff_max_ms : 10000);
+    lua_setfield(L, -2, "backoff_max_ms");
+    lua_pushboolean(L, r->auto_register);
+    lua_setfield(L, -2, "auto_register");
+    lua_pushboolean(L, r->use_latest);
+    lua_setfield(L, -2, "use_latest");
 }
 
 const char *tide_on_error_name(tide_on_error_t p) {
@@ -267,7 +267,8 @@ static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, open_db, 1);
     lua_pushstring(L, rt->opts.application_id ? rt->opts.application_id : "tide");
-    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
+    push_registry(L, &rt->opts.registry);
+    if (tide_lua_pcall(L, 5, 4, &rt->err) != 0) goto fail;
     /* run, info, close, hooks */
     lua_getfield(L, -1, "task");
     rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -331,7 +332,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_API);
     lua_pushlightuserdata(L, &rt->log_hook);
     lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_LOG);
-    if (preload_scripts(L) != 0) {
+    if (tide_lua_preload(L) != 0) {
         *errp = dupstr(lua_tostring(L, -1));
         tide_runtime_close(rt);
         return TIDE_ERROR;
@@ -567,7 +568,7 @@ int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader
     luaL_openlibs(L);
     tide_lua_error_t err = {0};
     int rc = 2;
-    if (preload_scripts(L) != 0) {
+    if (tide_lua_preload(L) != 0) {
         fprintf(stderr, "tide: %s\n", lua_tostring(L, -1));
     } else if (push_cli_call(L, command, argc, argv, reader, &err) ||
                tide_lua_pcall(L, 3, 1, &err)) {

@@ -27,6 +27,7 @@ typedef struct tide_runtime_opts {
     tide_log_fn log;       /* ctx.log and print(); NULL: stderr */
     void *log_ud;
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
+    tide_registry_opts_t registry; /* the avro serde's schema registry */
 } tide_runtime_opts_t;
 
 /* The detector's declared shape, owned by the runtime: what
@@ -61,7 +62,10 @@ tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);
 /* Run the batch from b->cursor to its end. A failed record is reported to
  * on_failure, its emits are dropped, and on_error decides: DLQ appends a
  * dead-letter entry (output TIDE_OUTPUT_DLQ) to the sink, SKIP drops it, STOP
- * returns TIDE_STOPPED with b->cursor at the failed record. */
+ * returns TIDE_STOPPED with b->cursor at the failed record. TIDE_RETRY: the
+ * record at b->cursor needs the schema registry, which cannot be reached now
+ * (the runtime waited up to a second first): the records before it are done,
+ * it and the rest are not; the host hands them again (rewinds). */
 tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b, int64_t now_ms,
                                     tide_failure_fn on_failure, void *ud);
 /* Append a dead-letter entry for `rec` to the sink without running the

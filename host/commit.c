@@ -137,7 +137,7 @@ static void forget_blamed(tide_committer_t *c) {
     for (int i = 0; i < c->n_blamed; i++) {
         blamed_t *b = &c->blamed[i];
         tide_offset_t *p = tide_offsets_find(o, b->topic, b->partition);
-        if (p && p->committed > b->offset) {
+        if (p && p->durable > b->offset) {
             free(b->topic);
             continue;
         }
@@ -179,7 +179,6 @@ static tide_progress_t committed(tide_committer_t *c, int force_checkpoint) {
     if (c->o.eos) c->o.st->txn_committed++;
     c->phase = PHASE_IDLE;
     c->waiting_since = 0;
-    forget_blamed(c);
     return TIDE_PROGRESS_DONE;
 }
 
@@ -209,11 +208,6 @@ static void state_back(tide_committer_t *c) {
 /* Everything back to the last commit: the stores' writes since, the
  * runtime's stream times, the inputs. The producer has nothing in flight. */
 static tide_progress_t roll_back(tide_committer_t *c) {
-    int n;
-    const char *other;
-    const tide_record_failure_t *f = tide_producer_failures(c->o.producer, &n, &other);
-    for (int i = 0; i < n; i++) blame(c, &f[i]);
-    if (other) tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s: processing again from the last commit", other);
     if (!c->o.eos) tide_producer_reset(c->o.producer);
     tide_sink_clear(tide_runtime_sink(*c->o.rt));
     state_back(c);
@@ -237,7 +231,18 @@ static tide_progress_t abort_step(tide_committer_t *c, int slice_ms) {
     return TIDE_PROGRESS_PENDING;
 }
 
+/* The records to blame, from the producer's failures (before an abort
+ * forgets them). */
+static void blame_failures(tide_committer_t *c) {
+    int n;
+    const char *other;
+    const tide_record_failure_t *f = tide_producer_failures(c->o.producer, &n, &other);
+    for (int i = 0; i < n; i++) blame(c, &f[i]);
+    if (other) tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s: processing again from the last commit", other);
+}
+
 static tide_progress_t start_rollback(tide_committer_t *c, int slice_ms) {
+    blame_failures(c);
     if (!c->o.eos) return roll_back(c);
     c->phase = PHASE_ABORTING;
     return abort_step(c, slice_ms);
@@ -302,7 +307,10 @@ static tide_progress_t step(tide_committer_t *c, int slice_ms, int force_checkpo
     c->o.st->broker_waiting_since_ms = c->waiting_since;
     if (c->phase == PHASE_IDLE) return TIDE_PROGRESS_IDLE;
     if (c->phase == PHASE_ABORTING) return abort_step(c, slice_ms);
-    return c->o.eos ? eos_step(c, slice_ms, force_checkpoint) : alos_step(c, slice_ms, force_checkpoint, only);
+    tide_progress_t r = c->o.eos ? eos_step(c, slice_ms, force_checkpoint)
+                                 : alos_step(c, slice_ms, force_checkpoint, only);
+    if (r == TIDE_PROGRESS_DONE) forget_blamed(c);
+    return r;
 }
 
 tide_progress_t tide_committer_step(tide_committer_t *c, int slice_ms) {
@@ -315,6 +323,7 @@ tide_progress_t tide_committer_abandon(tide_committer_t *c,
                                        const rd_kafka_topic_partition_list_t *going) {
     c->going = going;
     c->why = "abandoned";
+    blame_failures(c);
     tide_progress_t r = TIDE_PROGRESS_ROLLED_BACK;
     if (c->o.eos && tide_producer_in_txn(c->o.producer)) {
         int64_t deadline = tide_mono_ms() + c->o.shutdown_timeout_ms;

@@ -83,6 +83,21 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "Quiet time after the last change to a file before it is (re)loaded: one reload per burst."},
     [TIDE_CFG_LOG_LEVEL] = {"log.level", TIDE_SET_ENUM, "info", 0, 0, "debug|info|warn|error",
      "Least severe log level written."},
+    [TIDE_CFG_SCHEMA_REGISTRY_URL] = {"schema.registry.url", TIDE_SET_STRING, "", 0, 0, NULL,
+     "Confluent Schema Registry for the avro serde, http(s)://host:port (a comma-separated list "
+     "is tried in turn). Empty: Avro schemas come from the folder schemas/ beside the detector."},
+    [TIDE_CFG_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO] = {"schema.registry.basic.auth.user.info", TIDE_SET_STRING, "", 0, 0, NULL,
+     "user:password for the registry's basic auth (a secret: never logged)."},
+    [TIDE_CFG_SCHEMA_REGISTRY_REQUEST_TIMEOUT_MS] = {"schema.registry.request.timeout.ms", TIDE_SET_INT, "5000", 100, 60000, NULL,
+     "Longest wait for one registry request; keep it below detector.batch.timeout.ms."},
+    [TIDE_CFG_SCHEMA_REGISTRY_RETRY_BACKOFF_MAX_MS] = {"schema.registry.retry.backoff.max.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
+     "While the registry cannot be reached, records that need it wait and it is asked again "
+     "after a backoff doubling from 100 ms up to this."},
+    [TIDE_CFG_AUTO_REGISTER_SCHEMAS] = {"auto.register.schemas", TIDE_SET_ENUM, "true", 0, 0, "true|false",
+     "Register an output's Avro schema under its subject (<topic>-value, <topic>-key) on first "
+     "use; false: look it up (it must be registered)."},
+    [TIDE_CFG_USE_LATEST_VERSION] = {"use.latest.version", TIDE_SET_ENUM, "false", 0, 0, "true|false",
+     "With auto.register.schemas=false: write outputs with their subject's latest schema."},
     [TIDE_CFG_COUNT] = {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
@@ -171,7 +186,8 @@ void tide_config_free(tide_config_t *c) {
 
 int tide_config_is_secret(const char *key) {
     static const char *const words[] = {"password", "secret", "jaas", "token",
-                                        "ssl.key.pem", "ssl.keystore", "credentials", NULL};
+                                        "ssl.key.pem", "ssl.keystore", "credentials",
+                                        "user.info", NULL};
     for (int i = 0; words[i]; i++)
         if (strstr(key, words[i])) return 1;
     return 0;
@@ -366,6 +382,7 @@ void tide_config_log(const tide_config_t *c) {
     fields[o++] = '{';
     for (int i = 0; i < TIDE_CFG_COUNT; i++) {
         const char *v = tide_config_str(c, (tide_cfg_t)i);
+        if (*v && tide_config_is_secret(tide_settings[i].name)) v = "[redacted]";
         if (o > 1) fields[o++] = ',';
         o += tide_json_str(fields + o, sizeof(fields) - o, tide_settings[i].name,
                            strlen(tide_settings[i].name));
@@ -384,6 +401,15 @@ void tide_config_log(const tide_config_t *c) {
     fields[o++] = '}';
     fields[o] = '\0';
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "configuration", "config", fields, (char *)NULL);
+}
+
+void tide_config_registry(const tide_config_t *c, tide_registry_opts_t *o) {
+    o->url = tide_config_str(c, TIDE_CFG_SCHEMA_REGISTRY_URL);
+    o->user_info = tide_config_str(c, TIDE_CFG_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO);
+    o->timeout_ms = (long)tide_config_int(c, TIDE_CFG_SCHEMA_REGISTRY_REQUEST_TIMEOUT_MS);
+    o->backoff_max_ms = (long)tide_config_int(c, TIDE_CFG_SCHEMA_REGISTRY_RETRY_BACKOFF_MAX_MS);
+    o->auto_register = !strcmp(tide_config_str(c, TIDE_CFG_AUTO_REGISTER_SCHEMAS), "true");
+    o->use_latest = !strcmp(tide_config_str(c, TIDE_CFG_USE_LATEST_VERSION), "true");
 }
 
 void tide_config_help(FILE *out) {

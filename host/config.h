@@ -16,6 +16,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "runtime_types.h"
+
 typedef enum tide_setting_type {
     TIDE_SET_STRING,
     TIDE_SET_INT,   /* an integer within [min, max] */
@@ -60,6 +62,12 @@ typedef enum tide_cfg {
     TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES,
     TIDE_CFG_RELOAD_DEBOUNCE_MS,
     TIDE_CFG_LOG_LEVEL,
+    TIDE_CFG_SCHEMA_REGISTRY_URL,
+    TIDE_CFG_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO,
+    TIDE_CFG_SCHEMA_REGISTRY_REQUEST_TIMEOUT_MS,
+    TIDE_CFG_SCHEMA_REGISTRY_RETRY_BACKOFF_MAX_MS,
+    TIDE_CFG_AUTO_REGISTER_SCHEMAS,
+    TIDE_CFG_USE_LATEST_VERSION,
     TIDE_CFG_COUNT,
 } tide_cfg_t;
 
@@ -113,5 +121,8 @@ void tide_config_log(const tide_config_t *c);
 /* 1 when a key's value must never be shown. */
 int tide_config_is_secret(const char *key);
 void tide_config_help(FILE *out);
+/* The schema registry settings, for the runtime's avro serde; the strings
+ * are the configuration's. */
+void tide_config_registry(const tide_config_t *c, tide_registry_opts_t *o);
 
 #endif

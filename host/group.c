@@ -45,7 +45,7 @@ tide_offset_t *tide_offsets_add(tide_offsets_t *o, const char *topic, int32_t pa
     if (!t) return NULL;
     p = &o->p[o->n++];
     *p = (tide_offset_t){.topic = t, .partition = partition, .processed = -1, .committed = -1,
-                         .start = -1, .high = -1, .fetched = -1, .empty_since = tide_mono_ms()};
+                         .durable = -1, .start = -1, .high = -1, .fetched = -1, .empty_since = tide_mono_ms()};
     return p;
 }
 
@@ -196,6 +196,15 @@ void tide_offsets_committed(tide_offsets_t *o, const rd_kafka_topic_partition_li
         if (e->err || e->offset < 0) continue;
         tide_offset_t *p = tide_offsets_find(o, e->topic, e->partition);
         if (p && e->offset > p->committed) p->committed = e->offset;
+        if (p && e->offset > p->durable) p->durable = e->offset;
+    }
+}
+
+void tide_offsets_durable(tide_offsets_t *o, const rd_kafka_topic_partition_list_t *l) {
+    for (int i = 0; l && i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *e = &l->elems[i];
+        tide_offset_t *p = tide_offsets_find(o, e->topic, e->partition);
+        if (p && e->offset > p->durable) p->durable = e->offset;
     }
 }
 
@@ -519,7 +528,7 @@ int tide_group_rewind(tide_group_t *g, const rd_kafka_topic_partition_list_t *ex
         tide_offset_t *p = &g->offsets.p[i];
         tide_offsets_drop_buffered(p);
         if (except && rd_kafka_topic_partition_list_find(except, p->topic, p->partition)) continue;
-        int64_t to = p->committed >= 0 ? p->committed : p->start;
+        int64_t to = p->durable >= 0 ? p->durable : p->committed >= 0 ? p->committed : p->start;
         p->empty_since = tide_mono_ms();
         if (to < 0) continue; /* nothing consumed yet */
         p->processed = to - 1;
@@ -570,6 +579,7 @@ tide_group_commit_t tide_group_commit(tide_group_t *g, const rd_kafka_topic_part
                                       const char *why, int async) {
     rd_kafka_topic_partition_list_t *l = tide_group_pending(g, only);
     tide_group_commit_t rc = TIDE_GROUP_COMMIT_DONE;
+    tide_offsets_durable(&g->offsets, l);
     if (l->cnt) {
         rd_kafka_resp_err_t e = rd_kafka_commit(g->rk, l, async);
         if (async) {
@@ -619,8 +629,8 @@ void tide_group_close(tide_group_t *g) {
 
 void tide_group_free(tide_group_t *g) {
     if (!g) return;
+    tide_offsets_free(&g->offsets); /* buffered messages hold the client's partitions */
     if (g->queue) rd_kafka_queue_destroy(g->queue);
     rd_kafka_destroy(g->rk);
-    tide_offsets_free(&g->offsets);
     free(g);
 }

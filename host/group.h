@@ -43,6 +43,8 @@ typedef struct tide_offset {
     int32_t partition;
     int64_t processed; /* last offset processed, -1: none in this assignment */
     int64_t committed; /* next offset committed, -1: none known */
+    int64_t durable;   /* next offset whose records' outputs are all durable (a commit
+                        * went through, its offset commit maybe still in flight), -1 */
     int64_t start;     /* where this assignment's consumption began, -1: not yet known */
     int64_t high;      /* the broker's end of the partition (cached), -1: unknown */
     int64_t fetched;   /* next offset to fetch: after the last one buffered, -1: unknown */
@@ -87,6 +89,9 @@ rd_kafka_topic_partition_list_t *tide_offsets_pending(const tide_offsets_t *o,
                                                       const rd_kafka_topic_partition_list_t *only);
 /* These offsets are committed (entries with an error are not). */
 void tide_offsets_committed(tide_offsets_t *o, const rd_kafka_topic_partition_list_t *l);
+/* The records before these offsets have all their outputs durable: a
+ * rollback never goes back past them. */
+void tide_offsets_durable(tide_offsets_t *o, const rd_kafka_topic_partition_list_t *l);
 /* Buffer a fetched record of partition p (NULL when p is not held: the
  * caller destroys it). Returns the buffered count of p, -1 when dropped. */
 int tide_offsets_push(tide_offset_t *p, rd_kafka_message_t *m, int64_t timestamp, int64_t offset);
@@ -166,9 +171,9 @@ void tide_group_pause_all(tide_group_t *g, unsigned reason, int on);
 /* The largest number that follows `prefix` in the committed metadata of
  * partition `partition` of any input topic (read at assignment); -1: none. */
 int64_t tide_group_committed_number(tide_group_t *g, int32_t partition, const char *prefix);
-/* Back to the last commit: every partition seeks to its committed offset
- * (or where this assignment began), buffers emptied, nothing processed
- * since. 0, or -1 (logged). */
+/* Back to the last commit: every partition seeks to where its outputs are
+ * durable (the last commit, or where this assignment began), buffers
+ * emptied, nothing processed since. 0, or -1 (logged). */
 int tide_group_rewind(tide_group_t *g, const rd_kafka_topic_partition_list_t *except);
 /* The offsets a commit would write (all, or only those in `only`), each with
  * the worker's metadata; the caller destroys the list. */

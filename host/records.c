@@ -23,6 +23,7 @@ struct tide_records {
     tide_buffered_t *in; /* the batch's records as the group handed them out */
     tide_rec_t *recs;
     tide_offset_t **offset; /* the offsets entry of each laid-out record */
+    int *taken;             /* its index in `in` */
     int n;                  /* records laid out */
     tide_on_error_t on_error;
     uint64_t dropped, errors;
@@ -40,7 +41,8 @@ tide_records_t *tide_records_new(const tide_records_opts_t *o) {
     r->in = calloc((size_t)r->o.max, sizeof(*r->in));
     r->recs = calloc((size_t)r->o.max, sizeof(*r->recs));
     r->offset = calloc((size_t)r->o.max, sizeof(*r->offset));
-    if (!r->in || !r->recs || !r->offset) {
+    r->taken = calloc((size_t)r->o.max, sizeof(*r->taken));
+    if (!r->in || !r->recs || !r->offset || !r->taken) {
         tide_records_free(r);
         return NULL;
     }
@@ -52,6 +54,7 @@ void tide_records_free(tide_records_t *r) {
     free(r->in);
     free(r->recs);
     free(r->offset);
+    free(r->taken);
     free(r);
 }
 
@@ -95,6 +98,7 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
             continue;
         }
         r->offset[nr] = p;
+        r->taken[nr] = i;
         tide_status_record(r->o.st, nr, topic, m->partition, m->offset);
         nr++;
     }
@@ -102,6 +106,8 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
     r->o.st->batch = (tide_batch_t){r->recs, nr, 0};
     return &r->o.st->batch;
 }
+
+int tide_records_taken_index(const tide_records_t *r, int i) { return r->taken[i]; }
 
 void tide_records_processed(tide_records_t *r, int done) {
     for (int i = 0; i < done && i < r->n; i++) r->offset[i]->processed = r->recs[i].offset;

@@ -40,6 +40,8 @@ tide_buffered_t *tide_records_in(tide_records_t *r);
  * that must not run dead-lettered through rt. Returns the batch. */
 tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *offsets,
                                    tide_runtime_t *rt);
+/* Where record i of the laid-out batch was in `in`. */
+int tide_records_taken_index(const tide_records_t *r, int i);
 /* Records 0..done of the batch were processed: advance their offsets. */
 void tide_records_processed(tide_records_t *r, int done);
 /* Destroy the batch's messages. */

@@ -111,6 +111,7 @@ struct tide_worker {
     size_t sent;     /* sink entries produced */
     int sending;     /* the sink is not all produced yet (the producer's queue was full) */
     int reload_wanted;
+    int64_t wait_until_ms; /* records wait for a service (the schema registry): no batch before */
     char missing[256]; /* an output topic the broker does not have: the inputs are held */
     /* counters */
     uint64_t records_in, batches;
@@ -319,26 +320,32 @@ static int unrun(void *ud, const char *topic, int32_t partition, int64_t offset,
     return 1;
 }
 
-/* A record whose outputs shared a refused batch runs alone, with a commit
- * before and after it, so that a refusal names it or clears it. Returns how
- * many of in[0..n) to process now; the rest go back to their buffers. */
+/* After a rollback, the records to blame are dealt with one at a time: a
+ * record whose outputs shared a refused batch runs alone, with a commit
+ * before and after it, so that a refusal names it or clears it; one that is
+ * dead-lettered is committed before anything after it runs (a later
+ * rollback then cannot send it twice). Returns how many of in[0..n) to
+ * process now; the rest go back to their buffers. */
 static int isolate(tide_worker_t *w, tide_buffered_t *in, int n) {
     int k = 0;
+    tide_blame_t b = TIDE_BLAME_NONE;
     const char *why;
-    for (; k < n; k++)
-        if (tide_committer_blame(w->committer, rd_kafka_topic_name(in[k].m->rkt), in[k].m->partition,
-                                 in[k].offset, &why) == TIDE_BLAME_SUSPECT)
-            break;
-    if (k == n) return n;
+    for (; k < n && b == TIDE_BLAME_NONE; k++)
+        b = tide_committer_blame(w->committer, rd_kafka_topic_name(in[k].m->rkt), in[k].m->partition,
+                                 in[k].offset, &why);
+    if (b == TIDE_BLAME_NONE) return n;
+    k--; /* in[k] is the blamed record: it goes alone, between two commits */
     int keep = k > 0 ? k : tide_committer_dirty(w->committer) ? 0 : 1;
     tide_group_unshift(w->group, in + keep, n - keep);
-    tide_committer_request(w->committer, "trying a record alone");
+    tide_committer_request(w->committer, b == TIDE_BLAME_GUILTY ? "after a dead letter"
+                                                                : "trying a record alone");
     return keep;
 }
 
 /* Dispatch the batch laid out in the status block; returns the records
- * done (all, or those before one that stopped the detector). */
-static int dispatch(tide_worker_t *w, tide_batch_t *b) {
+ * done (all, or those before one that stopped the detector or that must
+ * wait, *st says which). */
+static int dispatch(tide_worker_t *w, tide_batch_t *b, tide_status_t *st) {
     int64_t t = tide_mono_ms();
     if (!w->first_record_ms) w->first_record_ms = t;
     w->last_record_ms = t;
@@ -349,7 +356,17 @@ static int dispatch(tide_worker_t *w, tide_batch_t *b) {
                                             w->records);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     tide_status_batch_end(w->st, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-    return s == TIDE_STOPPED ? b->cursor : b->n;
+    *st = s;
+    return s == TIDE_STOPPED || s == TIDE_RETRY ? b->cursor : b->n;
+}
+
+/* The records from `done` on must wait (TIDE_RETRY: the schema registry is
+ * unreachable): they go back to their buffers, so nothing past them is
+ * committed, the lag shows the wait, and the next try comes a little later. */
+static void retry_later(tide_worker_t *w, int done, int n) {
+    tide_group_unshift(w->group, tide_records_in(w->records) + done, n - done);
+    w->held = done;
+    w->wait_until_ms = tide_mono_ms() + 100;
 }
 
 /* The next batch: take it in record-time order, run it, produce it. */
@@ -361,13 +378,15 @@ static tide_step_t process_batch(tide_worker_t *w) {
     w->held = n;
     w->trimmed = 0;
     tide_batch_t *b = tide_records_lay_out(w->records, n, tide_group_offsets(w->group), w->rt);
-    int done = b->n ? dispatch(w, b) : 0;
+    tide_status_t how = TIDE_OK;
+    int done = b->n ? dispatch(w, b, &how) : 0;
     w->batch = b;
+    if (how == TIDE_RETRY) retry_later(w, tide_records_taken_index(w->records, done), n);
     tide_records_processed(w->records, done);
     w->records_in += (uint64_t)done;
     w->batches += b->n > 0;
     tide_step_t s = sent_or_roll_back(w, send_sink(w, 100));
-    if (s != TIDE_STEP_OK || done == b->n) return s;
+    if (s != TIDE_STEP_OK || done == b->n || how == TIDE_RETRY) return s;
     const tide_rec_t *r = &b->recs[done];
     tide_log(TIDE_LOG_ERROR, (tide_log_at_t){r->topic, r->partition, r->offset},
              "detector stopped on a failed record (on_error = \"stop\"); "
@@ -580,6 +599,7 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
         .open_db_ud = w->tasks,
         .application_id = tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID),
     };
+    tide_config_registry(w->o->config, &ro.registry);
     tide_runtime_t *rt = NULL;
     if (tide_runtime_open(&ro, w->o->path, &rt, errp) != TIDE_OK) return NULL;
     return rt;
@@ -773,7 +793,11 @@ static tide_step_t init_transactions(tide_worker_t *w) {
     for (;;) {
         char *err = NULL;
         tide_txn_t r = tide_producer_init_txn(w->producer, 5000, &err);
-        if (r == TIDE_TXN_DONE) return TIDE_STEP_OK;
+        if (r == TIDE_TXN_DONE) {
+            tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "transactions ready: an older instance with this "
+                     "transactional.id is fenced, and its open transaction aborted");
+            return TIDE_STEP_OK;
+        }
         tide_log(r == TIDE_TXN_FATAL ? TIDE_LOG_ERROR : TIDE_LOG_WARN, TIDE_AT_NONE, "%s", err);
         free(err);
         if (r == TIDE_TXN_FATAL) return TIDE_STEP_FENCED;
@@ -904,7 +928,7 @@ static tide_step_t pass(tide_worker_t *w) {
     else if (w->reload_wanted) {
         w->reload_wanted = 0;
         s = reload(w);
-    } else if (!w->missing[0]) {
+    } else if (!w->missing[0] && tide_mono_ms() >= w->wait_until_ms) {
         s = process_batch(w);
     }
     tide_producer_poll(w->producer);
@@ -977,7 +1001,7 @@ static void shut_down(tide_worker_t *w) {
     set_state(w, exit_ok(w->end) ? STATE_PENDING_SHUTDOWN : STATE_PENDING_ERROR);
     w->st->state = TIDE_WS_STOPPING;
     signal(SIGALRM, on_shutdown_timeout);
-    alarm((unsigned)(w->shutdown_timeout_ms / 1000) * 3 + 5);
+    alarm((unsigned)(w->shutdown_timeout_ms / 1000) * 2 + 5);
     if (w->end != TIDE_WORKER_FENCED) {
         if (w->end != TIDE_WORKER_FAILED) tide_runtime_stop(w->rt);
         tide_progress_t p = drain(w) == TIDE_FLUSH_DONE && w->end != TIDE_WORKER_FAILED

@@ -139,8 +139,10 @@ function M.load_source(source, path, opts, dir)
     det = compiled
   end
   local spec, verr = M.validate(det, path, source)
-  if spec and #sources > 1 then
-    -- The version covers the modules the detector required too.
+  if spec and (#sources > 1 or #spec.schema_texts > 0) then
+    -- The version covers the modules the detector required and its
+    -- schemas too.
+    for _, text in ipairs(spec.schema_texts) do sources[#sources + 1] = text end
     spec.version = M.version(table.concat(sources, "\0"))
   end
   if spec then spec.topology = M.topology(spec, opts.application_id) end

@@ -14,6 +14,7 @@
 local ffi = require("ffi")
 local tffi = require("tide.ffi")
 local serde = require("tide.serde")
+local avro_serde = require("tide.avro_serde")
 local store = require("tide.store")
 local record = require("tide.record")
 local context = require("tide.context")
@@ -35,27 +36,85 @@ local function serde_of(name)
   return s
 end
 
+--- The serdes of every topic, { [topic] = { key =, value = } }: the shared
+--- plain ones by name, and for `avro` one per topic and side (its subject
+--- and schema are the topic's). opts: registry, auto_register, use_latest.
+local function topic_serdes(spec, opts)
+  local all = {}
+  for t, d in pairs(spec.serdes) do
+    local pair = {}
+    for _, which in ipairs({ "key", "value" }) do
+      if d[which] == "avro" then
+        if not opts.registry then
+          error(("topic %s: the avro serde needs a schema registry (schema.registry.url) or a schemas folder"):format(t), 0)
+        end
+        pair[which] = avro_serde.new({ topic = t, which = which, registry = opts.registry,
+          schema = which == "key" and d.key_schema_text or d.schema_text,
+          auto_register = opts.auto_register, use_latest = opts.use_latest })
+      else
+        pair[which] = serde_of(d[which])
+      end
+    end
+    all[t] = pair
+  end
+  return all
+end
+
 --- Decoders per input topic, and the shared ones when every input has the
 --- same serdes ({ same = true, key = fn, value = fn }).
-local function input_decoders(spec)
-  local by_topic, kname, vname, same = {}, nil, nil, true
+local function input_decoders(spec, serdes)
+  local by_topic, ks, vs, same = {}, nil, nil, true
   for _, t in ipairs(spec.inputs) do
-    local d = spec.serdes[t]
-    by_topic[t] = { key = serde_of(d.key).decode, value = serde_of(d.value).decode }
-    if kname and (kname ~= d.key or vname ~= d.value) then same = false end
-    kname, vname = d.key, d.value
+    local d = serdes[t]
+    by_topic[t] = { key = d.key.decode, value = d.value.decode }
+    if ks and (ks ~= d.key or vs ~= d.value) then same = false end
+    ks, vs = d.key, d.value
   end
-  return by_topic, { same = same, key = serde_of(kname).decode, value = serde_of(vname).decode }
+  return by_topic, { same = same, key = ks.decode, value = vs.decode }
 end
 
 --- Encoders per output index.
-local function output_encoders(spec)
+local function output_encoders(spec, serdes)
   local kenc, venc = {}, {}
   for t, o in pairs(spec.out_index) do
-    local d = spec.serdes[t]
-    kenc[o], venc[o] = serde_of(d.key).encode, serde_of(d.value).encode
+    kenc[o], venc[o] = serdes[t].key.encode, serdes[t].value.encode
   end
   return kenc, venc
+end
+
+--- What must be at hand before a record runs (the schema registry's
+--- answers): a function(r, rec) raising errors.RETRY when it is not, or
+--- nil when no serde needs anything.
+local function preparer(spec, serdes)
+  local outs, by_topic, any = {}, {}, false
+  for t in pairs(spec.out_index) do
+    for _, which in ipairs({ "key", "value" }) do
+      local f = serdes[t][which].prepare_output
+      if f then outs[#outs + 1] = f end
+    end
+  end
+  for _, t in ipairs(spec.inputs) do
+    local kp, vp = serdes[t].key.prepare, serdes[t].value.prepare
+    if kp or vp then
+      any = true
+      by_topic[t] = function(r)
+        if kp then kp(r.key, r.key_len) end
+        if vp then vp(r.val, r.val_len) end
+      end
+    end
+  end
+  if not any and #outs == 0 then return nil end
+  local outs_ready = #outs == 0
+  local single = #spec.inputs == 1 and (by_topic[spec.inputs[1]] or function() end)
+  return function(r, rec)
+    if not outs_ready then
+      for i = 1, #outs do outs[i]() end
+      outs_ready = true
+    end
+    -- one input: no topic name to make per record
+    local f = single or by_topic[rec.topic]
+    if f then f(r) end
+  end
 end
 
 --- The event time a detector's timestamp function finds in a record; it
@@ -70,7 +129,7 @@ end
 
 --- The batch loop: process the batch from its cursor to its end; `now` is
 --- the wall clock (ms).
-local function batch_loop(spec, rec, view, ctx, tasks, stamp)
+local function batch_loop(spec, rec, view, ctx, tasks, stamp, prepare)
   local process, extract = spec.process, spec.timestamps
   local batch_ptr = tffi.batch_ptr
   local at, advance = view.at, tasks.advance
@@ -84,6 +143,7 @@ local function batch_loop(spec, rec, view, ctx, tasks, stamp)
       local r = at(i)
       local p = r.partition
       tasks.current = p
+      if prepare then prepare(r, rec) end
       if extract then
         local f = extract[rec.topic]
         if f then r.timestamp = event_time(f, rec) end
@@ -119,17 +179,20 @@ end
 ---@param spec table a validated detector (tide.detector)
 ---@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
 ---@param log fun(level: string, msg: string)
----@param opts? { db?: userdata } db: the worker's RocksDB (lightuserdata)
+---@param opts? { db?: userdata, registry?: table, auto_register?: boolean, use_latest?: boolean }
+--- db: the worker's RocksDB (lightuserdata); registry (tide.registry) and the
+--- two flags: for the avro serde.
 function M.new(spec, sink_lud, log, opts)
   opts = opts or {}
   local sink = ffi.cast(tffi.sink_ptr, sink_lud)
-  local rec, view = record.new(api, input_decoders(spec))
+  local serdes = topic_serdes(spec, opts)
+  local rec, view = record.new(api, input_decoders(spec, serdes))
   local tasks = tasks_of.new(spec.stream_time_topics)
   local current = function() return tasks.current end
   local stores, store_list = store.open(spec.stores or {}, {
     api = api, db = opts.db, sink = sink, task = current, stream_time = tasks.stream_time,
   })
-  local kenc, venc = output_encoders(spec)
+  local kenc, venc = output_encoders(spec, serdes)
   local ctx, stamp = context.new(spec, {
     api = api, sink = sink, rec = rec, view = view, tasks = tasks, stores = stores, log = log,
     out_index = spec.out_index, key_encoders = kenc, value_encoders = venc,
@@ -171,11 +234,15 @@ function M.new(spec, sink_lud, log, opts)
   end
 
   return {
-    run = batch_loop(spec, rec, view, ctx, tasks, stamp), ctx = ctx, rec = rec, stores = store_list,
+    run = batch_loop(spec, rec, view, ctx, tasks, stamp, preparer(spec, serdes)), ctx = ctx,
+    rec = rec, stores = store_list,
     task = task_hook(spec, ctx, tasks, punct, store_list), restore = restore, punctuate = punct.run,
     stream_time = tasks.stream_time, commit = commit, rollback = rollback,
     dropped_late = function() return ctx.drops.late or 0 end,
     set_task = function(p) tasks.current = p end,
+    --- The serde of one side of a topic (the test driver encodes inputs
+    --- and decodes outputs with them).
+    serde = function(topic, which) return serdes[topic] and serdes[topic][which] end,
   }
 end
 

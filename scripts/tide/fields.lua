@@ -55,13 +55,57 @@ local function topic_serdes(det, inputs, outputs)
       local name = d[which]
       if name ~= nil then
         if not serde.names[name] then
-          return nil, ("serdes['%s'].%s '%s' is not one of string, bytes, json"):format(t, which, tostring(name))
+          return nil, ("serdes['%s'].%s '%s' is not one of string, bytes, json, avro"):format(t, which, tostring(name))
         end
         all[t][which] = name
       end
     end
+    for _, f in ipairs({ "schema", "key_schema" }) do
+      if d[f] ~= nil then
+        if type(d[f]) ~= "string" then
+          return nil, ("serdes['%s'].%s must be the path of an .avsc file"):format(t, f)
+        end
+        all[t][f] = d[f]
+      end
+    end
+  end
+  for t, d in pairs(all) do
+    if d.schema and d.value ~= "avro" then
+      return nil, ("serdes['%s']: a schema goes with the avro serde, but the value serde is '%s'"):format(t, d.value)
+    end
+    if d.key_schema and d.key ~= "avro" then
+      return nil, ("serdes['%s']: a key_schema goes with the avro serde, but the key serde is '%s'"):format(t, d.key)
+    end
   end
   return all
+end
+
+--- Read the schema files the serdes name (relative to the detector's
+--- folder) into schema_text / key_schema_text, checking each is a schema.
+--- Returns the texts read (they count in the detector's version), or nil,
+--- reason.
+local function read_schemas(serdes, path)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local texts, topics = {}, {}
+  for t in pairs(serdes) do topics[#topics + 1] = t end
+  table.sort(topics) -- the texts feed the version: always in one order
+  for _, t in ipairs(topics) do
+    local d = serdes[t]
+    for _, f in ipairs({ "schema", "key_schema" }) do
+      if d[f] then
+        local file = d[f]:sub(1, 1) == "/" and d[f] or (dir .. "/" .. d[f])
+        local h = io.open(file, "rb")
+        if not h then return nil, ("%s of topic '%s': cannot read %s"):format(f, t, file) end
+        local text = h:read("*a")
+        h:close()
+        local ok, err = pcall(require("tide.avro").schema, text)
+        if not ok then return nil, ("%s of topic '%s' (%s): %s"):format(f, t, file, tostring(err)) end
+        d[f .. "_text"] = text
+        texts[#texts + 1] = text
+      end
+    end
+  end
+  return texts
 end
 
 --- One declared punctuator, normalised to { every (ms), on, fn }.
@@ -126,7 +170,7 @@ end
 local function serde_name(field, into)
   return function(v, _, spec)
     if v and not serde.names[v] then
-      return ("%s '%s' is not one of string, bytes, json"):format(field, v)
+      return ("%s '%s' is not one of string, bytes, json, avro"):format(field, v)
     end
     spec[into] = v or "string"
   end
@@ -134,10 +178,12 @@ end
 checks.serde = serde_name("serde", "value_serde")
 checks.key_serde = serde_name("key_serde", "key_serde")
 
-function checks.serdes(_, det, spec)
+function checks.serdes(_, det, spec, env)
   local all, err = topic_serdes(det, spec.inputs, spec.outputs)
   if not all then return err end
-  spec.serdes = all
+  local texts, serr = read_schemas(all, env.path)
+  if not texts then return serr end
+  spec.serdes, spec.schema_texts = all, texts
 end
 
 function checks.stores(v, _, spec)
@@ -181,11 +227,13 @@ M.list = {
   { name = "inputs", type = "table", doc = "the input topics: a non-empty list of names" },
   { name = "outputs", type = "table", doc = "the topics ctx:emit may write: a list of names (default none)" },
   { name = "serde", type = "string", topology = true,
-    doc = "value serde of inputs and outputs: \"string\" (default), \"bytes\", \"json\"" },
+    doc = "value serde of inputs and outputs: \"string\" (default), \"bytes\", \"json\", \"avro\"" },
   { name = "key_serde", type = "string", topology = true,
-    doc = "key serde: \"string\" (default), \"bytes\", \"json\"" },
+    doc = "key serde: \"string\" (default), \"bytes\", \"json\", \"avro\"" },
   { name = "serdes", type = "table",
-    doc = "per-topic serdes: { topic = \"json\" } or { topic = { key = ..., value = ... } }" },
+    doc = "per-topic serdes: { topic = \"json\" } or { topic = { key = ..., value = ... } }; with "
+      .. "avro, { value = \"avro\", schema = \"schemas/x.avsc\", key_schema = ... }: the topic's "
+      .. "schema file, beside the detector" },
   { name = "stores", type = "table", topology = true,
     doc = "state stores by name: tide.kv(), tide.window{...}; reached as ctx.stores.<name>" },
   { name = "punctuate", type = "table", topology = true,

@@ -54,7 +54,8 @@ Driver.__index = Driver
 
 --- Load a detector file and run its init.
 ---@param path string a detector file, or a folder with an init.lua
----@param opts? { on_error?: tide.OnError, wall_time?: number, application_id?: string }
+---@param opts? { on_error?: tide.OnError, wall_time?: number, application_id?: string, schemas?: string }
+--- opts.schemas: the folder of Avro schemas (default: schemas/ beside the detector).
 ---@return tide.testing.Driver
 function M.driver(path, opts)
   opts = opts or {}
@@ -102,9 +103,11 @@ function Driver:_open_db()
 end
 
 function Driver:_start()
-  self.d = dispatch.new(self.spec, self.sink:ptr(), function(level, msg)
+  local function log(level, msg)
     self.logs[#self.logs + 1] = { level = level, msg = msg }
-  end, { db = self.db })
+  end
+  self.d = dispatch.new(self.spec, self.sink:ptr(), log, require("tide.host").serde_options(
+    self.spec, self.path, { schemas_dir = self.opts.schemas }, log, self.db))
   if self.spec.init then self.spec.init(self.d.ctx) end
 end
 
@@ -124,6 +127,18 @@ local function decode(v, serde_name)
   return v
 end
 
+--- Avro goes through the dispatcher's serde of the topic (its subject, its
+--- schema, the schemas folder): values are encoded as a producer would.
+local function avro_encode(self, topic, which, v)
+  if type(v) == "string" and v:byte(1) == 0 then return v end -- already in the wire format
+  return self.d.serde(topic, which).encode(v, which)
+end
+
+local function avro_decode(self, topic, which, bytes)
+  if bytes == nil then return nil end
+  return self.d.serde(topic, which).decode(require("ffi").cast("const char *", bytes), #bytes, which)
+end
+
 function Driver:_collect()
   for _, e in ipairs(self.sink:entries()) do
     if e.output <= -2 then
@@ -141,7 +156,10 @@ function Driver:_collect()
       local list = self.outputs[name] or {}
       self.outputs[name] = list
       local sd = self.spec.serdes[name]
-      list[#list + 1] = { key = decode(e.key, sd.key), value = decode(e.value, sd.value), headers = e.headers,
+      local k, v
+      if sd.key == "avro" then k = avro_decode(self, name, "key", e.key) else k = decode(e.key, sd.key) end
+      if sd.value == "avro" then v = avro_decode(self, name, "value", e.value) else v = decode(e.value, sd.value) end
+      list[#list + 1] = { key = k, value = v, headers = e.headers,
         timestamp = e.timestamp >= 0 and e.timestamp or nil }
     end
   end
@@ -163,7 +181,8 @@ function Driver:pipe(topic, key, value, meta)
       tostring(topic), self.spec.name, table.concat(self.spec.inputs, ", ")), 2)
   end
   if not meta.raw then
-    key, value = encode(key, sd.key), encode(value, sd.value)
+    key = sd.key == "avro" and avro_encode(self, topic, "key", key) or encode(key, sd.key)
+    value = sd.value == "avro" and avro_encode(self, topic, "value", value) or encode(value, sd.value)
   end
   self:_dispatch(topic, key, value, meta)
   -- Records written to the detector's repartition topics are read back at
