@@ -225,7 +225,9 @@ int tide_producer_set_changelogs(tide_producer_t *p, char *const *topics, int n_
     p->acked = calloc((size_t)n_topics + 1, sizeof(*p->acked));
     p->acked_cap = calloc((size_t)n_topics + 1, sizeof(*p->acked_cap));
     if (!p->changelogs || !p->acked || !p->acked_cap) return -1;
-    for (int i = 0; i < n_topics; i++) p->changelogs[i] = rd_kafka_topic_new(p->rk, topics[i], NULL);
+    /* (a global table's store has no changelog: NULL, never written) */
+    for (int i = 0; i < n_topics; i++)
+        p->changelogs[i] = topics[i] ? rd_kafka_topic_new(p->rk, topics[i], NULL) : NULL;
     p->n_changelogs = n_topics;
     return 0;
 }
@@ -457,7 +459,7 @@ void tide_producer_free(tide_producer_t *p) {
     free(p->outputs);
     if (p->dlq) rd_kafka_topic_destroy(p->dlq);
     for (int i = 0; i < p->n_changelogs; i++) {
-        rd_kafka_topic_destroy(p->changelogs[i]);
+        if (p->changelogs[i]) rd_kafka_topic_destroy(p->changelogs[i]);
         free(p->acked[i]);
     }
     free(p->changelogs);

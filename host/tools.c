@@ -97,8 +97,12 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
                         "`tide run` printed) or set TIDE_BOOTSTRAP_SERVERS\n");
         return 2;
     }
+    /* murmur2, as the worker's producer and the Java client: a key lands on
+     * the partition a repartition topic or a foreign-key join would send it
+     * to, so that records tide writes meet the records written here. */
     const char *extra[] = {"linger.ms", "20", "enable.idempotence", "true",
-                           "queue.buffering.max.messages", "1000000", NULL};
+                           "queue.buffering.max.messages", "1000000",
+                           "partitioner", "murmur2_random", NULL};
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
