@@ -467,7 +467,7 @@ static void readyz_line(tide_buf_t *b, const tide_admin_detector_t *d, int64_t n
         tide_buf_puts(b, ": ");
         one_line(b, d->problem, sizeof(d->problem));
     } else if (unready(d) == UNREADY_WAITING && g->broker_waiting_since_ms) {
-        tide_buf_printf(b, ": a commit has waited for the broker for %lld s",
+        tide_buf_printf(b, ": broker unreachable for %lld s",
                         (long long)((now_ms - g->broker_waiting_since_ms) / 1000));
     } else if (unready(d) == UNREADY_WAITING) {
         tide_buf_puts(b, ": waiting for output topic ");

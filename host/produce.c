@@ -139,8 +139,10 @@ static void failed(tide_producer_t *p, const rd_kafka_message_t *m) {
     } else {
         other_failure(p, topic, m->err);
     }
-    tide_log(TIDE_LOG_WARN, (tide_log_at_t){topic, m->partition, -1}, "delivery failed: %s",
-             rd_kafka_err2str(m->err));
+    /* An abort purges what was queued: expected, and not worth a line each. */
+    if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        tide_log(TIDE_LOG_WARN, (tide_log_at_t){topic, m->partition, -1}, "delivery failed: %s",
+                 rd_kafka_err2str(m->err));
 }
 
 /* ---------------------------------------------------------------- deliveries */

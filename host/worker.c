@@ -435,8 +435,17 @@ static tide_step_t job_trim(tide_worker_t *w, int64_t now) {
     return TIDE_STEP_OK;
 }
 
+/* Waiting for the broker: a commit that waits for it, or librdkafka finding
+ * none up (an idle worker commits nothing, but is not ready either). */
+static void broker_watch(tide_worker_t *w) {
+    int64_t a = tide_committer_waiting_since(w->committer);
+    int64_t b = tide_group_unreachable_since(w->group);
+    w->st->broker_waiting_since_ms = a && b ? (a < b ? a : b) : a ? a : b;
+}
+
 static tide_step_t job_lag(tide_worker_t *w, int64_t now) {
     (void)now;
+    broker_watch(w);
     w->st->lag = tide_group_lag(w->group);
     w->st->dropped_late = tide_runtime_dropped_late(w->rt);
     return TIDE_STEP_OK;
