@@ -8,7 +8,7 @@ local M = {}
 --- A log message with its figures taken out, so that alike lines count together.
 local function shape(msg)
   return (tostring(msg):gsub("127%.0%.0%.1:%d+", "HOST:PORT"):gsub("0x%x+", "N")
-    :gsub("%d%d+", "N"))
+    :gsub("%d%d%d+", "N"))
 end
 
 local function bump(t, k) t[k] = (t[k] or 0) + 1 end
