@@ -168,6 +168,8 @@ end
 local function setup()
   local topics = { IN .. ":" .. PARTITIONS, COPY_OUT .. ":" .. PARTITIONS,
     COUNT_OUT .. ":" .. PARTITIONS, CHANGELOG .. ":" .. PARTITIONS }
+  -- The mock has no CreateTopics: internal topics are made here, as tide would.
+  for _, t in ipairs(DLQS) do topics[#topics + 1] = t .. ":" .. PARTITIONS end
   c:start_broker(topics, { brokers = BROKERS, down = o.start_down > 0 })
   write_detector("copy")
   write_detector("count")
