@@ -353,6 +353,17 @@ static entry_list_t *list_of(tide_store_db_t *db, const cache_entry_t *e) {
  * index a free node when e becomes DIRTY in an indexed store. */
 static void set_state(tide_store_db_t *db, cache_entry_t *e, enum entry_state s) {
     if (e->state == s) return;
+    if (e->state == CLEAN && s == DIRTY) { /* the common move, straight */
+        e->state = DIRTY;
+        e->list_at = (uint32_t)db->dirty.n;
+        db->dirty.v[db->dirty.n++] = e;
+        db->dirty_bytes += entry_bytes(e);
+        if (db->indexed[(uint8_t)e->data[0]]) {
+            e->node = tide_skiplist_insert(db->index, e->data, e->klen, e);
+            db->ins++;
+        }
+        return;
+    }
     account(db, e, -1);
     entry_list_t *l = list_of(db, e);
     if (l) list_remove(l, e);
@@ -634,20 +645,36 @@ static int spill_one(tide_store_db_t *db, const char *k, size_t klen, const char
 /* An uncommitted write of k: the cache holds it, DIRTY, until a commit. */
 static int cache_write(tide_store_db_t *db, const char *k, size_t klen, const char *val,
                        size_t vlen, char **errp) {
-    enum room r = make_room(db, sizeof(cache_entry_t) + klen + (val ? vlen : 0), DIRTY, errp);
-    if (r == ROOM_ERROR) return -1;
-    if (r == ROOM_NONE) return spill_one(db, k, klen, val, vlen, errp);
+    size_t size = sizeof(cache_entry_t) + klen + (val ? vlen : 0);
+    if (db->used + size > db->budget) {
+        enum room r = make_room(db, size, DIRTY, errp);
+        if (r == ROOM_ERROR) return -1;
+        if (r == ROOM_NONE) return spill_one(db, k, klen, val, vlen, errp);
+    }
     if (db->n_entries >= db->n_buckets) cache_grow(db);
     uint64_t h = tide_fnv1a64(k, klen);
     cache_entry_t **slot = cache_slot(db, k, klen, h);
+    cache_entry_t *c = *slot;
     /* A committed value waiting to be written would be lost under a write
      * a rollback may drop: it goes to RocksDB first (a restore's key being
      * written by processing: rare). */
-    if (*slot && (*slot)->state == PENDING && write_back(db, WB_PENDING, 0, errp)) return -1;
-    if ((!*slot || (*slot)->state != DIRTY) &&
-        (list_reserve(&db->dirty) ||
-         (db->indexed[(uint8_t)k[0]] && tide_skiplist_reserve(db->index))))
+    if (c && c->state == PENDING && write_back(db, WB_PENDING, 0, errp)) return -1;
+    int was_dirty = c && c->state == DIRTY;
+    if (!was_dirty && (list_reserve(&db->dirty) || (db->indexed[(uint8_t)k[0]] &&
+                                                    tide_skiplist_reserve(db->index))))
         return fail(errp, "store: out of memory");
+    if (c && malloc_usable_size(c) >= size) {
+        /* The hot path: a new value for a cached key that fits (a count's
+         * next number), written where it is: no malloc and no free. */
+        size_t was = c->vlen;
+        c->vlen = val ? vlen : 0;
+        c->deleted = val == NULL;
+        if (val) memcpy(c->data + klen, val, vlen);
+        db->used = db->used - was + c->vlen;
+        if (was_dirty) db->dirty_bytes = db->dirty_bytes - was + c->vlen;
+        else set_state(db, c, DIRTY);
+        return 0;
+    }
     cache_entry_t *e = entry_set(db, slot, h, k, klen, val, vlen);
     if (!e) return fail(errp, "store: out of memory");
     set_state(db, e, DIRTY);

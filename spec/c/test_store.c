@@ -363,6 +363,15 @@ static void test_budget(void) {
     tide_store_stats(db, &st);
     CHECK(st.cache_bytes <= BUDGET && st.cache_bytes > BUDGET / 2);
 
+    CASE("reads evict only what is committed, never an uncommitted write");
+    CHECK(put_n(db, 1, 2, 0, 500, 1, 100, 0) == 0); /* ~80 KiB: over budget on its own */
+    for (int round = 0; round < 3; round++) /* clean entries come and go around them */
+        CHECK(has_n(db, 1, 0, 0, 1200, 1, 100) == 1200);
+    CHECK(has_n(db, 1, 2, 0, 500, 1, 100) == 500);
+    tide_store_stats(db, &st);
+    CHECK(st.uncommitted_keys == 500 && st.cache_bytes - st.uncommitted_bytes <= BUDGET);
+    CHECK(tide_store_rollback(db, 2) == 500 && absent_n(db, 1, 2, 0, 500) == 500);
+
     CASE("past four budgets uncommitted writes spill, and their partitions say so");
     CHECK(put_n(db, 1, 3, 0, 1, 2, 100, 0) == 0);       /* partition 3: one write */
     CHECK(put_n(db, 1, 4, 0, 2000, 2, 100, 0) == 0);    /* partition 4: ~340 KiB */
