@@ -13,6 +13,9 @@
  *               of the current window; 64 partitions x 100 keys
  *   sweep       a whole-partition iteration that deletes half the keys it
  *               meets while it iterates (a window-expiry sweep)
+ *   restore     a changelog applied to an empty store: n committed writes
+ *               over the count's 43k keys, then a commit
+ *   restore_cold  the same over the cold count's 1.1M keys
  *
  * Each load commits every COMMIT records (tide_store_commit) and makes the
  * store durable (tide_store_flush) every 10th commit, as a worker under
@@ -35,6 +38,12 @@
 #include <unistd.h>
 
 #include "store.h"
+
+/* How a restore writes (a build of the store before committed writes
+ * existed passes -DRESTORE_WRITE=tide_store_put). */
+#ifndef RESTORE_WRITE
+#define RESTORE_WRITE tide_store_put_committed
+#endif
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
@@ -133,6 +142,26 @@ static void count_load(const char *name, int letters, long n) {
     tide_store_close(db);
 }
 
+/* A restore: a changelog of n records over 64 x 26^letters keys written
+ * back, as the host applies one (committed writes, no transaction), then a
+ * commit, which writes what is still in memory. */
+static void restore_load(const char *name, int letters, long n) {
+    tide_store_db_t *db = fresh(name);
+    char key[4], val[24];
+    char *err = NULL;
+    timing_t t0 = t_now();
+    for (long i = 1; i <= n; i++) {
+        int32_t p = (int32_t)(next_rand() % 64);
+        for (int j = 0; j < letters; j++) key[j] = (char)('a' + next_rand() % 26);
+        int len = snprintf(val, sizeof(val), "%ld", i);
+        if (RESTORE_WRITE(db, 0, p, key, (size_t)letters, val, (size_t)len, &err))
+            die("restore write", err);
+    }
+    if (tide_store_commit(db, &err)) die("commit", err);
+    report(name, n, t0);
+    tide_store_close(db);
+}
+
 /* A window key: [key length u16][key][window start u64], big-endian. */
 static size_t window_key(char *b, const char *k, size_t kl, uint64_t start) {
     b[0] = (char)(kl >> 8);
@@ -219,10 +248,12 @@ int main(int argc, char **argv) {
     if (!only || !strcmp(only, "count_cold")) count_load("count_cold", 3, n);
     if (!only || !strcmp(only, "window")) window_load(n / 4);
     if (!only || !strcmp(only, "sweep")) sweep_load(n / 10);
+    if (!only || !strcmp(only, "restore")) restore_load("restore", 2, n);
+    if (!only || !strcmp(only, "restore_cold")) restore_load("restore_cold", 3, n);
     char *err = NULL;
     char path[1024];
-    const char *names[] = {"count", "count_cold", "window", "sweep"};
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"count", "count_cold", "window", "sweep", "restore", "restore_cold"};
+    for (int i = 0; i < 6; i++) {
         snprintf(path, sizeof(path), "%s/%s", base, names[i]);
         if (tide_store_wipe(path, &err)) die("wipe", err);
     }

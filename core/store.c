@@ -497,15 +497,29 @@ static void spilled_add(tide_store_db_t *db, int32_t p) {
     db->spilled[db->n_spilled++] = p;
 }
 
-enum { WB_PENDING = 1, WB_DIRTY = 2 };
+/* What write_back writes: the PENDING entries, the DIRTY ones (a commit);
+ * WB_SPILL: the DIRTY ones are the escape, their partitions are recorded
+ * as spilled; WB_DROP: the PENDING ones leave the cache once written. */
+enum { WB_PENDING = 1, WB_DIRTY = 2, WB_SPILL = 4, WB_DROP = 8 };
+
+/* Unlink the first n entries of a list from their chains and free them. */
+static void drop_all(tide_store_db_t *db, entry_list_t *l) {
+    for (size_t i = 0; i < l->n; i++) {
+        cache_entry_t *e = l->v[i];
+        *cache_slot(db, e->data, e->klen, e->hash) = e->next;
+        db->used -= entry_bytes(e);
+        db->n_entries--;
+        free(e);
+    }
+}
 
 /* Write the entries of the lists in `which` to RocksDB in one batch; they
- * stay cached, CLEAN. The batch goes in key order: the memtable's skip list
- * then inserts each key next to the one before instead of searching from
- * the top (in hash order, the inserts were 30% of a count-per-key
- * detector's time). Writing WB_DIRTY is a commit, or, when `spill`, the
- * escape: their partitions are recorded as spilled. */
-static int write_back(tide_store_db_t *db, int which, int spill, char **errp) {
+ * stay cached, CLEAN (but see WB_DROP). The batch goes in key order: the
+ * memtable's skip list then inserts each key next to the one before
+ * instead of searching from the top (in hash order, the inserts were 30%
+ * of a count-per-key detector's time). */
+static int write_back(tide_store_db_t *db, int which, char **errp) {
+    int spill = which & WB_SPILL;
     size_t nd = which & WB_DIRTY ? db->dirty.n : 0, np = which & WB_PENDING ? db->pending.n : 0;
     size_t n = nd + np;
     if (!n) return 0;
@@ -537,6 +551,7 @@ static int write_back(tide_store_db_t *db, int which, int spill, char **errp) {
     /* Every entry of the lists written leaves its list at once. */
     for (size_t i = 0; i < nd; i++) db->dirty.v[i]->state = CLEAN, db->dirty.v[i]->node = NULL;
     for (size_t i = 0; i < np; i++) db->pending.v[i]->state = CLEAN;
+    if (np && (which & WB_DROP)) drop_all(db, &db->pending);
     if (nd) {
         db->dirty.n = db->dirty_bytes = 0;
         tide_skiplist_clear(db->index);
@@ -556,9 +571,11 @@ enum room { ROOM_ERROR = -1, ROOM_OK, ROOM_NONE };
 
 static enum room make_room(tide_store_db_t *db, size_t size, enum entry_state s, char **errp) {
     if (db->used + size <= db->budget) return ROOM_OK;
-    if (db->pending.n && write_back(db, WB_PENDING, 0, errp)) return ROOM_ERROR;
+    /* A restore's writes are a batch, not keys to keep: written, they go,
+     * and the next batch has the room (the hot keys stay). */
+    if (db->pending.n && write_back(db, WB_PENDING | WB_DROP, errp)) return ROOM_ERROR;
     if (s == DIRTY && db->dirty.n && db->dirty_bytes + size > SPILL_FACTOR * db->budget &&
-        write_back(db, WB_DIRTY, 1, errp))
+        write_back(db, WB_DIRTY | WB_SPILL, errp))
         return ROOM_ERROR;
     if (clean_bytes(db) >= db->budget / 8) cache_evict(db);
     switch (s) {
@@ -633,7 +650,7 @@ static int write_through(tide_store_db_t *db, const char *k, size_t klen, const 
  * this one, and the cache forgets the key. */
 static int spill_one(tide_store_db_t *db, const char *k, size_t klen, const char *val,
                      size_t vlen, char **errp) {
-    if (write_back(db, WB_PENDING | WB_DIRTY, 1, errp)) return -1;
+    if (write_back(db, WB_PENDING | WB_DIRTY | WB_SPILL, errp)) return -1;
     if (write_through(db, k, klen, val, vlen, errp)) return -1;
     spilled_add(db, partition_of(k));
     cache_entry_t *c = *cache_slot(db, k, klen, tide_fnv1a64(k, klen));
@@ -658,7 +675,7 @@ static int cache_write(tide_store_db_t *db, const char *k, size_t klen, const ch
     /* A committed value waiting to be written would be lost under a write
      * a rollback may drop: it goes to RocksDB first (a restore's key being
      * written by processing: rare). */
-    if (c && c->state == PENDING && write_back(db, WB_PENDING, 0, errp)) return -1;
+    if (c && c->state == PENDING && write_back(db, WB_PENDING, errp)) return -1;
     int was_dirty = c && c->state == DIRTY;
     if (!was_dirty && (list_reserve(&db->dirty) || (db->indexed[(uint8_t)k[0]] &&
                                                     tide_skiplist_reserve(db->index))))
@@ -752,7 +769,7 @@ void tide_store_close(tide_store_db_t *db) {
         /* Committed writes still in memory go to RocksDB, which flushes
          * them on close; uncommitted ones are lost, as in a crash. */
         char *err = NULL;
-        if (db->rdb && write_back(db, WB_PENDING, 0, &err)) {
+        if (db->rdb && write_back(db, WB_PENDING, &err)) {
             fprintf(stderr, "tide: store: %s\n", err);
             free(err);
         }
@@ -950,7 +967,7 @@ static tide_store_iter_t *iter_new(tide_store_db_t *db, uint8_t store, int32_t p
     /* Committed writes reach RocksDB before it is read in order; the
      * store's uncommitted ones are merged from the index. */
     char *err = NULL;
-    if (write_back(db, WB_PENDING, 0, &err)) {
+    if (write_back(db, WB_PENDING, &err)) {
         free(err);
         return NULL;
     }
@@ -1102,7 +1119,7 @@ static int delete_ranges(tide_store_db_t *db, int32_t partition, const char *con
                          const size_t *lolens, const char *const *his, const size_t *hilens,
                          int n, char **errp) {
     /* Committed writes first: in RocksDB, the range must come after them. */
-    if (write_back(db, WB_PENDING, 0, errp)) return -1;
+    if (write_back(db, WB_PENDING, errp)) return -1;
     /* One batch: the ranges go at once or not at all. The C API of 7.8 has
      * no handle for the default column family, which
      * rocksdb_delete_range_cf needs; a batch does the same. */
@@ -1161,7 +1178,7 @@ int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **e
 /* --- transactions --- */
 
 int tide_store_commit(tide_store_db_t *db, char **errp) {
-    if (write_back(db, WB_PENDING | WB_DIRTY, 0, errp)) return -1;
+    if (write_back(db, WB_PENDING | WB_DIRTY, errp)) return -1;
     db->n_spilled = 0;
     db->spilled_all = 0;
     return 0;
