@@ -349,6 +349,13 @@ static entry_list_t *list_of(tide_store_db_t *db, const cache_entry_t *e) {
     return e->state == DIRTY ? &db->dirty : e->state == PENDING ? &db->pending : NULL;
 }
 
+/* A DIRTY entry of an indexed store joins the index (reserved for). */
+static void index_add(tide_store_db_t *db, cache_entry_t *e) {
+    if (!db->indexed[(uint8_t)e->data[0]]) return;
+    e->node = tide_skiplist_insert(db->index, e->data, e->klen, e);
+    db->ins++;
+}
+
 /* Move e to state s; the list of s must have room (list_reserve), and the
  * index a free node when e becomes DIRTY in an indexed store. */
 static void set_state(tide_store_db_t *db, cache_entry_t *e, enum entry_state s) {
@@ -358,10 +365,7 @@ static void set_state(tide_store_db_t *db, cache_entry_t *e, enum entry_state s)
         e->list_at = (uint32_t)db->dirty.n;
         db->dirty.v[db->dirty.n++] = e;
         db->dirty_bytes += entry_bytes(e);
-        if (db->indexed[(uint8_t)e->data[0]]) {
-            e->node = tide_skiplist_insert(db->index, e->data, e->klen, e);
-            db->ins++;
-        }
+        index_add(db, e);
         return;
     }
     account(db, e, -1);
@@ -376,10 +380,7 @@ static void set_state(tide_store_db_t *db, cache_entry_t *e, enum entry_state s)
         e->list_at = (uint32_t)l->n;
         l->v[l->n++] = e;
     }
-    if (s == DIRTY && db->indexed[(uint8_t)e->data[0]]) {
-        e->node = tide_skiplist_insert(db->index, e->data, e->klen, e);
-        db->ins++;
-    }
+    if (s == DIRTY) index_add(db, e);
     account(db, e, 1);
 }
 
@@ -502,7 +503,8 @@ static void spilled_add(tide_store_db_t *db, int32_t p) {
  * as spilled; WB_DROP: the PENDING ones leave the cache once written. */
 enum { WB_PENDING = 1, WB_DIRTY = 2, WB_SPILL = 4, WB_DROP = 8 };
 
-/* Unlink the first n entries of a list from their chains and free them. */
+/* Unlink every entry of a list from its chain and free it (the list is
+ * emptied by the caller). */
 static void drop_all(tide_store_db_t *db, entry_list_t *l) {
     for (size_t i = 0; i < l->n; i++) {
         cache_entry_t *e = l->v[i];
