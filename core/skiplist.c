@@ -54,12 +54,10 @@ tide_skiplist_t *tide_skiplist_new(void) {
     tide_skiplist_t *sl = calloc(1, sizeof(*sl));
     if (!sl) return NULL;
     sl->head = calloc(1, NODE_MAX);
-    sl->blocks = block_new(NULL);
-    if (!sl->head || !sl->blocks) {
+    if (!sl->head) {
         tide_skiplist_free(sl);
         return NULL;
     }
-    sl->n_blocks = 1;
     sl->height = 1;
     sl->rnd = 0x2545f491u;
     return sl;
@@ -76,7 +74,7 @@ void tide_skiplist_free(tide_skiplist_t *sl) {
 }
 
 int tide_skiplist_reserve(tide_skiplist_t *sl) {
-    if (BLOCK - sizeof(block_t) - sl->blocks->used >= NODE_MAX) return 0;
+    if (sl->blocks && BLOCK - sizeof(block_t) - sl->blocks->used >= NODE_MAX) return 0;
     block_t *b = block_new(sl->blocks);
     if (!b) return -1;
     sl->blocks = b;
@@ -149,13 +147,13 @@ void tide_skiplist_remove(tide_skiplist_t *sl, tide_skiplist_node_t *node) {
 
 void tide_skiplist_clear(tide_skiplist_t *sl) {
     block_t *keep = sl->blocks;
-    while (keep->next) {
+    while (keep && keep->next) {
         block_t *b = keep->next;
         keep->next = b->next;
         free(b);
     }
-    keep->used = 0;
-    sl->n_blocks = 1;
+    if (keep) keep->used = 0;
+    sl->n_blocks = keep != NULL;
     memset(sl->head, 0, NODE_MAX);
     sl->height = 1;
     sl->count = 0;

@@ -294,7 +294,11 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
     rocksdb_writeoptions_disable_WAL(db->wo, 1);
     db->ro = rocksdb_readoptions_create();
     db->budget = o->cache_bytes ? o->cache_bytes : DEFAULT_RECORD_CACHE;
-    db->n_buckets = 1 << 16;
+    /* About one bucket per 256 bytes of budget (entries are ~80 bytes and
+     * the table doubles as they come), so that a clock sweep of a small
+     * cache does not walk mostly empty buckets. */
+    db->n_buckets = 1024;
+    while (db->n_buckets < (1u << 16) && db->n_buckets * 256 < db->budget) db->n_buckets *= 2;
     db->buckets = calloc(db->n_buckets, sizeof(*db->buckets));
     db->index = tide_skiplist_new();
     if (!db->buckets || !db->index) {
