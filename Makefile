@@ -6,6 +6,7 @@
 #   make test    C tests and every busted tier; ends with "N passed, N failed"
 #   make run     a short demo on the development broker
 #   make bench   tide against plain librdkafka programs, in one run
+#   make store-bench  the state store alone (seconds): to judge a change to it
 #
 # Switches: V=1 (show commands), SANITIZER=address|undefined, BUILD=dir.
 
@@ -84,7 +85,7 @@ BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json
 TIDE := $(BUILD)/tide
 CORE := $(BUILD)/lua/tide/core.so
 
-.PHONY: all deps check-deps test _test bench _bench run _run demo _demo clean valgrind core
+.PHONY: all deps check-deps test _test bench _bench store-bench run _run demo _demo clean valgrind core
 .DEFAULT_GOAL := all
 
 all: check-deps $(TIDE) $(CORE)
@@ -243,6 +244,15 @@ _demo: all
 
 _bench: all $(BENCH_BIN)
 	$(Q)sh bench/run.sh $(TIDE) $(BUILD)/bench
+
+# The state store alone, no Kafka nor Lua (bench/store_bench.c): seconds, not minutes.
+$(BUILD)/bench/store_bench: bench/store_bench.c core/store.c core/skiplist.c
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ -lrocksdb
+
+store-bench: $(BUILD)/bench/store_bench
+	$(Q)$(BUILD)/bench/store_bench $(BUILD)/store-bench
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/gen $(BUILD)/lua $(BUILD)/test $(BUILD)/bench $(TIDE) \

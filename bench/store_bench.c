@@ -17,23 +17,26 @@
  *               over the count's 43k keys, then a commit
  *   restore_cold  the same over the cold count's 1.1M keys
  *
- * Each load commits every COMMIT records (tide_store_commit) and makes the
- * store durable (tide_store_flush) every 10th commit, as a worker under
- * exactly-once does between checkpoints; -f flushes at every commit instead
- * (the worker before exactly-once). Prints, per record, the wall time,
+ * Usage: store_bench [-f] [-c COMMIT] DIR [RECORDS [LOAD]] (RECORDS: 2M;
+ * window runs a quarter of them, sweep a tenth; LOAD: one of the above).
+ * Each load commits every COMMIT (50,000) records (tide_store_commit) and
+ * makes the store durable (tide_store_flush) every 10th commit, as a worker
+ * under exactly-once does between checkpoints; -f flushes at every commit
+ * instead (the worker before exactly-once). Prints, per record, the wall time,
  * the wall time spent in commits, and the CPU time of the bench's thread
  * outside commits (the reads and writes themselves, the steadier figure on
- * a busy machine);
- * the figures are for comparing two builds on one machine, not for the
- * README. It never reads anything but the database it writes.
+ * a busy machine). The figures are for comparing two builds on one
+ * machine, not for the README. It never reads anything but the database
+ * it writes.
  *
- *   cc -O2 -D_GNU_SOURCE -Icore bench/store_bench.c core/store.c -lrocksdb \
- *      -o build/bench/store_bench && build/bench/store_bench /tmp/sb
+ * `make store-bench` builds it and runs every load on build/store-bench.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -238,10 +241,14 @@ int main(int argc, char **argv) {
         else break;
     }
     if (optind >= argc || commit_every <= 0) {
-        fprintf(stderr, "usage: store_bench [-f] [-c COMMIT] DIR [RECORDS] [LOAD...]\n");
+        fprintf(stderr, "usage: store_bench [-f] [-c COMMIT] DIR [RECORDS [LOAD]]\n");
         return 2;
     }
     base = argv[optind];
+    if (mkdir(base, 0755) && errno != EEXIST) {
+        perror(base);
+        return 1;
+    }
     long n = optind + 1 < argc ? atol(argv[optind + 1]) : 2000000;
     const char *only = optind + 2 < argc ? argv[optind + 2] : NULL;
     if (!only || !strcmp(only, "count")) count_load("count", 2, n);
