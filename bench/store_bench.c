@@ -99,11 +99,9 @@ static double commit_wall, commit_cpu; /* seconds spent in commits and flushes *
 static void commit(tide_store_db_t *db, long n) {
     char *err = NULL;
     timing_t t0 = t_now();
-    if (flush_each_commit || (n / commit_every) % 10 == 0) {
-        if (tide_store_flush(db, &err)) die("flush", err);
-    } else if (tide_store_commit(db, &err)) {
-        die("commit", err);
-    }
+    if (tide_store_commit(db, &err)) die("commit", err);
+    if ((flush_each_commit || (n / commit_every) % 10 == 0) && tide_store_flush(db, &err))
+        die("flush", err);
     timing_t t = t_now();
     commit_wall += t.wall - t0.wall;
     commit_cpu += t.cpu - t0.cpu;

@@ -1118,10 +1118,11 @@ static void cache_forget_range(tide_store_db_t *db, const char *lo, size_t lolen
     }
 }
 
-/* Delete [lo, hi) in RocksDB and in the cache. Outside a transaction by
- * contract, yet it changes RocksDB before any commit: the partition is
- * marked spilled, and open iterators reposition. */
-static int delete_ranges(tide_store_db_t *db, int32_t partition, const char *const *los,
+/* Delete [lo, hi) in RocksDB and in the cache, at once. Outside any
+ * transaction by contract (a task that restores from the start): a change
+ * a rollback keeps, like a restore's writes, so nothing is marked spilled.
+ * Open iterators reposition. */
+static int delete_ranges(tide_store_db_t *db, const char *const *los,
                          const size_t *lolens, const char *const *his, const size_t *hilens,
                          int n, char **errp) {
     /* Committed writes first: in RocksDB, the range must come after them. */
@@ -1136,7 +1137,6 @@ static int delete_ranges(tide_store_db_t *db, int32_t partition, const char *con
     rocksdb_writebatch_destroy(b);
     if (e) return pass(errp, e);
     for (int i = 0; i < n; i++) cache_forget_range(db, los[i], lolens[i], his[i], hilens[i]);
-    spilled_add(db, partition);
     db->gen++;
     return 0;
 }
@@ -1159,7 +1159,7 @@ int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partitio
     if (to && tlen) memcpy(hi + KEY_HDR, to, tlen);
     if (!to) hilen = successor(hi, KEY_HDR);
     const char *los[] = {lo}, *his[] = {hi};
-    int rc = delete_ranges(db, partition, los, &lolen, his, &hilen, 1, errp);
+    int rc = delete_ranges(db, los, &lolen, his, &hilen, 1, errp);
     free(lo);
     return rc;
 }
@@ -1178,7 +1178,7 @@ int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **e
         his[s] = keys[s][1];
         hilens[s] = successor(keys[s][1], KEY_HDR);
     }
-    return delete_ranges(db, partition, los, lolens, his, hilens, 256, errp);
+    return delete_ranges(db, los, lolens, his, hilens, 256, errp);
 }
 
 /* --- transactions --- */
@@ -1214,6 +1214,10 @@ int tide_store_spilled(const tide_store_db_t *db, int32_t partition) {
     return 0;
 }
 
+int tide_store_uncommitted_spilled(const tide_store_db_t *db) {
+    return tide_store_spilled(db, -1);
+}
+
 /* --- durability, accounting --- */
 
 void tide_store_stats(const tide_store_db_t *db, tide_store_stats_t *st) {
@@ -1225,9 +1229,11 @@ void tide_store_stats(const tide_store_db_t *db, tide_store_stats_t *st) {
 }
 
 int tide_store_flush(tide_store_db_t *db, char **errp) {
-    /* Without a WAL, durable means in table files: commit, then flush the
-     * memtables and wait. Called before a checkpoint says so. */
-    if (tide_store_commit(db, errp)) return -1;
+    /* Without a WAL, durable means in table files: the committed writes
+     * still in memory go to RocksDB, then the memtables are flushed and
+     * waited for. Called before a checkpoint says so; the uncommitted
+     * writes are no part of it. */
+    if (write_back(db, WB_PENDING, errp)) return -1;
     char *e = NULL;
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);

@@ -21,8 +21,9 @@
  *                          rewound, or -1 for all; but a partition with
  *                          tide_store_spilled(db, p) set cannot be rolled
  *                          back in memory: wipe and restore it instead
- *   checkpoint             tide_store_flush (commits first), then write the
- *                          checkpoint file
+ *   checkpoint             tide_store_flush (what is committed, to table
+ *                          files; uncommitted writes stay in memory), then
+ *                          write the checkpoint file: at any time
  *   restore                tide_store_put_committed for each changelog
  *                          record (no commit needed, memory stays bounded)
  *   dirty data > budget    tide_store_pressure(db) is 1: commit early
@@ -104,9 +105,9 @@ void tide_store_iter_free(tide_store_iter_t *it);
 
 /* Delete keys from <= k < to (NULL: unbounded) within (store, partition),
  * in RocksDB at once. For a task that (re)starts its restore, outside any
- * transaction: uncommitted writes in the range are dropped (that data is
- * being replaced), and the partition counts as spilled until the next
- * commit (RocksDB changed without one). */
+ * transaction, like tide_store_put_committed: a rollback does not undo it,
+ * and uncommitted writes in the range are dropped (that data is being
+ * replaced). */
 int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partition,
                             const char *from, size_t flen, const char *to, size_t tlen,
                             char **errp);
@@ -127,13 +128,17 @@ size_t tide_store_rollback(tide_store_db_t *db, int32_t partition);
  * RocksDB (see tide_store_spilled) rather than exhaust memory. */
 int tide_store_pressure(const tide_store_db_t *db);
 /* 1 when uncommitted writes of the partition (-1: of any) reached RocksDB
- * since the last commit (a spill, or a range delete), so that a rollback
+ * since the last commit (the spill past 4 budgets), so that a rollback
  * cannot restore its last committed state: the worker wipes the partition
  * (tide_store_delete_partition) and restores it from the changelog. */
 int tide_store_spilled(const tide_store_db_t *db, int32_t partition);
+/* tide_store_spilled(db, -1): any partition. */
+int tide_store_uncommitted_spilled(const tide_store_db_t *db);
 
-/* Commit, then make everything durable (memtables flushed to table files;
- * there is no write-ahead log: the changelogs are), before a checkpoint. */
+/* Make what is committed durable (memtables flushed to table files; there
+ * is no write-ahead log: the changelogs are), before a checkpoint. Commits
+ * nothing: uncommitted writes stay in memory, so a checkpoint may be taken
+ * between two commits. */
 int tide_store_flush(tide_store_db_t *db, char **errp);
 
 /* Iterators not freed yet. */

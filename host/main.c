@@ -123,6 +123,7 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->path = s;
         }
     }
+    if (tide_config_validate(c, &err)) return refuse(err);
     if (!a->path) {
         usage(stderr);
         return 2;

@@ -20,9 +20,10 @@
 
 struct tide_records {
     tide_records_opts_t o;
-    rd_kafka_message_t **msgs;
+    tide_buffered_t *in; /* the batch's records as the group handed them out */
     tide_rec_t *recs;
     tide_offset_t **offset; /* the offsets entry of each laid-out record */
+    int *taken;             /* its index in `in` */
     int n;                  /* records laid out */
     tide_on_error_t on_error;
     uint64_t dropped, errors;
@@ -37,10 +38,11 @@ tide_records_t *tide_records_new(const tide_records_opts_t *o) {
     if (!r) return NULL;
     r->o = *o;
     if (r->o.max > TIDE_STATUS_MAX_BATCH) r->o.max = TIDE_STATUS_MAX_BATCH;
-    r->msgs = calloc((size_t)r->o.max, sizeof(*r->msgs));
+    r->in = calloc((size_t)r->o.max, sizeof(*r->in));
     r->recs = calloc((size_t)r->o.max, sizeof(*r->recs));
     r->offset = calloc((size_t)r->o.max, sizeof(*r->offset));
-    if (!r->msgs || !r->recs || !r->offset) {
+    r->taken = calloc((size_t)r->o.max, sizeof(*r->taken));
+    if (!r->in || !r->recs || !r->offset || !r->taken) {
         tide_records_free(r);
         return NULL;
     }
@@ -49,57 +51,34 @@ tide_records_t *tide_records_new(const tide_records_opts_t *o) {
 
 void tide_records_free(tide_records_t *r) {
     if (!r) return;
-    free(r->msgs);
+    free(r->in);
     free(r->recs);
     free(r->offset);
+    free(r->taken);
     free(r);
 }
 
-rd_kafka_message_t **tide_records_msgs(tide_records_t *r) { return r->msgs; }
+tide_buffered_t *tide_records_in(tide_records_t *r) { return r->in; }
 uint64_t tide_records_dropped(const tide_records_t *r) { return r->dropped; }
 uint64_t tide_records_errors(const tide_records_t *r) { return r->errors; }
 void tide_records_policy(tide_records_t *r, tide_on_error_t on_error) { r->on_error = on_error; }
 void tide_records_count_error(tide_records_t *r) { r->errors++; }
 
-/* Is this record on the supervisor's list of records that killed workers? */
-static int is_poison(const tide_records_t *r, const char *topic, int32_t partition,
-                     int64_t offset) {
-    if (!r->o.n_skip) return 0;
-    char key[320];
-    snprintf(key, sizeof(key), "%s:%d:%lld", topic, (int)partition, (long long)offset);
-    for (int i = 0; i < r->o.n_skip; i++)
-        if (!strcmp(r->o.skip[i], key)) return 1;
-    return 0;
-}
-
-/* Dead-letter a record the supervisor quarantined, without running it. */
-static void quarantine(tide_records_t *r, tide_runtime_t *rt, const tide_rec_t *rec,
-                       tide_offset_t *p) {
+/* Dead-letter a record that must not run, and count it. */
+static void dead_letter(tide_records_t *r, tide_runtime_t *rt, const tide_rec_t *rec,
+                        tide_offset_t *p, const char *cls, const char *message) {
     tide_log(TIDE_LOG_WARN, (tide_log_at_t){rec->topic, rec->partition, rec->offset},
-             "dead-lettering a record that killed the worker repeatedly (poison pill)");
-    tide_runtime_dead_letter(rt, rec, "PoisonPill",
-                             "the record killed or hung the detector's worker repeatedly "
-                             "and was quarantined without running it again");
+             "dead-lettering a record without running it (%s): %s", cls, message);
+    tide_runtime_dead_letter(rt, rec, cls, message);
     p->processed = rec->offset;
     r->errors++;
-}
-
-static void log_consumer_error(const rd_kafka_message_t *m) {
-    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
-    tide_log(TIDE_LOG_WARN,
-             (tide_log_at_t){m->rkt ? rd_kafka_topic_name(m->rkt) : NULL, m->partition, -1},
-             "consumer: %s", rd_kafka_message_errstr(m));
 }
 
 tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *offsets,
                                    tide_runtime_t *rt) {
     int nr = 0;
     for (int i = 0; i < n; i++) {
-        rd_kafka_message_t *m = r->msgs[i];
-        if (m->err) {
-            log_consumer_error(m);
-            continue;
-        }
+        rd_kafka_message_t *m = r->in[i].m;
         const char *topic = rd_kafka_topic_name(m->rkt);
         tide_offset_t *p = tide_offsets_accept(offsets, topic, m->partition, m->offset);
         if (!p) { /* a redelivery within this assignment: drop and count it */
@@ -111,13 +90,15 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
             .key = m->key, .key_len = m->key ? (int32_t)m->key_len : -1,
             .val = m->payload, .val_len = m->payload ? (int32_t)m->len : -1,
             .topic = topic, .partition = m->partition, .index = nr, .offset = m->offset,
-            .timestamp = rd_kafka_message_timestamp(m, NULL), .msg = m,
+            .timestamp = r->in[i].timestamp, .msg = m,
         };
-        if (is_poison(r, topic, m->partition, m->offset)) {
-            quarantine(r, rt, rec, p);
+        const char *cls, *message;
+        if (r->o.unrun && r->o.unrun(r->o.ud, topic, m->partition, m->offset, &cls, &message)) {
+            dead_letter(r, rt, rec, p, cls, message);
             continue;
         }
         r->offset[nr] = p;
+        r->taken[nr] = i;
         tide_status_record(r->o.st, nr, topic, m->partition, m->offset);
         nr++;
     }
@@ -126,12 +107,14 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
     return &r->o.st->batch;
 }
 
+int tide_records_taken_index(const tide_records_t *r, int i) { return r->taken[i]; }
+
 void tide_records_processed(tide_records_t *r, int done) {
     for (int i = 0; i < done && i < r->n; i++) r->offset[i]->processed = r->recs[i].offset;
 }
 
 void tide_records_release(tide_records_t *r, int n) {
-    for (int i = 0; i < n; i++) rd_kafka_message_destroy(r->msgs[i]);
+    for (int i = 0; i < n; i++) rd_kafka_message_destroy(r->in[i].m);
     r->n = 0;
 }
 

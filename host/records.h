@@ -3,8 +3,8 @@
  *
  * Consumer messages are laid out as an array of tide_rec_t (the FFI's record,
  * borrowed from the messages) in the status block, where the supervisor's
- * watchdog sees the dispatcher's cursor. Records the supervisor quarantined
- * are dead-lettered here without running; redeliveries are dropped. The
+ * watchdog sees the dispatcher's cursor. Records that must not run (the
+ * worker says which) are dead-lettered here; redeliveries are dropped. The
  * records also answer the runtime's questions about a record (its headers)
  * and log the records that failed.
  */
@@ -20,21 +20,28 @@
 
 typedef struct tide_records tide_records_t;
 
+/* Must this record be dead-lettered without running? 1 with its error class
+ * and message (borrowed until the batch is released), else 0. */
+typedef int (*tide_unrun_fn)(void *ud, const char *topic, int32_t partition, int64_t offset,
+                             const char **cls, const char **message);
+
 typedef struct tide_records_opts {
-    int max;                    /* records in a batch, at most TIDE_STATUS_MAX_BATCH */
-    tide_status_block_t *st;    /* where the batch is laid out */
-    char *const *skip;          /* "topic:partition:offset" records to dead-letter unrun */
-    int n_skip;
+    int max;                 /* records in a batch, at most TIDE_STATUS_MAX_BATCH */
+    tide_status_block_t *st; /* where the batch is laid out */
+    tide_unrun_fn unrun;
+    void *ud;
 } tide_records_opts_t;
 
 tide_records_t *tide_records_new(const tide_records_opts_t *o);
-/* Room for the consumer's messages of the next batch (max of them). */
-rd_kafka_message_t **tide_records_msgs(tide_records_t *r);
-/* Lay msgs[0..n) out as the batch in the status block: records not past the
- * last one processed of their partition are dropped and counted, those the
- * supervisor quarantined dead-lettered through rt. Returns the batch. */
+/* Room for the next batch as the group hands it out (max records). */
+tide_buffered_t *tide_records_in(tide_records_t *r);
+/* Lay in[0..n) out as the batch in the status block: records not past the
+ * last one processed of their partition are dropped and counted, those
+ * that must not run dead-lettered through rt. Returns the batch. */
 tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *offsets,
                                    tide_runtime_t *rt);
+/* Where record i of the laid-out batch was in `in`. */
+int tide_records_taken_index(const tide_records_t *r, int i);
 /* Records 0..done of the batch were processed: advance their offsets. */
 void tide_records_processed(tide_records_t *r, int done);
 /* Destroy the batch's messages. */

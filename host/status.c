@@ -69,6 +69,7 @@ void tide_status_publish(tide_status_block_t *st, const tide_status_sample_t *s)
     st->errors = s->errors;
     st->dropped = s->dropped;
     st->batches = s->batches;
+    st->rollbacks = s->rollbacks;
     st->lua_heap_bytes = s->lua_heap_bytes;
     st->assigned_partitions = s->assigned_partitions;
     st->restoring_tasks = s->restoring_tasks;

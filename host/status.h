@@ -88,6 +88,18 @@ typedef struct tide_status_block {
     uint16_t rec_topic[TIDE_STATUS_MAX_BATCH];
     int32_t rec_partition[TIDE_STATUS_MAX_BATCH];
     int64_t rec_offset[TIDE_STATUS_MAX_BATCH];
+
+    /* commits, and the broker as the worker sees it */
+    char guarantee[24];               /* at_least_once, exactly_once_v2 */
+    char transactional_id[600];       /* exactly-once: the producer's, "" otherwise */
+    uint64_t txn_committed, txn_aborted; /* transactions (exactly-once) */
+    uint64_t rollbacks;               /* back to the last commit, either guarantee */
+    uint64_t commit_hist[TIDE_STATUS_HIST]; /* commit duration, non-cumulative */
+    double commit_hist_sum;           /* seconds */
+    int64_t broker_waiting_since_ms;  /* wall: a commit waits for the broker; 0: not */
+    char missing_topic[256];          /* an output topic the broker does not have, "" none */
+    int64_t missing_topic_since_ms;   /* wall, 0: none */
+    uint64_t dropped_late;            /* records dropped as late (windows past grace) */
 } tide_status_block_t;
 
 /* Create a status block in a memfd: returns the mapping and the fd, or NULL. */
@@ -105,7 +117,7 @@ int tide_status_bucket(double seconds);
 
 /* What a worker publishes at a batch boundary. */
 typedef struct tide_status_sample {
-    uint64_t records_in, records_out, dlq, errors, dropped, batches;
+    uint64_t records_in, records_out, dlq, errors, dropped, batches, rollbacks;
     uint64_t lua_heap_bytes, restored_records, store_memory_bytes;
     int32_t assigned_partitions, restoring_tasks;
     int64_t lag; /* -1: unknown */

@@ -42,6 +42,7 @@ struct tide_tasks {
     char checkpoint_path[4200];
     tide_checkpoint_t checkpoint;
     tide_restorer_t *restorer;
+    int unsaved;              /* the checkpoint in memory is ahead of the file */
     int64_t round_started_ms; /* the restore round under way began, 0: none */
     uint64_t round_records;   /* the restorer's total when it began */
 };
@@ -155,19 +156,27 @@ static int64_t store_wipe(tide_tasks_t *t, int s, int32_t p) {
     return 0;
 }
 
-int tide_tasks_checkpoint(tide_tasks_t *t) {
-    if (!t->db) return 0;
+void tide_tasks_mark(tide_tasks_t *t) {
+    if (!t->db) return;
     const tide_detector_info_t *d = t->info;
     for (int i = 0; i < t->n; i++) {
         if (!t->t[i].ready) continue;
         for (int s = 0; s < d->n_stores; s++) {
             if (d->store_memory[s]) continue;
             int64_t off = t->cb.acked(t->cb.ud, s, t->t[i].partition);
-            if (off >= 0 && off + 1 > tide_checkpoint_get(&t->checkpoint, d->store_names[s],
+            if (off < 0 || off + 1 <= tide_checkpoint_get(&t->checkpoint, d->store_names[s],
                                                           t->t[i].partition))
-                tide_checkpoint_set(&t->checkpoint, d->store_names[s], t->t[i].partition, off + 1);
+                continue;
+            tide_checkpoint_set(&t->checkpoint, d->store_names[s], t->t[i].partition, off + 1);
+            t->unsaved = 1;
         }
     }
+}
+
+int tide_tasks_unsaved(const tide_tasks_t *t) { return t->unsaved; }
+
+int tide_tasks_checkpoint(tide_tasks_t *t) {
+    if (!t->db || !t->unsaved) return 0;
     char *err = NULL;
     if (tide_store_flush(t->db, &err) ||
         tide_checkpoint_save(&t->checkpoint, t->checkpoint_path, &err)) {
@@ -175,6 +184,7 @@ int tide_tasks_checkpoint(tide_tasks_t *t) {
         free(err);
         return -1;
     }
+    t->unsaved = 0;
     return 0;
 }
 
@@ -260,11 +270,16 @@ tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t p, int64_t stream_ti
     return ready_or_restoring(t, i);
 }
 
+int tide_tasks_pressure(const tide_tasks_t *t) { return t->db && tide_store_pressure(t->db); }
+
 int tide_tasks_stop(tide_tasks_t *t, int32_t p) {
     int i = task_index(t, p);
     if (i < 0) return 0;
     int was_ready = t->t[i].ready;
     if (t->restorer) tide_restorer_remove(t->restorer, p);
+    /* Writes not committed belong to records the next owner processes
+     * again: they must not reach RocksDB at our next commit. */
+    if (t->db) tide_store_rollback(t->db, p);
     t->t[i] = t->t[--t->n];
     return was_ready;
 }
@@ -318,8 +333,66 @@ static void on_restore_done(void *ud, int32_t partition, uint64_t records, int64
 }
 
 void tide_tasks_poll(tide_tasks_t *t, int timeout_ms) {
-    if (t->restorer && tide_restorer_pending(t->restorer))
-        tide_restorer_poll(t->restorer, timeout_ms, on_restore_apply, on_restore_done, t);
+    if (!t->restorer || !tide_restorer_pending(t->restorer)) return;
+    tide_restorer_poll(t->restorer, timeout_ms, on_restore_apply, on_restore_done, t);
+    /* What a restore writes is committed already (it comes from the
+     * changelog): into RocksDB with it, never held for a rollback. */
+    char *err = NULL;
+    if (t->db && tide_store_commit(t->db, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "restore: %s", err);
+        free(err);
+    }
+}
+
+void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud) {
+    for (int i = 0; i < t->n; i++) {
+        if (!t->t[i].ready) continue;
+        int64_t st = stream_time(ud, t->t[i].partition);
+        if (st > t->t[i].stream_time) t->t[i].stream_time = st;
+    }
+    char *err = NULL;
+    if (t->db && tide_store_commit(t->db, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state commit: %s", err);
+        free(err);
+    }
+}
+
+int64_t tide_tasks_stream_time(const tide_tasks_t *t, int32_t p) {
+    int i = task_index(t, p);
+    return i >= 0 ? t->t[i].stream_time : -1;
+}
+
+tide_rollback_t tide_tasks_rollback(tide_tasks_t *t) {
+    if (!t->db) return TIDE_ROLLBACK_EXACT;
+    int spilled = tide_store_uncommitted_spilled(t->db);
+    tide_store_rollback(t->db, -1);
+    if (!spilled) return TIDE_ROLLBACK_EXACT;
+    /* RocksDB holds writes the commit never covered: every task is rebuilt
+     * from its changelog (whose uncommitted records a read_committed
+     * restore does not see). */
+    tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "state held uncommitted writes: restoring every task "
+             "from its changelog");
+    for (int i = 0; i < t->n; i++) {
+        for (int s = 0; s < t->info->n_stores; s++) {
+            if (!t->info->store_memory[s]) store_wipe(t, s, t->t[i].partition);
+            tide_checkpoint_set(&t->checkpoint, t->info->store_names[s], t->t[i].partition, 0);
+        }
+    }
+    char *err = NULL;
+    if (tide_checkpoint_save(&t->checkpoint, t->checkpoint_path, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state checkpoint failed: %s", err);
+        free(err);
+    }
+    return TIDE_ROLLBACK_REBUILD;
+}
+
+void tide_tasks_rebuild(tide_tasks_t *t) {
+    for (int i = 0; i < t->n; i++) {
+        t->t[i].ready = 0;
+        if (t->restorer) tide_restorer_remove(t->restorer, t->t[i].partition);
+        for (int s = 0; s < t->info->n_stores && t->restorer; s++) restore_store(t, s, t->t[i].partition);
+        ready_or_restoring(t, i);
+    }
 }
 
 /* The restore round is over: how long it took, for every task held. */

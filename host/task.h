@@ -63,7 +63,10 @@ int tide_tasks_set_info(tide_tasks_t *t, const tide_detector_info_t *info);
 /* Task `partition` starts, restoring its stores from the checkpoint (or from
  * the start) with the stream time it had at its last commit. */
 tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t partition, int64_t stream_time);
-/* Task `partition` stops; returns 1 when it was running (ready). */
+/* The stores' cache is over its budget: a commit would relieve it. */
+int tide_tasks_pressure(const tide_tasks_t *t);
+/* Task `partition` stops (its uncommitted writes are dropped); returns 1
+ * when it was running (ready). */
 int tide_tasks_stop(tide_tasks_t *t, int32_t partition);
 /* A new version runs: every task reloads its in-memory stores from their
  * changelogs (its RocksDB stores stay); `stream_time(ud, p)` is what the
@@ -82,9 +85,33 @@ void tide_tasks_poll(tide_tasks_t *t, int timeout_ms);
 /* Every task ready, and a restore round under way just ended (it is logged). */
 int tide_tasks_settled(tide_tasks_t *t);
 
-/* The stores' part of a commit, after the outputs were acknowledged: make
- * the database durable and record the acknowledged changelog offsets in the
- * checkpoint. 0, or -1 (logged): nothing may be committed. */
+/* A commit went through: the stores keep their writes (into RocksDB), and
+ * each ready task remembers `stream_time(ud, p)` as its stream time at
+ * this commit. */
+void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud);
+/* Task p's stream time at the last commit, -1: none. */
+int64_t tide_tasks_stream_time(const tide_tasks_t *t, int32_t p);
+
+typedef enum tide_rollback {
+    TIDE_ROLLBACK_EXACT,   /* the stores are back at the last commit */
+    TIDE_ROLLBACK_REBUILD, /* uncommitted writes had reached RocksDB: the tasks must be
+                            * stopped (in-memory stores dropped) and tide_tasks_rebuild called */
+} tide_rollback_t;
+
+/* Drop the stores' writes since the last commit. */
+tide_rollback_t tide_tasks_rollback(tide_tasks_t *t);
+/* Restore every task from the start of its changelogs (after a
+ * TIDE_ROLLBACK_REBUILD); on_ready follows for each. */
+void tide_tasks_rebuild(tide_tasks_t *t);
+
+/* The stores' part of a commit, once it went through: the acknowledged
+ * changelog offsets are what the database holds now (in memory until
+ * tide_tasks_checkpoint). */
+void tide_tasks_mark(tide_tasks_t *t);
+/* The checkpoint in memory is newer than the file. */
+int tide_tasks_unsaved(const tide_tasks_t *t);
+/* Make the database durable (RocksDB has no write-ahead log: the changelog
+ * is one) and write the checkpoint. 0, or -1 (logged). */
 int tide_tasks_checkpoint(tide_tasks_t *t);
 
 /* Changelog records applied, ever, and store memory in bytes. */

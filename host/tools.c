@@ -15,12 +15,28 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "avro_tool.h"
 #include "jsonl.h"
 #include "log.h"
 
 static const char *env_bootstrap(void) {
     const char *b = getenv("TIDE_BOOTSTRAP_SERVERS");
     return b && *b ? b : NULL;
+}
+
+/* The registry of --avro: -r URL, else TIDE_SCHEMA_REGISTRY_URL (without
+ * one, schemas come from ./schemas); basic auth from the environment only
+ * (TIDE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO), never from the command line. */
+static tide_registry_opts_t tool_registry(const char *url) {
+    tide_registry_opts_t r = {0};
+    r.url = url ? url : getenv("TIDE_SCHEMA_REGISTRY_URL");
+    r.user_info = getenv("TIDE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO");
+    r.timeout_ms = 5000;
+    const char *ar = getenv("TIDE_AUTO_REGISTER_SCHEMAS");
+    r.auto_register = !ar || strcmp(ar, "false");
+    const char *ul = getenv("TIDE_USE_LATEST_VERSION");
+    r.use_latest = ul && !strcmp(ul, "true");
+    return r;
 }
 
 static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const char **extra) {
@@ -51,20 +67,27 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 static int produce_usage(void) {
     fprintf(stderr,
             "usage: tide produce TOPIC [-b HOST:PORT] [--key-separator SEP] [--json]\n"
+            "                    [--avro SCHEMA.avsc [-r REGISTRY_URL]]\n"
             "Each line of standard input is one record: its value, or key SEP value,\n"
             "or with --json {\"key\":..., \"value\":..., \"headers\":{...}, \"partition\":n,\n"
-            "\"timestamp\":ms}.\n");
+            "\"timestamp\":ms}. With --avro, each value is JSON, written as Avro with\n"
+            "SCHEMA in the schema registry's wire format (subject TOPIC-value; the\n"
+            "registry: -r, or TIDE_SCHEMA_REGISTRY_URL, else the folder ./schemas).\n");
     return 2;
 }
 
 int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
     const char *topic = NULL, *bootstrap = env_bootstrap(), *sep = NULL;
+    const char *avro_schema = NULL, *registry = NULL;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-b") || !strcmp(argv[i], "--bootstrap-server")) && i + 1 < argc)
             bootstrap = argv[++i];
         else if (!strcmp(argv[i], "--key-separator") && i + 1 < argc) sep = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--avro") && i + 1 < argc) avro_schema = argv[++i];
+        else if ((!strcmp(argv[i], "-r") || !strcmp(argv[i], "--registry")) && i + 1 < argc)
+            registry = argv[++i];
         else if (argv[i][0] != '-' && !topic) topic = argv[i];
         else return produce_usage();
     }
@@ -85,6 +108,17 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
     if (!rk) {
         fprintf(stderr, "tide: %s\n", err);
         return 1;
+    }
+    tide_avro_tool_t *avro = NULL;
+    if (avro_schema) {
+        char *e = NULL;
+        tide_registry_opts_t ro = tool_registry(registry);
+        if (!(avro = tide_avro_tool_new(&ro, topic, avro_schema, &e))) {
+            fprintf(stderr, "tide: --avro %s: %s\n", avro_schema, e);
+            free(e);
+            rd_kafka_destroy(rk);
+            return 2;
+        }
     }
     tide_jsonl_t *jl = NULL;
     if (json) {
@@ -149,6 +183,16 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
                 vlen = (size_t)len - klen - strlen(sep);
             }
         }
+        if (avro && val) {
+            char *ae = NULL;
+            if (tide_avro_tool_encode(avro, val, vlen, &val, &vlen, &ae)) {
+                fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, ae);
+                free(ae);
+                if (hdrs) rd_kafka_headers_destroy(hdrs);
+                rc = 1;
+                break;
+            }
+        }
         rd_kafka_resp_err_t e;
         while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -169,6 +213,7 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
     }
     free(line);
     tide_jsonl_free(jl);
+    tide_avro_tool_free(avro);
     if (rd_kafka_flush(rk, 60000)) {
         fprintf(stderr, "tide: %d record(s) not acknowledged in 60 s\n", rd_kafka_outq_len(rk));
         rc = 1;
@@ -181,7 +226,10 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
 
 /* ---------------------------------------------------------------- consume */
 
-static void print_json_record(FILE *out, const rd_kafka_message_t *m) {
+/* value_json: the value as JSON text (--avro), written as it is; NULL:
+ * the value's bytes as a JSON string. */
+static void print_json_record(FILE *out, const rd_kafka_message_t *m, const char *value_json,
+                              size_t value_json_len) {
     static char buf[1 << 20];
     size_t o = 0;
     fputs("{\"topic\":", out);
@@ -194,7 +242,9 @@ static void print_json_record(FILE *out, const rd_kafka_message_t *m) {
         fwrite(buf, 1, o, out);
     } else fputs("null", out);
     fputs(",\"value\":", out);
-    if (m->payload) {
+    if (value_json) {
+        fwrite(value_json, 1, value_json_len, out);
+    } else if (m->payload) {
         o = tide_json_str(buf, sizeof(buf), m->payload, m->len);
         fwrite(buf, 1, o, out);
     } else fputs("null", out);
@@ -242,20 +292,25 @@ static int topic_partitions(rd_kafka_t *rk, const char *topic, int wait_ms,
 static int consume_usage(void) {
     fprintf(stderr,
             "usage: tide consume TOPIC [-b HOST:PORT] [--from-beginning] [--max-messages N]\n"
-            "                    [--idle-timeout-ms MS] [--json]\n"
+            "                    [--idle-timeout-ms MS] [--json] [--avro [-r REGISTRY_URL]]\n"
             "Prints the topic's records (values, or JSON lines with --json) from every\n"
-            "partition, without joining a consumer group.\n");
+            "partition, without joining a consumer group. With --avro, values in the\n"
+            "schema registry's wire format are printed as JSON (the registry: -r, or\n"
+            "TIDE_SCHEMA_REGISTRY_URL, else the folder ./schemas).\n");
     return 2;
 }
 
 int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
                       void (*on_signal)(int)) {
-    const char *topic = NULL, *bootstrap = env_bootstrap();
-    int from_beginning = 0, json = 0, idle_ms = 0;
+    const char *topic = NULL, *bootstrap = env_bootstrap(), *registry = NULL;
+    int from_beginning = 0, json = 0, idle_ms = 0, avro_values = 0;
     long max = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-b") || !strcmp(argv[i], "--bootstrap-server")) && i + 1 < argc)
             bootstrap = argv[++i];
+        else if (!strcmp(argv[i], "--avro")) avro_values = 1;
+        else if ((!strcmp(argv[i], "-r") || !strcmp(argv[i], "--registry")) && i + 1 < argc)
+            registry = argv[++i];
         else if (!strcmp(argv[i], "--from-beginning")) from_beginning = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--max-messages") && i + 1 < argc) max = atol(argv[++i]);
@@ -267,6 +322,16 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     if (!bootstrap) {
         fprintf(stderr, "tide: no broker: pass -b HOST:PORT or set TIDE_BOOTSTRAP_SERVERS\n");
         return 2;
+    }
+    tide_avro_tool_t *avro = NULL;
+    if (avro_values) {
+        char *e = NULL;
+        tide_registry_opts_t ro = tool_registry(registry);
+        if (!(avro = tide_avro_tool_new(&ro, topic, NULL, &e))) {
+            fprintf(stderr, "tide: --avro: %s\n", e);
+            free(e);
+            return 2;
+        }
     }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -282,6 +347,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     int nparts = topic_partitions(rk, topic, idle_ms ? idle_ms : 10000, stop);
     if (nparts == 0) {
         rd_kafka_destroy(rk);
+        tide_avro_tool_free(avro);
         if (!*stop) fprintf(stderr, "tide: topic %s not found\n", topic);
         return *stop ? 0 : 1;
     }
@@ -308,8 +374,21 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
         } else {
             last = tide_mono_ms();
             count++;
-            if (json) print_json_record(stdout, m);
-            else {
+            const char *vj = NULL;
+            size_t vjlen = 0;
+            char *ae = NULL;
+            if (avro && m->payload &&
+                tide_avro_tool_decode(avro, m->payload, m->len, &vj, &vjlen, &ae)) {
+                fprintf(stderr, "tide: %s [%d] offset %lld: %s\n", topic, (int)m->partition,
+                        (long long)m->offset, ae);
+                free(ae);
+                vj = NULL;
+            }
+            if (json) print_json_record(stdout, m, vj, vjlen);
+            else if (vj) {
+                fwrite(vj, 1, vjlen, stdout);
+                fputc('\n', stdout);
+            } else if (!avro || !m->payload) {
                 if (m->payload) fwrite(m->payload, 1, m->len, stdout);
                 fputc('\n', stdout);
             }
@@ -319,6 +398,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     fflush(stdout);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    tide_avro_tool_free(avro);
     return 0;
 }
 

@@ -2,16 +2,17 @@
  * worker.c: the record loop of one detector (see worker.h).
  *
  * Composes the parts: the runtime (the detector's Lua), the group (consumer,
- * assignment, offsets), the tasks (stores, restores, checkpoints), the
- * producer and the status block. Its loop polls a batch, hands it to the
- * runtime in one call, produces what the detector emitted and runs the
- * periodic jobs. It is the go-between on rebalances, so the group and the
- * tasks never call each other.
+ * assignment, offsets, record-time order), the tasks (stores, restores,
+ * checkpoints), the producer, the committer (commits and rollbacks, under
+ * either guarantee) and the status block. Its loop fetches, hands the next
+ * batch to the runtime in one call, produces what the detector emitted and
+ * runs the periodic jobs. It is the go-between on rebalances, so the group
+ * and the tasks never call each other.
  *
- * At-least-once, honestly: an offset is committed only after the producer has
- * acknowledged every output of the records before it (flush, then commit).
- * Never commits ahead of what is durable; never calls into Lua except through
- * the runtime. A worker ends for one reason, set in one place (worker_end).
+ * Never commits ahead of what is durable (the committer's rules); never
+ * calls into Lua except through the runtime; never ends because the broker
+ * is slow or away. A worker ends for one reason, set in one place
+ * (worker_end).
  */
 #include "worker.h"
 
@@ -27,6 +28,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "commit.h"
 #include "devbroker.h"
 #include "group.h"
 #include "log.h"
@@ -36,6 +38,7 @@
 #include "status.h"
 #include "task.h"
 #include "topics.h"
+#include "txnid.h"
 
 /* The worker's state, named and logged as Kafka Streams names its own
  * (KafkaStreams.State): REBALANCING from a change of assignment until every
@@ -61,6 +64,7 @@ typedef enum tide_step {
     TIDE_STEP_OK,      /* go on */
     TIDE_STEP_STOPPED, /* a record failed under on_error = "stop" */
     TIDE_STEP_RENAMED, /* a reload renamed the detector */
+    TIDE_STEP_FENCED,  /* another instance took over the producer or the group generation */
     TIDE_STEP_FAILED,  /* the worker must end; the reason is logged */
 } tide_step_t;
 
@@ -75,7 +79,12 @@ typedef struct tide_job {
     int64_t next_ms;
 } tide_job_t;
 
-enum { N_JOBS = 5 };
+enum { N_JOBS = 8 };
+
+/* Stream time rides with the committed offsets, in their metadata, as in
+ * Kafka Streams: a task that moves or restarts keeps its windows closed and
+ * its punctuation schedule. */
+#define STREAM_TIME_META "tide:stream-time="
 
 struct tide_worker {
     const tide_worker_opts_t *o;
@@ -84,12 +93,23 @@ struct tide_worker {
     tide_group_t *group;
     tide_tasks_t *tasks;
     tide_producer_t *producer;
+    tide_committer_t *committer;
+    tide_records_t *records;
     tide_status_block_t *st; /* shared with the supervisor, or private */
     tide_job_t jobs[N_JOBS];
-    tide_records_t *records;
+    int eos;
     int max_batch;
     int shutdown_timeout_ms;
     char dlq[512]; /* <application.id>.<detector>-dlq */
+    /* the batch in flight: its records are held until its outputs are all
+     * handed to the producer */
+    tide_batch_t *batch;
+    int held;        /* records taken from the group, released after sending */
+    size_t sent;     /* sink entries produced */
+    int sending;     /* the sink is not all produced yet (the producer's queue was full) */
+    int reload_wanted;
+    int64_t wait_until_ms; /* records wait for a service (the schema registry): no batch before */
+    char missing[256]; /* an output topic the broker does not have: the inputs are held */
     /* counters */
     uint64_t records_in, batches;
     int64_t first_record_ms, last_record_ms;
@@ -101,6 +121,16 @@ struct tide_worker {
 /* The one place a worker's end is decided: the first reason wins. */
 static void worker_end(tide_worker_t *w, tide_worker_exit_t why) {
     if (w->end == TIDE_WORKER_RUNNING) w->end = why;
+}
+
+static void end_for(tide_worker_t *w, tide_step_t s) {
+    switch (s) {
+    case TIDE_STEP_OK: break;
+    case TIDE_STEP_STOPPED: worker_end(w, TIDE_WORKER_STOPPED_ON_ERROR); break;
+    case TIDE_STEP_RENAMED: worker_end(w, TIDE_WORKER_RENAMED); break;
+    case TIDE_STEP_FENCED: worker_end(w, TIDE_WORKER_FENCED); break;
+    case TIDE_STEP_FAILED: worker_end(w, TIDE_WORKER_FAILED); break;
+    }
 }
 
 /* ---------------------------------------------------------------- states */
@@ -127,13 +157,6 @@ static void settle(tide_worker_t *w) {
     if (tide_tasks_settled(w->tasks) && w->state == STATE_REBALANCING) set_state(w, STATE_RUNNING);
 }
 
-/* ---------------------------------------------------------------- commits */
-
-/* Stream time rides with the committed offsets, in their metadata, as in
- * Kafka Streams: a task that moves or restarts keeps its windows closed and
- * its punctuation schedule. */
-#define STREAM_TIME_META "tide:stream-time="
-
 static size_t stream_time_meta(void *ud, int32_t partition, char *buf, size_t cap) {
     tide_worker_t *w = ud;
     int64_t st = tide_runtime_stream_time(w->rt, partition);
@@ -141,21 +164,49 @@ static size_t stream_time_meta(void *ud, int32_t partition, char *buf, size_t ca
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-/* Commit what was processed, for every partition or only those in `only`:
- * the outputs acknowledged first, then the stores made durable, then the
- * offsets. TIDE_STEP_FAILED when outputs or stores are not durable (nothing
- * is committed); a commit the broker defers or refuses is retried later. */
-static tide_step_t commit(tide_worker_t *w, const rd_kafka_topic_partition_list_t *only,
-                          const char *why, int async) {
-    char *err = NULL;
-    if (tide_producer_flush(w->producer, w->shutdown_timeout_ms, &err)) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "not committing (%s): %s", why, err);
-        free(err);
-        return TIDE_STEP_FAILED; /* a lost output: restart from the last commit */
+/* ---------------------------------------------------------------- producing */
+
+/* Hand the sink to the producer, waiting at most block_ms for room in its
+ * queue. Once all is produced the batch's records are released. */
+static tide_flush_t send_sink(tide_worker_t *w, int block_ms) {
+    tide_sink_t *s = tide_runtime_sink(w->rt);
+    tide_flush_t r = tide_producer_send(w->producer, s, w->batch, &w->sent, block_ms);
+    w->sending = r == TIDE_FLUSH_PENDING;
+    if (w->sending) return r;
+    tide_sink_clear(s);
+    w->sent = 0;
+    w->batch = NULL;
+    tide_records_release(w->records, w->held);
+    w->held = 0;
+    return r;
+}
+
+/* The outcome of a send or a commit step, for the loop. */
+static tide_step_t after(tide_worker_t *w, tide_progress_t p) {
+    switch (p) {
+    case TIDE_PROGRESS_FATAL: return w->eos ? TIDE_STEP_FENCED : TIDE_STEP_FAILED;
+    case TIDE_PROGRESS_ROLLED_BACK: {
+        const char *missing = tide_producer_missing_topic(w->producer);
+        if (missing && !w->missing[0]) {
+            snprintf(w->missing, sizeof(w->missing), "%s", missing);
+            tide_log(TIDE_LOG_ERROR, (tide_log_at_t){missing, -1, -1},
+                     "output topic %s does not exist: holding the inputs of detector %s until "
+                     "it does (create it, or set output.topics.create=true)",
+                     missing, w->info->name);
+            tide_group_pause_all(w->group, TIDE_PAUSE_HOLD, 1);
+        }
+        return TIDE_STEP_OK;
     }
-    if (tide_tasks_checkpoint(w->tasks)) return TIDE_STEP_FAILED;
-    tide_group_commit(w->group, only, why, async);
-    return TIDE_STEP_OK;
+    default: return TIDE_STEP_OK;
+    }
+}
+
+/* A send that failed at once rolls back through the committer. */
+static tide_step_t sent_or_roll_back(tide_worker_t *w, tide_flush_t r) {
+    if (r == TIDE_FLUSH_FATAL) return w->eos ? TIDE_STEP_FENCED : TIDE_STEP_FAILED;
+    if (r != TIDE_FLUSH_FAILED) return TIDE_STEP_OK;
+    tide_committer_request(w->committer, "failed send");
+    return after(w, tide_committer_step(w->committer, 100));
 }
 
 /* ---------------------------------------------------------------- rebalances */
@@ -163,7 +214,7 @@ static tide_step_t commit(tide_worker_t *w, const rd_kafka_topic_partition_list_
 static void on_task_ready(void *ud, int32_t partition, int64_t stream_time) {
     tide_worker_t *w = ud;
     tide_runtime_task(w->rt, partition, 1, stream_time);
-    tide_group_flow(w->group, partition, 1);
+    tide_group_pause(w->group, partition, TIDE_PAUSE_RESTORE, 0);
 }
 
 /* New partitions: a task per new partition number, restoring its stores
@@ -174,19 +225,13 @@ static void on_assigned(void *ud, const rd_kafka_topic_partition_list_t *parts) 
     int before = tide_tasks_count(w->tasks);
     for (int i = 0; i < parts->cnt; i++) {
         int32_t p = parts->elems[i].partition;
-        if (tide_tasks_has(w->tasks, p)) {
-            if (!tide_tasks_ready(w->tasks, p)) tide_group_flow(w->group, p, 0); /* another input */
-            continue;
-        }
-        begin_rebalance(w);
-        /* (one broker round trip: only for detectors where time matters) */
-        int64_t st = w->info->n_stores || w->info->n_punctuators
-                         ? tide_group_committed_number(w->group, p, STREAM_TIME_META)
-                         : -1;
+        if (!tide_tasks_has(w->tasks, p)) begin_rebalance(w);
+        int64_t st = tide_group_committed_number(w->group, p, STREAM_TIME_META);
         tide_task_start_t r = tide_tasks_start(w->tasks, p, st);
-        if (r == TIDE_TASK_RESTORING) tide_group_flow(w->group, p, 0);
+        if (r == TIDE_TASK_RESTORING) tide_group_pause(w->group, p, TIDE_PAUSE_RESTORE, 1);
         if (r == TIDE_TASK_FAILED) worker_end(w, TIDE_WORKER_FAILED);
     }
+    if (w->missing[0]) tide_group_pause_all(w->group, TIDE_PAUSE_HOLD, 1);
     if (!w->last_record_ms) w->last_record_ms = tide_mono_ms();
     char desc[2048], field[2100];
     tide_group_describe(parts, desc, sizeof(desc));
@@ -197,13 +242,28 @@ static void on_assigned(void *ud, const rd_kafka_topic_partition_list_t *parts) 
     settle(w);
 }
 
-/* Partitions about to be taken away: commit them (unless lost: they belong
- * to someone else already, and the new owner reprocesses from the last
- * commit). */
+/* Send what the sink holds, however long the queue makes us wait (up to
+ * the shutdown timeout): a revoke or a shutdown commits after it. */
+static tide_flush_t drain(tide_worker_t *w) {
+    tide_flush_t r = TIDE_FLUSH_DONE;
+    int64_t deadline = tide_mono_ms() + w->shutdown_timeout_ms;
+    while (w->sending && (r = send_sink(w, 100)) == TIDE_FLUSH_PENDING && tide_mono_ms() < deadline) {
+    }
+    return r;
+}
+
+/* Partitions about to be taken away: commit (unless lost: they belong to
+ * someone else already, and the new owner reprocesses from the last
+ * commit; a transaction with their outputs must then be aborted). */
 static void on_revoking(void *ud, const rd_kafka_topic_partition_list_t *parts, int lost) {
     tide_worker_t *w = ud;
-    if (!lost && commit(w, parts, "revoke", 0) == TIDE_STEP_FAILED) worker_end(w, TIDE_WORKER_FAILED);
     begin_rebalance(w);
+    if (lost && !w->eos) return; /* their tasks' uncommitted writes go with them */
+    tide_flush_t d = drain(w);
+    tide_progress_t p = lost || d != TIDE_FLUSH_DONE
+                            ? tide_committer_abandon(w->committer, parts)
+                            : tide_committer_finish(w->committer, "revoke", parts);
+    end_for(w, after(w, p));
 }
 
 /* Partitions given up: stop the tasks no input topic holds any more. */
@@ -227,7 +287,7 @@ static void on_revoked(void *ud, const rd_kafka_topic_partition_list_t *parts, i
     free(revoked);
 }
 
-/* ---------------------------------------------------------------- what Lua calls */
+/* ---------------------------------------------------------------- batches */
 
 static void on_lua_log(void *ud, tide_log_level_t level, const char *msg, const tide_rec_t *r) {
     (void)ud;
@@ -235,45 +295,94 @@ static void on_lua_log(void *ud, tide_log_level_t level, const char *msg, const 
              "%s", msg);
 }
 
-/* ---------------------------------------------------------------- batches */
-
-/* Produce what the detector emitted, and clear the sink. */
-static tide_step_t produce(tide_worker_t *w) {
-    tide_sink_t *s = tide_runtime_sink(w->rt);
-    if (!s->n) return TIDE_STEP_OK;
-    char *err = NULL;
-    int rc = tide_producer_send(w->producer, s, &err);
-    tide_sink_clear(s);
-    if (!rc) return TIDE_STEP_OK;
-    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
-    free(err);
-    return TIDE_STEP_FAILED;
+/* Records that must not run: those the supervisor quarantined (they killed
+ * workers), and those whose outputs Kafka refused (when they come again
+ * after the rollback). */
+static int unrun(void *ud, const char *topic, int32_t partition, int64_t offset, const char **cls,
+                 const char **message) {
+    tide_worker_t *w = ud;
+    for (int i = 0; i < w->o->n_skip; i++) {
+        char key[320];
+        snprintf(key, sizeof(key), "%s:%d:%lld", topic, (int)partition, (long long)offset);
+        if (strcmp(w->o->skip[i], key)) continue;
+        *cls = "PoisonPill";
+        *message = "the record killed or hung the detector's worker repeatedly and was "
+                   "quarantined without running it again";
+        return 1;
+    }
+    if (tide_committer_blame(w->committer, topic, partition, offset, message) != TIDE_BLAME_GUILTY)
+        return 0;
+    *cls = "ProductionError";
+    return 1;
 }
 
-/* One batch: dispatch, produce, advance the processed offsets. */
-static tide_step_t process_batch(tide_worker_t *w, int n) {
+/* After a rollback, the records to blame are dealt with one at a time: a
+ * record whose outputs shared a refused batch runs alone, with a commit
+ * before and after it, so that a refusal names it or clears it; one that is
+ * dead-lettered is committed before anything after it runs (a later
+ * rollback then cannot send it twice). Returns how many of in[0..n) to
+ * process now; the rest go back to their buffers. */
+static int isolate(tide_worker_t *w, tide_buffered_t *in, int n) {
+    int k = 0;
+    tide_blame_t b = TIDE_BLAME_NONE;
+    const char *why;
+    for (; k < n && b == TIDE_BLAME_NONE; k++)
+        b = tide_committer_blame(w->committer, rd_kafka_topic_name(in[k].m->rkt), in[k].m->partition,
+                                 in[k].offset, &why);
+    if (b == TIDE_BLAME_NONE) return n;
+    k--; /* in[k] is the blamed record: it goes alone, between two commits */
+    int keep = k > 0 ? k : tide_committer_dirty(w->committer) ? 0 : 1;
+    tide_group_unshift(w->group, in + keep, n - keep);
+    tide_committer_request(w->committer, b == TIDE_BLAME_GUILTY ? "after a dead letter"
+                                                                : "trying a record alone");
+    return keep;
+}
+
+/* Dispatch the batch laid out in the status block; returns the records
+ * done (all, or those before one that stopped the detector or that must
+ * wait, *st says which). */
+static int dispatch(tide_worker_t *w, tide_batch_t *b, tide_status_t *st) {
+    int64_t t = tide_mono_ms();
+    if (!w->first_record_ms) w->first_record_ms = t;
+    w->last_record_ms = t;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    tide_status_batch_begin(w->st, t);
+    tide_status_t s = tide_runtime_dispatch(w->rt, b, tide_wall_ms(), tide_records_on_failure,
+                                            w->records);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    tide_status_batch_end(w->st, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+    *st = s;
+    return s == TIDE_STOPPED || s == TIDE_RETRY ? b->cursor : b->n;
+}
+
+/* The records from `done` on must wait (TIDE_RETRY: the schema registry is
+ * unreachable): they go back to their buffers, so nothing past them is
+ * committed, the lag shows the wait, and the next try comes a little later. */
+static void retry_later(tide_worker_t *w, int done, int n) {
+    tide_group_unshift(w->group, tide_records_in(w->records) + done, n - done);
+    w->held = done;
+    w->wait_until_ms = tide_mono_ms() + 100;
+}
+
+/* The next batch: take it in record-time order, run it, produce it. */
+static tide_step_t process_batch(tide_worker_t *w) {
+    tide_buffered_t *in = tide_records_in(w->records);
+    int n = tide_group_take(w->group, in, w->max_batch);
+    if (n) n = isolate(w, in, n);
+    if (!n) return TIDE_STEP_OK;
+    w->held = n;
+    w->trimmed = 0;
     tide_batch_t *b = tide_records_lay_out(w->records, n, tide_group_offsets(w->group), w->rt);
-    int nr = b->n;
-    tide_status_t st_stop = TIDE_OK;
-    if (nr > 0) {
-        int64_t t = tide_mono_ms();
-        if (!w->first_record_ms) w->first_record_ms = t;
-        w->last_record_ms = t;
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        tide_status_batch_begin(w->st, t);
-        st_stop = tide_runtime_dispatch(w->rt, b, tide_wall_ms(), tide_records_on_failure,
-                                        w->records);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        tide_status_batch_end(w->st, (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
-    }
-    if (produce(w) == TIDE_STEP_FAILED) return TIDE_STEP_FAILED;
-    if (nr == 0) return TIDE_STEP_OK;
-    int done = st_stop == TIDE_STOPPED ? b->cursor : nr;
+    tide_status_t how = TIDE_OK;
+    int done = b->n ? dispatch(w, b, &how) : 0;
+    w->batch = b;
+    if (how == TIDE_RETRY) retry_later(w, tide_records_taken_index(w->records, done), n);
     tide_records_processed(w->records, done);
     w->records_in += (uint64_t)done;
-    w->batches++;
-    if (st_stop != TIDE_STOPPED) return TIDE_STEP_OK;
+    w->batches += b->n > 0;
+    tide_step_t s = sent_or_roll_back(w, send_sink(w, 100));
+    if (s != TIDE_STEP_OK || done == b->n || how == TIDE_RETRY) return s;
     const tide_rec_t *r = &b->recs[done];
     tide_log(TIDE_LOG_ERROR, (tide_log_at_t){r->topic, r->partition, r->offset},
              "detector stopped on a failed record (on_error = \"stop\"); "
@@ -286,8 +395,9 @@ static tide_step_t process_batch(tide_worker_t *w, int n) {
 static tide_step_t job_punctuate(tide_worker_t *w, int64_t now) {
     (void)now;
     if (!w->info->n_punctuators && !w->info->n_stores) return TIDE_STEP_OK;
+    if (w->sending || tide_committer_busy(w->committer)) return TIDE_STEP_OK;
     if (tide_runtime_punctuate(w->rt, tide_wall_ms()) > 0) tide_records_count_error(w->records);
-    return produce(w);
+    return sent_or_roll_back(w, send_sink(w, 100));
 }
 
 static tide_step_t job_publish(tide_worker_t *w, int64_t now) {
@@ -297,8 +407,9 @@ static tide_step_t job_publish(tide_worker_t *w, int64_t now) {
         .records_out = tide_producer_sent(w->producer),
         .dlq = tide_producer_dead_lettered(w->producer),
         .errors = tide_records_errors(w->records),
-        .dropped = tide_records_dropped(w->records),
+        .dropped = tide_records_dropped(w->records) + tide_group_dropped(w->group),
         .batches = w->batches,
+        .rollbacks = tide_committer_rollbacks(w->committer),
         .lua_heap_bytes = tide_runtime_heap_bytes(w->rt),
         .restored_records = tide_tasks_restored_records(w->tasks),
         .store_memory_bytes = tide_tasks_store_memory(w->tasks),
@@ -323,12 +434,44 @@ static tide_step_t job_trim(tide_worker_t *w, int64_t now) {
 static tide_step_t job_lag(tide_worker_t *w, int64_t now) {
     (void)now;
     w->st->lag = tide_group_lag(w->group);
+    w->st->dropped_late = tide_runtime_dropped_late(w->rt);
     return TIDE_STEP_OK;
 }
 
 static tide_step_t job_commit(tide_worker_t *w, int64_t now) {
     (void)now;
-    return commit(w, NULL, "interval", 1);
+    if (tide_committer_dirty(w->committer)) tide_committer_request(w->committer, "interval");
+    return TIDE_STEP_OK;
+}
+
+static tide_step_t job_checkpoint(tide_worker_t *w, int64_t now) {
+    (void)now;
+    return tide_committer_tick(w->committer) == TIDE_PROGRESS_FATAL ? TIDE_STEP_FAILED : TIDE_STEP_OK;
+}
+
+/* The store cache is over its budget: commit now rather than spill. */
+static tide_step_t job_pressure(tide_worker_t *w, int64_t now) {
+    (void)now;
+    if (tide_tasks_pressure(w->tasks)) tide_committer_request(w->committer, "state cache full");
+    return TIDE_STEP_OK;
+}
+
+/* A missing output topic: look again; once it exists, resume. */
+static tide_step_t job_missing(tide_worker_t *w, int64_t now) {
+    (void)now;
+    snprintf(w->st->missing_topic, sizeof(w->st->missing_topic), "%s", w->missing);
+    if (!w->missing[0]) {
+        w->st->missing_topic_since_ms = 0;
+        return TIDE_STEP_OK;
+    }
+    if (!w->st->missing_topic_since_ms) w->st->missing_topic_since_ms = tide_wall_ms();
+    if (tide_topics_exists(w->o->config, w->o->bootstraps, w->missing, 2000) != 1)
+        return TIDE_STEP_OK;
+    tide_log(TIDE_LOG_INFO, (tide_log_at_t){w->missing, -1, -1},
+             "output topic %s exists now: resuming", w->missing);
+    w->missing[0] = '\0';
+    tide_group_pause_all(w->group, TIDE_PAUSE_HOLD, 0);
+    return TIDE_STEP_OK;
 }
 
 static void init_jobs(tide_worker_t *w) {
@@ -338,6 +481,9 @@ static void init_jobs(tide_worker_t *w) {
         {"trim", 0, job_trim, 0},
         {"lag", 1000, job_lag, 0},
         {"commit", tide_config_int(w->o->config, TIDE_CFG_COMMIT_INTERVAL_MS), job_commit, 0},
+        {"pressure", 0, job_pressure, 0},
+        {"missing topic", 2000, job_missing, 0},
+        {"checkpoint", 250, job_checkpoint, 0},
     };
     int64_t now = tide_mono_ms();
     for (int i = 0; i < N_JOBS; i++) {
@@ -360,55 +506,28 @@ static tide_step_t run_jobs(tide_worker_t *w) {
 
 /* ---------------------------------------------------------------- topics */
 
-/* Every topic the detector uses: inputs, outputs, dead letters, changelogs.
- * Returns how many were put in out[0..max). */
-static int detector_topics(const tide_worker_t *w, const char **out, int max) {
-    int n = 0, n_changelogs;
-    char *const *changelogs = tide_tasks_changelogs(w->tasks, &n_changelogs);
-    for (int i = 0; i < w->info->n_inputs && n < max; i++) out[n++] = w->info->inputs[i];
-    for (int i = 0; i < w->info->n_outputs && n < max; i++) out[n++] = w->info->outputs[i];
-    if (n < max) out[n++] = w->dlq;
-    for (int i = 0; i < n_changelogs && n < max; i++) out[n++] = changelogs[i];
-    return n;
-}
-
-/* What `topic` is to the detector: a changelog of its stores, one of its
- * DSL repartition topics (<application.id>.<detector>-...-repartition), or
- * a topic it does not own (TIDE_TOPIC_SOURCE). */
-static tide_topic_kind_t topic_kind(const tide_worker_t *w, const char *topic) {
+static int detector_topics(const tide_worker_t *w, tide_topic_req_t *out, int max) {
     int n_changelogs;
     char *const *changelogs = tide_tasks_changelogs(w->tasks, &n_changelogs);
-    for (int i = 0; i < n_changelogs; i++)
-        if (!strcmp(changelogs[i], topic)) return TIDE_TOPIC_CHANGELOG;
-    static const char suffix[] = "-repartition";
-    char prefix[600];
-    int n = snprintf(prefix, sizeof(prefix), "%s.%s-",
-                     tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID), w->info->name);
-    size_t len = strlen(topic), ns = sizeof(suffix) - 1;
-    /* (the prefix's last '-' may be the suffix's first) */
-    if (n > 0 && !strncmp(topic, prefix, (size_t)n) && len + 1 >= (size_t)n + ns &&
-        !strcmp(topic + len - ns, suffix))
-        return TIDE_TOPIC_REPARTITION;
-    return TIDE_TOPIC_SOURCE;
+    return tide_topics_of(w->o->config, w->info, w->dlq, changelogs, n_changelogs, out, max);
 }
 
 /* On a broker that does not create our topics itself (a real Kafka, or a
- * `tide broker`), make the internal ones exist before the producer or the
- * consumer looks them up: the inputs tide does not own size the others. */
-static void ensure_internal_topics(tide_worker_t *w) {
+ * `tide broker`), make the ones tide owns exist before the producer or the
+ * consumer looks them up; note an output or dead-letter topic missing. */
+static void ensure_topics(tide_worker_t *w) {
     if (w->o->dev || w->o->await_topics) return;
-    const char *names[TIDE_STATUS_TOPICS];
-    tide_topic_req_t topics[TIDE_STATUS_TOPICS];
-    int n = detector_topics(w, names, TIDE_STATUS_TOPICS), k = 0, internal = 0;
-    for (int i = 0; i < n; i++) {
-        tide_topic_kind_t kind = topic_kind(w, names[i]);
-        int dup = 0;
-        for (int j = 0; j < k; j++) dup |= !strcmp(topics[j].name, names[i]);
-        if (dup || (kind == TIDE_TOPIC_SOURCE && i >= w->info->n_inputs)) continue;
-        topics[k++] = (tide_topic_req_t){names[i], kind};
-        internal += kind != TIDE_TOPIC_SOURCE;
+    tide_topic_req_t t[TIDE_TOPICS_MAX];
+    int n = detector_topics(w, t, TIDE_TOPICS_MAX);
+    tide_topics_ensure(w->o->config, w->o->bootstraps, t, n, w->shutdown_timeout_ms);
+    for (int i = 0; i < n && !w->missing[0]; i++) {
+        if (t[i].partitions != 0 || t[i].kind == TIDE_TOPIC_SOURCE) continue;
+        snprintf(w->missing, sizeof(w->missing), "%s", t[i].name);
+        tide_log(TIDE_LOG_ERROR, (tide_log_at_t){t[i].name, -1, -1},
+                 "topic %s of detector %s does not exist: holding its inputs until it does "
+                 "(create it%s)", t[i].name, w->info->name,
+                 t[i].kind == TIDE_TOPIC_OUTPUT ? ", or set output.topics.create=true" : "");
     }
-    if (internal) tide_topics_ensure(w->o->config, w->o->bootstraps, topics, k, w->shutdown_timeout_ms);
 }
 
 /* Under a supervisor that runs the development broker, the topics must exist
@@ -417,9 +536,9 @@ static void declare_topics(tide_worker_t *w) {
     tide_status_block_t *st = w->st;
     if (!w->o->await_topics) return;
     st->topics_ready = 0;
-    const char *topics[TIDE_STATUS_TOPICS];
-    int n = detector_topics(w, topics, TIDE_STATUS_TOPICS);
-    for (int i = 0; i < n; i++) snprintf(st->declared[i], sizeof(st->declared[0]), "%s", topics[i]);
+    tide_topic_req_t t[TIDE_STATUS_TOPICS];
+    int n = detector_topics(w, t, TIDE_STATUS_TOPICS);
+    for (int i = 0; i < n; i++) snprintf(st->declared[i], sizeof(st->declared[0]), "%s", t[i].name);
     __atomic_store_n(&st->n_declared, n, __ATOMIC_RELEASE);
     for (int i = 0; i < 300 && !__atomic_load_n(&st->topics_ready, __ATOMIC_ACQUIRE); i++) {
         struct timespec ts = {0, 10 * 1000000};
@@ -430,11 +549,11 @@ static void declare_topics(tide_worker_t *w) {
 /* Our own in-process broker starts empty: give the detector its topics. */
 static void create_dev_topics(tide_worker_t *w) {
     if (!w->o->dev) return;
-    const char *topics[64];
-    int n = detector_topics(w, topics, 64);
+    tide_topic_req_t t[TIDE_TOPICS_MAX];
+    int n = detector_topics(w, t, TIDE_TOPICS_MAX);
     char *err = NULL;
     for (int i = 0; i < n; i++) {
-        if (!tide_devbroker_create_topic(w->o->dev, topics[i], 0, &err)) continue;
+        if (!tide_devbroker_create_topic(w->o->dev, t[i].name, 0, &err)) continue;
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
         return;
@@ -463,6 +582,7 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
         .open_db_ud = w->tasks,
         .application_id = tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID),
     };
+    tide_config_registry(w->o->config, &ro.registry);
     tide_runtime_t *rt = NULL;
     if (tide_runtime_open(&ro, w->o->path, &rt, errp) != TIDE_OK) return NULL;
     return rt;
@@ -499,25 +619,28 @@ static int64_t old_stream_time(void *ud, int32_t p) {
     return tide_runtime_stream_time(((tide_worker_t *)ud)->rt, p);
 }
 
-/* Swap to the validated runtime nrt: the old version's close(ctx) may emit,
- * which is produced before it goes; the tasks restart on the new one. */
+/* Swap to the validated runtime nrt between two transactions: what the old
+ * version did is committed, then its close(ctx) runs and what that emits is
+ * committed too; the tasks restart on the new version. */
 static tide_step_t swap(tide_worker_t *w, tide_runtime_t *nrt, int topics_changed) {
+    tide_step_t s = after(w, tide_committer_finish(w->committer, "swap", NULL));
     tide_runtime_stop(w->rt);
-    tide_step_t s = produce(w);
+    if (s == TIDE_STEP_OK && drain(w) == TIDE_FLUSH_DONE)
+        s = after(w, tide_committer_finish(w->committer, "swap", NULL));
+    tide_sink_clear(tide_runtime_sink(w->rt));
     tide_tasks_restart(w->tasks, old_stream_time, w); /* reads the old runtime's times */
     tide_runtime_close(w->rt);
     w->rt = nrt;
     w->info = tide_runtime_info(nrt);
     tide_tasks_set_info(w->tasks, w->info);
-    if (topics_changed) ensure_internal_topics(w);
+    if (topics_changed) ensure_topics(w);
     tide_producer_set_outputs(w->producer, w->info->outputs, w->info->n_outputs);
-    if (s == TIDE_STEP_OK) s = commit(w, NULL, "swap", 0);
     return s;
 }
 
-/* Hot swap at a batch boundary: compile and validate the file in a fresh
- * runtime while the old one stays; swap only if it is sound. Offsets, group
- * membership and the producer stay. */
+/* Hot swap at a batch boundary, between transactions: compile and validate
+ * the file in a fresh runtime while the old one stays; swap only if it is
+ * sound. Offsets, group membership and the producer stay. */
 static tide_step_t reload(tide_worker_t *w) {
     w->st->state = TIDE_WS_RELOADING;
     char *err = NULL;
@@ -559,71 +682,7 @@ static tide_step_t reload(tide_worker_t *w) {
     return s;
 }
 
-/* ---------------------------------------------------------------- start and stop */
-
-static void on_shutdown_timeout(int sig) {
-    static const char msg[] =
-        "{\"level\":\"error\",\"msg\":\"shutdown took too long: exiting without leaving the group\"}\n";
-    (void)sig;
-    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    (void)n;
-    _exit(TIDE_WORKER_FAILED);
-}
-
-static void log_stopped(tide_worker_t *w, int64_t end_ms) {
-    char in[32], out[32], dlq[32], errs[32], drop[32], el[32], rate[32], rss[32], heap[32];
-    int64_t elapsed = w->first_record_ms ? end_ms - w->first_record_ms : 0;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    snprintf(in, sizeof(in), "%" PRIu64, w->records_in);
-    snprintf(out, sizeof(out), "%" PRIu64, tide_producer_sent(w->producer));
-    snprintf(dlq, sizeof(dlq), "%" PRIu64, tide_producer_dead_lettered(w->producer));
-    snprintf(errs, sizeof(errs), "%" PRIu64, tide_records_errors(w->records));
-    snprintf(drop, sizeof(drop), "%" PRIu64, tide_records_dropped(w->records));
-    snprintf(el, sizeof(el), "%" PRId64, elapsed);
-    snprintf(rate, sizeof(rate), "%.0f", elapsed > 0 ? w->records_in * 1000.0 / elapsed : 0.0);
-    snprintf(rss, sizeof(rss), "%ld", ru.ru_maxrss);
-    snprintf(heap, sizeof(heap), "%zu", w->rt ? tide_runtime_heap_peak(w->rt) : (size_t)0);
-    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "stopped", "records_in", in, "records_out", out,
-               "dlq", dlq, "errors", errs, "dropped", drop, "elapsed_ms", el, "rate", rate,
-               "max_rss_kb", rss, "lua_heap_peak_bytes", heap, (char *)NULL);
-}
-
-/* A detector with state and more than one input needs each partition
- * number of all its inputs in one place: a join reads the table's store of
- * the stream record's partition, and a repartitioned aggregation's task is
- * that of its input partition. Kafka Streams has its own assignor for this;
- * librdkafka's range assignor gives the same (partition i of every topic to
- * one member, when the topics have as many partitions), at the price of
- * eager rebalances. Everything else stays cooperative. */
-static int co_partitioned(const tide_worker_t *w) {
-    return w->info->n_inputs > 1 && w->info->n_stores > 0;
-}
-
-static int open_group(tide_worker_t *w) {
-    char id[512], *err = NULL;
-    snprintf(id, sizeof(id), "%s.%s", tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID),
-             w->info->name);
-    tide_group_opts_t go = {
-        .config = w->o->config, .bootstraps = w->o->bootstraps, .group_id = id,
-        .co_partitioned = co_partitioned(w),
-        .cb = {.on_assigned = on_assigned, .on_revoking = on_revoking, .on_revoked = on_revoked, .ud = w},
-        .meta = stream_time_meta, .meta_ud = w,
-    };
-    w->group = tide_group_new(&go, &err);
-    if (!w->group) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
-        free(err);
-        return -1;
-    }
-    if (subscribe(w)) return -1;
-    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", id);
-    if (co_partitioned(w))
-        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
-                 "stateful with %d inputs: co-partitioned range assignment (eager rebalances); "
-                 "the inputs must have as many partitions", w->info->n_inputs);
-    return 0;
-}
+/* ---------------------------------------------------------------- start */
 
 static void on_restore_memory(void *ud, int store, int32_t partition, const char *key, size_t klen,
                               const char *val, size_t vlen) {
@@ -648,7 +707,6 @@ static tide_worker_exit_t open_detector(tide_worker_t *w) {
     if (w->tasks) w->rt = open_runtime(w, &err);
     if (!w->rt) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "detector %s refused: %s", w->o->path, err);
-        fprintf(stderr, "tide: cannot load %s:\n%s\n", w->o->path, err);
         w->st->last_reload_ok = 0;
         snprintf(w->st->last_reload_error, sizeof(w->st->last_reload_error), "%s", err);
         w->st->last_reload_ms = tide_wall_ms();
@@ -666,37 +724,134 @@ static tide_worker_exit_t open_detector(tide_worker_t *w) {
     return TIDE_WORKER_RUNNING;
 }
 
-/* The producer, the topics, the restorer and the group. */
-static int connect_kafka(tide_worker_t *w) {
-    char *err = NULL;
-    snprintf(w->dlq, sizeof(w->dlq), "%s.%s-dlq",
-             tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID), w->info->name);
-    ensure_internal_topics(w);
-    create_dev_topics(w);
-    w->producer = tide_producer_new(w->o->config, w->o->bootstraps, w->info->outputs,
-                                    w->info->n_outputs, w->dlq, &err);
+/* A detector with state and more than one input needs each partition
+ * number of all its inputs in one place: a join reads the table's store of
+ * the stream record's partition, and a repartitioned aggregation's task is
+ * that of its input partition. Kafka Streams has its own assignor for this;
+ * librdkafka's range assignor gives the same (partition i of every topic to
+ * one member, when the topics have as many partitions), at the price of
+ * eager rebalances. Everything else stays cooperative. */
+static int co_partitioned(const tide_worker_t *w) {
+    return w->info->n_inputs > 1 && w->info->n_stores > 0;
+}
+
+static int open_group(tide_worker_t *w) {
+    char id[512], *err = NULL;
+    const tide_config_t *c = w->o->config;
+    snprintf(id, sizeof(id), "%s.%s", tide_config_str(c, TIDE_CFG_APPLICATION_ID), w->info->name);
+    tide_group_opts_t go = {
+        .config = c, .bootstraps = w->o->bootstraps, .group_id = id,
+        .co_partitioned = co_partitioned(w), .transactional = w->eos,
+        .buffered_max = (int)tide_config_int(c, TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION),
+        .order = {.idle_ms = tide_config_int(c, TIDE_CFG_MAX_TASK_IDLE_MS), .lag_wait_ms = 5000},
+        .cb = {.on_assigned = on_assigned, .on_revoking = on_revoking, .on_revoked = on_revoked, .ud = w},
+        .meta = stream_time_meta, .meta_ud = w,
+    };
+    w->group = tide_group_new(&go, &err);
+    if (!w->group) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        return -1;
+    }
+    if (subscribe(w)) return -1;
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "joining consumer group %s", id);
+    if (co_partitioned(w))
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
+                 "stateful with %d inputs: co-partitioned range assignment (eager rebalances); "
+                 "the inputs must have as many partitions", w->info->n_inputs);
+    return 0;
+}
+
+/* Under exactly-once: fence any older instance of this worker and get the
+ * producer ready, waiting for the broker as long as it takes (or a stop). */
+static tide_step_t init_transactions(tide_worker_t *w) {
+    tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
+             "exactly_once_v2: transactional.id %s; group fencing (KIP-447) needs brokers 2.5 "
+             "or later (older ones keep transactions atomic without the generation check)",
+             w->st->transactional_id);
+    for (;;) {
+        char *err = NULL;
+        tide_txn_t r = tide_producer_init_txn(w->producer, 5000, &err);
+        if (r == TIDE_TXN_DONE) {
+            tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "transactions ready: an older instance with this "
+                     "transactional.id is fenced, and its open transaction aborted");
+            return TIDE_STEP_OK;
+        }
+        tide_log(r == TIDE_TXN_FATAL ? TIDE_LOG_ERROR : TIDE_LOG_WARN, TIDE_AT_NONE, "%s", err);
+        free(err);
+        if (r == TIDE_TXN_FATAL) return TIDE_STEP_FENCED;
+        if (*w->o->stop) return TIDE_STEP_FAILED;
+    }
+}
+
+static int open_producer(tide_worker_t *w) {
+    char *err = NULL, txn_id[600];
+    if (w->eos && tide_txnid_make(w->o->config, w->info->name, txn_id, sizeof(txn_id), &err))
+        goto fail;
+    if (w->eos) snprintf(w->st->transactional_id, sizeof(w->st->transactional_id), "%s", txn_id);
+    tide_producer_opts_t po = {
+        .config = w->o->config, .bootstraps = w->o->bootstraps, .outputs = w->info->outputs,
+        .n_outputs = w->info->n_outputs, .dlq = w->dlq, .transactional_id = w->eos ? txn_id : NULL,
+    };
+    w->producer = tide_producer_new(&po, &err);
     int n_changelogs;
     char *const *changelogs = tide_tasks_changelogs(w->tasks, &n_changelogs);
-    if (!w->producer ||
-        (n_changelogs && tide_producer_set_changelogs(w->producer, (char **)changelogs, n_changelogs)) ||
-        tide_tasks_open_restorer(w->tasks, &err))
+    if (!w->producer || (n_changelogs && tide_producer_set_changelogs(w->producer, changelogs, n_changelogs)))
         goto fail;
-    return open_group(w);
+    return 0;
 fail:
     tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err ? err : "out of memory");
     free(err);
     return -1;
 }
 
-/* One pass of the loop: a reload if asked, a restore step, a batch, the
- * jobs. Returns what ends the worker, or TIDE_STEP_OK. */
+/* The topics, the producer, the committer, the restorer and the group. */
+static tide_step_t connect_kafka(tide_worker_t *w) {
+    char *err = NULL;
+    snprintf(w->dlq, sizeof(w->dlq), "%s.%s-dlq",
+             tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID), w->info->name);
+    snprintf(w->st->guarantee, sizeof(w->st->guarantee), "%s", w->eos ? "exactly_once_v2" : "at_least_once");
+    if (w->eos && (w->o->dev || w->o->await_topics))
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
+                 "exactly_once_v2 on the development broker: transactions run, but its readers "
+                 "see aborted records and it stores no transactional offsets (a restart reads "
+                 "from the start); only a real Kafka shows exactly-once");
+    ensure_topics(w);
+    create_dev_topics(w);
+    if (open_producer(w)) return TIDE_STEP_FAILED;
+    if (tide_tasks_open_restorer(w->tasks, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+        return TIDE_STEP_FAILED;
+    }
+    tide_step_t s = w->eos ? init_transactions(w) : TIDE_STEP_OK;
+    if (s != TIDE_STEP_OK) return s;
+    /* (The group calls back into the committer only while it polls.) */
+    if (open_group(w)) return TIDE_STEP_FAILED;
+    tide_committer_opts_t co = {
+        .group = w->group, .producer = w->producer, .tasks = w->tasks, .rt = &w->rt, .st = w->st,
+        .eos = w->eos, .shutdown_timeout_ms = w->shutdown_timeout_ms,
+    };
+    w->committer = tide_committer_new(&co);
+    return w->committer ? TIDE_STEP_OK : TIDE_STEP_FAILED;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+/* Fetch, waiting only when there is nothing to do. */
+static void fetch(tide_worker_t *w, int restoring) {
+    int idle = !restoring && !w->sending && !tide_committer_busy(w->committer) &&
+               !tide_offsets_buffered(tide_group_offsets(w->group));
+    tide_group_fill(w->group, idle ? 100 : 0);
+}
+
+/* One pass of the loop: a restore step, a fetch, then one of: the sink
+ * still being produced, the commit under way, a reload, or the next batch;
+ * then the jobs. Returns what ends the worker, or TIDE_STEP_OK. */
 static tide_step_t pass(tide_worker_t *w) {
-    const tide_worker_opts_t *o = w->o;
-    tide_step_t s = TIDE_STEP_OK;
-    if (o->reload && *o->reload) {
-        *o->reload = 0;
-        s = reload(w);
-        if (s != TIDE_STEP_OK) return s;
+    if (w->o->reload && *w->o->reload) {
+        *w->o->reload = 0;
+        w->reload_wanted = 1;
     }
     int restoring = tide_tasks_restoring(w->tasks);
     if (restoring) {
@@ -704,12 +859,15 @@ static tide_step_t pass(tide_worker_t *w) {
         w->last_record_ms = tide_mono_ms(); /* restoring is not idle */
         settle(w);
     }
-    ssize_t n = tide_group_poll(w->group, tide_records_msgs(w->records), (size_t)w->max_batch,
-                                restoring ? 0 : 100);
-    if (n > 0) {
-        s = process_batch(w, (int)n);
-        tide_records_release(w->records, (int)n);
-        w->trimmed = 0;
+    fetch(w, restoring);
+    tide_step_t s = TIDE_STEP_OK;
+    if (w->sending) s = sent_or_roll_back(w, send_sink(w, 100));
+    else if (tide_committer_busy(w->committer)) s = after(w, tide_committer_step(w->committer, 100));
+    else if (w->reload_wanted) {
+        w->reload_wanted = 0;
+        s = reload(w);
+    } else if (!w->missing[0] && tide_mono_ms() >= w->wait_until_ms) {
+        s = process_batch(w);
     }
     tide_producer_poll(w->producer);
     if (s == TIDE_STEP_OK) s = run_jobs(w);
@@ -726,15 +884,45 @@ static int run_done(const tide_worker_t *w) {
 
 static void loop(tide_worker_t *w) {
     while (w->end == TIDE_WORKER_RUNNING && !*w->o->stop) {
-        switch (pass(w)) {
-        case TIDE_STEP_OK: break;
-        case TIDE_STEP_STOPPED: worker_end(w, TIDE_WORKER_STOPPED_ON_ERROR); break;
-        case TIDE_STEP_RENAMED: worker_end(w, TIDE_WORKER_RENAMED); break;
-        case TIDE_STEP_FAILED: worker_end(w, TIDE_WORKER_FAILED); break;
-        }
+        end_for(w, pass(w));
         if (run_done(w)) worker_end(w, TIDE_WORKER_DONE);
     }
     worker_end(w, TIDE_WORKER_DONE); /* stopped by a signal */
+}
+
+/* ---------------------------------------------------------------- stop */
+
+static void on_shutdown_timeout(int sig) {
+    static const char msg[] =
+        "{\"level\":\"error\",\"msg\":\"shutdown took too long: exiting without leaving the group\"}\n";
+    (void)sig;
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)n;
+    _exit(TIDE_WORKER_FAILED);
+}
+
+static void log_stopped(tide_worker_t *w, int64_t end_ms) {
+    char in[32], out[32], dlq[32], errs[32], drop[32], el[32], rate[32], rss[32], heap[32];
+    int64_t elapsed = w->first_record_ms ? end_ms - w->first_record_ms : 0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    snprintf(in, sizeof(in), "%" PRIu64, w->records_in);
+    snprintf(out, sizeof(out), "%" PRIu64, tide_producer_sent(w->producer));
+    snprintf(dlq, sizeof(dlq), "%" PRIu64, tide_producer_dead_lettered(w->producer));
+    snprintf(errs, sizeof(errs), "%" PRIu64, tide_records_errors(w->records));
+    snprintf(drop, sizeof(drop), "%" PRIu64, tide_records_dropped(w->records) + tide_group_dropped(w->group));
+    snprintf(el, sizeof(el), "%" PRId64, elapsed);
+    snprintf(rate, sizeof(rate), "%.0f", elapsed > 0 ? w->records_in * 1000.0 / elapsed : 0.0);
+    snprintf(rss, sizeof(rss), "%ld", ru.ru_maxrss);
+    snprintf(heap, sizeof(heap), "%zu", w->rt ? tide_runtime_heap_peak(w->rt) : (size_t)0);
+    char late[32], commits[32], rollbacks[32];
+    snprintf(late, sizeof(late), "%" PRIu64, tide_runtime_dropped_late(w->rt));
+    snprintf(commits, sizeof(commits), "%" PRIu64, tide_committer_commits(w->committer));
+    snprintf(rollbacks, sizeof(rollbacks), "%" PRIu64, tide_committer_rollbacks(w->committer));
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "stopped", "records_in", in, "records_out", out,
+               "dlq", dlq, "errors", errs, "dropped", drop, "dropped_late", late,
+               "commits", commits, "rollbacks", rollbacks, "elapsed_ms", el, "rate", rate,
+               "max_rss_kb", rss, "lua_heap_peak_bytes", heap, (char *)NULL);
 }
 
 /* Did the worker end as asked (not on an error)? */
@@ -742,20 +930,23 @@ static int exit_ok(tide_worker_exit_t e) {
     return e == TIDE_WORKER_DONE || e == TIDE_WORKER_RENAMED;
 }
 
-/* Shutdown: close(ctx) may still emit; produce that, then flush, commit and
- * leave the group (the revoke that follows finds nothing to commit). A
- * final commit that races a rebalance is not a failure: the revoke that
- * closing the consumer causes commits the same offsets. Never hang on the way
- * out: a group that does not let go is left to its session timeout. */
+/* Shutdown: close(ctx) may still emit; produce that, commit (the
+ * transaction ends, committed or aborted: never left open) and leave the
+ * group (the revoke that follows finds nothing to commit). A fenced worker
+ * commits nothing. Never hang on the way out: a group that does not let go
+ * is left to its session timeout. */
 static void shut_down(tide_worker_t *w) {
     set_state(w, exit_ok(w->end) ? STATE_PENDING_SHUTDOWN : STATE_PENDING_ERROR);
     w->st->state = TIDE_WS_STOPPING;
     signal(SIGALRM, on_shutdown_timeout);
     alarm((unsigned)(w->shutdown_timeout_ms / 1000) * 2 + 5);
-    tide_runtime_stop(w->rt);
-    if (w->end != TIDE_WORKER_FAILED &&
-        (produce(w) == TIDE_STEP_FAILED || commit(w, NULL, "shutdown", 0) == TIDE_STEP_FAILED))
-        w->end = TIDE_WORKER_FAILED; /* the one place an ending's reason is revised */
+    if (w->end != TIDE_WORKER_FENCED) {
+        if (w->end != TIDE_WORKER_FAILED) tide_runtime_stop(w->rt);
+        tide_progress_t p = drain(w) == TIDE_FLUSH_DONE && w->end != TIDE_WORKER_FAILED
+                                ? tide_committer_finish(w->committer, "shutdown", NULL)
+                                : tide_committer_abandon(w->committer, NULL);
+        if (p == TIDE_PROGRESS_FATAL) w->end = TIDE_WORKER_FAILED; /* the one revision of an end */
+    }
     job_publish(w, 0);
     log_stopped(w, tide_mono_ms());
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "leaving consumer group");
@@ -764,7 +955,9 @@ static void shut_down(tide_worker_t *w) {
 }
 
 static void worker_free(tide_worker_t *w) {
+    if (w->held) tide_records_release(w->records, w->held);
     tide_group_free(w->group);
+    tide_committer_free(w->committer);
     tide_producer_free(w->producer);
     tide_runtime_close(w->rt);
     tide_tasks_free(w->tasks);
@@ -778,14 +971,15 @@ tide_worker_exit_t tide_worker_run(const tide_worker_opts_t *o) {
     if (!w->st) return TIDE_WORKER_FAILED;
     w->st->pid = (int32_t)getpid();
     w->st->state = TIDE_WS_STARTING;
+    w->eos = tide_config_eos(o->config);
     w->max_batch = (int)tide_config_int(o->config, TIDE_CFG_MAX_POLL_RECORDS);
     w->shutdown_timeout_ms = (int)tide_config_int(o->config, TIDE_CFG_SHUTDOWN_TIMEOUT_MS);
-    tide_records_opts_t ro = {.max = w->max_batch, .st = w->st, .skip = o->skip, .n_skip = o->n_skip};
+    tide_records_opts_t ro = {.max = w->max_batch, .st = w->st, .unrun = unrun, .ud = w};
     w->records = tide_records_new(&ro);
     if (!w->records) worker_end(w, TIDE_WORKER_FAILED);
     else worker_end(w, open_detector(w));
-    if (w->end == TIDE_WORKER_RUNNING && connect_kafka(w)) worker_end(w, TIDE_WORKER_FAILED);
-    if (w->end == TIDE_WORKER_RUNNING) {
+    if (w->end == TIDE_WORKER_RUNNING) end_for(w, connect_kafka(w));
+    if (w->group && w->committer) {
         w->st->state = TIDE_WS_RUNNING;
         init_jobs(w);
         loop(w);

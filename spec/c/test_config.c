@@ -93,6 +93,23 @@ int main(int argc, char **argv) {
     CHECK(tide_config_is_secret("sasl.password"));
     CHECK(tide_config_is_secret("ssl.key.password"));
     CHECK(!tide_config_is_secret("client.id"));
+    CHECK(tide_config_is_secret("schema.registry.basic.auth.user.info"));
+    CHECK(!tide_config_is_secret("schema.registry.url"));
+    tide_config_free(&c);
+
+    CASE("schema registry settings reach the runtime's options");
+    tide_config_init(&c);
+    tide_registry_opts_t r;
+    tide_config_registry(&c, &r);
+    CHECK(!strcmp(r.url, "") && r.auto_register && !r.use_latest && r.timeout_ms == 5000);
+    CHECK(!tide_config_set(&c, "schema.registry.url", "http://127.0.0.1:8081", "test", &err));
+    CHECK(!tide_config_set(&c, "auto.register.schemas", "false", "test", &err));
+    CHECK(!tide_config_set(&c, "use.latest.version", "true", "test", &err));
+    CHECK(tide_config_set(&c, "use.latest.version", "yes", "test", &err) == -1);
+    free(err);
+    err = NULL;
+    tide_config_registry(&c, &r);
+    CHECK(!strcmp(r.url, "http://127.0.0.1:8081") && !r.auto_register && r.use_latest);
     tide_config_free(&c);
     return check_report(argc > 1 ? argv[1] : NULL);
 }
