@@ -24,8 +24,11 @@
  *   checkpoint             tide_store_flush (what is committed, to table
  *                          files; uncommitted writes stay in memory), then
  *                          write the checkpoint file: at any time
- *   restore                tide_store_put_committed for each changelog
- *                          record (no commit needed, memory stays bounded)
+ *   restore                from the start: tide_store_delete_range or
+ *                          _partition first; then tide_store_put_committed
+ *                          for each changelog record (both outside
+ *                          transactions: no commit needed, a rollback keeps
+ *                          them, memory stays bounded)
  *   dirty data > budget    tide_store_pressure(db) is 1: commit early
  *
  * Errors: functions return 0 on success and -1 with *errp (malloc'd, caller
