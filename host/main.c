@@ -51,6 +51,10 @@ static void usage(FILE *out) {
             "                      | --file REC.jsonl)\n"
             "                      run a detector over recorded traffic, producing nothing;\n"
             "                      with --against, print how its outputs differ from RUNNING's\n"
+            "  describe DETECTOR [--json]\n"
+            "                      print the detector's topology (sub-topologies, sources,\n"
+            "                      processors, stores, internal topics), as Kafka Streams'\n"
+            "                      Topology#describe()\n"
             "  reset DETECTOR_OR_FILE [--to-earliest | --to-latest | --to-datetime T |\n"
             "                      --by-duration D | --to-offsets T:P:O,...] [--dry-run]\n"
             "                      reprocess a stopped detector from that point with empty\n"
@@ -244,7 +248,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "reset")) return tide_reset_main(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
-    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay"))
+    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay") || !strcmp(cmd, "describe"))
         return tide_runtime_cli(cmd, argc - 2, argv + 2, tide_tool_read_topic);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tide 0.1.0 (librdkafka %s)\n", rd_kafka_version_str());

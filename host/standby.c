@@ -4,11 +4,10 @@
  * Owns the standby consumer (assign-only, read_committed, never in a group,
  * never committing), the list of store partitions it keeps, and what the
  * worker publishes in the status block about its tasks and stores. Writes
- * the store database only from changelog records, only in tide_standby_step
- * (which the worker calls where no task has uncommitted writes), and commits
- * each step before noting it in the checkpoint. Never touches an active
- * task's data: a partition becomes active here only after its standby is
- * promoted (stopped).
+ * the store database only from changelog records, as committed writes (a
+ * restore's kind: no transaction covers them), and notes in the checkpoint
+ * what it applied. Never touches an active task's data: a partition
+ * becomes active here only after its standby is promoted (stopped).
  */
 #include "standby.h"
 
@@ -241,11 +240,11 @@ static void apply(tide_standby_t *sb, void *db, const rd_kafka_message_t *m) {
     replica_t *x = m->err ? NULL : find(sb, rd_kafka_topic_name(m->rkt), m->partition);
     if (!x || m->offset < x->next) return;
     char *err = NULL;
-    int rc = m->payload
-                 ? tide_store_put(db, (uint8_t)x->store, x->partition, m->key, m->key ? m->key_len : 0,
-                                  m->payload, m->len, &err)
-                 : tide_store_delete(db, (uint8_t)x->store, x->partition, m->key,
-                                     m->key ? m->key_len : 0, &err);
+    /* committed writes, as a restore's: a standby's partition has no
+     * transaction of its own here */
+    int rc = tide_store_put_committed(db, (uint8_t)x->store, x->partition, m->key,
+                                      m->key ? m->key_len : 0, m->payload,
+                                      m->payload ? m->len : 0, &err);
     if (rc) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "standby: %s", err);
         free(err);
@@ -256,7 +255,8 @@ static void apply(tide_standby_t *sb, void *db, const rd_kafka_message_t *m) {
     sb->applied++;
 }
 
-/* What the changelogs hold, for up to budget_ms, then one commit. */
+/* What the changelogs hold, for up to budget_ms; then the checkpoint
+ * (written with the next one the worker saves, after a flush) says so. */
 static void apply_some(tide_standby_t *sb, int budget_ms) {
     void *db = tide_tasks_db(sb->o.tasks);
     int64_t end = tide_mono_ms() + budget_ms;
@@ -271,12 +271,6 @@ static void apply_some(tide_standby_t *sb, int budget_ms) {
         any = 1;
     }
     if (!any) return;
-    char *err = NULL;
-    if (tide_store_commit(db, &err)) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "standby: %s", err);
-        free(err);
-        return;
-    }
     for (int i = 0; i < sb->n; i++) {
         replica_t *x = &sb->r[i];
         if (x->touched) tide_tasks_local_advance(sb->o.tasks, x->store, x->partition, x->next);

@@ -11,10 +11,10 @@
  *
  * A standby never joins the consumer group, never commits input offsets and
  * never produces: it reads the changelogs (read_committed, by assignment)
- * and writes the store database only from them, and only where no active
- * task has uncommitted writes (the worker calls tide_standby_step at such
- * points), committing each step and noting it in the checkpoint. In-memory
- * stores have no standby: they restore whole from their changelog.
+ * and writes the store database only from them, as committed writes of
+ * partitions no task runs here (outside any transaction, as a restore
+ * does), noting in the checkpoint what it holds. In-memory stores have no
+ * standby: they restore whole from their changelog.
  *
  * The same unit publishes the worker's task map (active, restoring,
  * standby) and its stores in the status block, for the directory and the
@@ -46,8 +46,8 @@ tide_standby_t *tide_standby_new(const tide_standby_opts_t *o);
 /* Publish the task map and the stores (info: the detector running); take
  * the supervisor's wishes (standby_wanted). Cheap: call often. */
 void tide_standby_sync(tide_standby_t *sb, const tide_detector_info_t *info);
-/* Where no task has uncommitted writes: start and stop standby tasks as
- * wished, and apply what their changelogs hold, for up to budget_ms. */
+/* Start and stop standby tasks as wished, and apply what their changelogs
+ * hold, for up to budget_ms. */
 void tide_standby_step(tide_standby_t *sb, int budget_ms);
 /* Partition p becomes an active task here: its standby stops; what it
  * applied stays in the database and the checkpoint (the restore reads the

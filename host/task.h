@@ -54,6 +54,15 @@ tide_tasks_t *tide_tasks_new(const tide_tasks_opts_t *o, char **errp);
 void *tide_tasks_open_db(void *tasks, const char *name, char **errp);
 /* Store s's changelog topic, and how many there are (one per store). */
 char *const *tide_tasks_changelogs(const tide_tasks_t *t, int *n);
+/* <state.dir>/<application.id>/<detector>, once the database is open, else
+ * NULL (the global tables keep their checkpoint there). */
+const char *tide_tasks_state_dir(const tide_tasks_t *t);
+/* The store database (a tide_store_db_t), NULL before it is open. */
+void *tide_tasks_db(const tide_tasks_t *t);
+/* The global tables whose stores live in the database: their writes commit,
+ * roll back and are checkpointed with the tasks' (see global.h). */
+struct tide_globals;
+void tide_tasks_set_globals(tide_tasks_t *t, struct tide_globals *g);
 /* Start restoring: the restorer and its consumer (only with stores). */
 int tide_tasks_open_restorer(tide_tasks_t *t, char **errp);
 /* The detector's shape (borrowed from its runtime): at the load, then each
@@ -116,8 +125,6 @@ int tide_tasks_checkpoint(tide_tasks_t *t);
 
 /* ---- standby replicas (host/standby.c): a standby writes the database
  * only from the changelog, and only where no task has uncommitted writes */
-/* The store database (RocksDB stores), or NULL when the detector has none. */
-void *tide_tasks_db(tide_tasks_t *t);
 /* The changelog offset the database holds store s of partition p up to
  * (the checkpoint); without one, or with `wipe` (the checkpoint is not that
  * changelog's), what it holds of it is wiped and 0 is returned. */

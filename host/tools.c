@@ -97,9 +97,10 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
                         "`tide run` printed) or set TIDE_BOOTSTRAP_SERVERS\n");
         return 2;
     }
-    /* Keys go where Kafka's Java producer, and tide's own outputs, put them
-     * (murmur2), not librdkafka's default (CRC32): a key is then found in
-     * the task interactive queries look in. */
+    /* murmur2, as the worker's producer and the Java client: a key lands on
+     * the partition a repartition topic or a foreign-key join would send it
+     * to, so that records tide writes meet the records written here, and
+     * where interactive queries look for it. */
     const char *extra[] = {"linger.ms", "20", "enable.idempotence", "true",
                            "queue.buffering.max.messages", "1000000",
                            "partitioner", "murmur2_random", NULL};

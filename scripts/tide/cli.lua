@@ -1,4 +1,4 @@
---- `tide test` and `tide replay`: a detector run through the test driver
+--- `tide test`, `tide replay` and `tide describe`: a detector run through the test driver
 --- (tide.testing) over records from a JSON-lines file or from a topic; what
 --- it emitted is printed as JSON lines, or compared with an expectation or
 --- with another version of the detector.
@@ -508,6 +508,16 @@ end
 -- Commands -------------------------------------------------------------------------
 
 local USAGE = {
+  describe = [[
+usage: tide describe DETECTOR [--json] [--application-id ID]
+Prints DETECTOR's topology as Kafka Streams' Topology#describe() does: its
+sub-topologies (the parts a repartition topic separates), each made of
+sources (the topics read), processors (with the stores they use) and sinks
+(the topics written); global tables in sub-topologies of their own; then the
+stores and the internal topics (changelogs, repartition topics, named after
+ID, default "tide"). --json prints the same as one JSON object. Nothing is
+run and no broker is needed. Exit 2: bad command line, detector refused at
+load.]],
   test = [[
 usage: tide test DETECTOR --input IN.jsonl [--expect OUT.jsonl] [--schemas DIR]
 Runs DETECTOR (a .lua file or a folder with init.lua) through the test driver,
@@ -721,12 +731,32 @@ function commands.replay(args, host)
     { records = records_of(res), path = path, label = path .. " (replayed)" })
 end
 
+--- `tide describe DETECTOR`: the topology, loaded and compiled, never run.
+function commands.describe(args)
+  local path, o = parse(args, { ["--json"] = "flag", ["--application-id"] = "value" }, USAGE.describe)
+  local app = o["--application-id"] or "tide"
+  local ok, spec_or_err, err = pcall(require("tide.detector").load, path, { application_id = app, print = function() end })
+  if not ok then refuse(tostring(spec_or_err)) end
+  local spec = spec_or_err
+  if not spec then refuse(tostring(err)) end
+  local describe = require("tide.describe")
+  local desc = spec.dsl and spec.dsl.topology or describe.of_detector(spec, function(store)
+    return ("%s.%s-%s-changelog"):format(app, spec.name, store)
+  end)
+  if o["--json"] then
+    io.stdout:write(serde.json.encode(desc), "\n")
+  else
+    io.stdout:write(describe.text(desc))
+  end
+  return SAME
+end
+
 local function internal_error(e)
   if getmetatable(e) == Refusal then return e end
   return debug.traceback(tostring(e), 2)
 end
 
---- `tide <command> args...` for command "test" or "replay"; returns the exit
+--- `tide <command> args...` for command "test", "replay" or "describe"; returns the exit
 --- code. host.read_topic(bootstrap, topic, ranges) -> records | nil, msg is
 --- the host's topic reader (bindings/runtime.c).
 ---@param command string

@@ -30,6 +30,10 @@ local M = {}
 ---@field package failures tide.testing.Failure[]
 ---@field package offsets table<string, integer>
 ---@field package internal table[]
+---@field package path string
+---@field package opts table
+---@field package globals table<string, string> a global table's topic -> its store's name
+---@field package global_log table[] the global tables' records piped, for restart()
 local Driver = {}
 Driver.__index = Driver
 
@@ -57,16 +61,38 @@ function M.driver(path, opts)
   opts = opts or {}
   local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
     changelog = {}, internal = {} }, Driver)
-  local spec, err = detector.load(path, {
-    application_id = opts.application_id,
-    print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
-  })
+  self.path, self.opts = path, opts
+  local spec, err = self:_load()
   if not spec then error(err, 2) end
-  self.spec = spec
   self.on_error = opts.on_error or spec.on_error
   self.sink = core.sink()
-  -- RocksDB stores live in a temporary database, removed by close()
-  for _, decl in pairs(spec.stores) do
+  self:_open_db()
+  self:_start()
+  self.tasks = {}
+  self.wall = opts.wall_time or 0
+  self:_collect()
+  return self
+end
+
+function Driver:_load()
+  local spec, err = detector.load(self.path, {
+    application_id = self.opts.application_id,
+    print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
+  })
+  if not spec then return nil, err end
+  self.spec = spec
+  -- the topics of its global tables: topic -> store name
+  self.globals = {}
+  for name, decl in pairs(spec.stores) do
+    if decl.global then self.globals[decl.global] = name end
+  end
+  self.global_log = self.global_log or {}
+  return spec
+end
+
+--- RocksDB stores live in a temporary database, removed by close().
+function Driver:_open_db()
+  for _, decl in pairs(self.spec.stores) do
     if not decl.memory then
       self.db_dir = os.tmpname()
       os.remove(self.db_dir)
@@ -74,16 +100,15 @@ function M.driver(path, opts)
       break
     end
   end
+end
+
+function Driver:_start()
   local function log(level, msg)
     self.logs[#self.logs + 1] = { level = level, msg = msg }
   end
-  self.d = dispatch.new(spec, self.sink:ptr(), log,
-    require("tide.host").serde_options(spec, path, { schemas_dir = opts.schemas }, log, self.db))
-  if spec.init then spec.init(self.d.ctx) end
-  self.tasks = {}
-  self.wall = opts.wall_time or 0
-  self:_collect()
-  return self
+  self.d = dispatch.new(self.spec, self.sink:ptr(), log, require("tide.host").serde_options(
+    self.spec, self.path, { schemas_dir = self.opts.schemas }, log, self.db))
+  if self.spec.init then self.spec.init(self.d.ctx) end
 end
 
 local number_text = require("tide.json").number_text
@@ -149,6 +174,7 @@ end
 ---@param meta? { timestamp?: number, partition?: integer, headers?: table<string, string>, raw?: boolean }
 function Driver:pipe(topic, key, value, meta)
   meta = meta or {}
+  if self.globals[topic] then return self:_pipe_global(topic, key, value, meta) end
   local sd = self.spec.serdes[topic]
   if not sd or not self.spec.inputs_set[topic] then
     error(("'%s' is not an input of %s (inputs: %s)"):format(
@@ -197,6 +223,56 @@ function Driver:_dispatch(topic, key, value, meta)
   if stopped then
     error(("detector stopped (on_error = \"stop\"): %s"):format(failures[1].message), 3)
   end
+end
+
+--- A record of a global table's topic goes into its store, as the host
+--- puts it there from the topic: before the records that come after it.
+function Driver:_pipe_global(topic, key, value, meta)
+  local name = self.globals[topic]
+  local decl = self.spec.stores[name]
+  if not meta.raw then key, value = encode(key, decl.key_serde), encode(value, decl.value_serde) end
+  self.global_log[#self.global_log + 1] = { topic, key, value }
+  self:_apply_global(topic, key, value)
+end
+
+function Driver:_apply_global(topic, key, value)
+  self.d.set_task(0)
+  self.d.ctx.stores[self.globals[topic]]:_apply(key, value)
+  self.sink:clear() -- (no changelog: the topic is the global table's log)
+end
+
+--- Restart the detector as the host does after a crash or a redeploy: its
+--- file is loaded again, its stores are rebuilt from their changelogs (all
+--- that is left of them unless opts.wipe is false, which keeps the local
+--- RocksDB state as a restart on the same machine does) and its global
+--- tables from their topics; each task resumes at the stream time it had.
+---@param opts? { wipe?: boolean }
+function Driver:restart(opts)
+  local wipe = not (opts and opts.wipe == false)
+  local old = self.d
+  local spec, err = self:_load()
+  if not spec then error(err, 2) end
+  if wipe and self.db then
+    core.store_close(self.db)
+    os.execute("rm -rf '" .. self.db_dir .. "'")
+    self.db = nil
+    self:_open_db()
+  end
+  self:_start()
+  for _, e in ipairs(self.changelog) do
+    local entry = self.d.stores[-2 - e.output + 1]
+    if entry.backend.restore then
+      entry.backend.restore(e.partition, e.key, e.value)
+    elseif wipe then
+      if e.value == nil then entry.backend.delete(e.partition, e.key) else entry.backend.put(e.partition, e.key, e.value) end
+    end
+  end
+  if wipe then
+    for _, g in ipairs(self.global_log) do self:_apply_global(g[1], g[2], g[3]) end
+  end
+  self.sink:clear() -- restoring writes no changelog
+  for p in pairs(self.tasks) do self.d.task(p, true, old.stream_time(p)) end
+  self:_collect()
 end
 
 --- Move the wall clock forward (ms or a duration like "10s") and fire the
