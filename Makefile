@@ -84,7 +84,7 @@ HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c bi
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
-BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
+BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform $(BUILD)/bench/failover_probe
 CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http \
 	$(BUILD)/test/test_group $(BUILD)/test/test_router \
 	$(BUILD)/test/test_store $(BUILD)/test/test_runtime

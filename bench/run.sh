@@ -66,6 +66,10 @@
 # step ran, 1 when one failed (its log tail is shown). Missing a target is
 # reported, not an error: this is a measurement, not a test.
 #
+# Then bench/failover.sh (its own broker): failover after kill -9 with 0 and
+# 1 standby replicas on a store of 2M entries, and a worker's restart with
+# and without static membership (BENCH_FAILOVER=0 skips it).
+#
 # Then bench/avro.sh (its own broker, after this one is stopped): reading
 # every field of a 10-field Avro record against the same detector on JSON
 # (BENCH_AVRO=0 skips it; it runs alone as `sh bench/avro.sh TIDE`).
@@ -869,6 +873,19 @@ if [ "${BENCH_AVRO:-1}" != 0 ]; then
 		broker_pid=
 	fi
 	sh "$here/avro.sh" "$TIDE" || failed=1
+fi
+
+# ---------------------------------------------------------------- failover
+# kill -9 of an instance with 0 and 1 standby replicas, and of a worker with
+# and without static membership (BENCH_FAILOVER=0 skips it; it runs alone as
+# `sh bench/failover.sh TIDE BENCHDIR`), on a broker of its own.
+if [ "${BENCH_FAILOVER:-1}" != 0 ]; then
+	if [ -n "$broker_pid" ]; then
+		kill "$broker_pid" 2>/dev/null
+		wait "$broker_pid" 2>/dev/null
+		broker_pid=
+	fi
+	sh "$here/failover.sh" "$TIDE" "$BENCHDIR" || failed=1
 fi
 
 exit $failed

@@ -499,8 +499,10 @@ static int by_instance(const void *a, const void *b) {
 
 void tide_directory_standbys(tide_directory_t *d, const char *detector, int replicas,
                              uint8_t *wanted) {
-    memset(wanted, 0, TIDE_STATUS_MAX_TASKS);
-    if (!d || replicas <= 0) return;
+    if (!d || replicas <= 0) {
+        memset(wanted, 0, TIDE_STATUS_MAX_TASKS);
+        return;
+    }
     int64_t now = tide_wall_ms();
     pthread_mutex_lock(&d->mu);
     const member_t **ring = calloc((size_t)d->n + 1, sizeof(*ring));
@@ -515,12 +517,14 @@ void tide_directory_standbys(tide_directory_t *d, const char *detector, int repl
     if (ring) qsort(ring, (size_t)n, sizeof(*ring), by_instance);
     for (int i = 0; i < n; i++)
         if (ring[i]->m.local) self = i;
-    for (int32_t p = 0; self >= 0 && p < parts; p++) {
-        const member_t *o = owner(d, detector, p, now);
+    for (int32_t p = 0; p < TIDE_STATUS_MAX_TASKS; p++) {
+        const member_t *o = self >= 0 && p < parts ? owner(d, detector, p, now) : NULL;
+        if (!o && self >= 0 && p < parts) continue; /* ownerless: as it was */
         int at = -1;
         for (int i = 0; o && i < n; i++)
             if (ring[i] == o) at = i;
         /* the next `replicas` instances after the owner, in id order */
+        wanted[p] = 0;
         for (int k = 1; at >= 0 && k <= replicas && k < n; k++)
             if ((at + k) % n == self) wanted[p] = 1;
     }

@@ -87,7 +87,10 @@ int tide_directory_members(tide_directory_t *d, const char *detector, tide_dir_m
 /* The partitions of `detector` this instance should keep a standby replica
  * of, for `replicas` copies of each task: for each task held (active) by a
  * live instance, the next `replicas` other live instances in the order of
- * their ids keep one. wanted[0..TIDE_STATUS_MAX_TASKS) is set to 0 or 1. */
+ * their ids keep one. wanted[0..TIDE_STATUS_MAX_TASKS) is set to 0 or 1,
+ * except for a task no live instance runs now (its owner died, and no other
+ * has it yet): there wanted[] keeps what it held, so a standby waits to be
+ * promoted instead of being dropped. */
 void tide_directory_standbys(tide_directory_t *d, const char *detector, int replicas,
                              uint8_t *wanted);
 /* Withdraw every local worker (tombstones, flushed) and stop. NULL is a no-op. */

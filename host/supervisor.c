@@ -929,6 +929,7 @@ static void sync_directory(sv_state_t *s, tide_detector_t *d) {
     if (n > 0) tide_directory_local(s->directory, d->name, n, state);
     if (s->replicas <= 0) return;
     uint8_t wanted[TIDE_STATUS_MAX_TASKS];
+    memcpy(wanted, st->standby_wanted, sizeof(wanted));
     tide_directory_standbys(s->directory, d->name, s->replicas, wanted);
     if (!memcmp(wanted, st->standby_wanted, sizeof(wanted))) return;
     __atomic_add_fetch(&st->standby_seq, 1, __ATOMIC_ACQ_REL); /* odd: changing */
