@@ -8,6 +8,10 @@
 ---     ("0,3,5") and its worker's pid
 ---   luajit bench/failover.lua alone TIMEOUT_S PORT
 ---     waits until the instance at PORT runs every task, none restoring
+---   luajit bench/failover.lua split LOG MARK KILL_WALL_MS OUT_WALL_MS
+---     prints how the failover time divides: from the kill to the survivor's
+---     first assignment after line MARK of its LOG (the group noticing and
+---     rebalancing), and from there to the output (restore, then processing)
 ---
 --- Exit 1 (the reason on stderr) after TIMEOUT_S seconds. LuaSocket and
 --- lua-cjson come with `make deps`.
@@ -56,6 +60,32 @@ local function alone(port)
     return nil, ("%d tasks run, %d restoring"):format(#d.tasks.active, #d.tasks.restoring)
   end
   return d
+end
+
+--- Wall ms of a log line's "ts" (2026-12-04T20:45:21.516Z, UTC).
+local function wall_of(ts)
+  local y, mo, d, h, mi, s, ms = ts:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.(%d+)Z$")
+  y, mo = tonumber(y), tonumber(mo)
+  if mo <= 2 then y, mo = y - 1, mo + 12 end
+  -- days since 1970-01-01 of a proleptic Gregorian date
+  local days = 365 * y + math.floor(y / 4) - math.floor(y / 100) + math.floor(y / 400)
+    + math.floor((153 * (mo - 3) + 2) / 5) + tonumber(d) - 719469
+  return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(s) * 1000 + tonumber(ms)
+end
+
+if arg[1] == "split" then
+  local n, mark, kill, out = 0, tonumber(arg[3]), tonumber(arg[4]), tonumber(arg[5])
+  for line in io.lines(arg[2]) do
+    n = n + 1
+    local ok, ev = pcall(cjson.decode, line)
+    if n > mark and ok and ev.msg == "partitions assigned" and ev.partitions ~= "" then
+      local at = wall_of(ev.ts)
+      print(at - kill, out - at)
+      os.exit(0)
+    end
+  end
+  print("- -")
+  os.exit(0)
 end
 
 local cmd = arg[1]

@@ -114,8 +114,12 @@ failover() {
 	set -- $(tail -n "+$((mark + 1))" "$tmp/b$r.err" | grep '"msg":"task restored"' |
 		sed -n 's/.*"records":\([0-9]*\),"elapsed_ms":\([0-9]*\).*/\1 \2/p' |
 		awk '{ n += $1; if ($2 > t) t = $2 } END { printf "%d %d", n, t }')
+	restored=$1 took=$2
+	kill_ms=$(sed -n 's/.*"kill_wall_ms":\([0-9]*\).*/\1/p' "$tmp/probe$r.json")
+	out_ms=$(sed -n 's/.*"out_wall_ms":\([0-9]*\).*/\1/p' "$tmp/probe$r.json")
+	split=$(luajit "$here/failover.lua" split "$tmp/b$r.err" "$mark" "$kill_ms" "$out_ms")
 	stop "$b_pid"
-	echo "failover $r $ms $1 $2"
+	echo "failover $r $ms $restored $took $split"
 }
 
 # restart MODE (auto|none): prints "restart MODE MS"
@@ -140,19 +144,23 @@ restart() {
 } >"$tmp/results"
 
 awk -v records="$RECORDS" -v small="$SMALL" '
-	$1 == "failover" { f[$2] = $3; rs[$2] = $4; rt[$2] = $5 }
+	$1 == "failover" { f[$2] = $3; rs[$2] = $4; rt[$2] = $5; gd[$2] = $6; ga[$2] = $7 }
 	$1 == "restart" { s[$2] = $3 }
 	function sec(ms) { return ms == "" ? "failed" : sprintf("%.1f s", ms / 1000) }
 	END {
 		printf "\nfailover: kill -9 of an instance until the survivor'"'"'s first output from its tasks;\n"
 		printf "a store of %d entries (about half on each of two instances), default settings\n", records
 		printf "(session.timeout.ms 10 s)\n\n"
-		printf "  %-36s %10s %22s\n", "", "failover", "restored by survivor"
+		printf "  %-22s %9s %11s %14s %22s\n", "", "failover", "to assigned", "then to output",
+			"restored by survivor"
 		for (r = 0; r <= 1; r++)
-			printf "  %-36s %10s %22s\n", r " standby replica" (r == 1 ? "" : "s"), sec(f[r]),
+			printf "  %-22s %9s %11s %14s %22s\n", r " standby replica" (r == 1 ? "" : "s"), sec(f[r]),
+				gd[r] == "-" ? "-" : sec(gd[r]), ga[r] == "-" ? "-" : sec(ga[r]),
 				rs[r] == "" ? "-" : sprintf("%d in %.1f s", rs[r], rt[r] / 1000)
-		printf "  (restored: changelog records read by the survivor for the moved tasks, and\n"
-		printf "  its slowest task'"'"'s restore time)\n"
+		printf "  (to assigned: the group noticing the death (session.timeout.ms) and the\n"
+		printf "  rebalance; then: restoring and processing the first record; restored:\n"
+		printf "  changelog records the survivor read for the moved tasks, and its slowest\n"
+		printf "  task'"'"'s restore time)\n"
 		printf "\nrestart: kill -9 of a worker until its restart'"'"'s first output (%d records)\n\n", small
 		printf "  %-36s %10s\n", "static membership (group.instance.id=auto)", sec(s["auto"])
 		printf "  %-36s %10s\n", "dynamic membership (none)", sec(s["none"])

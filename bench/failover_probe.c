@@ -16,8 +16,9 @@
  * "probe-post-N" every 50 ms until the first of those comes out: another
  * process (the survivor, or the victim's restart) runs those partitions
  * again. Prints one line,
- *   {"name":"failover","ms":..,"partition":..}
- * with the milliseconds from the kill to that record's arrival here, and
+ *   {"name":"failover","ms":..,"partition":..,"kill_wall_ms":..,"out_wall_ms":..}
+ * with the milliseconds from the kill to that record's arrival here (and
+ * both on the wall clock, to line them up with the survivor's log), and
  * exits 0; exits 1 when TIMEOUT_MS passes first.
  */
 #include <librdkafka/rdkafka.h>
@@ -38,6 +39,14 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The wall clock, to line the kill up with the survivor's log. */
+static long long wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void die(const char *msg, const char *detail)
@@ -152,9 +161,11 @@ int main(int argc, char **argv)
     if (until_out(p, c, in, parts, n, "pre", deadline) < 0) die("the victim never ran a probe", NULL);
     if (kill(victim, SIGKILL)) die("cannot kill the victim", NULL);
     double t0 = now_ms();
+    long long kill_wall = wall_ms();
     int partition = until_out(p, c, in, parts, n, "post", deadline);
     if (partition < 0) die("no probe came out after the kill", NULL);
-    printf("{\"name\":\"failover\",\"ms\":%.0f,\"partition\":%d}\n", now_ms() - t0, partition);
+    printf("{\"name\":\"failover\",\"ms\":%.0f,\"partition\":%d,\"kill_wall_ms\":%lld,"
+           "\"out_wall_ms\":%lld}\n", now_ms() - t0, partition, kill_wall, wall_ms());
     rd_kafka_consumer_close(c);
     rd_kafka_destroy(c);
     rd_kafka_flush(p, 1000);
