@@ -670,24 +670,23 @@ int64_t tide_group_lag(tide_group_t *g) {
 
 int tide_group_fatal(const tide_group_t *g) { return g->fatal; }
 
+/* Has librdkafka left the group? It forgets its member id as it sends the
+ * LeaveGroup. */
+static int left(tide_group_t *g) {
+    char *id = rd_kafka_memberid(g->rk);
+    int gone = !id || !*id;
+    if (id) rd_kafka_mem_free(g->rk, id);
+    return gone;
+}
+
 /* librdkafka's close keeps a static member in the group (KIP-345: no
  * LeaveGroup on termination); an unsubscribe first makes it leave: its
  * partitions are revoked (the callbacks run here) and a LeaveGroup follows
- * once they are given up, before the close. */
+ * once they are given up, before the close (which waits for its answer). */
 static void leave_static(tide_group_t *g) {
     rd_kafka_unsubscribe(g->rk);
-    int64_t deadline = tide_mono_ms() + 3000, empty_since = 0;
-    while (tide_mono_ms() < deadline) {
-        rd_kafka_topic_partition_list_t *a = NULL;
-        int held = rd_kafka_assignment(g->rk, &a) ? 0 : a->cnt;
-        if (a) rd_kafka_topic_partition_list_destroy(a);
-        if (held || g->offsets.n) empty_since = 0;
-        else if (!empty_since) empty_since = tide_mono_ms();
-        /* the LeaveGroup goes out from librdkafka's thread once the
-         * unassignment is done: give it a moment */
-        else if (tide_mono_ms() - empty_since >= 100) break;
-        tide_group_fill(g, 20);
-    }
+    int64_t deadline = tide_mono_ms() + 3000;
+    while (tide_mono_ms() < deadline && !left(g)) tide_group_fill(g, 20);
 }
 
 int tide_group_close(tide_group_t *g, int leave) {

@@ -26,7 +26,8 @@ typedef struct pending {
     int32_t partition;
     char *json; /* owned */
     size_t len;
-    int started; /* the runtime has begun it (cancel it if refused) */
+    int started;   /* the runtime has begun it (cancel it if refused) */
+    int cancelled; /* its asker gave up: forget it, unanswered */
 } pending_t;
 
 struct tide_query {
@@ -99,14 +100,11 @@ static void flush(tide_query_t *q) {
     q->out.len = q->out_sent = 0;
 }
 
+/* Its asker gave up: forgotten at the next serve (where the runtime that
+ * began it, if any, hears of it too). */
 static void cancel(tide_query_t *q, uint32_t id) {
     for (int i = 0; i < q->n; i++)
-        if (q->q[i].id == id) {
-            drop(&q->q[i]);
-            memmove(&q->q[i], &q->q[i + 1], (size_t)(q->n - i - 1) * sizeof(*q->q));
-            q->n--;
-            return;
-        }
+        if (q->q[i].id == id) q->q[i].cancelled = 1;
 }
 
 /* One whole request frame at b[0..len) (after its length): queue it. */
@@ -136,7 +134,7 @@ static void take(tide_query_t *q, const unsigned char *b, size_t len) {
     }
     memcpy(json, b + TIDE_QUERY_HEADER - 4, jl);
     json[jl] = '\0';
-    q->q[q->n++] = (pending_t){id, partition, json, jl, 0};
+    q->q[q->n++] = (pending_t){id, partition, json, jl, 0, 0};
 }
 
 /* Whole frames out of the input buffer. */
@@ -216,6 +214,10 @@ static int parts_of(const pending_t *p, tide_tasks_t *tasks, int32_t *parts, int
 /* The first waiting query, for up to budget_ms; 1 when it is done. */
 static int serve_one(tide_query_t *q, tide_runtime_t *rt, tide_tasks_t *tasks, int budget_ms) {
     pending_t *p = &q->q[0];
+    if (p->cancelled) {
+        if (p->started) tide_runtime_query_cancel(rt, p->id);
+        return 1;
+    }
     int32_t *parts = malloc(((size_t)tide_tasks_count(tasks) + 1) * sizeof(*parts));
     int n = 0, status = 0;
     const char *why = "out of memory";

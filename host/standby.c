@@ -184,18 +184,21 @@ static int64_t start_offset(tide_standby_t *sb, int s, int32_t p) {
 static void start(tide_standby_t *sb, int32_t p) {
     const tide_detector_info_t *d = sb->info;
     if (open_consumer(sb)) return;
-    for (int s = 0; s < d->n_stores; s++) {
+    if (sb->cap - sb->n < d->n_stores) {
+        int cap = sb->cap * 2 + d->n_stores;
+        replica_t *nr = realloc(sb->r, (size_t)cap * sizeof(*nr));
+        if (!nr) return;
+        sb->r = nr;
+        sb->cap = cap;
+    }
+    int64_t from[TIDE_STATUS_STORES + 1];
+    for (int s = 0; s < d->n_stores && s < TIDE_STATUS_STORES; s++) {
+        from[s] = d->store_memory[s] ? 0 : start_offset(sb, s, p);
+        if (from[s] < 0) return; /* the broker did not answer: the next step tries again */
+    }
+    for (int s = 0; s < d->n_stores && s < TIDE_STATUS_STORES; s++) {
         if (d->store_memory[s]) continue;
-        int64_t from = start_offset(sb, s, p);
-        if (from < 0) return; /* the broker did not answer: the next step tries again */
-        if (sb->n == sb->cap) {
-            int cap = sb->cap ? sb->cap * 2 : 16;
-            replica_t *nr = realloc(sb->r, (size_t)cap * sizeof(*nr));
-            if (!nr) return;
-            sb->r = nr;
-            sb->cap = cap;
-        }
-        sb->r[sb->n] = (replica_t){s, p, from, 0};
+        sb->r[sb->n] = (replica_t){s, p, from[s], 0};
         assign(sb, &sb->r[sb->n], 1);
         sb->n++;
     }
