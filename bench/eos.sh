@@ -108,32 +108,61 @@ LUA
 state="$tmp/state-restore"
 app=bench-eos-restore
 changelog="$app.eos-count-counts-changelog"
-say "bench eos: counting $KEYS keys under exactly_once_v2, then kill -9"
+count_changelog() { # records on the changelog
+	timeout 300 "$TIDE" consume "$changelog" -b "$addr" --from-beginning --idle-timeout-ms 1000 2>/dev/null | wc -l
+}
+await_changelog() { # N: wait until the changelog holds N records (or fail)
+	waited=0
+	while [ "$(count_changelog)" -lt "$1" ]; do
+		waited=$((waited + 1))
+		if [ $waited -gt 150 ] || ! kill -0 "$tide_pid" 2>/dev/null; then
+			say "bench eos: the count did not write $1 changelog records"
+			tail -n 10 "$tmp/count.err" >&2
+			exit 1
+		fi
+	done
+}
+say "bench eos: counting $KEYS keys under exactly_once_v2 (a store of $KEYS entries)"
 "$TIDE" run "$tmp/count.lua" -b "$addr" -D "application.id=$app" -D processing.guarantee=exactly_once_v2 \
 	-D "state.dir=$state" >/dev/null 2>"$tmp/count.err" &
 tide_pid=$!
-# Killed once the changelog holds every key: all the inputs are counted
-# (and most of it checkpointed, once a second).
-end_of() { # TOPIC: records on it, as the broker counts them
-	timeout 120 "$TIDE" consume "$1" -b "$addr" --from-beginning --idle-timeout-ms 1000 2>/dev/null | wc -l
+await_changelog "$KEYS"
+# Then updates of those keys, killed in the middle of them (once the
+# checkpoint, written once a second, shows a quarter of them): what it does
+# not cover is what a restart must read.
+more=$KEYS
+awk -v n="$more" -v k="$KEYS" 'BEGIN { for (i = 1; i <= n; i++) printf "key-%07d|x\n", (i * 7919) % k + 1 }' |
+	"$TIDE" produce eos-keys -b "$addr" --key-separator '|' >/dev/null 2>"$tmp/produce-more.err" &
+feeder=$!
+checkpointed() {
+	awk '$1 == "counts" { s += $3 } END { print s + 0 }' "$state/$app/eos-count/checkpoint" 2>/dev/null || echo 0
 }
 waited=0
-while :; do
-	n=$(end_of "$changelog")
-	[ "$n" -ge "$KEYS" ] && break
+while [ "$(checkpointed)" -lt $((KEYS + more / 4)) ]; do
+	sleep 0.05
 	waited=$((waited + 1))
-	if [ $waited -gt 120 ] || ! kill -0 "$tide_pid" 2>/dev/null; then
-		say "bench eos: the count did not reach $KEYS changelog records ($n)"
-		tail -n 10 "$tmp/count.err" >&2
+	if [ $waited -gt 6000 ] || ! kill -0 "$tide_pid" 2>/dev/null; then
+		say "bench eos: no checkpoint past $((KEYS + more / 4))"
 		exit 1
 	fi
 done
 kill -9 "$tide_pid"
 wait "$tide_pid" 2>/dev/null
 tide_pid=
-written=$(end_of "$changelog")
-checkpointed=$(awk '$1 == "counts" { s += $3 } END { print s + 0 }' "$state/$app/eos-count/checkpoint" 2>/dev/null)
-say "bench eos: restarting after kill -9 ($written changelog records, $checkpointed checkpointed)"
+wait "$feeder"
+# Changelog records at or past the checkpoint's offset of their partition.
+timeout 300 "$TIDE" consume "$changelog" -b "$addr" --from-beginning --json --idle-timeout-ms 1000 \
+	>"$tmp/changelog.jsonl" 2>/dev/null
+written=$(wc -l <"$tmp/changelog.jsonl")
+since=$(awk '
+	FNR == NR { if ($1 == "counts") ck[$2] = $3; next }
+	{
+		p = $0; sub(/.*"partition": */, "", p); sub(/[^0-9].*/, "", p)
+		o = $0; sub(/.*"offset": */, "", o); sub(/[^0-9].*/, "", o)
+		if (o + 0 >= (p in ck ? ck[p] : 0)) n++
+	}
+	END { print n + 0 }' "$state/$app/eos-count/checkpoint" "$tmp/changelog.jsonl")
+say "bench eos: restarting after kill -9 ($written changelog records, $since past the checkpoint)"
 "$TIDE" run "$tmp/count.lua" -b "$addr" -D "application.id=$app" -D processing.guarantee=exactly_once_v2 \
 	-D "state.dir=$state" >/dev/null 2>"$tmp/restart.err" &
 tide_pid=$!
@@ -156,7 +185,7 @@ restored=$(grep '"task restored"' "$tmp/restart.err" | sed -n 's/.*"records": *\
 ms=$(grep 'Restoration took' "$tmp/restart.err" | sed -n 's/.*"elapsed_ms": *\([0-9]*\).*/\1/p' | tail -n 1)
 
 [ -f "$tmp/rates" ] || exit 1
-awk -v records="$RECORDS" -v written="$written" -v ckpt="$checkpointed" -v restored="$restored" \
+awk -v records="$RECORDS" -v written="$written" -v since="$since" -v restored="$restored" \
 	-v ms="${ms:-0}" -v keys="$KEYS" '
 	function median(a, n,    i, j, t) {
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -174,15 +203,16 @@ awk -v records="$RECORDS" -v written="$written" -v ckpt="$checkpointed" -v resto
 		}
 		if (m["at_least_once"] > 0) {
 			x = m["exactly_once_v2"] / m["at_least_once"]
-			printf "\n  %-36s %6.2f  (target >= 0.8)  %s\n", "exactly_once_v2 / at_least_once", x, (x >= 0.8 ? "met" : "not met")
+			verdict = x >= 0.8 ? "met" : "not met"
+			printf "\n  %-36s %6.2f  (target >= 0.8)  %s\n", "exactly_once_v2 / at_least_once", x, verdict
 		}
-		since = written - ckpt
 		printf "\nRestore after kill -9 under exactly_once_v2, a store of %d entries:\n\n", keys
-		printf "  %-52s %d\n", "changelog records", written
-		printf "  %-52s %d\n", "  written since the last checkpoint", since
-		printf "  %-52s %d  (in %d ms)\n", "  restored by the restart", restored, ms
+		printf "  %-44s %d\n", "changelog records", written
+		printf "  %-44s %d\n", "  past the last checkpoint", since
+		printf "  %-44s %d  (in %d ms)\n", "  restored by the restart", restored, ms
 		ok = restored <= 2 * (since > 0 ? since : 1) && restored < written
-		printf "  %-52s %s  (target: within 2x of those written since the checkpoint)  %s\n",
-			"restored / written since the checkpoint", since > 0 ? sprintf("%.2f", restored / since) : "-", ok ? "met" : "not met"
+		ratio = since > 0 ? sprintf("%.2f", restored / since) : "-"
+		verdict = ok ? "met" : "not met"
+		printf "  %-44s %s  (target <= 2, and not the whole changelog)  %s\n", "restored / past the checkpoint", ratio, verdict
 	}' "$tmp/rates"
 exit $failed
