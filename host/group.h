@@ -53,6 +53,8 @@ typedef struct tide_offset {
     char meta[64];     /* the committed offset's metadata, NUL-terminated */
     tide_buffered_t *buf; /* a ring: buf[(head + i) % cap], i < n */
     int head, n, cap;
+    rd_kafka_queue_t *queue; /* the partition's own queue in the consumer, which the
+                              * group fills the ring from (the group's; NULL: none) */
 } tide_offset_t;
 
 typedef struct tide_offsets {
@@ -148,10 +150,15 @@ typedef enum tide_group_commit {
 tide_group_t *tide_group_new(const tide_group_opts_t *o, char **errp);
 /* Subscribe to topics[0..n) (again, after a reload changed them). */
 int tide_group_subscribe(tide_group_t *g, char *const *topics, int n, char **errp);
-/* Fetch what the consumer has (waiting at most timeout_ms) into the
- * partitions' buffers, about buffered_max records a partition at most
- * (librdkafka's queue holds the rest). Rebalance callbacks run inside. */
+/* Fetch what the consumer has (waiting at most timeout_ms when there is
+ * nothing) into the partitions' buffers, buffered_max records a partition
+ * at most (each partition's queue in librdkafka holds the rest, and
+ * librdkafka fetches a partition again only when its queue runs low).
+ * Rebalance callbacks run inside. */
 void tide_group_fill(tide_group_t *g, int timeout_ms);
+/* Records are buffered, but the order waits for a partition that has none
+ * (the worker may wait in tide_group_fill rather than spin). */
+int tide_group_starved(const tide_group_t *g);
 /* The next batch, in record-time order across partitions (tide_order_t):
  * up to `max` records into out[]; the messages are the caller's to destroy. */
 int tide_group_take(tide_group_t *g, tide_buffered_t *out, int max);

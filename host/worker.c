@@ -846,10 +846,12 @@ static tide_step_t connect_kafka(tide_worker_t *w) {
 
 /* ---------------------------------------------------------------- the loop */
 
-/* Fetch, waiting only when there is nothing to do. */
+/* Fetch, waiting only when there is nothing to do: nothing buffered, or
+ * only what must wait for a partition that has nothing yet (spinning then
+ * would take the core the fetch needs). */
 static void fetch(tide_worker_t *w, int restoring) {
     int idle = !restoring && !w->sending && !tide_committer_busy(w->committer) &&
-               !tide_offsets_buffered(tide_group_offsets(w->group));
+               (!tide_offsets_buffered(tide_group_offsets(w->group)) || tide_group_starved(w->group));
     tide_group_fill(w->group, idle ? 100 : 0);
 }
 
