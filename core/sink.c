@@ -27,6 +27,16 @@ void tide_sink_clear(tide_sink_t *s) {
     s->n_hdrs = 0;
 }
 
+void tide_sink_swap(tide_sink_t *s, tide_sink_t *other) {
+    tide_sink_t t = *s;
+    s->bytes = other->bytes, s->bytes_len = other->bytes_len, s->bytes_cap = other->bytes_cap;
+    s->entries = other->entries, s->n = other->n, s->cap = other->cap;
+    s->hdrs = other->hdrs, s->n_hdrs = other->n_hdrs, s->cap_hdrs = other->cap_hdrs;
+    other->bytes = t.bytes, other->bytes_len = t.bytes_len, other->bytes_cap = t.bytes_cap;
+    other->entries = t.entries, other->n = t.n, other->cap = t.cap;
+    other->hdrs = t.hdrs, other->n_hdrs = t.n_hdrs, other->cap_hdrs = t.cap_hdrs;
+}
+
 void tide_sink_truncate(tide_sink_t *s, size_t first, int32_t max_kept) {
     if (first >= s->n) return;
     /* an entry's bytes start with its key */

@@ -166,17 +166,22 @@ static size_t stream_time_meta(void *ud, int32_t partition, char *buf, size_t ca
 
 /* ---------------------------------------------------------------- producing */
 
-/* Hand the sink to the producer, waiting at most block_ms for room in its
- * queue. Once all is produced the batch's records are released. */
+/* Hand the sink to the producer, waiting at most block_ms for a free arena
+ * (its thread produces the last ones meanwhile). The batch's records go
+ * with it: the producer releases them once its entries are produced. On a
+ * failure nothing was taken: the sink is dropped (a rollback follows) and
+ * the records released here. */
 static tide_flush_t send_sink(tide_worker_t *w, int block_ms) {
     tide_sink_t *s = tide_runtime_sink(w->rt);
-    tide_flush_t r = tide_producer_send(w->producer, s, w->batch, &w->sent, block_ms);
+    tide_flush_t r = tide_producer_send(w->producer, s, w->batch, &w->sent, block_ms,
+                                        tide_records_messages(w->records, w->held), w->held);
     w->sending = r == TIDE_FLUSH_PENDING;
     if (w->sending) return r;
     tide_sink_clear(s);
     w->sent = 0;
     w->batch = NULL;
-    tide_records_release(w->records, w->held);
+    if (r != TIDE_FLUSH_DONE) tide_records_release(w->records, w->held);
+    else tide_records_release(w->records, 0); /* the producer has them */
     w->held = 0;
     return r;
 }
