@@ -147,7 +147,16 @@ int tide_utf8_valid(const char *buf, int32_t len) {
     const unsigned char *p = (const unsigned char *)buf;
     const unsigned char *end = p + (len > 0 ? len : 0);
     while (p < end) {
-        /* ASCII fast path, eight bytes at a time */
+        /* ASCII fast path, 32 then eight bytes at a time */
+        while (end - p >= 32) {
+            uint64_t a, b, c, d;
+            memcpy(&a, p, 8);
+            memcpy(&b, p + 8, 8);
+            memcpy(&c, p + 16, 8);
+            memcpy(&d, p + 24, 8);
+            if ((a | b | c | d) & 0x8080808080808080ULL) break;
+            p += 32;
+        }
         while (end - p >= 8) {
             uint64_t w;
             memcpy(&w, p, 8);

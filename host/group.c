@@ -82,7 +82,7 @@ int tide_offsets_push(tide_offset_t *p, rd_kafka_message_t *m, int64_t timestamp
         p->cap = cap;
         p->head = 0;
     }
-    p->buf[(p->head + p->n) % p->cap] = (tide_buffered_t){m, timestamp, offset};
+    p->buf[(p->head + p->n) % p->cap] = (tide_buffered_t){m, timestamp, offset, NULL};
     p->n++;
     p->fetched = offset + 1;
     if (p->start < 0) p->start = offset;
@@ -160,7 +160,8 @@ int tide_offsets_take(tide_offsets_t *o, tide_buffered_t *out, int max, int64_t 
         if (!p) break;
         /* A run from the oldest partition, while it stays the oldest. */
         do {
-            out[n++] = p->buf[p->head];
+            out[n] = p->buf[p->head];
+            out[n++].part = p;
             p->head = (p->head + 1) % p->cap;
             p->n--;
         } while (n < max && p->n && p->buf[p->head].timestamp <= second);
@@ -179,6 +180,14 @@ tide_offset_t *tide_offsets_accept(tide_offsets_t *o, const char *topic, int32_t
                                    int64_t offset) {
     tide_offset_t *p = tide_offsets_find(o, topic, partition);
     return p && offset > p->processed ? p : NULL;
+}
+
+tide_offset_t *tide_offsets_accept_taken(tide_offsets_t *o, const tide_buffered_t *b,
+                                         const char *topic, int32_t partition) {
+    tide_offset_t *p = b->part;
+    if (p >= o->p && p < o->p + o->n && p->partition == partition && !strcmp(p->topic, topic))
+        return b->offset > p->processed ? p : NULL;
+    return tide_offsets_accept(o, topic, partition, b->offset);
 }
 
 rd_kafka_topic_partition_list_t *tide_offsets_pending(const tide_offsets_t *o,
@@ -526,7 +535,13 @@ static int refill(tide_group_t *g) {
         if (!p->queue || p->n > g->buffered_max / 2) continue;
         int room = g->buffered_max - p->n;
         ssize_t n = rd_kafka_consume_batch_queue(p->queue, 0, g->fetch, (size_t)(room < max ? room : max));
-        for (ssize_t k = 0; k < n; k++) buffer(g, g->fetch[k]);
+        for (ssize_t k = 0; k < n; k++) {
+            rd_kafka_message_t *m = g->fetch[k];
+            /* its own queue holds only its records (or its errors) */
+            if (m->err || m->partition != p->partition ||
+                tide_offsets_push(p, m, rd_kafka_message_timestamp(m, NULL), m->offset) < 0)
+                buffer(g, m);
+        }
         got += n > 0 ? (int)n : 0;
     }
     return got;

@@ -29,6 +29,8 @@ typedef struct tide_buffered {
     rd_kafka_message_t *m; /* owned until handed out */
     int64_t timestamp;     /* ms, as the detector will see it */
     int64_t offset;
+    struct tide_offset *part; /* set when handed out: its partition's entry, a hint
+                               * valid until the offsets change (a rebalance) */
 } tide_buffered_t;
 
 /* Why a partition is paused (several may hold at once). */
@@ -84,6 +86,10 @@ int tide_offsets_holds(const tide_offsets_t *o, int32_t partition);
  * processed: a redelivery within this assignment). */
 tide_offset_t *tide_offsets_accept(tide_offsets_t *o, const char *topic, int32_t partition,
                                    int64_t offset);
+/* The same for a record handed out by tide_offsets_take (b->part spares the
+ * lookup while it is still an entry of o). */
+tide_offset_t *tide_offsets_accept_taken(tide_offsets_t *o, const tide_buffered_t *b,
+                                         const char *topic, int32_t partition);
 /* The offsets a commit would write, for every partition or only those in
  * `only`: processed + 1 where that is past what is committed. A new list
  * (the caller destroys it), empty when there is nothing to commit. */

@@ -584,9 +584,12 @@ tide_flush_t tide_producer_send(tide_producer_t *p, tide_sink_t *s, const tide_b
 
 /* ---------------------------------------------------------------- deliveries, commits */
 
+/* The thread serves delivery reports after each arena; the worker's
+ * thread serves them only while the producer's is idle (or busy elsewhere),
+ * so that freeing delivered records stays off the detector's thread. */
 void tide_producer_poll(tide_producer_t *p) {
-    pthread_mutex_lock(&p->mu);
-    rd_kafka_poll(p->rk, 0);
+    if (pthread_mutex_trylock(&p->mu)) return;
+    if (!p->queued) rd_kafka_poll(p->rk, 0);
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -83,7 +83,7 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = r->in[i].m;
         const char *topic = rd_kafka_topic_name(m->rkt);
-        tide_offset_t *p = tide_offsets_accept(offsets, topic, m->partition, m->offset);
+        tide_offset_t *p = tide_offsets_accept_taken(offsets, &r->in[i], topic, m->partition);
         if (!p) { /* a redelivery within this assignment: drop and count it */
             r->dropped++;
             continue;
