@@ -37,6 +37,16 @@ void tide_sink_swap(tide_sink_t *s, tide_sink_t *other) {
     other->hdrs = t.hdrs, other->n_hdrs = t.n_hdrs, other->cap_hdrs = t.cap_hdrs;
 }
 
+void tide_sink_shrink(tide_sink_t *s) {
+    if (s->n) return;
+    free(s->bytes);
+    free(s->entries);
+    free(s->hdrs);
+    s->bytes = NULL, s->bytes_len = s->bytes_cap = 0;
+    s->entries = NULL, s->n = s->cap = 0;
+    s->hdrs = NULL, s->n_hdrs = s->cap_hdrs = 0;
+}
+
 void tide_sink_truncate(tide_sink_t *s, size_t first, int32_t max_kept) {
     if (first >= s->n) return;
     /* an entry's bytes start with its key */

@@ -55,6 +55,9 @@ void tide_sink_clear(tide_sink_t *s);
  * keeping its own batch and timestamp: the producer takes a filled arena
  * and leaves an empty one in its place, without copying. */
 void tide_sink_swap(tide_sink_t *s, tide_sink_t *other);
+/* Give an empty sink's memory back (an idle worker); it grows again on the
+ * next emit. */
+void tide_sink_shrink(tide_sink_t *s);
 /* Drop the entries from index `first` on whose output is above `max_kept`,
  * keeping the others in order (a failed record's emits go, the changelog
  * entries of the store writes it made stay: see tide_lua_dispatch).

@@ -111,6 +111,16 @@ static void unshift(tide_offset_t *p, const tide_buffered_t *b) {
     p->empty_since = -1;
 }
 
+void tide_offsets_trim(tide_offsets_t *o) {
+    for (int i = 0; i < o->n; i++) {
+        tide_offset_t *p = &o->p[i];
+        if (p->n) continue;
+        free(p->buf);
+        p->buf = NULL;
+        p->head = p->cap = 0;
+    }
+}
+
 int tide_offsets_buffered(const tide_offsets_t *o) {
     int n = 0;
     for (int i = 0; i < o->n; i++) n += o->p[i].n;

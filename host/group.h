@@ -112,6 +112,8 @@ int tide_offsets_take(tide_offsets_t *o, tide_buffered_t *out, int max, int64_t 
 void tide_offsets_drop_buffered(tide_offset_t *p);
 /* Buffered records over all partitions. */
 int tide_offsets_buffered(const tide_offsets_t *o);
+/* Give the memory of empty buffers back (an idle worker). */
+void tide_offsets_trim(tide_offsets_t *o);
 void tide_offsets_free(tide_offsets_t *o);
 
 /* ---------------------------------------------------------------- the group */

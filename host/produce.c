@@ -593,6 +593,20 @@ void tide_producer_poll(tide_producer_t *p) {
     pthread_mutex_unlock(&p->mu);
 }
 
+void tide_producer_trim(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < N_JOBS && !p->queued; i++) {
+        tide_job_t *j = &p->jobs[i];
+        tide_sink_clear(&j->arena);
+        tide_sink_shrink(&j->arena);
+        free(j->opaque);
+        free(j->msgs);
+        j->opaque = NULL, j->cap_opaque = 0;
+        j->msgs = NULL, j->cap_msgs = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 rd_kafka_t *tide_producer_handle(tide_producer_t *p) { return p->rk; }
 
 int64_t tide_producer_in_flight(tide_producer_t *p) {

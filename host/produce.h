@@ -94,6 +94,8 @@ tide_flush_t tide_producer_send(tide_producer_t *p, tide_sink_t *s, const tide_b
 rd_kafka_t *tide_producer_handle(tide_producer_t *p);
 /* Serve delivery reports without blocking. */
 void tide_producer_poll(tide_producer_t *p);
+/* Idle: give the arenas' memory back (they grow again when used). */
+void tide_producer_trim(tide_producer_t *p);
 /* Wait up to timeout_ms for the records handed since the last commit: the
  * thread produces what it holds, then librdkafka delivers them. */
 tide_flush_t tide_producer_flush(tide_producer_t *p, int timeout_ms);

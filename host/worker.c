@@ -427,9 +427,13 @@ static tide_step_t job_publish(tide_worker_t *w, int64_t now) {
 }
 
 /* Idle: hand the consumer's freed fetch buffers back to the OS, or an idle
- * worker keeps tens of MB it does not use. */
+ * worker keeps tens of MB it does not use; the partitions' buffers and the
+ * arenas go too (they grow again with the next records). */
 static tide_step_t job_trim(tide_worker_t *w, int64_t now) {
     if (!w->trimmed && w->last_record_ms && now - w->last_record_ms > 1000) {
+        tide_offsets_trim(tide_group_offsets(w->group));
+        if (!w->sending) tide_sink_shrink(tide_runtime_sink(w->rt));
+        tide_producer_trim(w->producer);
         malloc_trim(0);
         w->trimmed = 1;
     }
