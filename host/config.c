@@ -185,6 +185,10 @@ static int try_client(const tide_config_t *c, rd_kafka_type_t type, char **errp)
 
 int tide_config_validate(tide_config_t *c, char **errp) {
     if (try_client(c, RD_KAFKA_PRODUCER, errp) || try_client(c, RD_KAFKA_CONSUMER, errp)) return -1;
+    return tide_config_settle(c, errp);
+}
+
+int tide_config_settle(tide_config_t *c, char **errp) {
     if (!tide_config_eos(c)) return 0;
     for (size_t i = 0; i < c->n_kafka; i++) {
         const char *k = c->kafka[i].key, *base = k;

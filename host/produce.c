@@ -371,13 +371,44 @@ static void produce_job(tide_producer_t *p, tide_job_t *j) {
     j->n_msgs = 0;
 }
 
+/* An idempotent producer asks for its producer id at once, before any
+ * broker connection is up, and then only every 500 ms: its first records
+ * would wait that long. Every metadata answer makes it ask again if a
+ * broker is up by then, so the thread asks for a few while it has nothing
+ * else to do, as the connections come up (the first answers may come from
+ * the bootstrap connection, before the broker it names is up). Returns the
+ * answers still to ask for. A transactional producer gets its id from
+ * init_transactions instead. */
+static int warm_up(tide_producer_t *p, int left) {
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(p->rk, 0, NULL, &md, 100) != RD_KAFKA_RESP_ERR_NO_ERROR) return left;
+    rd_kafka_metadata_destroy(md);
+    return left - 1;
+}
+
+/* Wait up to ms for work, under mu. */
+static void wait_work(tide_producer_t *p, int ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)ms * 1000000;
+    if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&p->work, &p->mu, &until);
+}
+
 /* The thread: produce the queued jobs in order; after each, serve the
  * delivery reports that came meanwhile. It never calls into Lua and never
  * decides anything: refusals and failures are the worker's to act on. */
 static void *run(void *arg) {
     tide_producer_t *p = arg;
+    int warm = p->transactional ? 0 : 3, tries = 20;
     pthread_mutex_lock(&p->mu);
     for (;;) {
+        while (!p->stop && !p->queued && warm > 0 && tries-- > 0) {
+            pthread_mutex_unlock(&p->mu);
+            warm = warm_up(p, warm);
+            pthread_mutex_lock(&p->mu);
+            if (!p->stop && !p->queued) wait_work(p, 20);
+        }
         while (!p->stop && !p->queued) pthread_cond_wait(&p->work, &p->mu);
         if (!p->queued) break; /* stopping, and nothing is left */
         tide_job_t *j = &p->jobs[p->head];
@@ -781,7 +812,7 @@ void tide_producer_free(tide_producer_t *p) {
     if (!p) return;
     if (p->started) {
         pthread_mutex_lock(&p->mu);
-        p->stop = 1;
+        __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
         __atomic_store_n(&p->discard, 1, __ATOMIC_RELEASE); /* nothing left is produced */
         pthread_cond_signal(&p->work);
         pthread_mutex_unlock(&p->mu);
