@@ -5,10 +5,17 @@
  * it. Transactional under exactly-once.
  *
  * Every produced record carries, as its opaque, the index of its source (the
- * input record it was emitted for) in a table that lives until the next
- * commit or rollback; a delivery report that fails names that source. Never
- * decides what to do about a failure: it classifies it (the record's own
- * fault, or not) and the worker rolls back.
+ * input record it was emitted for) in a table that is reset at each commit
+ * or rollback, and whose chunks go once no record in flight names them; a
+ * delivery report that fails names that source. Never decides what to do
+ * about a failure: it classifies it (the record's own fault, or not) and
+ * the worker rolls back.
+ *
+ * Its thread only produces the arenas handed to it, in order, and serves
+ * delivery reports; it never calls into Lua, never commits, and never
+ * produces an arena that a rollback dropped. The delivery state (in
+ * flight, failures, sources, acknowledged offsets) is shared under one
+ * lock, held by whichever thread polls librdkafka.
  */
 #include "produce.h"
 
@@ -321,8 +328,8 @@ static void refused(tide_producer_t *p, const tide_job_t *j, const tide_sink_ent
         __atomic_store_n(&p->refused, fatal ? TIDE_FLUSH_FATAL : TIDE_FLUSH_FAILED, __ATOMIC_RELEASE);
 }
 
-/* Entries from `from` on are not produced (a rollback, a refusal before
- * them): no longer in flight. Under mu. */
+/* Job j's entries from j->done on are not produced (a rollback, or a
+ * refusal before them): no longer in flight. Under mu. */
 static void drop(tide_producer_t *p, tide_job_t *j) {
     for (size_t i = j->done; i < j->arena.n; i++) let_go(p, j->opaque[i]);
     p->in_flight -= (int64_t)(j->arena.n - j->done);

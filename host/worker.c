@@ -975,9 +975,10 @@ static void shut_down(tide_worker_t *w) {
 
 static void worker_free(tide_worker_t *w) {
     if (w->held) tide_records_release(w->records, w->held);
-    tide_group_free(w->group);
     tide_committer_free(w->committer);
+    /* before the consumer goes: arenas not produced still hold its messages */
     tide_producer_free(w->producer);
+    tide_group_free(w->group);
     tide_runtime_close(w->rt);
     tide_tasks_free(w->tasks);
     tide_records_free(w->records);
