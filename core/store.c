@@ -29,7 +29,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <ftw.h>
-#include <rocksdb/c.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +37,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "rdb.h"
 #include "skiplist.h"
 
 #define KEY_HDR 5 /* store id + partition */
@@ -216,6 +216,12 @@ static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen) {
 tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
     if (!o || !o->path || !*o->path) {
         fail(errp, "store: no path given");
+        return NULL;
+    }
+    char *le = NULL;
+    if (tide_rdb_load(&le)) {
+        fail(errp, "store: %s", le ? le : "cannot load RocksDB");
+        free(le);
         return NULL;
     }
     size_t cache_bytes = o->block_cache_bytes ? o->block_cache_bytes : DEFAULT_BLOCK_CACHE;

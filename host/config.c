@@ -31,8 +31,8 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "long also for one the broker has nothing more of (0: only the first; -1: never wait), "
      "as in Kafka Streams."},
     [TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION] = {"buffered.records.per.partition", TIDE_SET_INT, "1000", 1, 1000000, NULL,
-     "Records fetched and held per input partition (on average over a worker's partitions) "
-     "before fetching waits for them to be processed."},
+     "Records fetched and held per input partition before fetching waits for them to be "
+     "processed (the rest wait in the partition's own queue in librdkafka)."},
     [TIDE_CFG_STATE_DIR] = {"state.dir", TIDE_SET_STRING, "/tmp/tide", 0, 0, NULL,
      "Directory for local state."},
     [TIDE_CFG_PROCESSING_GUARANTEE] = {"processing.guarantee", TIDE_SET_ENUM, "at_least_once", 0, 0,
@@ -185,6 +185,10 @@ static int try_client(const tide_config_t *c, rd_kafka_type_t type, char **errp)
 
 int tide_config_validate(tide_config_t *c, char **errp) {
     if (try_client(c, RD_KAFKA_PRODUCER, errp) || try_client(c, RD_KAFKA_CONSUMER, errp)) return -1;
+    return tide_config_settle(c, errp);
+}
+
+int tide_config_settle(tide_config_t *c, char **errp) {
     if (!tide_config_eos(c)) return 0;
     for (size_t i = 0; i < c->n_kafka; i++) {
         const char *k = c->kafka[i].key, *base = k;

@@ -137,7 +137,8 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->path = s;
         }
     }
-    if (tide_config_validate(c, &err)) return refuse(err);
+    /* A worker's supervisor validated the same configuration already. */
+    if ((worker ? tide_config_settle(c, &err) : tide_config_validate(c, &err))) return refuse(err);
     if (!a->path) {
         usage(stderr);
         return 2;
