@@ -66,7 +66,7 @@ endif
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
 ENGINE_SRC := core/sink.c core/state.c core/store.c
-BIND_SRC  := bindings/lua_call.c bindings/core.c $(ENGINE_SRC)
+BIND_SRC  := bindings/lua_call.c bindings/core.c bindings/heap.c bindings/guard.c $(ENGINE_SRC)
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
@@ -180,7 +180,7 @@ $(TIDE): $(HOST_OBJ)
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
 	@echo "  LINK  $@"
-	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ -lrocksdb
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ -lrocksdb -lpthread
 
 $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)

@@ -9,9 +9,13 @@
  * path (records, emits) goes through the FFI, not through these functions.
  */
 #include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "guard.h"
+#include "heap.h"
 #include "lua_call.h"
 #include "state.h"
 #include "store.h"
@@ -99,7 +103,9 @@ static tide_sink_t *check_sink(lua_State *L, int i) {
     return *p;
 }
 
+/* core.sink([limit]): limit caps the bytes its emits may hold (0: none). */
 static int sink_new(lua_State *L) {
+    size_t limit = (size_t)luaL_optnumber(L, 1, 0);
     tide_sink_t **p = lua_newuserdata(L, sizeof(*p));
     *p = NULL;
     luaL_getmetatable(L, SINK_MT);
@@ -107,6 +113,7 @@ static int sink_new(lua_State *L) {
     *p = malloc(sizeof(**p));
     if (!*p) return luaL_error(L, "not enough memory");
     tide_sink_init(*p);
+    (*p)->limit = limit;
     return 1;
 }
 
@@ -347,6 +354,100 @@ static int core_dispatch(lua_State *L) {
     return 2;
 }
 
+/* --- limits for the driver: core.guard (see bindings/guard.h) --- */
+
+#define GUARD_MT "tide.guard"
+
+typedef struct guard_ud {
+    int owner;
+    int64_t budget_ms; /* <= 0: none */
+    char label[256];
+} guard_ud_t;
+
+/* core.guard{ memory = bytes, timeout_ms = ms, label = text }: a heap
+ * owner with its cap and the budget of each call made through it. */
+static int guard_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Number memory = num_field(L, 1, "memory", 0);
+    lua_Number timeout = num_field(L, 1, "timeout_ms", 0);
+    luaL_argcheck(L, memory >= 0 && timeout >= 0, 1, "limits must not be negative");
+    tide_guard_status_t st = tide_guard_install(L);
+    if (st == TIDE_GUARD_OTHER_STATE)
+        return luaL_error(L, "another Lua state of this process runs guarded detectors");
+    if (st != TIDE_GUARD_OK) return luaL_error(L, "not enough memory");
+    int owner = tide_heap_owner(tide_guard_heap(), (size_t)memory);
+    if (!owner) return luaL_error(L, "not enough memory");
+    guard_ud_t *g = lua_newuserdata(L, sizeof(*g));
+    g->owner = owner;
+    g->budget_ms = (int64_t)timeout;
+    lua_getfield(L, 1, "label");
+    snprintf(g->label, sizeof(g->label), "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+    luaL_getmetatable(L, GUARD_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static guard_ud_t *check_guard(lua_State *L) { return luaL_checkudata(L, 1, GUARD_MT); }
+
+/* guard:call(fn, ...) -> fn(...), charged to the guard's owner within its
+ * budget; an error is raised again once the call is over. */
+static int guard_call(lua_State *L) {
+    guard_ud_t *g = check_guard(L);
+    luaL_checkany(L, 2);
+    int base = 2, nargs = lua_gettop(L) - 2;
+    tide_guard_call_t c;
+    tide_guard_enter(g->owner, g->budget_ms > 0 ? g->budget_ms : INT64_MAX / 4, g->label, &c);
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+    tide_guard_leave(&c);
+    if (rc) {
+        if (rc == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+        return lua_error(L);
+    }
+    return lua_gettop(L) - base + 1;
+}
+
+/* guard:label(text): what the call in progress is, for messages. */
+static int guard_label(lua_State *L) {
+    guard_ud_t *g = check_guard(L);
+    snprintf(g->label, sizeof(g->label), "%s", luaL_checkstring(L, 2));
+    return 0;
+}
+
+/* guard:heap() -> bytes in use, peak, limit (the owner's). */
+static int guard_heap(lua_State *L) {
+    guard_ud_t *g = check_guard(L);
+    tide_heap_t *h = tide_guard_heap();
+    lua_pushnumber(L, (lua_Number)tide_heap_owner_used(h, g->owner));
+    lua_pushnumber(L, (lua_Number)tide_heap_owner_peak(h, g->owner));
+    lua_pushnumber(L, (lua_Number)tide_heap_owner_limit(h, g->owner));
+    return 3;
+}
+
+static int guard_gc(lua_State *L) {
+    (void)L;
+    return 0; /* the owner keeps its id: blocks freed later still find it */
+}
+
+/* core.heap_room() -> bytes the running code may still allocate (math.huge
+ * without a cap): what a detector's heap has left, live or in the driver. */
+static int core_heap_room(lua_State *L) {
+    tide_heap_t *h = tide_heap_find(L);
+    size_t room = h ? tide_heap_room(h) : (size_t)-1;
+    lua_pushnumber(L, room == (size_t)-1 ? HUGE_VAL : (lua_Number)room);
+    return 1;
+}
+
+/* core.limits() -> { memory =, timeout_ms = }: the host's defaults. */
+static int core_limits(lua_State *L) {
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, TIDE_DEFAULT_MEMORY_LIMIT);
+    lua_setfield(L, -2, "memory");
+    lua_pushnumber(L, TIDE_DEFAULT_BATCH_TIMEOUT_MS);
+    lua_setfield(L, -2, "timeout_ms");
+    return 1;
+}
+
 /* One metatable per class, as Lua's io library does: methods, and __gc
  * running the same close() a caller may call first. */
 static void register_class(lua_State *L, const char *name, const luaL_Reg *methods,
@@ -396,8 +497,11 @@ int luaopen_tide_core(lua_State *L) {
     static const luaL_Reg batch_methods[] = {
         {"ptr", batch_ptr}, {"cursor", batch_cursor}, {"close", batch_close},
         {NULL, NULL}};
+    static const luaL_Reg guard_methods[] = {
+        {"call", guard_call}, {"label", guard_label}, {"heap", guard_heap}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"api", core_api},     {"hash", core_hash},   {"log", core_log},
+        {"guard", guard_new},  {"heap_room", core_heap_room}, {"limits", core_limits},
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
         {"store_open", core_store_open}, {"store_close", core_store_close},
         {"store_iterators", core_store_iterators},
@@ -405,6 +509,7 @@ int luaopen_tide_core(lua_State *L) {
 
     register_class(L, SINK_MT, sink_methods, sink_close);
     register_class(L, BATCH_MT, batch_methods, batch_close);
+    register_class(L, GUARD_MT, guard_methods, guard_gc);
 
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

@@ -12,8 +12,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "runtime_types.h"
 
 #define MiB (1024LL * 1024)
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 const tide_setting_t tide_settings[] = {
     {"bootstrap.servers", TIDE_SET_STRING, "", 0, 0, NULL,
@@ -28,7 +31,7 @@ const tide_setting_t tide_settings[] = {
      "Directory for local state."},
     {"processing.guarantee", TIDE_SET_ENUM, "at_least_once", 0, 0, "at_least_once",
      "Delivery guarantee. at_least_once: outputs are acknowledged before input offsets are committed."},
-    {"detector.memory.limit.bytes", TIDE_SET_INT, "134217728", 1 * MiB, 64LL * 1024 * MiB, NULL,
+    {"detector.memory.limit.bytes", TIDE_SET_INT, STR(TIDE_DEFAULT_MEMORY_LIMIT), 1 * MiB, 64LL * 1024 * MiB, NULL,
      "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError."},
     {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
@@ -52,7 +55,7 @@ const tide_setting_t tide_settings[] = {
      "Anything but loopback exposes it: set it explicitly."},
     {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
      "Port of the admin HTTP server; 0 picks a free one (logged)."},
-    {"detector.batch.timeout.ms", TIDE_SET_INT, "10000", 100, 3600000, NULL,
+    {"detector.batch.timeout.ms", TIDE_SET_INT, STR(TIDE_DEFAULT_BATCH_TIMEOUT_MS), 100, 3600000, NULL,
      "Watchdog: a worker whose batch runs longer is killed and restarted."},
     {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
      "A record in flight when a worker died this many times is dead-lettered unrun."},

@@ -62,8 +62,9 @@ static void usage(FILE *out) {
             "development broker in-process.\n");
 }
 
+/* `run` and `worker` refuse to start: one log line, JSON like every other
+ * line they write on stderr. */
 static int refuse(char *err) {
-    fprintf(stderr, "tide: %s\n", err ? err : "configuration error");
     tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err ? err : "configuration error");
     free(err);
     return 2;
@@ -215,6 +216,50 @@ static int cmd_run(int argc, char **argv) {
     return rc;
 }
 
+/* `tide test` and `tide replay`: the detector limits come from the same
+ * sources as for `run` (-c FILE, TIDE_* variables, -D key=value); the other
+ * arguments go to the CLI's Lua. Errors are for a person at a terminal:
+ * plain text, as the rest of these commands' reports. */
+static int cmd_cli(int argc, char **argv) {
+    tide_config_t c;
+    tide_config_init(&c);
+    char *err = NULL;
+    char **rest = calloc((size_t)argc + 1, sizeof(char *));
+    int n = 0, rc = 2;
+    for (int i = 2; i < argc && !err; i++)
+        if (!strcmp(argv[i], "-c") && i + 1 < argc) tide_config_load_file(&c, argv[++i], &err);
+    if (!err) tide_config_load_env(&c, &err);
+    for (int i = 2; i < argc && !err && rest; i++) {
+        if (!strcmp(argv[i], "-c") && i + 1 < argc) {
+            i++;
+        } else if (!strcmp(argv[i], "-D") && i + 1 < argc) {
+            char kv[4096];
+            snprintf(kv, sizeof(kv), "%s", argv[++i]);
+            char *eq = strchr(kv, '=');
+            if (!eq) {
+                err = strdup("-D wants key=value");
+            } else {
+                *eq = '\0';
+                tide_config_set(&c, kv, eq + 1, "flag -D", &err);
+            }
+        } else {
+            rest[n++] = argv[i];
+        }
+    }
+    if (err || !rest) {
+        fprintf(stderr, "tide %s: %s\n", argv[1], err ? err : "not enough memory");
+    } else {
+        tide_cli_opts_t o = {(size_t)tide_config_int(&c, "detector.memory.limit.bytes"),
+                             tide_config_int(&c, "detector.batch.timeout.ms"),
+                             tide_tool_read_topic};
+        rc = tide_runtime_cli(argv[1], n, rest, &o);
+    }
+    free(err);
+    free(rest);
+    tide_config_free(&c);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -226,8 +271,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "broker")) return tide_devbroker_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
-    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay"))
-        return tide_runtime_cli(cmd, argc - 2, argv + 2, tide_tool_read_topic);
+    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay")) return cmd_cli(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tide 0.1.0 (librdkafka %s)\n", rd_kafka_version_str());
         return 0;

@@ -14,6 +14,7 @@ local M = {}
 ---@field capacity integer
 local Cache = {}
 Cache.__index = Cache
+Cache.__metatable = false -- shared by every detector: not theirs to change
 
 ---@param capacity integer keys per generation (> 0)
 ---@return tide.Cache

@@ -112,6 +112,26 @@ local function default_name(path)
   return base
 end
 
+--- Copies of what tide keeps from the detector's table: tide reads them
+--- long after the detector's code ran (the CLI prints under the output
+--- names), so the detector must not be able to change them afterwards.
+local function copy_list(t)
+  local c = {}
+  for i = 1, #t do c[i] = rawget(t, i) end
+  return c
+end
+
+local STORE_FIELDS = { "kind", "memory", "size", "grace", "retention", "session" }
+local function copy_stores(stores)
+  local c = {}
+  for name, decl in pairs(stores) do
+    local d = {}
+    for _, f in ipairs(STORE_FIELDS) do d[f] = rawget(decl, f) end
+    c[name] = d
+  end
+  return c
+end
+
 --- Check a detector table; returns the normalised spec or nil, reason.
 ---@param det any what the script returned
 ---@param path string
@@ -169,7 +189,7 @@ function M.validate(det, path, source)
     if type(sname) ~= "string" or not sname:match("^[%w][%w_-]*$") then
       return fail(("store name '%s' may only use letters, digits, '_' and '-'"):format(tostring(sname)))
     end
-    if type(decl) ~= "table" or (decl.kind ~= "kv" and decl.kind ~= "window") then
+    if type(decl) ~= "table" or (rawget(decl, "kind") ~= "kv" and rawget(decl, "kind") ~= "window") then
       return fail(("store '%s' must be declared with tide.kv() or tide.window{...}"):format(sname))
     end
   end
@@ -201,9 +221,9 @@ function M.validate(det, path, source)
     path = path,
     version = M.version(source),
     description = det.description,
-    inputs = inputs,
+    inputs = copy_list(inputs),
     inputs_set = inputs_set,
-    outputs = outputs,
+    outputs = copy_list(outputs),
     out_index = out_index,
     value_serde = det.serde or "string",
     key_serde = det.key_serde or "string",
@@ -215,7 +235,7 @@ function M.validate(det, path, source)
     process = det.process,
     init = det.init,
     close = det.close,
-    stores = stores,
+    stores = copy_stores(stores),
     punctuators = punctuators,
   }
 end
@@ -285,23 +305,24 @@ function M.load_source(source, path, opts, dir)
   local chunk, err = load(source, "@" .. path, "t", env)
   if not chunk then return nil, err end
   dsl.begin()
-  local ok, det = xpcall(chunk, function(e)
-    -- a misused API already names the detector's line: no traceback
-    if type(e) == "table" and e.class == errors.USAGE then
-      if e.where then return e.message end
-      return ("%s:%d: %s"):format(path, return_line(source), e.message)
-    end
-    return debug.traceback(tostring(e), 2)
-  end)
+  local ok, det, trace = errors.call(chunk)
   local built = dsl.finish()
-  if not ok then return nil, det end
+  if not ok then
+    -- a misused API already names the detector's line: no traceback
+    if errors.is(det) and rawget(det, "class") == errors.USAGE then
+      local at, msg = rawget(det, "where"), tostring(rawget(det, "message"))
+      if at then return nil, msg end
+      return nil, ("%s:%d: %s"):format(path, return_line(source), msg)
+    end
+    return nil, errors.describe(det) .. "\n" .. trace
+  end
   if built then
     if not dsl.is_dsl(det, built) then
       return nil, ("%s:%d: this script builds streams (tide.stream, tide.table) but returns %s: "
         .. "return one of its streams, or tide.topology{ ... }"):format(path, return_line(source), type(det))
     end
     local cok, compiled = pcall(topology.compile, built, default_name(path), opts.application_id or "tide")
-    if not cok then return nil, ("%s:%d: %s"):format(path, return_line(source), tostring(compiled)) end
+    if not cok then return nil, ("%s:%d: %s"):format(path, return_line(source), errors.describe(compiled)) end
     det = compiled
   end
   local spec, verr = M.validate(det, path, source)

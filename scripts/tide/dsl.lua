@@ -25,6 +25,10 @@ local windows = require("tide.windows")
 local errors = require("tide.errors")
 
 local usage, where = errors.usage, errors.caller
+-- The classes below hide their metatables from detectors (__metatable), so
+-- that one detector cannot change the DSL another one builds with; tide
+-- reads them raw.
+local getmetatable = debug.getmetatable
 
 local M = {}
 
@@ -32,6 +36,7 @@ local building -- the builder of the script being loaded, or nil
 
 local Stream, Table, Grouped, Splitter = {}, {}, {}, {}
 Stream.__index, Table.__index, Grouped.__index, Splitter.__index = Stream, Table, Grouped, Splitter
+Stream.__metatable, Table.__metatable, Grouped.__metatable, Splitter.__metatable = false, false, false, false
 
 local function need_fn(f, op, shape)
   if type(f) ~= "function" then

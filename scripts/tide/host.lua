@@ -3,6 +3,7 @@
 local core = require("tide.core")
 local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
+local errors = require("tide.errors")
 
 local M = {}
 
@@ -17,11 +18,7 @@ end
 --- Raises "file:line: reason" when the detector cannot run.
 ---@return function run, table info, function close, table hooks
 function M.open(path, sink_lud, open_db, application_id)
-  -- The string metatable is shared by the whole state: close the
-  -- ("").dump(f) route too, not just the sandbox's string table.
-  string.dump = function()
-    error("string.dump is not available to detectors (tide sandbox)", 2)
-  end
+  -- (the sandbox locks the string metatable, ("").dump included)
   local spec, err = detector.load(path, {
     print = function(msg) log("info", msg) end,
     application_id = application_id,
@@ -36,10 +33,8 @@ function M.open(path, sink_lud, open_db, application_id)
   end
   local d = dispatch.new(spec, sink_lud, log, { db = db })
   if spec.init then
-    local ok, ierr = xpcall(spec.init, function(e)
-      return debug.traceback(tostring(e), 2)
-    end, d.ctx)
-    if not ok then error("init failed: " .. ierr, 0) end
+    local ok, ierr, trace = errors.call(spec.init, d.ctx)
+    if not ok then error("init failed: " .. errors.describe(ierr) .. "\n" .. trace, 0) end
   end
   local function close()
     if spec.close then spec.close(d.ctx) end

@@ -11,26 +11,25 @@ local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
 local serde = require("tide.serde")
 
+local format = string.format
+
 local M = {}
 
 local Driver = {}
 Driver.__index = Driver
 
---- Load a detector file and run its init.
----@param path string
----@param opts? { on_error?: string, wall_time?: number, application_id?: string }
-function M.driver(path, opts)
-  opts = opts or {}
-  local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
-    changelog = {}, internal = {} }, Driver)
+--- Open the detector inside the driver's guard: load it, lay out its
+--- sink, stores and dispatcher, run its init. nil, reason when it does not load.
+local function open(self, path, opts)
   local spec, err = detector.load(path, {
     application_id = opts.application_id,
     print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
   })
-  if not spec then error(err, 2) end
+  if not spec then return nil, err end
   self.spec = spec
   self.on_error = opts.on_error or spec.on_error
-  self.sink = core.sink()
+  -- emits live in C, outside the Lua heap: the sink has the same cap
+  self.sink = core.sink(self.memory)
   -- RocksDB stores live in a temporary database, removed by close()
   for _, decl in pairs(spec.stores) do
     if not decl.memory then
@@ -44,10 +43,46 @@ function M.driver(path, opts)
     self.logs[#self.logs + 1] = { level = level, msg = msg }
   end, { db = self.db })
   if spec.init then spec.init(self.d.ctx) end
+  return true
+end
+
+--- Load a detector file and run its init.
+---
+--- The detector runs within the limits it has live: opts.memory (bytes of
+--- Lua heap its code may hold; default detector.memory.limit.bytes, 128 MiB)
+--- and opts.timeout_ms (the budget of each call into it: loading, init, each
+--- record, punctuators, close; default detector.batch.timeout.ms, 10 s). A
+--- record past either fails with a MemoryError or a TimeoutError at the
+--- detector's line (see bindings/guard.h; a call stuck in a C function past
+--- the budget and a grace second ends the process instead).
+---@param path string
+---@param opts? { on_error?: string, wall_time?: number, application_id?: string, memory?: number, timeout_ms?: number }
+function M.driver(path, opts)
+  opts = opts or {}
+  local limits = core.limits()
+  local memory = opts.memory or limits.memory
+  local timeout = opts.timeout_ms or limits.timeout_ms
+  local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
+    changelog = {}, internal = {}, path = path, memory = memory, timeout_ms = timeout,
+    guard = core.guard({ memory = memory, timeout_ms = timeout, label = path }) }, Driver)
+  local ok, loaded, err = pcall(self.guard.call, self.guard, open, self, path, opts)
+  if not ok then error(loaded, 0) end
+  if not loaded then error(err, 2) end
   self.tasks = {}
   self.wall = opts.wall_time or 0
   self:_collect()
   return self
+end
+
+--- Name what the driver runs next in messages (a line of an input file):
+--- the watchdog's, and errors raised outside the detector's own code.
+function Driver:at(where)
+  self.guard:label(where and (self.path .. " (" .. where .. ")") or self.path)
+end
+
+--- The detector's Lua heap: bytes in use, the peak, and its limit.
+function Driver:heap()
+  return self.guard:heap()
 end
 
 local number_text = require("tide.json").number_text
@@ -100,7 +135,7 @@ function Driver:pipe(topic, key, value, meta)
   meta = meta or {}
   local sd = self.spec.serdes[topic]
   if not sd or not self.spec.inputs_set[topic] then
-    error(("'%s' is not an input of %s (inputs: %s)"):format(
+    error(format("'%s' is not an input of %s (inputs: %s)",
       tostring(topic), self.spec.name, table.concat(self.spec.inputs, ", ")), 2)
   end
   if not meta.raw then
@@ -132,18 +167,19 @@ function Driver:_dispatch(topic, key, value, meta)
     timestamp = meta.timestamp or -1, headers = headers,
     key = key, value = value,
   } })
+  local guard = self.guard
   if not self.tasks[partition] then
     self.tasks[partition] = true
-    self.d.task(partition, true)
+    guard:call(self.d.task, partition, true)
   end
-  local failures, stopped = core.dispatch(self.d.run, batch, self.sink, self.on_error,
+  local failures, stopped = guard:call(core.dispatch, self.d.run, batch, self.sink, self.on_error,
     self.spec.name, self.spec.version, self.wall)
   batch:close()
-  self.d.punctuate(self.wall) -- stream-time punctuators see the new record
+  guard:call(self.d.punctuate, self.wall) -- stream-time punctuators see the new record
   for _, f in ipairs(failures) do self.failures[#self.failures + 1] = f end
   self:_collect()
   if stopped then
-    error(("detector stopped (on_error = \"stop\"): %s"):format(failures[1].message), 3)
+    error(format("detector stopped (on_error = \"stop\"): %s", failures[1].message), 3)
   end
 end
 
@@ -151,7 +187,7 @@ end
 --- wall-clock punctuators that are due.
 function Driver:advance_wall_clock(d)
   self.wall = self.wall + require("tide.store").duration(d, "advance_wall_clock")
-  self.d.punctuate(self.wall)
+  self.guard:call(self.d.punctuate, self.wall)
   self:_collect()
 end
 
@@ -160,12 +196,12 @@ end
 function Driver:store(name, partition)
   local s = self.d.ctx.stores[name]
   if not s then error("no store named '" .. tostring(name) .. "'", 2) end
-  local d = self.d
+  local d, guard = self.d, self.guard
   return setmetatable({}, {
     __index = function(_, method)
       return function(_, ...)
         d.set_task(partition or 0)
-        return s[method](s, ...)
+        return guard:call(s[method], s, ...)
       end
     end,
   })
@@ -194,7 +230,7 @@ end
 
 --- Call the detector's close(ctx).
 function Driver:close()
-  if self.spec.close then self.spec.close(self.d.ctx) end
+  if self.spec.close then self.guard:call(self.spec.close, self.d.ctx) end
   self:_collect()
   self.sink:close()
   if self.db then
