@@ -429,13 +429,17 @@ static int guard_gc(lua_State *L) {
     return 0; /* the owner keeps its id: blocks freed later still find it */
 }
 
-/* core.heap_room() -> bytes the running code may still allocate (math.huge
- * without a cap): what a detector's heap has left, live or in the driver. */
+/* core.heap_room() -> bytes the running code may still allocate, and the
+ * cap they are counted against (math.huge, 0 without one): what a
+ * detector's heap has left, live or in the driver. */
 static int core_heap_room(lua_State *L) {
     tide_heap_t *h = tide_heap_find(L);
     size_t room = h ? tide_heap_room(h) : (size_t)-1;
+    size_t cap = h ? tide_heap_owner_limit(h, tide_heap_current(h)) : 0;
+    if (h && !cap) cap = tide_heap_limit(h);
     lua_pushnumber(L, room == (size_t)-1 ? HUGE_VAL : (lua_Number)room);
-    return 1;
+    lua_pushnumber(L, (lua_Number)cap);
+    return 2;
 }
 
 /* core.limits() -> { memory =, timeout_ms = }: the host's defaults. */

@@ -14,6 +14,7 @@ local ffi = require("ffi")
 local tffi = require("tide.ffi")
 local serde = require("tide.serde")
 local store = require("tide.store")
+local errors = require("tide.errors")
 
 local M = {}
 
@@ -139,6 +140,7 @@ function M.new(spec, sink_lud, log, opts)
     __newindex = function(_, k)
       error(("rec.%s is read-only; copy the record with rec:copy() to change it"):format(tostring(k)), 2)
     end,
+    __metatable = false,
   })
 
   local function forget()
@@ -212,6 +214,7 @@ function M.new(spec, sink_lud, log, opts)
       if k == "timestamp" or k == "topic" or k == "offset" or k == "headers" then return rec[k] end
       return nil
     end,
+    __metatable = false,
   })
 
   local batch_ptr = tffi.batch_ptr
@@ -309,12 +312,12 @@ function M.new(spec, sink_lud, log, opts)
           elseif due == nil or t >= due then
             current = p
             set_stamp(t) -- what it emits carries the time it fired for
-            local ok, err = xpcall(pu.fn, debug.traceback, ctx, t)
+            local ok, err, trace = errors.call(pu.fn, ctx, t)
             set_stamp(-1)
             if not ok then
               failures = failures + 1
-              log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(
-                pu.on, pu.every, p, tostring(err)))
+              log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s\n%s"):format(
+                pu.on, pu.every, p, errors.describe(err), trace))
             end
             -- A wall-clock timer keeps its own beat; a stream-time one falls
             -- on multiples of its interval (as Kafka Streams' do), after a

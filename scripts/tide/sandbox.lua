@@ -71,16 +71,16 @@ local function rep(s, n, sep)
     local tsep = type(sep)
     if tsep == "string" or tsep == "number" then size = size + #tostring(sep) * (n - 1) end
     if size > 65536 then
-      local room = core.heap_room()
+      local room, cap = core.heap_room()
       if size > room then
         collectgarbage() -- garbage counts against the heap until collected
-        room = core.heap_room()
+        room, cap = core.heap_room()
       end
       if size > room then
         local info = debug.getinfo(2, "Sl")
         local at = info and info.currentline > 0 and (info.short_src .. ":" .. info.currentline .. ": ") or ""
         error(errors.new(errors.MEMORY, ("%snot enough memory: string.rep would make %.0f bytes, "
-          .. "more than the %.0f the detector's Lua heap has left"):format(at, size, room)), 0)
+          .. "past the detector's limit of %.0f bytes of Lua heap"):format(at, size, cap)), 0)
       end
     end
   end
@@ -174,7 +174,7 @@ local function checked_load(env)
       refuse("loading bytecode")
     end
     local name = "=(load)"
-    if type(chunkname) == "string" then name = "=" .. (chunkname:gsub("^[=@]", "")) end
+    if type(chunkname) == "string" then name = "=(load) " .. chunkname:gsub("^[=@]", "") end
     return real_load(chunk, name, "t", type(fenv) == "table" and fenv or env)
   end
 end
