@@ -272,6 +272,9 @@ void tide_guard_enter(int owner, int64_t budget_ms, const char *label, tide_guar
     __atomic_add_fetch(&W.gen, 1, __ATOMIC_RELEASE);
     W.lua_thread = pthread_self();
     __atomic_store_n(&W.active, 1, __ATOMIC_RELEASE);
+    /* Still past its cap from an earlier call (what it keeps): this call
+     * fails at its first instruction, unless collecting brings it back. */
+    if (tide_heap_owner_over(W.heap, owner)) on_over(NULL);
 }
 
 void tide_guard_leave(const tide_guard_call_t *c) {

@@ -2,9 +2,11 @@
  * lua_call.c: the one way from C into Lua (tide_lua_pcall), and the loop that
  * applies a detector's error policy to a batch (tide_lua_dispatch).
  *
- * No call into Lua anywhere in tide bypasses tide_lua_pcall: it installs the
- * message handler that classifies errors and keeps their tracebacks, and it
- * recovers the heap after a memory error. The dispatch loop is the DESIGN's
+ * No call into Lua anywhere in tide bypasses tide_lua_pcall: it runs the call
+ * on a coroutine of its own (a pool per state), reads the traceback of a
+ * failure from the coroutine's stack afterwards, classifies the error,
+ * describes it without letting a hostile error object run away, and recovers
+ * the heap after a memory error. The dispatch loop is the DESIGN's
  * "no pcall per record": one protected call per batch; on failure, drop what
  * the failed record emitted, dead-letter it, and resume after it.
  */

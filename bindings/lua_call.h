@@ -18,14 +18,14 @@ typedef struct tide_lua_error {
     size_t memory_limit; /* for the MemoryError message; 0: none */
 } tide_lua_error_t;
 
-/* lua_pcall with tide's message handler: keeps the traceback from where the
- * error was raised, then classifies the error (a tide.errors object keeps its
- * class; a memory error is a MemoryError; anything else a ProcessError) and
- * describes it in *err, at most TIDE_ERROR_MESSAGE_MAX bytes. An error object
- * that is not a string is described by a protected tostring(). A stack
- * overflow keeps LuaJIT's "file:line: stack overflow" even when no handler
- * can run any more. Returns lua_pcall's status; on error leaves nothing on
- * the stack. */
+/* lua_pcall, run on a coroutine of its own: on error, keeps the traceback
+ * from where the error was raised, classifies the error (a tide.errors object
+ * keeps its class; a memory error is a MemoryError; anything else a
+ * ProcessError) and describes it in *err, at most TIDE_ERROR_MESSAGE_MAX
+ * bytes: an error object that is not a string is described by a protected
+ * tostring(), a memory error and a stack overflow by the detector's file and
+ * line. A coroutine.yield out of the call fails it. Returns lua_pcall's
+ * status; on error leaves nothing on the stack. */
 int tide_lua_pcall(lua_State *L, int nargs, int nresults, tide_lua_error_t *err);
 void tide_lua_error_free(tide_lua_error_t *err);
 

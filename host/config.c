@@ -32,7 +32,8 @@ const tide_setting_t tide_settings[] = {
     {"processing.guarantee", TIDE_SET_ENUM, "at_least_once", 0, 0, "at_least_once",
      "Delivery guarantee. at_least_once: outputs are acknowledged before input offsets are committed."},
     {"detector.memory.limit.bytes", TIDE_SET_INT, STR(TIDE_DEFAULT_MEMORY_LIMIT), 1 * MiB, 64LL * 1024 * MiB, NULL,
-     "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError."},
+     "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError "
+     "(live, and in tide test and tide replay)."},
     {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
     {"state.block.cache.bytes", TIDE_SET_INT, "8388608", 0, 64LL * 1024 * MiB, NULL,
@@ -56,7 +57,8 @@ const tide_setting_t tide_settings[] = {
     {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
      "Port of the admin HTTP server; 0 picks a free one (logged)."},
     {"detector.batch.timeout.ms", TIDE_SET_INT, STR(TIDE_DEFAULT_BATCH_TIMEOUT_MS), 100, 3600000, NULL,
-     "Watchdog: a worker whose batch runs longer is killed and restarted."},
+     "Watchdog: a worker whose batch runs longer is killed and restarted; in tide test and "
+     "tide replay, a record that runs longer fails with a TimeoutError."},
     {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
      "A record in flight when a worker died this many times is dead-lettered unrun."},
     {"detector.restart.backoff.max.ms", TIDE_SET_INT, "30000", 100, 3600000, NULL,

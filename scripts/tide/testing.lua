@@ -10,6 +10,7 @@ local core = require("tide.core")
 local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
 local serde = require("tide.serde")
+local errors = require("tide.errors")
 
 local format = string.format
 
@@ -175,7 +176,7 @@ function Driver:_dispatch(topic, key, value, meta)
   local failures, stopped = guard:call(core.dispatch, self.d.run, batch, self.sink, self.on_error,
     self.spec.name, self.spec.version, self.wall)
   batch:close()
-  guard:call(self.d.punctuate, self.wall) -- stream-time punctuators see the new record
+  self:_punctuate() -- stream-time punctuators see the new record
   for _, f in ipairs(failures) do self.failures[#self.failures + 1] = f end
   self:_collect()
   if stopped then
@@ -183,11 +184,21 @@ function Driver:_dispatch(topic, key, value, meta)
   end
 end
 
+--- Fire the punctuators that are due. A punctuator's failure is logged (as
+--- live); so is a limit the detector broke around them (a heap it keeps past
+--- its cap fails every call, as live).
+function Driver:_punctuate()
+  local ok, err = pcall(self.guard.call, self.guard, self.d.punctuate, self.wall)
+  if ok then return end
+  if not errors.is(err) then error(err, 0) end
+  self.logs[#self.logs + 1] = { level = "error", msg = "punctuators: " .. errors.describe(err) }
+end
+
 --- Move the wall clock forward (ms or a duration like "10s") and fire the
 --- wall-clock punctuators that are due.
 function Driver:advance_wall_clock(d)
   self.wall = self.wall + require("tide.store").duration(d, "advance_wall_clock")
-  self.guard:call(self.d.punctuate, self.wall)
+  self:_punctuate()
   self:_collect()
 end
 
