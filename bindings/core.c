@@ -391,7 +391,10 @@ static int guard_new(lua_State *L) {
 static guard_ud_t *check_guard(lua_State *L) { return luaL_checkudata(L, 1, GUARD_MT); }
 
 /* guard:call(fn, ...) -> fn(...), charged to the guard's owner within its
- * budget; an error is raised again once the call is over. */
+ * budget; an error is raised again, unchanged, once the call is over. A
+ * plain lua_pcall, as pcall() itself: the caller (Lua) is the one that
+ * describes errors; entering, calling and leaving stay one C step, so that
+ * no hook can raise between them and leave the guard armed. */
 static int guard_call(lua_State *L) {
     guard_ud_t *g = check_guard(L);
     luaL_checkany(L, 2);

@@ -37,6 +37,7 @@ static struct {
     int64_t deadline, budget; /* monotonic ms */
     int gen;                  /* bumped by every enter and leave */
     volatile sig_atomic_t expired, memory, raised;
+    int collected;            /* the hook collected since the cap was passed */
     lua_Hook prev_hook;       /* a hook that was set before ours, if any */
     int prev_mask, prev_count, hooked;
     char label[512];
@@ -113,19 +114,22 @@ static void on_hook(lua_State *L, lua_Debug *ar) {
         return;
     }
     if (W.memory) {
-        /* Garbage counts until it is collected: collect, then judge. */
-        W.memory = 0;
-        lua_gc(L, LUA_GCCOLLECT, 0);
-        size_t limit = tide_heap_owner_limit(W.heap, W.owner);
-        if (tide_heap_owner_over(W.heap, W.owner) && may_raise_here(L)) {
-            snprintf(what, sizeof(what),
-                     "not enough memory: the detector reached its limit of %zu bytes of Lua heap",
-                     limit);
-            raise_limit(L, "MemoryError", what);
+        /* Garbage counts until it is collected: collect (once), then judge. */
+        if (!W.collected) {
+            W.collected = 1;
+            lua_gc(L, LUA_GCCOLLECT, 0);
         }
-        if (tide_heap_owner_over(W.heap, W.owner)) W.memory = 1; /* try again later */
-        if (!W.expired && !W.memory) unhook(L);
-        return;
+        if (!tide_heap_owner_over(W.heap, W.owner)) {
+            W.memory = 0;
+            if (!W.expired) unhook(L);
+            return;
+        }
+        if (!may_raise_here(L)) return; /* at the next instruction, then */
+        W.memory = 0;
+        snprintf(what, sizeof(what),
+                 "not enough memory: the detector reached its limit of %zu bytes of Lua heap",
+                 tide_heap_owner_limit(W.heap, W.owner));
+        raise_limit(L, "MemoryError", what);
     }
     if (W.expired && may_raise_here(L)) {
         snprintf(what, sizeof(what),
@@ -148,6 +152,7 @@ static void on_over(void *ud) {
     (void)ud;
     if (!W.active) return;
     W.memory = 1;
+    W.collected = 0;
     arm();
 }
 

@@ -7,6 +7,8 @@
  */
 #include "tools.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,7 +36,15 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const cha
             rd_kafka_conf_destroy(conf);
             return NULL;
         }
+    /* librdkafka's threads inherit this mask: SIGALRM and SIGPROF are for
+     * the thread that runs Lua in `tide replay --from` (bindings/guard.c). */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGALRM);
+    sigaddset(&block, SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!rk) fprintf(stderr, "tide: %s\n", err);
     return rk;
 }
