@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "guard.h"
 #include "heap.h"
@@ -71,15 +72,45 @@ static int core_hash(lua_State *L) {
     return 1;
 }
 
+/* May one more line be logged this second? Says how many were dropped
+ * once the next second lets lines through again. */
+static int log_allowed(tide_log_hook_t *hook) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now - hook->window_ms >= 1000) {
+        if (hook->dropped) {
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "dropped %ld log lines of the detector (more than %d a second)",
+                     hook->dropped, TIDE_LOG_LINES_PER_S);
+            hook->fn(hook->ud, TIDE_LOG_WARN, msg, NULL);
+        }
+        hook->window_ms = now;
+        hook->lines = hook->dropped = 0;
+    }
+    if (hook->lines++ < TIDE_LOG_LINES_PER_S) return 1;
+    if (hook->dropped++ == 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "the detector logs more than %d lines a second: the rest of this second's "
+                 "are dropped",
+                 TIDE_LOG_LINES_PER_S);
+        hook->fn(hook->ud, TIDE_LOG_WARN, msg, NULL);
+    }
+    return 0;
+}
+
 /* core.log(level, msg): to the host's logger, or stderr under busted. */
 static int core_log(lua_State *L) {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, "info", levels);
     const char *msg = luaL_checkstring(L, 2);
     lua_getfield(L, LUA_REGISTRYINDEX, TIDE_REG_LOG);
-    const tide_log_hook_t *hook = lua_touserdata(L, -1);
+    tide_log_hook_t *hook = lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (hook && hook->fn) {
+        if (!log_allowed(hook)) return 0;
         const tide_rec_t *rec = NULL;
         if (hook->sink && hook->sink->batch) {
             const tide_batch_t *b = hook->sink->batch;

@@ -62,11 +62,17 @@ void tide_lua_dead_letter(tide_sink_t *s, const tide_api_t *api, const tide_rec_
 #define TIDE_ERROR_MESSAGE_MAX 8192
 #define TIDE_ERROR_TRACEBACK_MAX 16384
 
-/* Where ctx.log and print() go (registry TIDE_REG_LOG, a lightuserdata). */
+/* Where ctx.log and print() go (registry TIDE_REG_LOG, a lightuserdata).
+ * A detector that logs in a loop is held to TIDE_LOG_LINES_PER_S lines a
+ * second; the rest are counted and the count logged: a flood must not fill
+ * the host's disk before the watchdog stops it. */
+#define TIDE_LOG_LINES_PER_S 1000
 typedef struct tide_log_hook {
     tide_log_fn fn;
     void *ud;
     const tide_sink_t *sink; /* for the record being processed, if any */
+    int64_t window_ms;       /* the second being counted (monotonic) */
+    long lines, dropped;
 } tide_log_hook_t;
 
 /* The module loader, also preloaded into every runtime. */

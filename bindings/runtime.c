@@ -160,7 +160,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
         return TIDE_ERROR;
     }
     luaL_openlibs(L);
-    rt->log_hook = (tide_log_hook_t){o->log, o->log_ud, &rt->sink};
+    rt->log_hook = (tide_log_hook_t){o->log, o->log_ud, &rt->sink, 0, 0, 0};
     lua_pushlightuserdata(L, (void *)rt->api);
     lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_API);
     lua_pushlightuserdata(L, &rt->log_hook);

@@ -279,6 +279,11 @@ local function collect(d, res, where, failures)
     io.stderr:write(format("%s [%s] %s\n", d.spec.name, one_line(logs[i].level), one_line(logs[i].msg)))
   end
   res.logs = #logs
+  if (d.logs_dropped or 0) > (res.logs_dropped or 0) then
+    io.stderr:write(format("%s [warn] dropped %d log lines past the first %d\n", d.spec.name,
+      d.logs_dropped - (res.logs_dropped or 0), #logs))
+    res.logs_dropped = d.logs_dropped
+  end
 end
 
 local function pipe(d, res, step)

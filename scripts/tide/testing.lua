@@ -24,7 +24,7 @@ Driver.__index = Driver
 local function open(self, path, opts)
   local spec, err = detector.load(path, {
     application_id = opts.application_id,
-    print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
+    print = function(msg) self:_log("info", msg) end,
   })
   if not spec then return nil, err end
   self.spec = spec
@@ -40,9 +40,8 @@ local function open(self, path, opts)
       break
     end
   end
-  self.d = dispatch.new(spec, self.sink:ptr(), function(level, msg)
-    self.logs[#self.logs + 1] = { level = level, msg = msg }
-  end, { db = self.db })
+  self.d = dispatch.new(spec, self.sink:ptr(), function(level, msg) self:_log(level, msg) end,
+    { db = self.db })
   if spec.init then spec.init(self.d.ctx) end
   return true
 end
@@ -73,6 +72,19 @@ function M.driver(path, opts)
   self.wall = opts.wall_time or 0
   self:_collect()
   return self
+end
+
+-- The driver keeps this many log lines; past them it counts what it drops
+-- (a detector that logs in a loop), as the host holds it to a rate.
+local LOG_MAX = 10000
+
+function Driver:_log(level, msg)
+  local logs = self.logs
+  if #logs < LOG_MAX then
+    logs[#logs + 1] = { level = level, msg = msg }
+  else
+    self.logs_dropped = (self.logs_dropped or 0) + 1
+  end
 end
 
 --- Name what the driver runs next in messages (a line of an input file):
@@ -191,7 +203,7 @@ function Driver:_punctuate()
   local ok, err = pcall(self.guard.call, self.guard, self.d.punctuate, self.wall)
   if ok then return end
   if not errors.is(err) then error(err, 0) end
-  self.logs[#self.logs + 1] = { level = "error", msg = "punctuators: " .. errors.describe(err) }
+  self:_log("error", "punctuators: " .. errors.describe(err))
 end
 
 --- Move the wall clock forward (ms or a duration like "10s") and fire the

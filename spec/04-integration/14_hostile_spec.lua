@@ -33,6 +33,7 @@ local CORPUS = {
   loop_coroutine = { dead = "TimeoutError" },
   loop_clock = { dead = "TimeoutError" },
   tostring_hang = { dead = "TimeoutError" },
+  log_flood = { dead = "TimeoutError", log = "dropped %d+ log lines past the first 10000" },
   backtrack = { watchdog = true },
   load_hang = { refused = "TimeoutError: .*load_hang%.lua:%d+: watchdog" },
   init_hang = { refused = "TimeoutError: .*init_hang%.lua:%d+: watchdog" },
@@ -237,7 +238,7 @@ describe("integration: hostile detectors in a tide run folder", function()
     local dir = c:path("detectors")
     assert(os.execute("mkdir -p " .. dir))
     for _, name in ipairs({ "healthy", "loop", "table_bomb", "backtrack", "escape_metatables",
-      "error_objects", "forge_output", "tide_module", "emit_flood" }) do
+      "error_objects", "forge_output", "tide_module", "emit_flood", "log_flood" }) do
       assert(os.execute(("cp %s %s/%s.lua"):format(fixture(name), dir, name)))
     end
     local host = c:run(dir, { name = "host", config = { ["admin.port"] = 0,
@@ -264,7 +265,13 @@ describe("integration: hostile detectors in a tide run folder", function()
     until cluster.now() > deadline
     for _, v in ipairs(values) do assert.is_true(seen[v:upper()], "healthy never produced " .. v:upper()) end
     assert.is_true(host:running(), host:log_tail(30))
-    -- what the hostile ones logged is in JSON lines like the rest
+    -- what the hostile ones logged is in JSON lines like the rest, and a
+    -- detector that logs in a loop is held to a rate
     assert.same({}, cluster.bad_log_lines(host))
+    local flood = #host:find_events(function(e) return e.detector == "log_flood" and type(e.msg) == "string"
+      and e.msg:find("^flood") end)
+    assert.is_true(flood > 0 and flood < 20000, "log_flood logged " .. flood .. " lines")
+    assert.is_table(host:find_events(function(e) return e.detector == "log_flood" and type(e.msg) == "string"
+      and e.msg:find("^the detector logs more than 1000 lines a second") end)[1])
   end)
 end)
