@@ -22,7 +22,8 @@ RDK_STAMP   := $(RDK_PREFIX)/lib/librdkafka.a
 
 APT_PACKAGES := build-essential pkg-config libluajit2-5.1-dev luajit2 \
 	librocksdb-dev lua-busted lua-cjson libssl-dev zlib1g-dev libzstd-dev \
-	liblz4-dev openssl ca-certificates curl lua-socket chromium
+	liblz4-dev openssl ca-certificates curl lua-socket chromium \
+	libavro-dev libcurl4-openssl-dev
 
 ifeq ($(V),1)
 Q :=
@@ -43,6 +44,8 @@ RDK_DEP    := $(RDK_STAMP)
 endif
 
 LUA_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
+# Avro (avro-c) and the schema registry's HTTP client (libcurl)
+SERDE_LIBS := -lavro -lcurl
 LUA_LIBS   := $(shell pkg-config --libs luajit 2>/dev/null)
 
 WARNINGS := \
@@ -52,6 +55,9 @@ WARNINGS := \
 	-Wpointer-arith \
 	-Wstrict-prototypes \
 	-Wmissing-prototypes \
+	-Werror=implicit-function-declaration \
+	-Werror=int-conversion \
+	-Werror=incompatible-pointer-types \
 	-Wno-unused-parameter
 
 CFLAGS   ?= -O2 -g
@@ -65,17 +71,19 @@ endif
 
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
-ENGINE_SRC := core/sink.c core/state.c core/store.c
+ENGINE_SRC := core/sink.c core/state.c core/store.c core/avro_codec.c core/httpc.c
 BIND_SRC  := bindings/lua_call.c bindings/core.c bindings/heap.c bindings/guard.c $(ENGINE_SRC)
-HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c $(BIND_SRC)
+HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c bindings/avro_tool.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
 CORE_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(BIND_SRC)) $(BUILD)/obj/gen/embedded.o
 BENCH_BIN := $(BUILD)/bench/plain_consume $(BUILD)/bench/plain_transform
 CTEST_BIN := $(BUILD)/test/test_sink $(BUILD)/test/test_config $(BUILD)/test/test_http \
-	$(BUILD)/test/test_store
+	$(BUILD)/test/test_group \
+	$(BUILD)/test/test_store $(BUILD)/test/test_runtime
 FIXTURES  := $(BUILD)/test/http_fixture
 BROWSER_DEPS := spec/05-browser/node_modules/.package-lock.json
+AVRO_DEPS := spec/avro/node_modules/.package-lock.json
 
 TIDE := $(BUILD)/tide
 CORE := $(BUILD)/lua/tide/core.so
@@ -104,7 +112,7 @@ deps:
 	$(Q)if [ "$$(pkg-config --atleast-version=2.15 rdkafka 2>/dev/null && echo yes)" = yes ]; then \
 		echo "deps: using installed librdkafka $$(pkg-config --modversion rdkafka)"; \
 	else $(MAKE) --no-print-directory $(RDK_STAMP); fi
-	$(Q)$(MAKE) --no-print-directory $(BROWSER_DEPS)
+	$(Q)$(MAKE) --no-print-directory $(BROWSER_DEPS) $(AVRO_DEPS)
 
 # playwright-core for the browser tests, pinned by package-lock.json; it
 # drives Debian's chromium and downloads no browser of its own. 1.61 is the
@@ -113,6 +121,12 @@ deps:
 $(BROWSER_DEPS): spec/05-browser/package.json spec/05-browser/package-lock.json
 	@echo "deps: installing spec/05-browser (playwright-core)"
 	$(Q)cd spec/05-browser && npm ci --silent --no-audit --no-fund
+
+# avsc, an independent Avro implementation, for the interoperability tests
+# (spec/avro), pinned by package-lock.json.
+$(AVRO_DEPS): spec/avro/package.json spec/avro/package-lock.json
+	@echo "deps: installing spec/avro (avsc)"
+	$(Q)cd spec/avro && npm ci --silent --no-audit --no-fund
 
 $(RDK_TGZ):
 	$(Q)mkdir -p $(DEPS)
@@ -175,12 +189,12 @@ $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 
 $(TIDE): $(HOST_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
 
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
 	@echo "  LINK  $@"
-	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ -lrocksdb -lpthread
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ $(SERDE_LIBS) -lrocksdb -lpthread
 
 $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)
@@ -190,7 +204,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 $(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $(filter %.c %.o,$^) -o $@ $(LUA_LIBS) $(RDK_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
 
 -include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
 
@@ -205,7 +219,7 @@ test run bench demo:
 	$(Q)$(MAKE) --no-print-directory deps >/dev/null
 	$(Q)$(MAKE) --no-print-directory _$@
 
-_test: all $(CTEST_BIN) $(FIXTURES) $(BROWSER_DEPS)
+_test: all $(CTEST_BIN) $(FIXTURES) $(BROWSER_DEPS) $(AVRO_DEPS)
 	$(Q)rm -rf $(BUILD)/test-results $(BUILD)/test-tmp && mkdir -p $(BUILD)/test-results $(BUILD)/test-tmp
 	$(Q)for t in $(CTEST_BIN); do c=$(BUILD)/test-results/$$(basename $$t).counts; \
 		echo "0 1" > $$c; $$t $$c > $$c.out || echo "FAIL - $$t: exit $$?" >> $$c.out; cat $$c.out; done

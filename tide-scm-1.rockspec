@@ -10,6 +10,7 @@ description = {
   license = "Apache-2.0",
 }
 dependencies = { "lua == 5.1", "lua-cjson" }
+-- tide.core links avro-c and libcurl (Debian: libavro-dev, libcurl4-openssl-dev)
 build = {
   type = "make",
   build_target = "core",
@@ -19,18 +20,28 @@ build = {
     lib = { ["tide.core"] = "build/lua/tide/core.so" },
     lua = {
       ["tide"] = "scripts/tide/init.lua",
+      ["tide.avro"] = "scripts/tide/avro.lua",
+      ["tide.avro_serde"] = "scripts/tide/avro_serde.lua",
+      ["tide.avro_tool"] = "scripts/tide/avro_tool.lua",
       ["tide.cache"] = "scripts/tide/cache.lua",
       ["tide.cli"] = "scripts/tide/cli.lua",
+      ["tide.context"] = "scripts/tide/context.lua",
       ["tide.detector"] = "scripts/tide/detector.lua",
       ["tide.dispatch"] = "scripts/tide/dispatch.lua",
       ["tide.dsl"] = "scripts/tide/dsl.lua",
       ["tide.errors"] = "scripts/tide/errors.lua",
       ["tide.ffi"] = "scripts/tide/ffi.lua",
+      ["tide.fields"] = "scripts/tide/fields.lua",
+      ["tide.registry"] = "scripts/tide/registry.lua",
       ["tide.host"] = "scripts/tide/host.lua",
+      ["tide.punctuate"] = "scripts/tide/punctuate.lua",
+      ["tide.record"] = "scripts/tide/record.lua",
       ["tide.sandbox"] = "scripts/tide/sandbox.lua",
       ["tide.json"] = "scripts/tide/json.lua",
+      ["tide.jsonl"] = "scripts/tide/jsonl.lua",
       ["tide.serde"] = "scripts/tide/serde.lua",
       ["tide.store"] = "scripts/tide/store.lua",
+      ["tide.tasks"] = "scripts/tide/tasks.lua",
       ["tide.testing"] = "scripts/tide/testing.lua",
       ["tide.topology"] = "scripts/tide/topology.lua",
       ["tide.windows"] = "scripts/tide/windows.lua",

@@ -66,6 +66,10 @@
 # step ran, 1 when one failed (its log tail is shown). Missing a target is
 # reported, not an error: this is a measurement, not a test.
 #
+# Then bench/avro.sh (its own broker, after this one is stopped): reading
+# every field of a 10-field Avro record against the same detector on JSON
+# (BENCH_AVRO=0 skips it; it runs alone as `sh bench/avro.sh TIDE`).
+#
 # BENCH_RECORDS overrides the record count (for a quick smoke run),
 # BENCH_ROUNDS the number of rounds (default 3); BENCH_KEEP=1 keeps the
 # logs and result lines of every step instead of deleting them.
@@ -855,5 +859,16 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 			printf "  %-46s %6s\n", "file dropped in -> first output record", "failed"
 		}
 	}'
+
+# ---------------------------------------------------------------- avro
+if [ "${BENCH_AVRO:-1}" != 0 ]; then
+	# its own broker: stop this one first (it holds every record of the run)
+	if [ -n "$broker_pid" ]; then
+		kill "$broker_pid" 2>/dev/null
+		wait "$broker_pid" 2>/dev/null
+		broker_pid=
+	fi
+	sh "$here/avro.sh" "$TIDE" || failed=1
+fi
 
 exit $failed

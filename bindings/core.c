@@ -17,6 +17,8 @@
 
 #include "guard.h"
 #include "heap.h"
+#include "avro_codec.h"
+#include "httpc.h"
 #include "lua_call.h"
 #include "state.h"
 #include "store.h"
@@ -45,10 +47,20 @@ static int test_header_get(const tide_rec_t *r, int32_t i, const char **name,
     return 0;
 }
 
+/* Designated: reordering tide_api_t must not swap two members of one type. */
 const tide_api_t tide_default_api = {
-    default_emit,         default_emit_header,   tide_utf8_valid,     test_header_count,
-    test_header_get,      tide_sink_emit_partition, tide_state_get,   tide_state_put,
-    tide_state_iter,      tide_state_iter_next,  tide_state_iter_free, tide_sink_set_timestamp,
+    .emit = default_emit,
+    .emit_header = default_emit_header,
+    .utf8_valid = tide_utf8_valid,
+    .header_count = test_header_count,
+    .header_get = test_header_get,
+    .emit_partition = tide_sink_emit_partition,
+    .store_get = tide_state_get,
+    .store_put = tide_state_put,
+    .store_iter = tide_state_iter,
+    .store_iter_next = tide_state_iter_next,
+    .store_iter_free = tide_state_iter_free,
+    .sink_timestamp = tide_sink_set_timestamp,
 };
 
 static const tide_api_t *current_api(lua_State *L) {
@@ -60,6 +72,11 @@ static const tide_api_t *current_api(lua_State *L) {
 
 static int core_api(lua_State *L) {
     lua_pushlightuserdata(L, (void *)current_api(L));
+    return 1;
+}
+
+static int core_avro_api(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&tide_avro_api);
     return 1;
 }
 
@@ -347,7 +364,7 @@ static int batch_cursor(lua_State *L) {
 }
 
 /* core.dispatch(run, batch, sink, on_error, detector, version, now_ms)
- *   -> failures { { index=, class=, message=, traceback= } }, stopped */
+ *   -> failures { { index=, class=, message=, traceback= } }, stopped, retry */
 static void collect_failure(void *ud, const tide_rec_t *r, const tide_failure_t *f) {
     lua_State *L = ud;
     (void)r;
@@ -382,6 +399,59 @@ static int core_dispatch(lua_State *L) {
     tide_lua_error_free(&err);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     lua_pushboolean(L, st == TIDE_STOPPED);
+    lua_pushboolean(L, st == TIDE_RETRY);
+    return 3;
+}
+
+/* --- the schema registry's HTTP client (cold path) --- */
+
+#define HTTPC_MT "tide.http_client"
+
+static tide_httpc_t *check_httpc(lua_State *L, int i) {
+    tide_httpc_t **p = luaL_checkudata(L, i, HTTPC_MT);
+    if (!*p) luaL_argerror(L, i, "attempt to use a closed http client");
+    return *p;
+}
+
+static int httpc_new(lua_State *L) {
+    tide_httpc_t **p = lua_newuserdata(L, sizeof(*p));
+    *p = NULL;
+    luaL_getmetatable(L, HTTPC_MT);
+    lua_setmetatable(L, -2);
+    if (!(*p = tide_httpc_new())) return luaL_error(L, "cannot create an HTTP client");
+    return 1;
+}
+
+static int httpc_close(lua_State *L) {
+    tide_httpc_t **p = luaL_checkudata(L, 1, HTTPC_MT);
+    tide_httpc_free(*p);
+    *p = NULL;
+    return 0;
+}
+
+/* client:request(method, url, body|nil, user_info|nil, timeout_ms)
+ *   -> status, body | nil, "why no response came" */
+static int httpc_request(lua_State *L) {
+    tide_httpc_t *h = check_httpc(L, 1);
+    const char *method = luaL_checkstring(L, 2);
+    const char *url = luaL_checkstring(L, 3);
+    size_t blen = 0;
+    const char *body = luaL_optlstring(L, 4, NULL, &blen);
+    const char *user_info = luaL_optstring(L, 5, NULL);
+    long timeout = (long)luaL_optnumber(L, 6, 5000);
+    long status = 0;
+    char *resp = NULL, *err = NULL;
+    size_t rlen = 0;
+    if (tide_httpc_request(h, method, url, body, blen, user_info, timeout, &status, &resp,
+                           &rlen, &err) != TIDE_HTTPC_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "no response");
+        free(err);
+        return 2;
+    }
+    lua_pushinteger(L, status);
+    lua_pushlstring(L, resp, rlen);
+    free(resp);
     return 2;
 }
 
@@ -486,6 +556,24 @@ static int core_limits(lua_State *L) {
     return 1;
 }
 
+/* core.sleep_ms(ms): a registry backoff, bounded by the caller. */
+static int core_sleep_ms(lua_State *L) {
+    double ms = luaL_checknumber(L, 1);
+    if (ms > 0) {
+        struct timespec ts = {(time_t)(ms / 1000), (long)((ms - (double)(long)(ms / 1000) * 1000) * 1e6)};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+/* core.now_ms(): a monotonic clock, for backoffs. */
+static int core_now_ms(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000 + (lua_Number)ts.tv_nsec / 1e6);
+    return 1;
+}
+
 /* One metatable per class, as Lua's io library does: methods, and __gc
  * running the same close() a caller may call first. */
 static void register_class(lua_State *L, const char *name, const luaL_Reg *methods,
@@ -540,6 +628,8 @@ int luaopen_tide_core(lua_State *L) {
     static const luaL_Reg funcs[] = {
         {"api", core_api},     {"hash", core_hash},   {"log", core_log},
         {"guard", guard_new},  {"heap_room", core_heap_room}, {"limits", core_limits},
+        {"avro_api", core_avro_api}, {"http_client", httpc_new},
+        {"sleep_ms", core_sleep_ms}, {"now_ms", core_now_ms},
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
         {"store_open", core_store_open}, {"store_close", core_store_close},
         {"store_iterators", core_store_iterators},
@@ -548,6 +638,9 @@ int luaopen_tide_core(lua_State *L) {
     register_class(L, SINK_MT, sink_methods, sink_close);
     register_class(L, BATCH_MT, batch_methods, batch_close);
     register_class(L, GUARD_MT, guard_methods, guard_gc);
+    static const luaL_Reg httpc_methods[] = {
+        {"request", httpc_request}, {"close", httpc_close}, {NULL, NULL}};
+    register_class(L, HTTPC_MT, httpc_methods, httpc_close);
 
     lua_newtable(L);
     luaL_register(L, NULL, funcs);

@@ -1,10 +1,13 @@
 /*
- * jsonl.c: JSON-lines records (see jsonl.h), decoded by lua-cjson.
+ * jsonl.c: JSON-lines records (see jsonl.h), parsed by scripts/tide/jsonl.lua
+ * (embedded in the binary, run in a private Lua state) with lua-cjson. It
+ * owns that state and the header arrays it hands out; it never produces.
  */
 #include "jsonl.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,44 +22,35 @@ struct tide_jsonl {
     int cap;
 };
 
-static const char parse_src[] =
-    "local cjson = require('cjson')\n"
-    "local null = cjson.null\n"
-    "local function text(v)\n"
-    "  if v == nil or v == null then return nil end\n"
-    "  if type(v) == 'string' then return v end\n"
-    "  return cjson.encode(v)\n"
-    "end\n"
-    "return function(line)\n"
-    "  local ok, t = pcall(cjson.decode, line)\n"
-    "  if not ok then error('invalid JSON: ' .. tostring(t), 0) end\n"
-    "  if type(t) ~= 'table' then error('each line must be a JSON object', 0) end\n"
-    "  for k in pairs(t) do\n"
-    "    if k ~= 'key' and k ~= 'value' and k ~= 'headers' and k ~= 'partition' and k ~= 'timestamp' then\n"
-    "      error('unknown field \"' .. tostring(k) .. '\" (key, value, headers, partition, timestamp)', 0)\n"
-    "    end\n"
-    "  end\n"
-    "  local h = {}\n"
-    "  if type(t.headers) == 'table' then\n"
-    "    for name, v in pairs(t.headers) do h[#h + 1] = tostring(name); h[#h + 1] = text(v) or '' end\n"
-    "  end\n"
-    "  local p = tonumber(t.partition) or -1\n"
-    "  local ts = tonumber(t.timestamp)\n"
-    "  if ts == nil then ts = -1\n"
-    "  elseif ts < 0 then error('timestamp must be ms since the epoch', 0) end\n"
-    "  return text(t.key), text(t.value), p, h, ts\n"
-    "end\n";
+/* The embedded scripts/tide/jsonl.lua (module tide.jsonl), or NULL. */
+static const tide_embedded_t *parser_script(void) {
+    for (const tide_embedded_t *e = tide_embedded; e->module; e++)
+        if (!strcmp(e->module, "tide.jsonl")) return e;
+    return NULL;
+}
 
 tide_jsonl_t *tide_jsonl_new(char **errp) {
     tide_jsonl_t *j = calloc(1, sizeof(*j));
-    j->L = luaL_newstate();
+    const tide_embedded_t *src = parser_script();
+    if (!j || !src || !(j->L = luaL_newstate())) {
+        *errp = strdup(src ? "not enough memory" : "tide.jsonl is not embedded");
+        tide_jsonl_free(j);
+        return NULL;
+    }
     luaL_openlibs(j->L);
-    if (luaL_loadbuffer(j->L, parse_src, sizeof(parse_src) - 1, "=jsonl") ||
-        tide_lua_pcall(j->L, 0, 1, &j->err)) {
+    char chunk[256];
+    snprintf(chunk, sizeof(chunk), "@%s", src->path);
+    if (luaL_loadbuffer(j->L, src->source, src->len, chunk)) {
+        *errp = strdup(lua_tostring(j->L, -1));
+        tide_jsonl_free(j);
+        return NULL;
+    }
+    if (tide_lua_pcall(j->L, 0, 1, &j->err)) {
         *errp = strdup(j->err.message ? j->err.message : "cannot load the JSON parser");
         tide_jsonl_free(j);
         return NULL;
     }
+    lua_getfield(j->L, -1, "parse"); /* tide.jsonl's parse(line) */
     j->fn_ref = luaL_ref(j->L, LUA_REGISTRYINDEX);
     return j;
 }
@@ -68,15 +62,28 @@ static const char *str_at(lua_State *L, int idx, int32_t *len) {
     return s;
 }
 
-int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_rec_t *out,
-                     char **errp) {
+/* Room for n headers; the arrays kept so far stay valid on failure. */
+static tide_status_t grow(tide_jsonl_t *j, int n) {
+    const char **names = realloc(j->names, (size_t)n * sizeof(char *));
+    if (names) j->names = names;
+    const char **values = realloc(j->values, (size_t)n * sizeof(char *));
+    if (values) j->values = values;
+    size_t *lens = realloc(j->lens, (size_t)n * sizeof(size_t));
+    if (lens) j->lens = lens;
+    if (!names || !values || !lens) return TIDE_ERROR;
+    j->cap = n;
+    return TIDE_OK;
+}
+
+tide_status_t tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len,
+                               tide_jsonl_rec_t *out, char **errp) {
     lua_State *L = j->L;
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, j->fn_ref);
     lua_pushlstring(L, line, len);
     if (tide_lua_pcall(L, 1, 5, &j->err)) {
         *errp = strdup(j->err.message ? j->err.message : "invalid line");
-        return -1;
+        return TIDE_ERROR;
     }
     /* Results stay on the stack until the next parse: pointers stay valid. */
     out->key = str_at(L, 1, &out->key_len);
@@ -84,11 +91,9 @@ int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_r
     out->partition = (int32_t)lua_tointeger(L, 3);
     out->timestamp = (int64_t)lua_tonumber(L, 5);
     int nh = (int)lua_objlen(L, 4) / 2;
-    if (nh > j->cap) {
-        j->names = realloc(j->names, (size_t)nh * sizeof(char *));
-        j->values = realloc(j->values, (size_t)nh * sizeof(char *));
-        j->lens = realloc(j->lens, (size_t)nh * sizeof(size_t));
-        j->cap = nh;
+    if (nh > j->cap && grow(j, nh) != TIDE_OK) {
+        *errp = strdup("not enough memory for the headers");
+        return TIDE_ERROR;
     }
     for (int i = 0; i < nh; i++) {
         lua_rawgeti(L, 4, 2 * i + 1);
@@ -101,7 +106,7 @@ int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_r
     out->header_names = j->names;
     out->header_values = j->values;
     out->header_lens = j->lens;
-    return 0;
+    return TIDE_OK;
 }
 
 void tide_jsonl_free(tide_jsonl_t *j) {

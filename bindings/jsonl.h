@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime_types.h"
+
 typedef struct tide_jsonl tide_jsonl_t;
 
 /* One parsed line. Pointers are owned by the parser and valid until the next
@@ -23,11 +25,12 @@ typedef struct tide_jsonl_rec {
     const size_t *header_lens;
 } tide_jsonl_rec_t;
 
+/* NULL with *errp (malloc'd) when the parser cannot start. */
 tide_jsonl_t *tide_jsonl_new(char **errp);
 /* Parse {"key":..., "value":..., "headers":{...}, "partition":n,
- * "timestamp":ms}. A value
- * that is not a string is stored as its JSON text. 0, or -1 with *errp. */
-int tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_rec_t *out,
+ * "timestamp":ms} (scripts/tide/jsonl.lua). A value that is not a string is
+ * stored as its JSON text. TIDE_OK, or TIDE_ERROR with *errp (malloc'd). */
+tide_status_t tide_jsonl_parse(tide_jsonl_t *j, const char *line, size_t len, tide_jsonl_rec_t *out,
                      char **errp);
 void tide_jsonl_free(tide_jsonl_t *j);
 

@@ -324,6 +324,14 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int6
 
         int32_t i = b->cursor;
         const tide_rec_t *r = &b->recs[i];
+        if (!strcmp(err->cls, TIDE_RETRY_CLASS)) {
+            /* Not the record's failure: it waits (nothing it emitted stays). */
+            size_t keep = s->n;
+            while (keep > 0 && s->entries[keep - 1].source == i) keep--;
+            tide_sink_truncate(s, keep, TIDE_OUTPUT_CHANGELOG(0));
+            st = TIDE_RETRY;
+            break;
+        }
         /* The failed record's emits are the tail of the sink. They go, but
          * not the changelog entries of its store writes: those writes stay
          * in the stores (as in Kafka Streams, nothing is rolled back), and a
@@ -345,6 +353,22 @@ tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int6
     }
     s->batch = NULL;
     return st;
+}
+
+int tide_lua_preload(lua_State *L) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_tide_core);
+    lua_setfield(L, -2, "tide.core");
+    for (const tide_embedded_t *e = tide_embedded; e->module; e++) {
+        char chunk[256];
+        snprintf(chunk, sizeof(chunk), "@%s", e->path);
+        if (luaL_loadbuffer(L, e->source, e->len, chunk) != 0)
+            return -1; /* message on the stack */
+        lua_setfield(L, -2, e->module);
+    }
+    lua_pop(L, 2);
+    return 0;
 }
 
 void tide_hash_hex(const char *buf, size_t len, char out[17]) {

@@ -38,7 +38,9 @@ int tide_lua_where(lua_State *L, char *out, size_t cap);
 int tide_lua_is_tide_source(const char *source);
 
 /* The policy loop behind tide_runtime_dispatch, shared with tide.core:
- * `run_ref` is a registry reference to the dispatcher's run function. */
+ * `run_ref` is a registry reference to the dispatcher's run function.
+ * A record raising TIDE_RETRY_CLASS ends the loop with TIDE_RETRY, the
+ * cursor at it; it is neither reported nor dead-lettered. */
 tide_status_t tide_lua_dispatch(lua_State *L, int run_ref, tide_batch_t *b, int64_t now_ms,
                                 tide_sink_t *s, const tide_api_t *api,
                                 tide_on_error_t policy, const char *detector,
@@ -96,6 +98,10 @@ typedef struct tide_embedded {
 } tide_embedded_t;
 extern const tide_embedded_t tide_embedded[];
 extern const char tide_ffi_cdef[];
+
+/* package.preload[module] = each embedded script, and tide.core. 0, or -1
+ * with the message on the stack. */
+int tide_lua_preload(lua_State *L);
 
 /* FNV-1a 64-bit of the bytes, as 16 hex digits plus NUL into out[17]. */
 void tide_hash_hex(const char *buf, size_t len, char out[17]);

@@ -11,6 +11,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@ struct tide_runtime {
     tide_log_hook_t log_hook;
     tide_lua_error_t err;
     int run_ref, close_ref, task_ref, punctuate_ref, restore_ref, stream_time_ref;
+    int commit_ref, rollback_ref; /* LUA_REFNIL when the dispatcher has none */
+    int dropped_late_ref;
     tide_detector_info_t info;
 };
 
@@ -40,8 +43,8 @@ static char *field_str(lua_State *L, int t, const char *k) {
     return s;
 }
 
-static char **field_list(lua_State *L, int t, const char *k, int *n) {
-    lua_getfield(L, t, k);
+/* The list of strings on top of the stack. */
+static char **read_list(lua_State *L, int *n) {
     *n = (int)lua_objlen(L, -1);
     char **v = calloc((size_t)*n + 1, sizeof(char *));
     for (int i = 0; v && i < *n; i++) {
@@ -49,7 +52,6 @@ static char **field_list(lua_State *L, int t, const char *k, int *n) {
         v[i] = dupstr(lua_tostring(L, -1));
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
     return v;
 }
 
@@ -58,16 +60,8 @@ static void free_list(char **v, int n) {
     free(v);
 }
 
-static void read_info(lua_State *L, int t, tide_detector_info_t *d) {
-    d->name = field_str(L, t, "name");
-    d->path = field_str(L, t, "path");
-    d->version = field_str(L, t, "version");
-    d->description = field_str(L, t, "description");
-    d->value_serde = field_str(L, t, "value_serde");
-    d->key_serde = field_str(L, t, "key_serde");
-    d->inputs = field_list(L, t, "inputs", &d->n_inputs);
-    d->outputs = field_list(L, t, "outputs", &d->n_outputs);
-    lua_getfield(L, t, "stores");
+/* The stores on top of the stack: { { name =, memory = }, ... } in id order. */
+static void read_stores(lua_State *L, tide_detector_info_t *d) {
     d->n_stores = (int)lua_objlen(L, -1);
     d->store_names = calloc((size_t)d->n_stores + 1, sizeof(char *));
     d->store_memory = calloc((size_t)d->n_stores + 1, sizeof(int));
@@ -78,15 +72,110 @@ static void read_info(lua_State *L, int t, tide_detector_info_t *d) {
         d->store_memory[i] = lua_toboolean(L, -1);
         lua_pop(L, 2);
     }
-    lua_pop(L, 1);
-    lua_getfield(L, t, "punctuators");
-    d->n_punctuators = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    char *p = field_str(L, t, "on_error");
-    d->on_error = !strcmp(p, "skip")   ? TIDE_ON_ERROR_SKIP
-                  : !strcmp(p, "stop") ? TIDE_ON_ERROR_STOP
-                                       : TIDE_ON_ERROR_DLQ;
-    free(p);
+}
+
+static tide_on_error_t on_error_of(const char *p) {
+    if (p && !strcmp(p, "skip")) return TIDE_ON_ERROR_SKIP;
+    if (p && !strcmp(p, "stop")) return TIDE_ON_ERROR_STOP;
+    return TIDE_ON_ERROR_DLQ;
+}
+
+typedef enum info_kind { INFO_STRING, INFO_LIST, INFO_ON_ERROR, INFO_STORES, INFO_COUNT } info_kind_t;
+
+/* What the runtime reads of tide.host's info table, by name: the list
+ * scripts/tide/fields.lua keeps as M.info. A name that only one side knows
+ * makes the runtime refuse to open (spec/c/test_runtime.c opens one). */
+static const struct info_field {
+    const char *name;
+    info_kind_t kind;
+    size_t at;    /* where the value goes in tide_detector_info_t */
+    size_t count; /* where a list's length goes */
+} info_fields[] = {
+#define AT(m) offsetof(tide_detector_info_t, m)
+    {"name", INFO_STRING, AT(name), 0},
+    {"version", INFO_STRING, AT(version), 0},
+    {"description", INFO_STRING, AT(description), 0},
+    {"inputs", INFO_LIST, AT(inputs), AT(n_inputs)},
+    {"outputs", INFO_LIST, AT(outputs), AT(n_outputs)},
+    {"on_error", INFO_ON_ERROR, AT(on_error), 0},
+    {"stores", INFO_STORES, AT(store_names), AT(n_stores)},
+    {"punctuators", INFO_COUNT, AT(n_punctuators), 0},
+#undef AT
+};
+#define N_INFO_FIELDS (sizeof(info_fields) / sizeof(info_fields[0]))
+
+static int lua_type_of(info_kind_t k) {
+    switch (k) {
+    case INFO_STRING:
+    case INFO_ON_ERROR: return LUA_TSTRING;
+    case INFO_COUNT: return LUA_TNUMBER;
+    default: return LUA_TTABLE;
+    }
+}
+
+/* Whether the table at t has a name that info_fields does not hold; the
+ * first such name goes to name[size]. */
+static int has_unknown_info(lua_State *L, int t, char *name, size_t size) {
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        size_t i = 0;
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        while (i < N_INFO_FIELDS && strcmp(info_fields[i].name, k)) i++;
+        if (i == N_INFO_FIELDS) {
+            snprintf(name, size, "%s", k);
+            lua_pop(L, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Read the info table at t into d; TIDE_ERROR with *errp when it and
+ * info_fields disagree (a field missing, of another type, or unknown). */
+static tide_status_t read_info(lua_State *L, int t, tide_detector_info_t *d, char **errp) {
+    char unknown[64];
+    if (has_unknown_info(L, t, unknown, sizeof(unknown))) {
+        if (asprintf(errp, "tide.host's detector info has '%s', which bindings/runtime.c does not read",
+                     unknown) < 0) *errp = NULL;
+        return TIDE_ERROR;
+    }
+    for (size_t i = 0; i < N_INFO_FIELDS; i++) {
+        const struct info_field *f = &info_fields[i];
+        void *at = (char *)d + f->at;
+        lua_getfield(L, t, f->name);
+        if (lua_type(L, -1) != lua_type_of(f->kind)) {
+            if (asprintf(errp, "tide.host's detector info has no %s '%s' (bindings/runtime.c reads it)",
+                         lua_typename(L, lua_type_of(f->kind)), f->name) < 0) *errp = NULL;
+            lua_pop(L, 1);
+            return TIDE_ERROR;
+        }
+        switch (f->kind) {
+        case INFO_STRING: *(char **)at = dupstr(lua_tostring(L, -1)); break;
+        case INFO_LIST: *(char ***)at = read_list(L, (int *)((char *)d + f->count)); break;
+        case INFO_ON_ERROR: *(tide_on_error_t *)at = on_error_of(lua_tostring(L, -1)); break;
+        case INFO_STORES: read_stores(L, d); break;
+        case INFO_COUNT: *(int *)at = (int)lua_tointeger(L, -1); break;
+        }
+        lua_pop(L, 1);
+    }
+    return TIDE_OK;
+}
+
+static void free_info(tide_detector_info_t *d) {
+    for (size_t i = 0; i < N_INFO_FIELDS; i++) {
+        const struct info_field *f = &info_fields[i];
+        void *at = (char *)d + f->at;
+        switch (f->kind) {
+        case INFO_STRING: free(*(char **)at); break;
+        case INFO_LIST: free_list(*(char ***)at, *(int *)((char *)d + f->count)); break;
+        case INFO_STORES:
+            free_list(d->store_names, d->n_stores);
+            free(d->store_memory);
+            break;
+        default: break;
+        }
+    }
 }
 
 /* open_db(name) for tide.host: the host's callback, as a Lua function.
@@ -107,21 +196,21 @@ static int open_db(lua_State *L) {
     return 1;
 }
 
-/* package.preload[module] = the compiled embedded script, for each one. */
-static int preload_scripts(lua_State *L) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_tide_core);
-    lua_setfield(L, -2, "tide.core");
-    for (const tide_embedded_t *e = tide_embedded; e->module; e++) {
-        char chunk[256];
-        snprintf(chunk, sizeof(chunk), "@%s", e->path);
-        if (luaL_loadbuffer(L, e->source, e->len, chunk) != 0)
-            return -1; /* message on the stack */
-        lua_setfield(L, -2, e->module);
-    }
-    lua_pop(L, 2);
-    return 0;
+/* The registry settings as tide.host.open wants them. */
+static void push_registry(lua_State *L, const tide_registry_opts_t *r) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, r->url ? r->url : "");
+    lua_setfield(L, -2, "url");
+    lua_pushstring(L, r->user_info ? r->user_info : "");
+    lua_setfield(L, -2, "user_info");
+    lua_pushnumber(L, r->timeout_ms > 0 ? (lua_Number)r->timeout_ms : 5000);
+    lua_setfield(L, -2, "timeout_ms");
+    lua_pushnumber(L, r->backoff_max_ms > 0 ? (lua_Number)r->backoff_max_ms : 10000);
+    lua_setfield(L, -2, "backoff_max_ms");
+    lua_pushboolean(L, r->auto_register);
+    lua_setfield(L, -2, "auto_register");
+    lua_pushboolean(L, r->use_latest);
+    lua_setfield(L, -2, "use_latest");
 }
 
 const char *tide_on_error_name(tide_on_error_t p) {
@@ -130,6 +219,55 @@ const char *tide_on_error_name(tide_on_error_t p) {
     case TIDE_ON_ERROR_STOP: return "stop";
     default: return "dlq";
     }
+}
+
+/* require("tide.host").open(path, sink, open_db, application_id): keeps run,
+ * close and the hooks in the registry and reads the detector's info. On
+ * failure sets *errp and leaves close() unset: a detector that did not open
+ * is never closed. */
+static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **errp) {
+    lua_State *L = rt->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.host");
+    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) goto fail;
+    lua_getfield(L, -1, "open");
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    lua_pushlightuserdata(L, &rt->sink);
+    lua_pushlightuserdata(L, rt);
+    lua_pushcclosure(L, open_db, 1);
+    lua_pushstring(L, rt->opts.application_id ? rt->opts.application_id : "tide");
+    push_registry(L, &rt->opts.registry);
+    if (tide_lua_pcall(L, 5, 4, &rt->err) != 0) goto fail;
+    /* run, info, close, hooks */
+    lua_getfield(L, -1, "task");
+    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "punctuate");
+    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "restore");
+    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "stream_time");
+    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "commit");
+    rt->commit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "rollback");
+    rt->rollback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "dropped_late");
+    rt->dropped_late_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) {
+        if (!*errp) *errp = strdup("cannot read the detector's info");
+        rt->close_ref = LUA_NOREF;
+        return TIDE_ERROR;
+    }
+    lua_pop(L, 1);
+    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return TIDE_OK;
+
+fail:
+    *errp = dupstr(rt->err.message);
+    return TIDE_ERROR;
 }
 
 tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
@@ -144,6 +282,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->api = o->api ? o->api : &tide_default_api;
     rt->run_ref = rt->close_ref = LUA_NOREF;
     rt->task_ref = rt->punctuate_ref = rt->restore_ref = rt->stream_time_ref = LUA_NOREF;
+    rt->commit_ref = rt->rollback_ref = rt->dropped_late_ref = LUA_NOREF;
     tide_sink_init(&rt->sink);
     rt->L = luaL_newstate();
     if (!rt->L) {
@@ -165,37 +304,15 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_API);
     lua_pushlightuserdata(L, &rt->log_hook);
     lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_LOG);
-    if (preload_scripts(L) != 0) {
+    if (tide_lua_preload(L) != 0) {
         *errp = dupstr(lua_tostring(L, -1));
         tide_runtime_close(rt);
         return TIDE_ERROR;
     }
-
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "tide.host");
-    if (tide_lua_pcall(L, 1, 1, &rt->err) != 0) goto fail;
-    lua_getfield(L, -1, "open");
-    lua_remove(L, -2);
-    lua_pushstring(L, path);
-    lua_pushlightuserdata(L, &rt->sink);
-    lua_pushlightuserdata(L, rt);
-    lua_pushcclosure(L, open_db, 1);
-    lua_pushstring(L, o->application_id ? o->application_id : "tide");
-    if (tide_lua_pcall(L, 4, 4, &rt->err) != 0) goto fail;
-    /* run, info, close, hooks */
-    lua_getfield(L, -1, "task");
-    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "punctuate");
-    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "restore");
-    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "stream_time");
-    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
-    rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    read_info(L, lua_gettop(L), &rt->info);
-    lua_pop(L, 1);
-    rt->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (load_detector(rt, path, errp) != TIDE_OK) {
+        tide_runtime_close(rt);
+        return TIDE_ERROR;
+    }
 
     /* Loading is done: from now on the detector lives within its cap. */
     lua_gc(L, LUA_GCCOLLECT, 0);
@@ -203,12 +320,6 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     rt->err.memory_limit = o->memory_limit;
     *rtp = rt;
     return TIDE_OK;
-
-fail:
-    *errp = dupstr(rt->err.message);
-    rt->close_ref = LUA_NOREF; /* never call close() of a detector that did not open */
-    tide_runtime_close(rt);
-    return TIDE_ERROR;
 }
 
 const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt) {
@@ -239,6 +350,30 @@ void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active, int64_
     if (stream_time >= 0) lua_pushnumber(rt->L, (lua_Number)stream_time);
     else lua_pushnil(rt->L);
     call_hook(rt, 3, 0);
+}
+
+void tide_runtime_commit(tide_runtime_t *rt) {
+    if (rt->commit_ref == LUA_REFNIL || rt->commit_ref == LUA_NOREF) return;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->commit_ref);
+    call_hook(rt, 0, 0);
+}
+
+void tide_runtime_rollback(tide_runtime_t *rt, int32_t partition, int64_t stream_time) {
+    if (rt->rollback_ref == LUA_REFNIL || rt->rollback_ref == LUA_NOREF) return;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->rollback_ref);
+    lua_pushinteger(rt->L, partition);
+    if (stream_time >= 0) lua_pushnumber(rt->L, (lua_Number)stream_time);
+    else lua_pushnil(rt->L);
+    call_hook(rt, 2, 0);
+}
+
+uint64_t tide_runtime_dropped_late(tide_runtime_t *rt) {
+    if (rt->dropped_late_ref == LUA_REFNIL || rt->dropped_late_ref == LUA_NOREF) return 0;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->dropped_late_ref);
+    if (call_hook(rt, 0, 1)) return 0;
+    uint64_t n = (uint64_t)lua_tonumber(rt->L, -1);
+    lua_pop(rt->L, 1);
+    return n;
 }
 
 int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition) {
@@ -300,17 +435,7 @@ void tide_runtime_close(tide_runtime_t *rt) {
     tide_heap_free(rt->heap);
     tide_lua_error_free(&rt->err);
     tide_sink_free(&rt->sink);
-    tide_detector_info_t *d = &rt->info;
-    free(d->name);
-    free(d->path);
-    free(d->version);
-    free(d->description);
-    free(d->value_serde);
-    free(d->key_serde);
-    free_list(d->inputs, d->n_inputs);
-    free_list(d->outputs, d->n_outputs);
-    free_list(d->store_names, d->n_stores);
-    free(d->store_memory);
+    free_info(&rt->info);
     free(rt);
 }
 
@@ -420,7 +545,7 @@ int tide_runtime_cli(const char *command, int argc, char **argv, const tide_cli_
     luaL_openlibs(L);
     tide_lua_error_t err = {0};
     int rc = 2;
-    if (preload_scripts(L) != 0) {
+    if (tide_lua_preload(L) != 0) {
         fprintf(stderr, "tide: %s\n", lua_tostring(L, -1));
     } else if (push_cli_call(L, command, argc, argv, o, &err) ||
                tide_lua_pcall(L, 3, 1, &err)) {

@@ -27,16 +27,18 @@ typedef struct tide_runtime_opts {
     tide_log_fn log;       /* ctx.log and print(); NULL: stderr */
     void *log_ud;
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
+    tide_registry_opts_t registry; /* the avro serde's schema registry */
 } tide_runtime_opts_t;
 
-/* The detector's declared shape, owned by the runtime. */
+/* The detector's declared shape, owned by the runtime: what
+ * scripts/tide/fields.lua lists in M.info (runtime.c reads it by name and
+ * refuses a name that only one side knows). */
 typedef struct tide_detector_info {
-    char *name, *path, *version, *description;
+    char *name, *version, *description;
     char **inputs;
     int n_inputs;
     char **outputs;
     int n_outputs;
-    char *value_serde, *key_serde;
     tide_on_error_t on_error;
     int n_stores;          /* store ids are 0 .. n_stores-1 */
     char **store_names;
@@ -57,7 +59,10 @@ tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);
 /* Run the batch from b->cursor to its end. A failed record is reported to
  * on_failure, its emits are dropped, and on_error decides: DLQ appends a
  * dead-letter entry (output TIDE_OUTPUT_DLQ) to the sink, SKIP drops it, STOP
- * returns TIDE_STOPPED with b->cursor at the failed record. */
+ * returns TIDE_STOPPED with b->cursor at the failed record. TIDE_RETRY: the
+ * record at b->cursor needs the schema registry, which cannot be reached now
+ * (the runtime waited up to a second first): the records before it are done,
+ * it and the rest are not; the host hands them again (rewinds). */
 tide_status_t tide_runtime_dispatch(tide_runtime_t *rt, tide_batch_t *b, int64_t now_ms,
                                     tide_failure_fn on_failure, void *ud);
 /* Append a dead-letter entry for `rec` to the sink without running the
@@ -67,6 +72,15 @@ void tide_runtime_dead_letter(tide_runtime_t *rt, const tide_rec_t *rec, const c
 /* A task (input partition) starts, its stores restored, with the stream
  * time it had at its last commit (-1: unknown), or stops. */
 void tide_runtime_task(tide_runtime_t *rt, int32_t partition, int active, int64_t stream_time);
+/* A commit went through: what the in-memory stores hold since the last one
+ * is theirs to keep. */
+void tide_runtime_commit(tide_runtime_t *rt);
+/* Back to the last commit for task `partition`: its in-memory stores' writes
+ * since are undone, its stream time is `stream_time` again (-1: none) and
+ * its punctuators are rescheduled from it. */
+void tide_runtime_rollback(tide_runtime_t *rt, int32_t partition, int64_t stream_time);
+/* Records the detector dropped as late (past their window's grace), ever. */
+uint64_t tide_runtime_dropped_late(tide_runtime_t *rt);
 /* A task's stream time (largest record timestamp seen), -1 when none. */
 int64_t tide_runtime_stream_time(tide_runtime_t *rt, int32_t partition);
 /* Fire due punctuators and expire old windows; `now_ms` is the wall clock.

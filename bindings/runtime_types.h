@@ -19,7 +19,25 @@ typedef enum tide_status {
     TIDE_OK = 0,
     TIDE_ERROR,   /* see the error string out-parameter */
     TIDE_STOPPED, /* a record failed under on_error = "stop" */
+    TIDE_RETRY,   /* a record needs what is unavailable now (the schema
+                   * registry): it and those after it were not processed;
+                   * hand them again later (the batch's cursor is at it) */
 } tide_status_t;
+
+/* The error class a serde raises for TIDE_RETRY (tide.errors.RETRY). */
+#define TIDE_RETRY_CLASS "RetryLater"
+
+/* The schema registry, for the avro serde (config keys in parentheses).
+ * url NULL or "": schemas come from the folder schemas/ beside the
+ * detector. Strings are borrowed for the call that takes them. */
+typedef struct tide_registry_opts {
+    const char *url;        /* schema.registry.url */
+    const char *user_info;  /* schema.registry.basic.auth.user.info: "user:password" */
+    long timeout_ms;        /* schema.registry.request.timeout.ms */
+    long backoff_max_ms;    /* schema.registry.retry.backoff.max.ms */
+    int auto_register;      /* auto.register.schemas */
+    int use_latest;         /* use.latest.version */
+} tide_registry_opts_t;
 
 typedef enum tide_on_error {
     TIDE_ON_ERROR_DLQ = 0,

@@ -66,6 +66,7 @@ struct tide_store_db {
     size_t n_buckets, n_entries, cache_used, cache_budget;
     cache_entry_t **dirty; /* the dirty entries, so a write-back need not scan */
     size_t n_dirty, cap_dirty;
+    int spilled; /* dirty entries reached RocksDB before a commit */
     rocksdb_t *rdb;
     rocksdb_cache_t *cache;
     rocksdb_writeoptions_t *wo;
@@ -310,6 +311,7 @@ static int entry_order(const void *a, const void *b) {
 static int cache_write_back(tide_store_db_t *db, char **errp) {
     size_t n = db->n_dirty;
     if (!n) return 0;
+    db->spilled = 1; /* tide_store_commit clears it: its write-back is a commit's */
     dirty_ref_t *order = malloc(n * sizeof(*order));
     if (!order) return fail(errp, "store: out of memory");
     for (size_t i = 0; i < n; i++) order[i] = (dirty_ref_t){key_head(db->dirty[i]), db->dirty[i]};
@@ -714,6 +716,45 @@ int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **e
 }
 
 /* --- durability, accounting --- */
+
+int tide_store_commit(tide_store_db_t *db, char **errp) {
+    if (cache_write_back(db, errp)) return -1;
+    db->spilled = 0;
+    return 0;
+}
+
+int tide_store_uncommitted_spilled(const tide_store_db_t *db) { return db->spilled; }
+
+int tide_store_pressure(const tide_store_db_t *db) { return db->cache_used > db->cache_budget; }
+
+/* The partition a cached key belongs to ([store u8][partition u32 BE]). */
+static int32_t entry_partition(const cache_entry_t *e) {
+    const unsigned char *k = (const unsigned char *)e->data;
+    return (int32_t)((uint32_t)k[1] << 24 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 8 | k[4]);
+}
+
+static void cache_unlink(tide_store_db_t *db, cache_entry_t *e) {
+    cache_entry_t **p = &db->buckets[e->hash & (db->n_buckets - 1)];
+    while (*p && *p != e) p = &(*p)->next;
+    if (*p) *p = e->next;
+    db->cache_used -= sizeof(cache_entry_t) + e->klen + e->vlen;
+    db->n_entries--;
+    free(e);
+}
+
+void tide_store_rollback(tide_store_db_t *db, int32_t partition) {
+    size_t k = 0;
+    for (size_t i = 0; i < db->n_dirty; i++) {
+        cache_entry_t *e = db->dirty[i];
+        if (partition >= 0 && entry_partition(e) != partition) {
+            e->dirty_at = (uint32_t)k;
+            db->dirty[k++] = e;
+            continue;
+        }
+        cache_unlink(db, e);
+    }
+    db->n_dirty = k;
+}
 
 int tide_store_flush(tide_store_db_t *db, char **errp) {
     /* Without a WAL, durable means in table files: write the cache back,

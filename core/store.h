@@ -63,6 +63,16 @@ int tide_store_delete_range(tide_store_db_t *db, uint8_t store, int32_t partitio
  * cannot be trusted). */
 int tide_store_delete_partition(tide_store_db_t *db, int32_t partition, char **errp);
 
+/* Transactions. Writes stay in the record cache until tide_store_commit
+ * writes them to RocksDB; tide_store_rollback drops those of a partition
+ * (-1: all) instead. tide_store_uncommitted_spilled: writes reached RocksDB
+ * before their commit (the cache over its budget, an iterator, a range
+ * delete), so a rollback cannot be exact. tide_store_pressure: the cache
+ * is over its budget (commit soon). */
+int tide_store_commit(tide_store_db_t *db, char **errp);
+void tide_store_rollback(tide_store_db_t *db, int32_t partition);
+int tide_store_uncommitted_spilled(const tide_store_db_t *db);
+int tide_store_pressure(const tide_store_db_t *db);
 /* Make every write so far durable (memtables flushed to table files; there
  * is no write-ahead log: the changelogs are), before a checkpoint. */
 int tide_store_flush(tide_store_db_t *db, char **errp);

@@ -86,4 +86,56 @@ typedef struct tide_api {
     void (*sink_timestamp)(tide_sink_t *sink, int64_t ms);
 } tide_api_t;
 
+/* --- Avro (core/avro_codec.c), on avro-c ------------------------------------- */
+
+/* One value of a record laid out flat, the form Avro data takes between C
+ * and Lua. A record's fields take consecutive tokens (a block); a field that
+ * is itself a record holds the index of its block in v.i. `type` is avro-c's
+ * avro_type_t of the value held, `branch` its union branch (-1: not in a
+ * union). Decoded arrays and maps are chains of cells: the array's token
+ * holds the count in n and the first cell in v.i (0: none); a cell holds
+ * the next cell in `next` (0: the last), a map key in v.p/n, and its value
+ * is the token after it. Arrays and maps given to encode are contiguous
+ * instead: elements from v.i on, a map's as key, value, key, value. Strings,
+ * bytes and fixed are v.p and n (bytes, no NUL counted). */
+typedef struct tide_avro_tok {
+    int32_t type;
+    int32_t branch;
+    int32_t n;
+    int32_t next;
+    union {
+        int64_t i;
+        double d;
+        const char *p;
+    } v;
+} tide_avro_tok_t;
+
+/* The codec's functions, reached through one table like tide_api_t (the
+ * Lua side gets it from tide.core.avro_api()). A schema handle is an avro-c
+ * schema with what encoding needs; a codec reads data written with one
+ * schema into the shape of another (avro-c's resolution). Handles are
+ * freed by their *_free; returned pointers are owned by the handle and valid
+ * until its next call. Errors: NULL or -1, and last_error() says why. */
+typedef struct tide_avro_api {
+    void *(*schema_new)(const char *json, int32_t len);
+    void (*schema_free)(void *schema);
+    int (*schema_equal)(void *a, void *b);
+    /* reader NULL: values come out in the writer's shape */
+    void *(*codec_new)(void *writer, void *reader);
+    void (*codec_free)(void *codec);
+    /* The tokens of the value in buf[0..len), token 0 the root. NULL when
+     * the bytes do not hold one value of the writer schema, exactly. */
+    const tide_avro_tok_t *(*decode)(void *codec, const char *buf, int32_t len);
+    /* Encode the value whose root is tape[0] with `schema`; with id >= 0
+     * behind the wire format's header (a zero byte, the id big-endian).
+     * Returns the length of *out, or -1. */
+    int32_t (*encode)(void *schema, const tide_avro_tok_t *tape, int32_t id, const char **out);
+    const char *(*last_error)(void);
+    /* A decimal's two's-complement big-endian bytes as a number, and back:
+     * the bytes of round(value * 10^scale) into out (size bytes when size >
+     * 0, else as few as hold it; at most 32), -1 when it does not fit. */
+    double (*decimal_value)(const char *p, int32_t n, int32_t scale);
+    int32_t (*decimal_bytes)(double value, int32_t scale, int32_t size, char *out);
+} tide_avro_api_t;
+
 #endif

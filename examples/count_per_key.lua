@@ -1,6 +1,7 @@
 -- Counts records per key in a RocksDB store (durable: changelogged, restored
 -- after a crash or when its partition moves to another tide), and emits the
 -- running count.
+---@type tide.Detector
 return {
   name = "count-per-key",
   inputs = { "words" },

@@ -4,6 +4,7 @@
 --   out: {"card": "c-1", "amount": 1250.5, "over_by": 250.5}
 local DEFAULT_LIMIT = 1000
 
+---@type tide.Detector
 return {
   name = "large-payments",
   inputs = { "payments" },

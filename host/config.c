@@ -18,78 +18,116 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-const tide_setting_t tide_settings[] = {
-    {"bootstrap.servers", TIDE_SET_STRING, "", 0, 0, NULL,
+const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
+    [TIDE_CFG_BOOTSTRAP_SERVERS] = {"bootstrap.servers", TIDE_SET_STRING, "", 0, 0, NULL,
      "Kafka brokers, host:port[,host:port]. Empty: start a development broker in-process."},
-    {"application.id", TIDE_SET_STRING, "tide", 0, 0, NULL,
+    [TIDE_CFG_APPLICATION_ID] = {"application.id", TIDE_SET_STRING, "tide", 0, 0, NULL,
      "Prefix of every consumer group (<application.id>.<detector>) and internal topic."},
-    {"commit.interval.ms", TIDE_SET_INT, "5000", 1, 3600000, NULL,
-     "How often processed offsets are committed (after their outputs are acknowledged)."},
-    {"max.poll.records", TIDE_SET_INT, "1000", 1, 100000, NULL,
+    [TIDE_CFG_COMMIT_INTERVAL_MS] = {"commit.interval.ms", TIDE_SET_INT, "5000", 1, 3600000, NULL,
+     "How often processed offsets are committed (after their outputs are acknowledged); "
+     "under exactly_once_v2 the default is 100, as in Kafka Streams."},
+    [TIDE_CFG_MAX_POLL_RECORDS] = {"max.poll.records", TIDE_SET_INT, "1000", 1, 10000, NULL,
      "Most records handed to a detector in one batch."},
-    {"state.dir", TIDE_SET_STRING, "/tmp/tide", 0, 0, NULL,
+    [TIDE_CFG_MAX_TASK_IDLE_MS] = {"max.task.idle.ms", TIDE_SET_INT, "0", -1, 3600000, NULL,
+     "Records go to the detector in timestamp order across its input partitions. A partition "
+     "with nothing fetched while the broker has more of it is waited for (up to 5 s); this "
+     "long also for one the broker has nothing more of (0: only the first; -1: never wait), "
+     "as in Kafka Streams."},
+    [TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION] = {"buffered.records.per.partition", TIDE_SET_INT, "1000", 1, 1000000, NULL,
+     "Records fetched and held per input partition (on average over a worker's partitions) "
+     "before fetching waits for them to be processed."},
+    [TIDE_CFG_STATE_DIR] = {"state.dir", TIDE_SET_STRING, "/tmp/tide", 0, 0, NULL,
      "Directory for local state."},
-    {"processing.guarantee", TIDE_SET_ENUM, "at_least_once", 0, 0, "at_least_once",
-     "Delivery guarantee. at_least_once: outputs are acknowledged before input offsets are committed."},
-    {"detector.memory.limit.bytes", TIDE_SET_INT, STR(TIDE_DEFAULT_MEMORY_LIMIT), 1 * MiB, 64LL * 1024 * MiB, NULL,
+    [TIDE_CFG_PROCESSING_GUARANTEE] = {"processing.guarantee", TIDE_SET_ENUM, "at_least_once", 0, 0,
+     "at_least_once|exactly_once_v2",
+     "Delivery guarantee. at_least_once: outputs are acknowledged before input offsets are "
+     "committed. exactly_once_v2 (KIP-447): outputs, changelog records, dead letters and input "
+     "offsets are committed in one transaction per commit; readers with "
+     "isolation.level=read_committed see each result once."},
+    [TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES] = {"detector.memory.limit.bytes", TIDE_SET_INT, STR(TIDE_DEFAULT_MEMORY_LIMIT), 1 * MiB, 64LL * 1024 * MiB, NULL,
      "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError "
      "(live, and in tide test and tide replay)."},
-    {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
+    [TIDE_CFG_SHUTDOWN_TIMEOUT_MS] = {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
-    {"state.block.cache.bytes", TIDE_SET_INT, "8388608", 0, 64LL * 1024 * MiB, NULL,
+    [TIDE_CFG_STATE_BLOCK_CACHE_BYTES] = {"state.block.cache.bytes", TIDE_SET_INT, "8388608", 0, 64LL * 1024 * MiB, NULL,
      "RocksDB block cache shared by a worker's stores."},
-    {"state.cache.bytes", TIDE_SET_INT, "16777216", 64 * 1024, 64LL * 1024 * MiB, NULL,
+    [TIDE_CFG_STATE_CACHE_BYTES] = {"state.cache.bytes", TIDE_SET_INT, "16777216", 64 * 1024, 64LL * 1024 * MiB, NULL,
      "Record cache in front of a worker's RocksDB stores: reads of recent keys and "
      "all writes stay in memory until the next commit."},
-    {"state.write.buffer.bytes", TIDE_SET_INT, "16777216", MiB, 64LL * 1024 * MiB, NULL,
+    [TIDE_CFG_STATE_WRITE_BUFFER_BYTES] = {"state.write.buffer.bytes", TIDE_SET_INT, "16777216", MiB, 64LL * 1024 * MiB, NULL,
      "RocksDB memtable budget shared by a worker's stores."},
-    {"internal.topics.create", TIDE_SET_ENUM, "true", 0, 0, "true|false",
-     "Create missing changelog and repartition topics (compacted / deleted by time, with "
-     "the inputs' partition count) through the Admin API before consuming; a broker that "
-     "refuses gets a warning per topic."},
-    {"internal.topics.replication.factor", TIDE_SET_INT, "-1", -1, 32767, NULL,
+    [TIDE_CFG_INTERNAL_TOPICS_CREATE] = {"internal.topics.create", TIDE_SET_ENUM, "true", 0, 0, "true|false",
+     "Create missing changelog, repartition and dead-letter topics (compacted / deleted by "
+     "time, with the inputs' partition count) through the Admin API before consuming; a "
+     "broker that refuses gets a warning per topic."},
+    [TIDE_CFG_OUTPUT_TOPICS_CREATE] = {"output.topics.create", TIDE_SET_ENUM, "false", 0, 0, "true|false",
+     "Create missing output topics as the internal ones are created (with the inputs' partition "
+     "count). Off: a missing output is named in an error and the detector holds its inputs "
+     "until the topic exists."},
+    [TIDE_CFG_INTERNAL_TOPICS_REPLICATION_FACTOR] = {"internal.topics.replication.factor", TIDE_SET_INT, "-1", -1, 32767, NULL,
      "Replication factor of the internal topics tide creates; -1: the broker's default."},
-    {"dev.broker.partitions", TIDE_SET_INT, "4", 1, 1024, NULL,
+    [TIDE_CFG_DEV_BROKER_PARTITIONS] = {"dev.broker.partitions", TIDE_SET_INT, "4", 1, 1024, NULL,
      "Partitions of topics created by the development broker."},
-    {"admin.address", TIDE_SET_STRING, "127.0.0.1", 0, 0, NULL,
+    [TIDE_CFG_ADMIN_ADDRESS] = {"admin.address", TIDE_SET_STRING, "127.0.0.1", 0, 0, NULL,
      "Address of the admin HTTP server (metrics, API, status page) of `tide run DIR`. "
      "Anything but loopback exposes it: set it explicitly."},
-    {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
+    [TIDE_CFG_ADMIN_PORT] = {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
      "Port of the admin HTTP server; 0 picks a free one (logged)."},
-    {"detector.batch.timeout.ms", TIDE_SET_INT, STR(TIDE_DEFAULT_BATCH_TIMEOUT_MS), 100, 3600000, NULL,
+    [TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS] = {"detector.batch.timeout.ms", TIDE_SET_INT, STR(TIDE_DEFAULT_BATCH_TIMEOUT_MS), 100, 3600000, NULL,
      "Watchdog: a worker whose batch runs longer is killed and restarted; in tide test and "
      "tide replay, a record that runs longer fails with a TimeoutError."},
-    {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
+    [TIDE_CFG_DETECTOR_POISON_KILLS] = {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
      "A record in flight when a worker died this many times is dead-lettered unrun."},
-    {"detector.restart.backoff.max.ms", TIDE_SET_INT, "30000", 100, 3600000, NULL,
+    [TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS] = {"detector.restart.backoff.max.ms", TIDE_SET_INT, "30000", 100, 3600000, NULL,
      "Longest wait before restarting a crashed worker (doubles from 500 ms)."},
-    {"detector.quarantine.crashes", TIDE_SET_INT, "5", 1, 1000, NULL,
+    [TIDE_CFG_DETECTOR_QUARANTINE_CRASHES] = {"detector.quarantine.crashes", TIDE_SET_INT, "5", 1, 1000, NULL,
      "Crashes within 5 minutes after which a detector is quarantined until its file changes."},
-    {"detector.process.memory.limit.bytes", TIDE_SET_INT, "2147483648", 64 * MiB, 1024LL * 1024 * MiB, NULL,
+    [TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES] = {"detector.process.memory.limit.bytes", TIDE_SET_INT, "2147483648", 64 * MiB, 1024LL * 1024 * MiB, NULL,
      "Address-space limit (RLIMIT_AS) of each worker process, beside the Lua heap cap."},
-    {"reload.debounce.ms", TIDE_SET_INT, "100", 0, 60000, NULL,
+    [TIDE_CFG_RELOAD_DEBOUNCE_MS] = {"reload.debounce.ms", TIDE_SET_INT, "100", 0, 60000, NULL,
      "Quiet time after the last change to a file before it is (re)loaded: one reload per burst."},
-    {"log.level", TIDE_SET_ENUM, "info", 0, 0, "debug|info|warn|error",
+    [TIDE_CFG_LOG_LEVEL] = {"log.level", TIDE_SET_ENUM, "info", 0, 0, "debug|info|warn|error",
      "Least severe log level written."},
-    {NULL, 0, NULL, 0, 0, NULL, NULL},
+    [TIDE_CFG_SCHEMA_REGISTRY_URL] = {"schema.registry.url", TIDE_SET_STRING, "", 0, 0, NULL,
+     "Confluent Schema Registry for the avro serde, http(s)://host:port (a comma-separated list "
+     "is tried in turn). Empty: Avro schemas come from the folder schemas/ beside the detector."},
+    [TIDE_CFG_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO] = {"schema.registry.basic.auth.user.info", TIDE_SET_STRING, "", 0, 0, NULL,
+     "user:password for the registry's basic auth (a secret: never logged)."},
+    [TIDE_CFG_SCHEMA_REGISTRY_REQUEST_TIMEOUT_MS] = {"schema.registry.request.timeout.ms", TIDE_SET_INT, "5000", 100, 60000, NULL,
+     "Longest wait for one registry request; keep it below detector.batch.timeout.ms."},
+    [TIDE_CFG_SCHEMA_REGISTRY_RETRY_BACKOFF_MAX_MS] = {"schema.registry.retry.backoff.max.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
+     "While the registry cannot be reached, records that need it wait and it is asked again "
+     "after a backoff doubling from 100 ms up to this."},
+    [TIDE_CFG_AUTO_REGISTER_SCHEMAS] = {"auto.register.schemas", TIDE_SET_ENUM, "true", 0, 0, "true|false",
+     "Register an output's Avro schema under its subject (<topic>-value, <topic>-key) on first "
+     "use; false: look it up (it must be registered)."},
+    [TIDE_CFG_USE_LATEST_VERSION] = {"use.latest.version", TIDE_SET_ENUM, "false", 0, 0, "true|false",
+     "With auto.register.schemas=false: write outputs with their subject's latest schema."},
+    [TIDE_CFG_COUNT] = {NULL, 0, NULL, 0, 0, NULL, NULL},
 };
 
 /* librdkafka properties tide owns: setting them would break its guarantees. */
 static const char *const owned_keys[] = {
     "group.id", "enable.auto.commit", "enable.auto.offset.store",
-    "partition.assignment.strategy", "group.protocol", NULL,
+    "partition.assignment.strategy", "group.protocol", "transactional.id", NULL,
 };
 
-static int n_settings(void) {
-    int n = 0;
-    while (tide_settings[n].name) n++;
-    return n;
-}
+/* Properties tide sets itself under exactly_once_v2. */
+static const char *const eos_keys[] = {"isolation.level", NULL};
+
+static int n_settings(void) { return TIDE_CFG_COUNT; }
 
 static int find(const char *name) {
-    for (int i = 0; tide_settings[i].name; i++)
+    for (int i = 0; i < TIDE_CFG_COUNT; i++)
         if (!strcmp(tide_settings[i].name, name)) return i;
     return -1;
+}
+
+int tide_config_key(const char *name, tide_cfg_t *out) {
+    int i = find(name);
+    if (i < 0) return -1;
+    *out = (tide_cfg_t)i;
+    return 0;
 }
 
 static int fail(char **errp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -103,10 +141,35 @@ static int fail(char **errp, const char *fmt, ...) {
 
 int tide_config_init(tide_config_t *c) {
     memset(c, 0, sizeof(*c));
+    for (int i = 0; i < TIDE_CFG_COUNT; i++)
+        if (!tide_settings[i].name) return -1; /* a constant without its row */
     int n = n_settings();
     c->values = calloc((size_t)n, sizeof(char *));
     c->origins = calloc((size_t)n, sizeof(char *));
     return c->values && c->origins ? 0 : -1;
+}
+
+int tide_config_eos(const tide_config_t *c) {
+    return !strcmp(tide_config_str(c, TIDE_CFG_PROCESSING_GUARANTEE), "exactly_once_v2");
+}
+
+int tide_config_validate(tide_config_t *c, char **errp) {
+    if (!tide_config_eos(c)) return 0;
+    for (size_t i = 0; i < c->n_kafka; i++) {
+        const char *k = c->kafka[i].key, *base = k;
+        if (!strncmp(k, "consumer.", 9) || !strncmp(k, "producer.", 9)) base = k + 9;
+        for (int j = 0; eos_keys[j]; j++)
+            if (!strcmp(base, eos_keys[j]))
+                return fail(errp, "%s: %s is managed by tide under processing.guarantee="
+                            "exactly_once_v2 (inputs, repartition topics and restores are read "
+                            "read_committed)", c->kafka[i].origin, k);
+    }
+    /* Kafka Streams' default under exactly-once: a transaction per 100 ms. */
+    if (!tide_config_is_set(c, TIDE_CFG_COMMIT_INTERVAL_MS)) {
+        c->values[TIDE_CFG_COMMIT_INTERVAL_MS] = strdup("100");
+        c->origins[TIDE_CFG_COMMIT_INTERVAL_MS] = strdup("default under exactly_once_v2");
+    }
+    return 0;
 }
 
 void tide_config_free(tide_config_t *c) {
@@ -128,7 +191,8 @@ void tide_config_free(tide_config_t *c) {
 
 int tide_config_is_secret(const char *key) {
     static const char *const words[] = {"password", "secret", "jaas", "token",
-                                        "ssl.key.pem", "ssl.keystore", "credentials", NULL};
+                                        "ssl.key.pem", "ssl.keystore", "credentials",
+                                        "user.info", NULL};
     for (int i = 0; words[i]; i++)
         if (strstr(key, words[i])) return 1;
     return 0;
@@ -151,9 +215,11 @@ static int check_value(const tide_setting_t *s, const char *value, const char *o
             if (n == len && !strncmp(p, value, n)) return 0;
             p += n + (bar ? 1 : 0);
         }
-        if (!strcmp(s->name, "processing.guarantee") && !strcmp(value, "exactly_once"))
-            return fail(errp, "%s: processing.guarantee=exactly_once is not supported yet "
-                        "(the development broker cannot honour transactions)", origin);
+        if (!strcmp(s->name, "processing.guarantee") &&
+            (!strcmp(value, "exactly_once") || !strcmp(value, "exactly_once_beta")))
+            return fail(errp, "%s: processing.guarantee=%s is refused: it is Kafka Streams' first "
+                        "exactly-once protocol (removed in Kafka Streams 4.0); use exactly_once_v2",
+                        origin, value);
         return fail(errp, "%s: %s must be one of %s, got '%s'", origin, s->name,
                     s->choices, value);
     }
@@ -165,6 +231,11 @@ static int check_kafka(const char *key, const char *value, const char *origin, c
     for (int i = 0; owned_keys[i]; i++)
         if (!strcmp(key, owned_keys[i]))
             return fail(errp, "%s: %s is managed by tide and cannot be set", origin, key);
+    /* Outputs must be idempotent: retries would duplicate them, under
+     * either guarantee. */
+    if (!strcmp(key, "enable.idempotence") && strcmp(value, "true"))
+        return fail(errp, "%s: enable.idempotence=%s is refused: tide's producer is idempotent "
+                    "(acks=all), so that retries never duplicate or reorder outputs", origin, value);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char err[512];
     rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, key, value, err, sizeof(err));
@@ -272,21 +343,15 @@ int tide_config_load_env(tide_config_t *c, char **errp) {
     return 0;
 }
 
-const char *tide_config_str(const tide_config_t *c, const char *name) {
-    int i = find(name);
-    if (i < 0) return NULL;
-    return c->values[i] ? c->values[i] : tide_settings[i].def;
+const char *tide_config_str(const tide_config_t *c, tide_cfg_t key) {
+    return c->values[key] ? c->values[key] : tide_settings[key].def;
 }
 
-long long tide_config_int(const tide_config_t *c, const char *name) {
-    const char *s = tide_config_str(c, name);
-    return s ? strtoll(s, NULL, 10) : 0;
+long long tide_config_int(const tide_config_t *c, tide_cfg_t key) {
+    return strtoll(tide_config_str(c, key), NULL, 10);
 }
 
-int tide_config_is_set(const tide_config_t *c, const char *name) {
-    int i = find(name);
-    return i >= 0 && c->values[i] != NULL;
-}
+int tide_config_is_set(const tide_config_t *c, tide_cfg_t key) { return c->values[key] != NULL; }
 
 int tide_config_apply_kafka(const tide_config_t *c, rd_kafka_conf_t *conf,
                             tide_client_t client, char **errp) {
@@ -309,7 +374,7 @@ int tide_config_apply_kafka(const tide_config_t *c, rd_kafka_conf_t *conf,
 }
 
 int tide_config_write(const tide_config_t *c, FILE *out) {
-    for (int i = 0; tide_settings[i].name; i++)
+    for (int i = 0; i < TIDE_CFG_COUNT; i++)
         if (c->values[i]) fprintf(out, "%s=%s\n", tide_settings[i].name, c->values[i]);
     for (size_t i = 0; i < c->n_kafka; i++)
         fprintf(out, "%s=%s\n", c->kafka[i].key, c->kafka[i].value);
@@ -320,8 +385,9 @@ void tide_config_log(const tide_config_t *c) {
     char fields[8192];
     size_t o = 0;
     fields[o++] = '{';
-    for (int i = 0; tide_settings[i].name; i++) {
-        const char *v = tide_config_str(c, tide_settings[i].name);
+    for (int i = 0; i < TIDE_CFG_COUNT; i++) {
+        const char *v = tide_config_str(c, (tide_cfg_t)i);
+        if (*v && tide_config_is_secret(tide_settings[i].name)) v = "[redacted]";
         if (o > 1) fields[o++] = ',';
         o += tide_json_str(fields + o, sizeof(fields) - o, tide_settings[i].name,
                            strlen(tide_settings[i].name));
@@ -342,9 +408,18 @@ void tide_config_log(const tide_config_t *c) {
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "configuration", "config", fields, (char *)NULL);
 }
 
+void tide_config_registry(const tide_config_t *c, tide_registry_opts_t *o) {
+    o->url = tide_config_str(c, TIDE_CFG_SCHEMA_REGISTRY_URL);
+    o->user_info = tide_config_str(c, TIDE_CFG_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO);
+    o->timeout_ms = (long)tide_config_int(c, TIDE_CFG_SCHEMA_REGISTRY_REQUEST_TIMEOUT_MS);
+    o->backoff_max_ms = (long)tide_config_int(c, TIDE_CFG_SCHEMA_REGISTRY_RETRY_BACKOFF_MAX_MS);
+    o->auto_register = !strcmp(tide_config_str(c, TIDE_CFG_AUTO_REGISTER_SCHEMAS), "true");
+    o->use_latest = !strcmp(tide_config_str(c, TIDE_CFG_USE_LATEST_VERSION), "true");
+}
+
 void tide_config_help(FILE *out) {
     fprintf(out, "tide settings (properties file, TIDE_* environment, -D key=value):\n\n");
-    for (int i = 0; tide_settings[i].name; i++) {
+    for (int i = 0; i < TIDE_CFG_COUNT; i++) {
         const tide_setting_t *s = &tide_settings[i];
         fprintf(out, "  %-28s default: %s\n      %s\n", s->name,
                 *s->def ? s->def : "(empty)", s->description);

@@ -16,6 +16,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "runtime_types.h"
+
 typedef enum tide_setting_type {
     TIDE_SET_STRING,
     TIDE_SET_INT,   /* an integer within [min, max] */
@@ -31,7 +33,48 @@ typedef struct tide_setting {
     const char *description;
 } tide_setting_t;
 
-extern const tide_setting_t tide_settings[];
+/* tide's own settings, each the index of its row in tide_settings: code
+ * names a setting by its constant, so a misspelt one does not compile. */
+typedef enum tide_cfg {
+    TIDE_CFG_BOOTSTRAP_SERVERS,
+    TIDE_CFG_APPLICATION_ID,
+    TIDE_CFG_COMMIT_INTERVAL_MS,
+    TIDE_CFG_MAX_POLL_RECORDS,
+    TIDE_CFG_MAX_TASK_IDLE_MS,
+    TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION,
+    TIDE_CFG_STATE_DIR,
+    TIDE_CFG_PROCESSING_GUARANTEE,
+    TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES,
+    TIDE_CFG_SHUTDOWN_TIMEOUT_MS,
+    TIDE_CFG_STATE_BLOCK_CACHE_BYTES,
+    TIDE_CFG_STATE_CACHE_BYTES,
+    TIDE_CFG_STATE_WRITE_BUFFER_BYTES,
+    TIDE_CFG_INTERNAL_TOPICS_CREATE,
+    TIDE_CFG_OUTPUT_TOPICS_CREATE,
+    TIDE_CFG_INTERNAL_TOPICS_REPLICATION_FACTOR,
+    TIDE_CFG_DEV_BROKER_PARTITIONS,
+    TIDE_CFG_ADMIN_ADDRESS,
+    TIDE_CFG_ADMIN_PORT,
+    TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS,
+    TIDE_CFG_DETECTOR_POISON_KILLS,
+    TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS,
+    TIDE_CFG_DETECTOR_QUARANTINE_CRASHES,
+    TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES,
+    TIDE_CFG_RELOAD_DEBOUNCE_MS,
+    TIDE_CFG_LOG_LEVEL,
+    TIDE_CFG_SCHEMA_REGISTRY_URL,
+    TIDE_CFG_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO,
+    TIDE_CFG_SCHEMA_REGISTRY_REQUEST_TIMEOUT_MS,
+    TIDE_CFG_SCHEMA_REGISTRY_RETRY_BACKOFF_MAX_MS,
+    TIDE_CFG_AUTO_REGISTER_SCHEMAS,
+    TIDE_CFG_USE_LATEST_VERSION,
+    TIDE_CFG_COUNT,
+} tide_cfg_t;
+
+extern const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1]; /* NULL-terminated */
+
+/* The setting called `name`; 0, or -1 when tide has none by that name. */
+int tide_config_key(const char *name, tide_cfg_t *out);
 
 /* A passed-through librdkafka property. */
 typedef struct tide_kv {
@@ -54,13 +97,19 @@ void tide_config_free(tide_config_t *c);
 int tide_config_set(tide_config_t *c, const char *key, const char *value,
                     const char *origin, char **errp);
 int tide_config_load_file(tide_config_t *c, const char *path, char **errp);
+/* After every source: refuse what only the whole configuration shows wrong
+ * (a property tide manages under the guarantee chosen), and settle the
+ * defaults that depend on others (commit.interval.ms under exactly-once). */
+int tide_config_validate(tide_config_t *c, char **errp);
+/* processing.guarantee is exactly_once_v2. */
+int tide_config_eos(const tide_config_t *c);
 /* Apply TIDE_* environment variables. */
 int tide_config_load_env(tide_config_t *c, char **errp);
 
-const char *tide_config_str(const tide_config_t *c, const char *name);
-long long tide_config_int(const tide_config_t *c, const char *name);
+const char *tide_config_str(const tide_config_t *c, tide_cfg_t key);
+long long tide_config_int(const tide_config_t *c, tide_cfg_t key);
 /* Has the user set it (any source)? */
-int tide_config_is_set(const tide_config_t *c, const char *name);
+int tide_config_is_set(const tide_config_t *c, tide_cfg_t key);
 
 /* Apply the passthrough properties for one client to conf. */
 int tide_config_apply_kafka(const tide_config_t *c, rd_kafka_conf_t *conf,
@@ -72,5 +121,8 @@ void tide_config_log(const tide_config_t *c);
 /* 1 when a key's value must never be shown. */
 int tide_config_is_secret(const char *key);
 void tide_config_help(FILE *out);
+/* The schema registry settings, for the runtime's avro serde; the strings
+ * are the configuration's. */
+void tide_config_registry(const tide_config_t *c, tide_registry_opts_t *o);
 
 #endif

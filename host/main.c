@@ -124,12 +124,13 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->path = s;
         }
     }
+    if (tide_config_validate(c, &err)) return refuse(err);
     if (!a->path) {
         usage(stderr);
         return 2;
     }
     tide_log_level_t lvl;
-    if (!tide_log_parse_level(tide_config_str(c, "log.level"), &lvl)) tide_log_set_level(lvl);
+    if (!tide_log_parse_level(tide_config_str(c, TIDE_CFG_LOG_LEVEL), &lvl)) tide_log_set_level(lvl);
     return 0;
 }
 
@@ -150,7 +151,7 @@ static int cmd_worker(int argc, char **argv) {
     install_signals();
     /* The supervisor dies with us never, but we die with it: no orphans. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    long long as = tide_config_int(&a.config, "detector.process.memory.limit.bytes");
+    long long as = tide_config_int(&a.config, TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES);
     struct rlimit rl = {(rlim_t)as, (rlim_t)as};
     setrlimit(RLIMIT_AS, &rl);
     if (a.status_fd >= 0) {
@@ -159,7 +160,7 @@ static int cmd_worker(int argc, char **argv) {
     }
     a.o.path = a.path;
     a.o.config = &a.config;
-    a.o.bootstraps = tide_config_str(&a.config, "bootstrap.servers");
+    a.o.bootstraps = tide_config_str(&a.config, TIDE_CFG_BOOTSTRAP_SERVERS);
     a.o.stop = &stop_requested;
     a.o.reload = &reload_requested;
     a.o.skip = a.skip;
@@ -188,9 +189,9 @@ static int cmd_run(int argc, char **argv) {
 
     char *err = NULL;
     tide_devbroker_t *dev = NULL;
-    const char *bootstraps = tide_config_str(c, "bootstrap.servers");
+    const char *bootstraps = tide_config_str(c, TIDE_CFG_BOOTSTRAP_SERVERS);
     if (!*bootstraps) {
-        dev = tide_devbroker_start((int)tide_config_int(c, "dev.broker.partitions"), &err);
+        dev = tide_devbroker_start((int)tide_config_int(c, TIDE_CFG_DEV_BROKER_PARTITIONS), &err);
         if (!dev) return refuse(err);
         bootstraps = tide_devbroker_bootstraps(dev);
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
@@ -217,9 +218,9 @@ static int cmd_run(int argc, char **argv) {
 }
 
 /* `tide test` and `tide replay`: the detector limits come from the same
- * sources as for `run` (-c FILE, TIDE_* variables, -D key=value); the other
- * arguments go to the CLI's Lua. Errors are for a person at a terminal:
- * plain text, as the rest of these commands' reports. */
+ * sources as for `run` (-c FILE, their TIDE_* variables, -D key=value); the
+ * other arguments go to the CLI's Lua. Errors are for a person at a
+ * terminal: plain text, as the rest of these commands' reports. */
 static int cmd_cli(int argc, char **argv) {
     tide_config_t c;
     tide_config_init(&c);
@@ -228,7 +229,18 @@ static int cmd_cli(int argc, char **argv) {
     int n = 0, rc = 2;
     for (int i = 2; i < argc && !err; i++)
         if (!strcmp(argv[i], "-c") && i + 1 < argc) tide_config_load_file(&c, argv[++i], &err);
-    if (!err) tide_config_load_env(&c, &err);
+    /* Of the environment, only the limits: these commands take no other
+     * setting, and a TIDE_* variable meant for something else (a test
+     * runner's) is no reason to refuse. */
+    static const char *const env_limits[][2] = {
+        {"TIDE_DETECTOR_MEMORY_LIMIT_BYTES", "detector.memory.limit.bytes"},
+        {"TIDE_DETECTOR_BATCH_TIMEOUT_MS", "detector.batch.timeout.ms"}};
+    for (size_t k = 0; k < 2 && !err; k++) {
+        const char *v = getenv(env_limits[k][0]);
+        char origin[64];
+        snprintf(origin, sizeof(origin), "environment %s", env_limits[k][0]);
+        if (v && *v) tide_config_set(&c, env_limits[k][1], v, origin, &err);
+    }
     for (int i = 2; i < argc && !err && rest; i++) {
         if (!strcmp(argv[i], "-c") && i + 1 < argc) {
             i++;
@@ -249,8 +261,8 @@ static int cmd_cli(int argc, char **argv) {
     if (err || !rest) {
         fprintf(stderr, "tide %s: %s\n", argv[1], err ? err : "not enough memory");
     } else {
-        tide_cli_opts_t o = {(size_t)tide_config_int(&c, "detector.memory.limit.bytes"),
-                             tide_config_int(&c, "detector.batch.timeout.ms"),
+        tide_cli_opts_t o = {(size_t)tide_config_int(&c, TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES),
+                             tide_config_int(&c, TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS),
                              tide_tool_read_topic};
         rc = tide_runtime_cli(argv[1], n, rest, &o);
     }

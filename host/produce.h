@@ -1,8 +1,13 @@
 /*
- * produce.h: tide's producer. Owns the rd_kafka_t that writes outputs and
- * dead letters, turns a runtime's sink into Kafka records, and remembers any
- * delivery that failed: a commit must never pass a record whose outputs were
- * not acknowledged.
+ * produce.h: tide's producer. Owns the rd_kafka_t that writes outputs,
+ * changelog records and dead letters, turns a runtime's sink into Kafka
+ * records, and keeps what the worker must know before it commits: whether
+ * every record was acknowledged, and for each one that failed, the input
+ * record it came from and whether the failure was that record's own.
+ *
+ * Under exactly-once it is the worker's one transactional producer: a
+ * transaction begins with the first record after a commit and ends with the
+ * input offsets in it (tide_producer_commit_txn), or is aborted.
  */
 #ifndef TIDE_PRODUCE_H
 #define TIDE_PRODUCE_H
@@ -15,25 +20,93 @@
 
 typedef struct tide_producer tide_producer_t;
 
-/* topics[i] is output i; dlq is the dead-letter topic. */
-tide_producer_t *tide_producer_new(const tide_config_t *c, const char *bootstraps,
-                                   char **topics, int n_topics, const char *dlq,
-                                   char **errp);
+typedef struct tide_producer_opts {
+    const tide_config_t *config;
+    const char *bootstraps;
+    char **outputs; /* output i's topic */
+    int n_outputs;
+    const char *dlq;
+    const char *transactional_id; /* NULL: at-least-once */
+} tide_producer_opts_t;
+
+/* What became of the records produced since the last commit. */
+typedef enum tide_flush {
+    TIDE_FLUSH_DONE,    /* every one acknowledged */
+    TIDE_FLUSH_PENDING, /* some not yet: the broker is slow or away; librdkafka retries */
+    TIDE_FLUSH_FAILED,  /* some failed: roll back and process again (see failures) */
+    TIDE_FLUSH_FATAL,   /* the producer cannot go on (fenced; a fatal idempotence error) */
+} tide_flush_t;
+
+/* How a transaction's end went. */
+typedef enum tide_txn {
+    TIDE_TXN_DONE,  /* committed (or aborted, for tide_producer_abort_txn) */
+    TIDE_TXN_RETRY, /* not yet (a timeout): call again; nothing is lost */
+    TIDE_TXN_ABORT, /* abortable: abort, roll back, process again */
+    TIDE_TXN_FATAL, /* fenced or fatal: this worker must stop producing and exit */
+} tide_txn_t;
+
+/* The input record an output was emitted for. */
+typedef struct tide_source {
+    const char *topic; /* owned by the producer, valid until it is freed */
+    int32_t partition;
+    int64_t offset;
+} tide_source_t;
+
+/* A record whose outputs failed for a reason of its own (too large, invalid,
+ * a topic it may not write): `guilty` when that is certain, else it was in a
+ * batch that failed as a whole, and must be tried alone to tell. */
+typedef struct tide_record_failure {
+    tide_source_t source;
+    int guilty;
+    char topic[256]; /* the output topic that refused it */
+    char reason[256];
+} tide_record_failure_t;
+
+tide_producer_t *tide_producer_new(const tide_producer_opts_t *o, char **errp);
 /* Point output indexes at new topics (after a hot swap). 0 or -1. */
 int tide_producer_set_outputs(tide_producer_t *p, char **topics, int n_topics);
 /* The changelog topic of each store (index = store id). 0 or -1. */
-int tide_producer_set_changelogs(tide_producer_t *p, char **topics, int n_topics);
+int tide_producer_set_changelogs(tide_producer_t *p, char *const *topics, int n_topics);
 /* The last acknowledged offset of store's changelog partition, or -1. */
 int64_t tide_producer_changelog_offset(const tide_producer_t *p, int store, int32_t partition);
-/* Produce every entry of the sink (each entry carries its timestamp).
- * Blocks while librdkafka's queue is full. Returns 0, or -1 with *errp. */
-int tide_producer_send(tide_producer_t *p, const tide_sink_t *s,
-                       char **errp);
+
+/* Produce every entry of the sink, each tagged with its source record
+ * (batch->recs[entry->source], or none outside a batch). Blocks while
+ * librdkafka's queue is full, serving delivery reports, for at most
+ * `block_ms` (then TIDE_FLUSH_PENDING, with the rest unsent: call again).
+ * A record refused at once for a reason of its own is a failure (FAILED). */
+tide_flush_t tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batch_t *batch,
+                                size_t *sent, int block_ms);
 /* Serve delivery reports without blocking. */
 void tide_producer_poll(tide_producer_t *p);
-/* Wait until every produced record is acknowledged. Returns 0 when all were
- * delivered, -1 with *errp on a timeout or a failed delivery (sticky). */
-int tide_producer_flush(tide_producer_t *p, int timeout_ms, char **errp);
+/* Wait up to timeout_ms for the records produced since the last commit. */
+tide_flush_t tide_producer_flush(tide_producer_t *p, int timeout_ms);
+/* Records not acknowledged yet. */
+int64_t tide_producer_in_flight(const tide_producer_t *p);
+/* Failures since the last reset: the records to blame, and a failure tied
+ * to no record (a timeout, the broker away) described in *other (or NULL). */
+const tide_record_failure_t *tide_producer_failures(const tide_producer_t *p, int *n,
+                                                    const char **other);
+/* The output topic a delivery found missing (unknown topic), or NULL. */
+const char *tide_producer_missing_topic(const tide_producer_t *p);
+/* Under at-least-once, after a commit or a rollback (nothing in flight):
+ * forget the sources and the failures. (A transaction's end does it.) */
+void tide_producer_reset(tide_producer_t *p);
+
+/* --- exactly-once --- */
+
+/* Fence older instances and get ready (blocks up to timeout_ms). */
+tide_txn_t tide_producer_init_txn(tide_producer_t *p, int timeout_ms, char **errp);
+int tide_producer_in_txn(const tide_producer_t *p);
+/* Begin one now if none is open (the input offsets alone must be committed
+ * in a transaction too). 0, or -1 with *errp. */
+int tide_producer_begin_txn(tide_producer_t *p, char **errp);
+/* Put `offsets` into the open transaction with the consumer's group
+ * metadata, and commit it, waiting up to timeout_ms. */
+tide_txn_t tide_producer_commit_txn(tide_producer_t *p, const rd_kafka_topic_partition_list_t *offsets,
+                                    rd_kafka_t *consumer, int timeout_ms, char **errp);
+tide_txn_t tide_producer_abort_txn(tide_producer_t *p, int timeout_ms, char **errp);
+
 uint64_t tide_producer_sent(const tide_producer_t *p);
 uint64_t tide_producer_dead_lettered(const tide_producer_t *p);
 void tide_producer_free(tide_producer_t *p);

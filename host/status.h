@@ -88,14 +88,57 @@ typedef struct tide_status_block {
     uint16_t rec_topic[TIDE_STATUS_MAX_BATCH];
     int32_t rec_partition[TIDE_STATUS_MAX_BATCH];
     int64_t rec_offset[TIDE_STATUS_MAX_BATCH];
+
+    /* commits, and the broker as the worker sees it */
+    char guarantee[24];               /* at_least_once, exactly_once_v2 */
+    char transactional_id[600];       /* exactly-once: the producer's, "" otherwise */
+    uint64_t txn_committed, txn_aborted; /* transactions (exactly-once) */
+    uint64_t rollbacks;               /* back to the last commit, either guarantee */
+    uint64_t commit_hist[TIDE_STATUS_HIST]; /* commit duration, non-cumulative */
+    double commit_hist_sum;           /* seconds */
+    int64_t broker_waiting_since_ms;  /* wall: a commit waits for the broker; 0: not */
+    char missing_topic[256];          /* an output topic the broker does not have, "" none */
+    int64_t missing_topic_since_ms;   /* wall, 0: none */
+    uint64_t dropped_late;            /* records dropped as late (windows past grace) */
 } tide_status_block_t;
 
 /* Create a status block in a memfd: returns the mapping and the fd, or NULL. */
 tide_status_block_t *tide_status_create(int *fd);
+/* A block nobody else reads (a worker without a supervisor), so that the
+ * worker writes one way whether it is watched or not. NULL on failure. */
+tide_status_block_t *tide_status_private(void);
 /* Map the block behind fd (in the worker). NULL on failure. */
 tide_status_block_t *tide_status_map(int fd);
 void tide_status_unmap(tide_status_block_t *s);
 /* The time bucket of a batch that took `seconds`. */
 int tide_status_bucket(double seconds);
+
+/* ---------------------------------------------------------------- the worker's side */
+
+/* What a worker publishes at a batch boundary. */
+typedef struct tide_status_sample {
+    uint64_t records_in, records_out, dlq, errors, dropped, batches, rollbacks;
+    uint64_t lua_heap_bytes, restored_records, store_memory_bytes;
+    int32_t assigned_partitions, restoring_tasks;
+    int64_t lag; /* -1: unknown */
+} tide_status_sample_t;
+
+void tide_status_publish(tide_status_block_t *st, const tide_status_sample_t *s);
+/* Record i of the batch in flight is (topic, partition, offset), for the
+ * supervisor to name the record a dead or hung worker was on. */
+void tide_status_record(tide_status_block_t *st, int i, const char *topic, int32_t partition,
+                        int64_t offset);
+/* The batch starts (its records laid out in st->batch), and ends. */
+void tide_status_batch_begin(tide_status_block_t *st, int64_t mono_ms);
+void tide_status_batch_end(tide_status_block_t *st, double seconds);
+/* The last record that failed. */
+void tide_status_failure(tide_status_block_t *st, const char *cls, const char *topic,
+                         int32_t partition, int64_t offset, const char *message,
+                         const char *traceback);
+/* The detector that runs: its name, version and description. */
+void tide_status_detector(tide_status_block_t *st, const char *name, const char *version,
+                          const char *description);
+/* A reload validated (version) or was refused (error). */
+void tide_status_reload(tide_status_block_t *st, const char *version, const char *error);
 
 #endif

@@ -578,11 +578,11 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     s->sv.stop = stop;
     s->sv.started_ms = tide_wall_ms();
     s->dev = dev;
-    s->debounce_ms = tide_config_int(c, "reload.debounce.ms");
-    s->batch_timeout_ms = tide_config_int(c, "detector.batch.timeout.ms");
-    s->backoff_max_ms = tide_config_int(c, "detector.restart.backoff.max.ms");
-    s->poison_kills = (int)tide_config_int(c, "detector.poison.kills");
-    s->quarantine_crashes = (int)tide_config_int(c, "detector.quarantine.crashes");
+    s->debounce_ms = tide_config_int(c, TIDE_CFG_RELOAD_DEBOUNCE_MS);
+    s->batch_timeout_ms = tide_config_int(c, TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS);
+    s->backoff_max_ms = tide_config_int(c, TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS);
+    s->poison_kills = (int)tide_config_int(c, TIDE_CFG_DETECTOR_POISON_KILLS);
+    s->quarantine_crashes = (int)tide_config_int(c, TIDE_CFG_DETECTOR_QUARANTINE_CRASHES);
     s->clk_tck = sysconf(_SC_CLK_TCK);
     s->page_size = sysconf(_SC_PAGESIZE);
     tide_log_set_detector(NULL);
@@ -601,8 +601,8 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
         return 2;
     }
     char *err = NULL;
-    tide_http_t *http = tide_http_start(tide_config_str(c, "admin.address"),
-                                        (int)tide_config_int(c, "admin.port"), &s->sv, &err);
+    tide_http_t *http = tide_http_start(tide_config_str(c, TIDE_CFG_ADMIN_ADDRESS),
+                                        (int)tide_config_int(c, TIDE_CFG_ADMIN_PORT), &s->sv, &err);
     if (!http) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "admin server: %s", err);
         free(err);
@@ -610,7 +610,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
     }
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
              "admin server listening on http://%s:%d/ (status page, /metrics, /api/detectors)",
-             tide_config_str(c, "admin.address"), tide_http_port(http));
+             tide_config_str(c, TIDE_CFG_ADMIN_ADDRESS), tide_http_port(http));
     tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "watching %s for detectors", dir);
 
     tide_supervisor_lock();
@@ -651,7 +651,7 @@ int tide_supervisor_run(const tide_config_t *c, const char *dir, const char *boo
             kill(s->sv.dets[i]->pid, SIGTERM);
         }
     tide_supervisor_unlock();
-    int64_t deadline = tide_mono_ms() + tide_config_int(c, "shutdown.timeout.ms") + 5000;
+    int64_t deadline = tide_mono_ms() + tide_config_int(c, TIDE_CFG_SHUTDOWN_TIMEOUT_MS) + 5000;
     for (;;) {
         tide_supervisor_lock();
         reap(s);

@@ -1,308 +1,494 @@
 /*
- * task.c: the checkpoint file and the changelog restorer (see task.h).
+ * task.c: the task table, the store database, checkpoints and restores (see
+ * task.h).
  *
- * The restorer is a plain assign()-only consumer: it never joins a group and
- * never commits, so reading a changelog cannot disturb the detector's group.
- * It reads each (store, partition) from its start offset to the end offset
- * seen when the restore began; records appended after that belong to the
- * running task, which writes them itself.
+ * Owns the RocksDB database of the worker's stores, its checkpoint file and
+ * the restorer. A task is ready only once every store of it is back from its
+ * changelog, and a checkpoint never claims more than the acknowledged
+ * changelog offsets. Never consumes inputs, never commits offsets, never
+ * calls into Lua except through the callbacks the worker gave.
  */
 #include "task.h"
 
 #include <errno.h>
-#include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <librdkafka/rdkafka.h>
-
 #include "log.h"
+#include "restore.h"
+#include "store.h"
 
-/* ---------------------------------------------------------------- checkpoint */
+typedef struct tide_task {
+    int32_t partition;
+    int ready;
+    int64_t stream_time; /* at its last commit, -1: none */
+} tide_task_t;
 
-static int fail(char **errp, const char *fmt, const char *a, const char *b) {
-    if (asprintf(errp, fmt, a, b) < 0) *errp = NULL;
+struct tide_tasks {
+    const tide_config_t *config;
+    const char *bootstraps;
+    const tide_detector_info_t *info;
+    tide_tasks_cb_t cb;
+    tide_task_t *t;
+    int n, cap;
+    char **changelogs; /* per store: <application.id>.<detector>-<store>-changelog */
+    int n_changelogs;
+    tide_store_db_t *db; /* RocksDB stores, NULL when none */
+    char state_dir[4096]; /* <state.dir>/<application.id>/<detector> */
+    char checkpoint_path[4200];
+    tide_checkpoint_t checkpoint;
+    tide_restorer_t *restorer;
+    int unsaved;              /* the checkpoint in memory is ahead of the file */
+    int64_t round_started_ms; /* the restore round under way began, 0: none */
+    uint64_t round_records;   /* the restorer's total when it began */
+};
+
+static int name_changelogs(tide_tasks_t *t) {
+    const tide_detector_info_t *d = t->info;
+    if (!d->n_stores) return 0;
+    const char *app = tide_config_str(t->config, TIDE_CFG_APPLICATION_ID);
+    t->changelogs = calloc((size_t)d->n_stores, sizeof(char *));
+    if (!t->changelogs) return -1;
+    t->n_changelogs = d->n_stores;
+    for (int s = 0; s < d->n_stores; s++)
+        if (asprintf(&t->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
+            return -1;
+    return 0;
+}
+
+tide_tasks_t *tide_tasks_new(const tide_tasks_opts_t *o, char **errp) {
+    tide_tasks_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        if (asprintf(errp, "tasks: out of memory") < 0) *errp = NULL;
+        return NULL;
+    }
+    t->config = o->config;
+    t->bootstraps = o->bootstraps;
+    t->cb = o->cb;
+    return t;
+}
+
+char *const *tide_tasks_changelogs(const tide_tasks_t *t, int *n) {
+    *n = t->n_changelogs;
+    return t->changelogs;
+}
+
+int tide_tasks_set_info(tide_tasks_t *t, const tide_detector_info_t *info) {
+    int first = !t->info;
+    t->info = info;
+    return first ? name_changelogs(t) : 0;
+}
+
+int tide_tasks_open_restorer(tide_tasks_t *t, char **errp) {
+    if (!t->info->n_stores) return 0;
+    char group[600];
+    snprintf(group, sizeof(group), "%s.%s-restore",
+             tide_config_str(t->config, TIDE_CFG_APPLICATION_ID), t->info->name);
+    t->restorer = tide_restorer_new(t->config, t->bootstraps, group, t->changelogs,
+                                    t->info->n_stores, errp);
+    return t->restorer ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- the database */
+
+static int mkdirs(const char *dir, char **errp) {
+    char mk[4200];
+    snprintf(mk, sizeof(mk), "%s", dir);
+    for (char *q = mk + 1; *q; q++)
+        if (*q == '/') {
+            *q = '\0';
+            mkdir(mk, 0755);
+            *q = '/';
+        }
+    if (mkdir(mk, 0755) && errno != EEXIST) {
+        if (asprintf(errp, "%s: %s", mk, strerror(errno)) < 0) *errp = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void *tide_tasks_open_db(void *tasks, const char *name, char **errp) {
+    tide_tasks_t *t = tasks;
+    if (t->db) return t->db;
+    const tide_config_t *c = t->config;
+    snprintf(t->state_dir, sizeof(t->state_dir), "%s/%s/%s", tide_config_str(c, TIDE_CFG_STATE_DIR),
+             tide_config_str(c, TIDE_CFG_APPLICATION_ID), name);
+    if (mkdirs(t->state_dir, errp)) return NULL;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/rocksdb", t->state_dir);
+    snprintf(t->checkpoint_path, sizeof(t->checkpoint_path), "%s/checkpoint", t->state_dir);
+    tide_store_opts_t so = {path, (size_t)tide_config_int(c, TIDE_CFG_STATE_BLOCK_CACHE_BYTES),
+                            (size_t)tide_config_int(c, TIDE_CFG_STATE_WRITE_BUFFER_BYTES),
+                            (size_t)tide_config_int(c, TIDE_CFG_STATE_CACHE_BYTES)};
+    char *err = NULL;
+    t->db = tide_store_open(&so, &err);
+    if (!t->db) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
+                 "state store %s unusable (%s): wiping it; the changelogs rebuild it", path, err);
+        free(err);
+        err = NULL;
+        unlink(t->checkpoint_path);
+        if (tide_store_wipe(path, &err) || !(t->db = tide_store_open(&so, &err))) {
+            *errp = err;
+            return NULL;
+        }
+    }
+    if (tide_checkpoint_load(&t->checkpoint, t->checkpoint_path, &err)) {
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "%s: restoring every task from the start", err);
+        free(err);
+        memset(&t->checkpoint, 0, sizeof(t->checkpoint));
+    }
+    return t->db;
+}
+
+/* Forget what the database holds for store s of partition p, to restore it
+ * from the start of its changelog; returns that start (0). */
+static int64_t store_wipe(tide_tasks_t *t, int s, int32_t p) {
+    char *err = NULL;
+    if (tide_store_delete_range(t->db, (uint8_t)s, p, NULL, 0, NULL, 0, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+        free(err);
+    }
+    return 0;
+}
+
+void tide_tasks_mark(tide_tasks_t *t) {
+    if (!t->db) return;
+    const tide_detector_info_t *d = t->info;
+    for (int i = 0; i < t->n; i++) {
+        if (!t->t[i].ready) continue;
+        for (int s = 0; s < d->n_stores; s++) {
+            if (d->store_memory[s]) continue;
+            int64_t off = t->cb.acked(t->cb.ud, s, t->t[i].partition);
+            if (off < 0 || off + 1 <= tide_checkpoint_get(&t->checkpoint, d->store_names[s],
+                                                          t->t[i].partition))
+                continue;
+            tide_checkpoint_set(&t->checkpoint, d->store_names[s], t->t[i].partition, off + 1);
+            t->unsaved = 1;
+        }
+    }
+}
+
+int tide_tasks_unsaved(const tide_tasks_t *t) { return t->unsaved; }
+
+int tide_tasks_checkpoint(tide_tasks_t *t) {
+    if (!t->db || !t->unsaved) return 0;
+    char *err = NULL;
+    if (tide_store_flush(t->db, &err) ||
+        tide_checkpoint_save(&t->checkpoint, t->checkpoint_path, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state checkpoint failed: %s", err);
+        free(err);
+        return -1;
+    }
+    t->unsaved = 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the table */
+
+static int task_index(const tide_tasks_t *t, int32_t p) {
+    for (int i = 0; i < t->n; i++)
+        if (t->t[i].partition == p) return i;
     return -1;
 }
 
-int tide_checkpoint_load(tide_checkpoint_t *cp, const char *path, char **errp) {
-    memset(cp, 0, sizeof(*cp));
-    FILE *f = fopen(path, "r");
-    if (!f) return errno == ENOENT ? 0 : fail(errp, "%s: %s", path, strerror(errno));
-    char line[512], store[128];
-    int lineno = 0;
-    while (fgets(line, sizeof(line), f)) {
-        lineno++;
-        if (line[0] == '#' || line[0] == '\n') continue;
-        int partition;
-        long long offset;
-        if (sscanf(line, "%127s %d %lld", store, &partition, &offset) != 3 || partition < 0 ||
-            offset < 0) {
-            fclose(f);
-            char where[32];
-            snprintf(where, sizeof(where), "%d", lineno);
-            tide_checkpoint_free(cp);
-            return fail(errp, "%s:%s: malformed checkpoint line", path, where);
+int tide_tasks_count(const tide_tasks_t *t) { return t->n; }
+int32_t tide_tasks_partition(const tide_tasks_t *t, int i) { return t->t[i].partition; }
+int tide_tasks_has(const tide_tasks_t *t, int32_t p) { return task_index(t, p) >= 0; }
+
+int tide_tasks_ready(const tide_tasks_t *t, int32_t p) {
+    int i = task_index(t, p);
+    return i >= 0 && t->t[i].ready;
+}
+
+int tide_tasks_restoring(const tide_tasks_t *t) {
+    int n = 0;
+    for (int i = 0; i < t->n; i++) n += !t->t[i].ready;
+    return n;
+}
+
+static void make_ready(tide_tasks_t *t, int i) {
+    if (t->t[i].ready) return;
+    t->t[i].ready = 1;
+    t->cb.on_ready(t->cb.ud, t->t[i].partition, t->t[i].stream_time);
+}
+
+/* A task starts restoring: the round's clock starts with the first one. */
+static void round_begin(tide_tasks_t *t) {
+    if (t->round_started_ms) return;
+    t->round_started_ms = tide_mono_ms();
+    t->round_records = tide_restorer_records(t->restorer);
+}
+
+/* Restore store s of task p from the checkpoint, or from the start (wiping
+ * what the database holds of it) without one. */
+static int restore_store(tide_tasks_t *t, int s, int32_t p) {
+    const tide_detector_info_t *d = t->info;
+    int64_t from = 0;
+    char *err = NULL;
+    if (!d->store_memory[s]) {
+        from = tide_checkpoint_get(&t->checkpoint, d->store_names[s], p);
+        if (from < 0) from = store_wipe(t, s, p);
+    }
+    int rc = tide_restorer_add(t->restorer, s, p, from, &err);
+    if (rc == TIDE_RESTORE_STALE) rc = tide_restorer_add(t->restorer, s, p, store_wipe(t, s, p), &err);
+    if (!rc) return 0;
+    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot restore store %s of partition %d: %s",
+             d->store_names[s], (int)p, err);
+    free(err);
+    return -1;
+}
+
+/* Ready now when nothing is restoring for it, else the round goes on. */
+static tide_task_start_t ready_or_restoring(tide_tasks_t *t, int i) {
+    if (!t->restorer || !tide_restorer_busy(t->restorer, t->t[i].partition)) {
+        make_ready(t, i);
+        return TIDE_TASK_READY;
+    }
+    round_begin(t);
+    return TIDE_TASK_RESTORING;
+}
+
+tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t p, int64_t stream_time) {
+    if (task_index(t, p) >= 0) return tide_tasks_ready(t, p) ? TIDE_TASK_READY : TIDE_TASK_RESTORING;
+    if (t->n == t->cap) {
+        int cap = t->cap ? t->cap * 2 : 16;
+        tide_task_t *nt = realloc(t->t, (size_t)cap * sizeof(*nt));
+        if (!nt) return TIDE_TASK_FAILED;
+        t->t = nt;
+        t->cap = cap;
+    }
+    int i = t->n++;
+    t->t[i] = (tide_task_t){p, 0, stream_time};
+    int failed = 0;
+    for (int s = 0; s < t->info->n_stores && t->restorer; s++) failed |= restore_store(t, s, p);
+    if (failed) return TIDE_TASK_FAILED;
+    return ready_or_restoring(t, i);
+}
+
+int tide_tasks_pressure(const tide_tasks_t *t) { return t->db && tide_store_pressure(t->db); }
+
+int tide_tasks_stop(tide_tasks_t *t, int32_t p) {
+    int i = task_index(t, p);
+    if (i < 0) return 0;
+    int was_ready = t->t[i].ready;
+    if (t->restorer) tide_restorer_remove(t->restorer, p);
+    /* Writes not committed belong to records the next owner processes
+     * again: they must not reach RocksDB at our next commit. */
+    if (t->db) tide_store_rollback(t->db, p);
+    t->t[i] = t->t[--t->n];
+    return was_ready;
+}
+
+void tide_tasks_restart(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud) {
+    const tide_detector_info_t *d = t->info;
+    for (int i = 0; i < t->n; i++) {
+        int32_t p = t->t[i].partition;
+        int64_t seen = stream_time(ud, p);
+        if (seen > t->t[i].stream_time) t->t[i].stream_time = seen;
+        t->t[i].ready = 0;
+        for (int s = 0; s < d->n_stores; s++) {
+            char *err = NULL;
+            if (d->store_memory[s] && tide_restorer_add(t->restorer, s, p, 0, &err)) {
+                tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
+                free(err);
+            }
         }
-        tide_checkpoint_set(cp, store, partition, offset);
+        ready_or_restoring(t, i);
     }
-    fclose(f);
-    return 0;
 }
 
-int tide_checkpoint_save(const tide_checkpoint_t *cp, const char *path, char **errp) {
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return fail(errp, "%s: %s", tmp, strerror(errno));
-    fprintf(f, "# store partition next-changelog-offset\n");
-    for (int i = 0; i < cp->n; i++)
-        fprintf(f, "%s %d %lld\n", cp->e[i].store, (int)cp->e[i].partition,
-                (long long)cp->e[i].offset);
-    /* Durable before it replaces the old one: a torn checkpoint would make
-     * the database look newer than it is. */
-    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) return fail(errp, "%s: %s", path, strerror(errno));
-    return 0;
+/* ---------------------------------------------------------------- restoring */
+
+static void on_restore_apply(void *ud, int store, int32_t partition, const char *key,
+                             size_t klen, const char *val, size_t vlen) {
+    tide_tasks_t *t = ud;
+    if (t->info->store_memory[store]) {
+        t->cb.restore_memory(t->cb.ud, store, partition, key, klen, val, vlen);
+        return;
+    }
+    char *err = NULL;
+    int rc = val ? tide_store_put(t->db, (uint8_t)store, partition, key, klen, val, vlen, &err)
+                 : tide_store_delete(t->db, (uint8_t)store, partition, key, klen, &err);
+    if (rc) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "restore: %s", err);
+        free(err);
+    }
 }
 
-static tide_checkpoint_entry_t *find(const tide_checkpoint_t *cp, const char *store,
-                                     int32_t partition) {
-    for (int i = 0; i < cp->n; i++)
-        if (cp->e[i].partition == partition && !strcmp(cp->e[i].store, store)) return &cp->e[i];
-    return NULL;
+static void on_restore_done(void *ud, int32_t partition, uint64_t records, int64_t ms) {
+    tide_tasks_t *t = ud;
+    char n[32], el[32], rate[32];
+    snprintf(n, sizeof(n), "%" PRIu64, records);
+    snprintf(el, sizeof(el), "%" PRId64, ms);
+    snprintf(rate, sizeof(rate), "%.0f", ms > 0 ? (double)records * 1000.0 / (double)ms : 0.0);
+    tide_logkv(TIDE_LOG_INFO, (tide_log_at_t){NULL, partition, -1}, "task restored", "records", n,
+               "elapsed_ms", el, "records_per_s", rate, (char *)NULL);
+    int i = task_index(t, partition);
+    if (i >= 0) make_ready(t, i);
 }
 
-int64_t tide_checkpoint_get(const tide_checkpoint_t *cp, const char *store, int32_t partition) {
-    const tide_checkpoint_entry_t *e = find(cp, store, partition);
-    return e ? e->offset : -1;
+void tide_tasks_poll(tide_tasks_t *t, int timeout_ms) {
+    if (!t->restorer || !tide_restorer_pending(t->restorer)) return;
+    tide_restorer_poll(t->restorer, timeout_ms, on_restore_apply, on_restore_done, t);
+    /* What a restore writes is committed already (it comes from the
+     * changelog): into RocksDB with it, never held for a rollback. */
+    char *err = NULL;
+    if (t->db && tide_store_commit(t->db, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "restore: %s", err);
+        free(err);
+    }
 }
 
-int tide_checkpoint_has_partition(const tide_checkpoint_t *cp, int32_t partition) {
-    for (int i = 0; i < cp->n; i++)
-        if (cp->e[i].partition == partition) return 1;
-    return 0;
+void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud) {
+    for (int i = 0; i < t->n; i++) {
+        if (!t->t[i].ready) continue;
+        int64_t st = stream_time(ud, t->t[i].partition);
+        if (st > t->t[i].stream_time) t->t[i].stream_time = st;
+    }
+    char *err = NULL;
+    if (t->db && tide_store_commit(t->db, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state commit: %s", err);
+        free(err);
+    }
 }
 
-void tide_checkpoint_set(tide_checkpoint_t *cp, const char *store, int32_t partition,
-                         int64_t offset) {
-    tide_checkpoint_entry_t *e = find(cp, store, partition);
-    if (!e) {
-        if (cp->n == cp->cap) {
-            int cap = cp->cap ? cp->cap * 2 : 16;
-            tide_checkpoint_entry_t *ne = realloc(cp->e, (size_t)cap * sizeof(*ne));
-            if (!ne) return;
-            cp->e = ne;
-            cp->cap = cap;
+int64_t tide_tasks_stream_time(const tide_tasks_t *t, int32_t p) {
+    int i = task_index(t, p);
+    return i >= 0 ? t->t[i].stream_time : -1;
+}
+
+tide_rollback_t tide_tasks_rollback(tide_tasks_t *t) {
+    if (!t->db) return TIDE_ROLLBACK_EXACT;
+    int spilled = tide_store_uncommitted_spilled(t->db);
+    tide_store_rollback(t->db, -1);
+    if (!spilled) return TIDE_ROLLBACK_EXACT;
+    /* RocksDB holds writes the commit never covered: every task is rebuilt
+     * from its changelog (whose uncommitted records a read_committed
+     * restore does not see). */
+    tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "state held uncommitted writes: restoring every task "
+             "from its changelog");
+    for (int i = 0; i < t->n; i++) {
+        for (int s = 0; s < t->info->n_stores; s++) {
+            if (!t->info->store_memory[s]) store_wipe(t, s, t->t[i].partition);
+            tide_checkpoint_set(&t->checkpoint, t->info->store_names[s], t->t[i].partition, 0);
         }
-        e = &cp->e[cp->n++];
-        snprintf(e->store, sizeof(e->store), "%s", store);
-        e->partition = partition;
     }
-    e->offset = offset;
+    char *err = NULL;
+    if (tide_checkpoint_save(&t->checkpoint, t->checkpoint_path, &err)) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state checkpoint failed: %s", err);
+        free(err);
+    }
+    return TIDE_ROLLBACK_REBUILD;
 }
 
-void tide_checkpoint_free(tide_checkpoint_t *cp) {
-    free(cp->e);
-    memset(cp, 0, sizeof(*cp));
+void tide_tasks_rebuild(tide_tasks_t *t) {
+    for (int i = 0; i < t->n; i++) {
+        t->t[i].ready = 0;
+        if (t->restorer) tide_restorer_remove(t->restorer, t->t[i].partition);
+        for (int s = 0; s < t->info->n_stores && t->restorer; s++) restore_store(t, s, t->t[i].partition);
+        ready_or_restoring(t, i);
+    }
 }
 
-/* ---------------------------------------------------------------- restorer */
-
-typedef struct restoring {
-    int store;
-    int32_t partition;
-    int64_t next, end; /* read [next, end) */
-    int64_t started_ms;
-    uint64_t records;
-} restoring_t;
-
-struct tide_restorer {
-    rd_kafka_t *rk;
-    rd_kafka_queue_t *q;
-    char **changelogs;
-    int n_stores;
-    restoring_t *r;
-    int n, cap;
-    uint64_t total;
-    rd_kafka_message_t *msgs[1000];
-};
-
-tide_restorer_t *tide_restorer_new(const tide_config_t *c, const char *bootstraps,
-                                   const char *group, char **changelogs, int n_stores,
-                                   char **errp) {
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* librdkafka wants a group.id even for assign(); it is never joined. */
-    /* A short fetch wait: the watermark queries of tasks starting later
-     * share the connection and would queue behind a long-polling fetch. */
-    const char *kv[] = {"fetch.wait.max.ms", "10", "fetch.queue.backoff.ms", "10",
-                        "enable.auto.commit", "false",
-                        "enable.partition.eof", "false", "auto.offset.reset", "earliest", NULL};
-    for (int i = 0; kv[i]; i += 2) rd_kafka_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err));
-    if (tide_config_apply_kafka(c, conf, TIDE_CLIENT_CONSUMER, errp) ||
-        rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps, err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err))) {
-        rd_kafka_conf_destroy(conf);
-        if (!*errp && asprintf(errp, "restore consumer: %s", err) < 0) *errp = NULL;
-        return NULL;
-    }
-    rd_kafka_conf_set_log_cb(conf, tide_log_rdkafka);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!rk) {
-        if (asprintf(errp, "restore consumer: %s", err) < 0) *errp = NULL;
-        return NULL;
-    }
-    tide_restorer_t *r = calloc(1, sizeof(*r));
-    r->rk = rk;
-    rd_kafka_poll_set_consumer(rk);
-    r->q = rd_kafka_queue_get_consumer(rk);
-    r->changelogs = changelogs;
-    r->n_stores = n_stores;
-    return r;
+/* The restore round is over: how long it took, for every task held. */
+static void log_round(tide_tasks_t *t) {
+    char text[3072], json[3072], msg[3200], el[32], n[32];
+    int64_t ms = tide_mono_ms() - t->round_started_ms;
+    int32_t *ps = malloc((size_t)(t->n + 1) * sizeof(*ps));
+    int np = 0;
+    for (int i = 0; ps && i < t->n; i++) ps[np++] = t->t[i].partition;
+    tide_tasks_list(t, ps, np, 0, text, sizeof(text));
+    tide_tasks_list(t, ps, np, 1, json, sizeof(json));
+    free(ps);
+    snprintf(msg, sizeof(msg), "Restoration took %" PRId64 " ms for all tasks %s", ms, text);
+    snprintf(el, sizeof(el), "%" PRId64, ms);
+    snprintf(n, sizeof(n), "%" PRIu64, tide_restorer_records(t->restorer) - t->round_records);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "elapsed_ms", el, "records", n, "tasks", json,
+               (char *)NULL);
+    t->round_started_ms = 0;
 }
 
-/* Start or stop reading one changelog partition. Incremental: a full
- * assign() per task, dozens of times as tasks arrive, trips an assertion in
- * librdkafka 2.15 (a fetch stopped twice). */
-static void assign_one(tide_restorer_t *r, const restoring_t *x, int add) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, r->changelogs[x->store], x->partition)->offset = x->next;
-    rd_kafka_error_t *e = add ? rd_kafka_incremental_assign(r->rk, l)
-                              : rd_kafka_incremental_unassign(r->rk, l);
-    if (e) {
-        tide_log(TIDE_LOG_WARN, (tide_log_at_t){r->changelogs[x->store], x->partition, -1},
-                 "restore: %s", rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
+int tide_tasks_settled(tide_tasks_t *t) {
+    if (tide_tasks_restoring(t)) return 0;
+    if (t->round_started_ms) log_round(t);
+    return 1;
 }
 
-int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t from,
-                      char **errp) {
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-        r->rk, r->changelogs[store], partition, &lo, &hi, 10000);
-    if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
-        lo = hi = 0; /* no changelog yet: nothing was ever written */
-    } else if (e) {
-        return fail(errp, "changelog %s: %s", r->changelogs[store], rd_kafka_err2str(e));
-    }
-    if (from < lo) {
-        if (from > 0)
-            tide_log(TIDE_LOG_WARN, (tide_log_at_t){r->changelogs[store], partition, -1},
-                     "changelog starts at %lld, after the checkpoint (%lld): older entries are "
-                     "gone (retention or compaction)",
-                     (long long)lo, (long long)from);
-        from = lo;
-    }
-    if (from > hi) {
-        tide_log(TIDE_LOG_WARN, (tide_log_at_t){r->changelogs[store], partition, -1},
-                 "the checkpoint (%lld) is past the changelog's end (%lld): the local state is "
-                 "not this changelog's; rebuilding it from the changelog",
-                 (long long)from, (long long)hi);
-        return TIDE_RESTORE_STALE;
-    }
-    if (from == hi) return 0;
-    if (r->n == r->cap) {
-        int cap = r->cap ? r->cap * 2 : 16;
-        restoring_t *nr = realloc(r->r, (size_t)cap * sizeof(*nr));
-        if (!nr) return fail(errp, "%s%s", "not enough memory", "");
-        r->r = nr;
-        r->cap = cap;
-    }
-    r->r[r->n] = (restoring_t){store, partition, from, hi, tide_mono_ms(), 0};
-    tide_log(TIDE_LOG_INFO, (tide_log_at_t){r->changelogs[store], partition, from},
-             "restoring store from its changelog: %lld record(s) to read",
-             (long long)(hi - from));
-    assign_one(r, &r->r[r->n], 1);
-    r->n++;
-    return 0;
+uint64_t tide_tasks_restored_records(const tide_tasks_t *t) {
+    return t->restorer ? tide_restorer_records(t->restorer) : 0;
 }
 
-/* Drop every (store, partition) of `partition`, unassigning each. */
-static void drop_partition(tide_restorer_t *r, int32_t partition) {
-    int k = 0;
-    for (int i = 0; i < r->n; i++) {
-        if (r->r[i].partition == partition) assign_one(r, &r->r[i], 0);
-        else r->r[k++] = r->r[i];
+uint64_t tide_tasks_store_memory(const tide_tasks_t *t) {
+    return t->db ? tide_store_memory_bytes(t->db) : 0;
+}
+
+/* ---------------------------------------------------------------- logs */
+
+static int cmp_partition(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+void tide_tasks_list(const tide_tasks_t *t, const int32_t *ps, int n, int json, char *buf,
+                     size_t cap) {
+    int32_t *sorted = n ? malloc((size_t)n * sizeof(*sorted)) : NULL;
+    if (sorted) {
+        memcpy(sorted, ps, (size_t)n * sizeof(*sorted));
+        qsort(sorted, (size_t)n, sizeof(*sorted), cmp_partition);
+    } else {
+        n = 0;
     }
-    r->n = k;
-}
-
-void tide_restorer_remove(tide_restorer_t *r, int32_t partition) { drop_partition(r, partition); }
-
-int tide_restorer_pending(const tide_restorer_t *r) { return r->n; }
-
-int tide_restorer_busy(const tide_restorer_t *r, int32_t partition) {
-    for (int i = 0; i < r->n; i++)
-        if (r->r[i].partition == partition) return 1;
-    return 0;
-}
-uint64_t tide_restorer_records(const tide_restorer_t *r) { return r->total; }
-
-static restoring_t *find_restoring(tide_restorer_t *r, const char *topic, int32_t partition) {
-    for (int i = 0; i < r->n; i++)
-        if (r->r[i].partition == partition && !strcmp(r->changelogs[r->r[i].store], topic))
-            return &r->r[i];
-    return NULL;
-}
-
-void tide_restorer_poll(tide_restorer_t *r, int timeout_ms, tide_restore_apply_fn apply,
-                        tide_restore_done_fn done, void *ud) {
-    if (!r->n) return;
-    ssize_t n = rd_kafka_consume_batch_queue(r->q, timeout_ms, r->msgs, 1000);
-    int changed = 0;
-    for (ssize_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = r->msgs[i];
-        restoring_t *x = m->err ? NULL : find_restoring(r, rd_kafka_topic_name(m->rkt), m->partition);
-        if (x && m->offset >= x->next && m->offset < x->end) {
-            apply(ud, x->store, m->partition, m->key, m->key ? m->key_len : 0, m->payload,
-                  m->payload ? m->len : 0);
-            x->next = m->offset + 1;
-            x->records++;
-            r->total++;
-            if (x->next >= x->end) changed = 1;
-        } else if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "restore: %s", rd_kafka_message_errstr(m));
+    size_t o = 1;
+    buf[0] = '[';
+    for (int i = 0; i < n; i++) {
+        char id[300], quoted[620];
+        snprintf(id, sizeof(id), "%s_%d", t->info->name, (int)sorted[i]);
+        const char *item = id;
+        if (json) {
+            tide_json_str(quoted, sizeof(quoted), id, strlen(id));
+            item = quoted;
         }
-        rd_kafka_message_destroy(m);
+        if (o + strlen(item) + 4 >= cap) break;
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s", !i ? "" : json ? "," : ", ", item);
     }
-    if (!changed) return;
-    /* A partition whose stores are all caught up is done: report it once and
-     * stop reading its changelogs. Entries before i belong to partitions
-     * still busy, so compacting never moves an unvisited entry before i. */
-    int i = 0;
-    while (i < r->n) {
-        int32_t p = r->r[i].partition;
-        int busy = 0;
-        uint64_t records = 0;
-        int64_t started = r->r[i].started_ms;
-        for (int j = 0; j < r->n; j++) {
-            if (r->r[j].partition != p) continue;
-            if (r->r[j].next < r->r[j].end) busy = 1;
-            records += r->r[j].records;
-            if (r->r[j].started_ms < started) started = r->r[j].started_ms;
-        }
-        if (busy) {
-            i++;
-            continue;
-        }
-        done(ud, p, records, tide_mono_ms() - started);
-        drop_partition(r, p);
-    }
+    snprintf(buf + o, cap - o, "]");
+    free(sorted);
 }
 
-void tide_restorer_free(tide_restorer_t *r) {
-    if (!r) return;
-    while (r->n) drop_partition(r, r->r[0].partition);
-    rd_kafka_queue_destroy(r->q);
-    rd_kafka_consumer_close(r->rk);
-    rd_kafka_destroy(r->rk);
-    free(r->r);
-    free(r);
+void tide_tasks_log_assignment(const tide_tasks_t *t, int n_fresh, const int32_t *revoked,
+                               int n_revoked) {
+    enum { CAP = 2048 };
+    char nt[CAP], et[CAP], rt[CAP], nj[CAP], ej[CAP], rj[CAP], aj[CAP], msg[3 * CAP + 128];
+    int32_t *all = malloc((size_t)(t->n + 1) * sizeof(*all));
+    if (!all) return;
+    for (int i = 0; i < t->n; i++) all[i] = t->t[i].partition;
+    int n_existing = t->n - n_fresh;
+    tide_tasks_list(t, all + n_existing, n_fresh, 0, nt, CAP);
+    tide_tasks_list(t, all, n_existing, 0, et, CAP);
+    tide_tasks_list(t, revoked, n_revoked, 0, rt, CAP);
+    tide_tasks_list(t, all + n_existing, n_fresh, 1, nj, CAP);
+    tide_tasks_list(t, all, n_existing, 1, ej, CAP);
+    tide_tasks_list(t, revoked, n_revoked, 1, rj, CAP);
+    tide_tasks_list(t, all, t->n, 1, aj, CAP);
+    free(all);
+    snprintf(msg, sizeof(msg), "Handle new assignment with: new active tasks %s, existing "
+             "active tasks %s, revoked tasks %s", nt, et, rt);
+    tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, msg, "new_tasks", nj, "existing_tasks", ej,
+               "revoked_tasks", rj, "active_tasks", aj, (char *)NULL);
+}
+
+void tide_tasks_free(tide_tasks_t *t) {
+    if (!t) return;
+    tide_restorer_free(t->restorer);
+    tide_store_close(t->db);
+    tide_checkpoint_free(&t->checkpoint);
+    for (int i = 0; i < t->n_changelogs; i++) free(t->changelogs[i]);
+    free(t->changelogs);
+    free(t->t);
+    free(t);
 }

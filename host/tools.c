@@ -18,12 +18,28 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "avro_tool.h"
 #include "jsonl.h"
 #include "log.h"
 
 static const char *env_bootstrap(void) {
     const char *b = getenv("TIDE_BOOTSTRAP_SERVERS");
     return b && *b ? b : NULL;
+}
+
+/* The registry of --avro: -r URL, else TIDE_SCHEMA_REGISTRY_URL (without
+ * one, schemas come from ./schemas); basic auth from the environment only
+ * (TIDE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO), never from the command line. */
+static tide_registry_opts_t tool_registry(const char *url) {
+    tide_registry_opts_t r = {0};
+    r.url = url ? url : getenv("TIDE_SCHEMA_REGISTRY_URL");
+    r.user_info = getenv("TIDE_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO");
+    r.timeout_ms = 5000;
+    const char *ar = getenv("TIDE_AUTO_REGISTER_SCHEMAS");
+    r.auto_register = !ar || strcmp(ar, "false");
+    const char *ul = getenv("TIDE_USE_LATEST_VERSION");
+    r.use_latest = ul && !strcmp(ul, "true");
+    return r;
 }
 
 static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const char **extra) {
@@ -79,16 +95,20 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 static int produce_usage(void) {
     fprintf(stderr,
             "usage: tide produce TOPIC [-b HOST:PORT] [--key-separator SEP] [--json]\n"
-            "                    [-D librdkafka.property=value]...\n"
+            "                    [--avro SCHEMA.avsc [-r REGISTRY_URL]] [-D librdkafka.property=value]...\n"
             "Each line of standard input is one record: its value, or key SEP value,\n"
             "or with --json {\"key\":..., \"value\":..., \"headers\":{...}, \"partition\":n,\n"
-            "\"timestamp\":ms}. Stops at the first record that cannot be sent (a broker\n"
-            "refusal, a bad line), says which line and how many were sent, and exits 1.\n");
+            "\"timestamp\":ms}. With --avro, each value is JSON, written as Avro with\n"
+            "SCHEMA in the schema registry's wire format (subject TOPIC-value; the\n"
+            "registry: -r, or TIDE_SCHEMA_REGISTRY_URL, else the folder ./schemas).\n"
+            "Stops at the first record that cannot be sent (a broker refusal, a bad\n"
+            "line), says which line and how many were sent, and exits 1.\n");
     return 2;
 }
 
 typedef struct produce_args {
     const char *topic, *bootstrap, *sep;
+    const char *avro_schema, *registry;
     int json;
     const char **props; /* key, value pairs from -D, NULL-terminated */
 } produce_args_t;
@@ -103,6 +123,9 @@ static int produce_parse(int argc, char **argv, produce_args_t *a) {
             a->bootstrap = argv[++i];
         else if (!strcmp(argv[i], "--key-separator") && i + 1 < argc) a->sep = argv[++i];
         else if (!strcmp(argv[i], "--json")) a->json = 1;
+        else if (!strcmp(argv[i], "--avro") && i + 1 < argc) a->avro_schema = argv[++i];
+        else if ((!strcmp(argv[i], "-r") || !strcmp(argv[i], "--registry")) && i + 1 < argc)
+            a->registry = argv[++i];
         else if (!strcmp(argv[i], "-D") && i + 1 < argc && strchr(argv[i + 1], '=') && a->props) {
             char *kv = argv[++i], *eq = strchr(kv, '=');
             *eq = '\0';
@@ -195,6 +218,16 @@ static void plain_record(char *line, size_t len, const char *sep, produce_rec_t 
     }
 }
 
+/* Write a record's value (JSON) as Avro; 0, or -1 with the reason printed. */
+static int avro_value(tide_avro_tool_t *avro, produce_rec_t *r, long lineno) {
+    char *e = NULL;
+    if (!tide_avro_tool_encode(avro, r->val, r->vlen, &r->val, &r->vlen, &e)) return 0;
+    fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, e);
+    free(e);
+    if (r->hdrs) rd_kafka_headers_destroy(r->hdrs);
+    return -1;
+}
+
 /* Hand one record to librdkafka (waiting while its queue is full); 0, or
  * the error of a record refused at once (too large, unknown partition). */
 static rd_kafka_resp_err_t send_record(rd_kafka_t *rk, const char *topic, produce_rec_t *r,
@@ -216,7 +249,8 @@ static rd_kafka_resp_err_t send_record(rd_kafka_t *rk, const char *topic, produc
 /* Read and send lines until the input ends, a line fails, or a delivery
  * failed. Returns the last line read; *more: input was left unread. */
 static long produce_lines(rd_kafka_t *rk, const produce_args_t *a, tide_jsonl_t *jl,
-                          produce_run_t *pr, volatile sig_atomic_t *stop, int *bad_line) {
+                          tide_avro_tool_t *avro, produce_run_t *pr, volatile sig_atomic_t *stop,
+                          int *bad_line) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -234,6 +268,10 @@ static long produce_lines(rd_kafka_t *rk, const produce_args_t *a, tide_jsonl_t 
             }
         } else {
             plain_record(line, (size_t)len, a->sep, &r);
+        }
+        if (avro && r.val && avro_value(avro, &r, lineno)) {
+            *bad_line = 1;
+            break;
         }
         rd_kafka_resp_err_t e = send_record(rk, a->topic, &r, lineno);
         if (e) {
@@ -274,6 +312,29 @@ static int produce_report(const produce_args_t *a, produce_run_t *pr, long lastl
     return 1;
 }
 
+/* The encoders a run needs: the JSON-lines parser, the Avro writer. 0, or
+ * -1 (with the reason printed) and the exit code in *rc. */
+static int produce_encoders(const produce_args_t *a, tide_jsonl_t **jl, tide_avro_tool_t **avro,
+                            int *rc) {
+    char *e = NULL;
+    if (a->avro_schema) {
+        tide_registry_opts_t ro = tool_registry(a->registry);
+        if (!(*avro = tide_avro_tool_new(&ro, a->topic, a->avro_schema, &e))) {
+            fprintf(stderr, "tide: --avro %s: %s\n", a->avro_schema, e);
+            free(e);
+            *rc = 2;
+            return -1;
+        }
+    }
+    if (a->json && !(*jl = tide_jsonl_new(&e))) {
+        fprintf(stderr, "tide: %s\n", e);
+        free(e);
+        *rc = 1;
+        return -1;
+    }
+    return 0;
+}
+
 int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
     produce_args_t a;
     int rc = produce_parse(argc, argv, &a);
@@ -282,22 +343,21 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
         return rc;
     }
     produce_run_t pr = {0};
-    rd_kafka_t *rk = make_producer(&a, &pr);
     tide_jsonl_t *jl = NULL;
-    char *e = NULL;
-    if (rk && a.json && !(jl = tide_jsonl_new(&e))) {
-        fprintf(stderr, "tide: %s\n", e);
-        free(e);
-    }
-    if (!rk || (a.json && !jl)) {
+    tide_avro_tool_t *avro = NULL;
+    rd_kafka_t *rk = make_producer(&a, &pr);
+    if (!rk || produce_encoders(&a, &jl, &avro, &rc)) {
         if (rk) rd_kafka_destroy(rk);
+        tide_jsonl_free(jl);
+        tide_avro_tool_free(avro);
         free(a.props);
-        return 1;
+        return rk ? rc : 1;
     }
     int bad_line = 0;
-    long last = produce_lines(rk, &a, jl, &pr, stop, &bad_line);
+    long last = produce_lines(rk, &a, jl, avro, &pr, stop, &bad_line);
     int left = (bad_line || pr.failed) && input_left();
     tide_jsonl_free(jl);
+    tide_avro_tool_free(avro);
     rd_kafka_flush(rk, 60000);
     int unacked = rd_kafka_outq_len(rk);
     rd_kafka_destroy(rk);
@@ -307,7 +367,10 @@ int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
 
 /* ---------------------------------------------------------------- consume */
 
-static void print_json_record(FILE *out, const rd_kafka_message_t *m) {
+/* value_json: the value as JSON text (--avro), written as it is; NULL:
+ * the value's bytes as a JSON string. */
+static void print_json_record(FILE *out, const rd_kafka_message_t *m, const char *value_json,
+                              size_t value_json_len) {
     static char buf[1 << 20];
     size_t o = 0;
     fputs("{\"topic\":", out);
@@ -320,7 +383,9 @@ static void print_json_record(FILE *out, const rd_kafka_message_t *m) {
         fwrite(buf, 1, o, out);
     } else fputs("null", out);
     fputs(",\"value\":", out);
-    if (m->payload) {
+    if (value_json) {
+        fwrite(value_json, 1, value_json_len, out);
+    } else if (m->payload) {
         o = tide_json_str(buf, sizeof(buf), m->payload, m->len);
         fwrite(buf, 1, o, out);
     } else fputs("null", out);
@@ -368,20 +433,25 @@ static int topic_partitions(rd_kafka_t *rk, const char *topic, int wait_ms,
 static int consume_usage(void) {
     fprintf(stderr,
             "usage: tide consume TOPIC [-b HOST:PORT] [--from-beginning] [--max-messages N]\n"
-            "                    [--idle-timeout-ms MS] [--json]\n"
+            "                    [--idle-timeout-ms MS] [--json] [--avro [-r REGISTRY_URL]]\n"
             "Prints the topic's records (values, or JSON lines with --json) from every\n"
-            "partition, without joining a consumer group.\n");
+            "partition, without joining a consumer group. With --avro, values in the\n"
+            "schema registry's wire format are printed as JSON (the registry: -r, or\n"
+            "TIDE_SCHEMA_REGISTRY_URL, else the folder ./schemas).\n");
     return 2;
 }
 
 int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
                       void (*on_signal)(int)) {
-    const char *topic = NULL, *bootstrap = env_bootstrap();
-    int from_beginning = 0, json = 0, idle_ms = 0;
+    const char *topic = NULL, *bootstrap = env_bootstrap(), *registry = NULL;
+    int from_beginning = 0, json = 0, idle_ms = 0, avro_values = 0;
     long max = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-b") || !strcmp(argv[i], "--bootstrap-server")) && i + 1 < argc)
             bootstrap = argv[++i];
+        else if (!strcmp(argv[i], "--avro")) avro_values = 1;
+        else if ((!strcmp(argv[i], "-r") || !strcmp(argv[i], "--registry")) && i + 1 < argc)
+            registry = argv[++i];
         else if (!strcmp(argv[i], "--from-beginning")) from_beginning = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--max-messages") && i + 1 < argc) max = atol(argv[++i]);
@@ -393,6 +463,16 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     if (!bootstrap) {
         fprintf(stderr, "tide: no broker: pass -b HOST:PORT or set TIDE_BOOTSTRAP_SERVERS\n");
         return 2;
+    }
+    tide_avro_tool_t *avro = NULL;
+    if (avro_values) {
+        char *e = NULL;
+        tide_registry_opts_t ro = tool_registry(registry);
+        if (!(avro = tide_avro_tool_new(&ro, topic, NULL, &e))) {
+            fprintf(stderr, "tide: --avro: %s\n", e);
+            free(e);
+            return 2;
+        }
     }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -408,6 +488,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     int nparts = topic_partitions(rk, topic, idle_ms ? idle_ms : 10000, stop);
     if (nparts == 0) {
         rd_kafka_destroy(rk);
+        tide_avro_tool_free(avro);
         if (!*stop) fprintf(stderr, "tide: topic %s not found\n", topic);
         return *stop ? 0 : 1;
     }
@@ -434,8 +515,21 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
         } else {
             last = tide_mono_ms();
             count++;
-            if (json) print_json_record(stdout, m);
-            else {
+            const char *vj = NULL;
+            size_t vjlen = 0;
+            char *ae = NULL;
+            if (avro && m->payload &&
+                tide_avro_tool_decode(avro, m->payload, m->len, &vj, &vjlen, &ae)) {
+                fprintf(stderr, "tide: %s [%d] offset %lld: %s\n", topic, (int)m->partition,
+                        (long long)m->offset, ae);
+                free(ae);
+                vj = NULL;
+            }
+            if (json) print_json_record(stdout, m, vj, vjlen);
+            else if (vj) {
+                fwrite(vj, 1, vjlen, stdout);
+                fputc('\n', stdout);
+            } else if (!avro || !m->payload) {
                 if (m->payload) fwrite(m->payload, 1, m->len, stdout);
                 fputc('\n', stdout);
             }
@@ -445,6 +539,7 @@ int tide_tool_consume(int argc, char **argv, volatile sig_atomic_t *stop,
     fflush(stdout);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
+    tide_avro_tool_free(avro);
     return 0;
 }
 

@@ -30,11 +30,15 @@ typedef struct tide_worker_opts {
 } tide_worker_opts_t;
 
 typedef enum tide_worker_exit {
+    TIDE_WORKER_RUNNING = -1,   /* not ended (never an exit code) */
     TIDE_WORKER_DONE = 0,       /* stopped as asked, everything committed */
     TIDE_WORKER_LOAD_FAILED = 2, /* the detector did not load */
     TIDE_WORKER_FAILED = 3,     /* a Kafka or delivery failure: restart me */
     TIDE_WORKER_STOPPED_ON_ERROR = 4, /* on_error = "stop" hit a record */
     TIDE_WORKER_RENAMED = 5,    /* a new version renamed the detector: start anew */
+    TIDE_WORKER_FENCED = 6,     /* a newer instance took over its transactions, or its
+                                 * producer failed fatally: it committed nothing since;
+                                 * restart me */
 } tide_worker_exit_t;
 
 /* Run until stopped; returns how it ended (used as the exit code). */

@@ -12,6 +12,9 @@ local M = {}
 
 ---@class tide.Cache
 ---@field capacity integer
+---@field package young table the keys written or read this generation
+---@field package old table the previous generation's
+---@field package n integer keys in the young generation
 local Cache = {}
 Cache.__index = Cache
 Cache.__metatable = false -- shared by every detector: not theirs to change

@@ -209,8 +209,9 @@ end
 --- defaults, which are the same.
 local limits = {}
 
-local function load_driver(path)
-  local ok, d = pcall(testing.driver, path, { memory = limits.memory, timeout_ms = limits.timeout_ms })
+local function load_driver(path, schemas)
+  local ok, d = pcall(testing.driver, path, { schemas = schemas, memory = limits.memory,
+    timeout_ms = limits.timeout_ms })
   if not ok then refuse(errors.describe(d)) end
   for _, o in ipairs(d.spec.outputs) do
     if o == M.DEAD_LETTERS then
@@ -562,7 +563,7 @@ end
 
 local USAGE = {
   test = [[
-usage: tide test DETECTOR --input IN.jsonl [--expect OUT.jsonl]
+usage: tide test DETECTOR --input IN.jsonl [--expect OUT.jsonl] [--schemas DIR]
 Runs DETECTOR (a .lua file or a folder with init.lua) through the test driver,
 without a broker, on the records of IN.jsonl, one JSON object a line:
   {"topic": "...", "key": ..., "value": ..., "timestamp": ms, "partition": n,
@@ -572,6 +573,9 @@ Key and value are decoded values (a JSON object for a json serde); with
 "raw": true they are the record's bytes. Prints every emitted record, then the
 dead letters, as JSON lines; a summary and the errors go to stderr.
 With --expect: prints the differences (-expected, +got) instead, exit 1 if any.
+Avro topics take their schemas from DIR (default: schemas/ beside DETECTOR):
+DIR/<id>.avsc by schema id, DIR/<topic>-value.avsc by subject; values given as
+JSON are encoded with the topic's schema.
 The detector runs within its live limits: -D detector.memory.limit.bytes=N
 (its Lua heap) and -D detector.batch.timeout.ms=MS (each record), also from
 -c FILE and TIDE_* variables; a record past one fails with a MemoryError or a
@@ -580,7 +584,7 @@ Exit 2: bad command line, unreadable file, detector refused at load.
 Exit 3: a record broke the detector's limits (or one stuck in a C function
 past its budget ended the run).]],
   replay = [[
-usage: tide replay DETECTOR [--against RUNNING.lua]
+usage: tide replay DETECTOR [--against RUNNING.lua] [--schemas DIR]
                    (--from TOPIC [--offsets P:FROM-TO,...] [-b HOST:PORT] | --file REC.jsonl)
 Runs DETECTOR over recorded traffic through the test driver: it produces
 nothing. --from reads TOPIC by assignment (no consumer group, no commits):
@@ -589,8 +593,9 @@ startup); without it, every partition from the beginning to the end. --file
 reads a recording in the format of `tide test --input` (`tide consume --json`
 writes one). Prints the outputs as `tide test` does; with --against, runs
 RUNNING.lua over the same records and prints the differences (-running,
-+DETECTOR), exit 1 if any. Both run within their live limits, as in `tide
-test` (-D detector.memory.limit.bytes=N, -D detector.batch.timeout.ms=MS).
++DETECTOR), exit 1 if any. Avro schemas come from DIR (see tide test --help).
+Both run within their live limits, as in `tide test` (-D
+detector.memory.limit.bytes=N, -D detector.batch.timeout.ms=MS).
 Exit 2: bad command line, unreadable source, detector refused at load.
 Exit 3: a record broke a detector's limits.]],
 }
@@ -625,11 +630,12 @@ end
 local commands = {}
 
 function commands.test(args)
-  local path, o = parse(args, { ["--input"] = "value", ["--expect"] = "value" }, USAGE.test)
+  local path, o = parse(args, { ["--input"] = "value", ["--expect"] = "value", ["--schemas"] = "value" },
+    USAGE.test)
   if not o["--input"] then refuse("--input is missing\n" .. USAGE.test) end
   local steps = map(read_json_lines(o["--input"]), input_step)
   local expected = o["--expect"] and map(read_json_lines(o["--expect"]), expected_record)
-  local res = run(load_driver(path), path, steps)
+  local res = run(load_driver(path, o["--schemas"]), path, steps)
   report(res)
   local code = SAME
   if not expected then
@@ -710,7 +716,7 @@ local function topic_steps(host, topic, ranges, bootstrap)
 end
 
 local REPLAY_OPTIONS = { ["--against"] = "value", ["--from"] = "value", ["--offsets"] = "list",
-  ["--file"] = "value", ["-b"] = "value", ["--bootstrap-server"] = "value" }
+  ["--file"] = "value", ["-b"] = "value", ["--bootstrap-server"] = "value", ["--schemas"] = "value" }
 
 local function replay_steps(o, host)
   local bootstrap = o["-b"] or o["--bootstrap-server"]
@@ -728,8 +734,8 @@ function commands.replay(args, host)
   local path, o = parse(args, REPLAY_OPTIONS, USAGE.replay)
   local against = o["--against"]
   -- Both versions load before anything is read: a refused one costs nothing.
-  local d = load_driver(path)
-  local base = against and load_driver(against)
+  local d = load_driver(path, o["--schemas"])
+  local base = against and load_driver(against, o["--schemas"])
   local steps = replay_steps(o, host)
   local res = run(d, path, steps)
   report(res)

@@ -7,19 +7,24 @@
 --- call fails, C reads the cursor, applies the error policy to that record and
 --- calls run again, which resumes after it.
 ---
---- `rec` is one reused table whose fields are decoded lazily on first read and
---- forgotten before the next record: a rec is valid only during process().
---- Keep what you need (`local v = rec.value`) or take `rec:copy()`.
+--- This file composes one detector's runtime from its parts: the record view
+--- (tide.record), ctx (tide.context), tasks and stream time (tide.tasks),
+--- stores (tide.store) and the punctuate step (tide.punctuate). Nothing in
+--- the loop allocates or calls the C API per record.
 local ffi = require("ffi")
 local tffi = require("tide.ffi")
 local serde = require("tide.serde")
+local avro_serde = require("tide.avro_serde")
 local store = require("tide.store")
-local errors = require("tide.errors")
+local record = require("tide.record")
+local context = require("tide.context")
+local tasks_of = require("tide.tasks")
+local punctuate = require("tide.punctuate")
 
 local M = {}
 
 local api = tffi.api
-local ffi_string, tonumber = ffi.string, tonumber
+local tonumber = tonumber
 
 local serdes_made = {}
 local function serde_of(name)
@@ -31,27 +36,85 @@ local function serde_of(name)
   return s
 end
 
+--- The serdes of every topic, { [topic] = { key =, value = } }: the shared
+--- plain ones by name, and for `avro` one per topic and side (its subject
+--- and schema are the topic's). opts: registry, auto_register, use_latest.
+local function topic_serdes(spec, opts)
+  local all = {}
+  for t, d in pairs(spec.serdes) do
+    local pair = {}
+    for _, which in ipairs({ "key", "value" }) do
+      if d[which] == "avro" then
+        if not opts.registry then
+          error(("topic %s: the avro serde needs a schema registry (schema.registry.url) or a schemas folder"):format(t), 0)
+        end
+        pair[which] = avro_serde.new({ topic = t, which = which, registry = opts.registry,
+          schema = which == "key" and d.key_schema_text or d.schema_text,
+          auto_register = opts.auto_register, use_latest = opts.use_latest })
+      else
+        pair[which] = serde_of(d[which])
+      end
+    end
+    all[t] = pair
+  end
+  return all
+end
+
 --- Decoders per input topic, and the shared ones when every input has the
 --- same serdes ({ same = true, key = fn, value = fn }).
-local function input_decoders(spec)
-  local by_topic, kname, vname, same = {}, nil, nil, true
+local function input_decoders(spec, serdes)
+  local by_topic, ks, vs, same = {}, nil, nil, true
   for _, t in ipairs(spec.inputs) do
-    local d = spec.serdes[t]
-    by_topic[t] = { key = serde_of(d.key).decode, value = serde_of(d.value).decode }
-    if kname and (kname ~= d.key or vname ~= d.value) then same = false end
-    kname, vname = d.key, d.value
+    local d = serdes[t]
+    by_topic[t] = { key = d.key.decode, value = d.value.decode }
+    if ks and (ks ~= d.key or vs ~= d.value) then same = false end
+    ks, vs = d.key, d.value
   end
-  return by_topic, { same = same, key = serde_of(kname).decode, value = serde_of(vname).decode }
+  return by_topic, { same = same, key = ks.decode, value = vs.decode }
 end
 
 --- Encoders per output index.
-local function output_encoders(spec)
+local function output_encoders(spec, serdes)
   local kenc, venc = {}, {}
   for t, o in pairs(spec.out_index) do
-    local d = spec.serdes[t]
-    kenc[o], venc[o] = serde_of(d.key).encode, serde_of(d.value).encode
+    kenc[o], venc[o] = serdes[t].key.encode, serdes[t].value.encode
   end
   return kenc, venc
+end
+
+--- What must be at hand before a record runs (the schema registry's
+--- answers): a function(r, rec) raising errors.RETRY when it is not, or
+--- nil when no serde needs anything.
+local function preparer(spec, serdes)
+  local outs, by_topic, any = {}, {}, false
+  for t in pairs(spec.out_index) do
+    for _, which in ipairs({ "key", "value" }) do
+      local f = serdes[t][which].prepare_output
+      if f then outs[#outs + 1] = f end
+    end
+  end
+  for _, t in ipairs(spec.inputs) do
+    local kp, vp = serdes[t].key.prepare, serdes[t].value.prepare
+    if kp or vp then
+      any = true
+      by_topic[t] = function(r)
+        if kp then kp(r.key, r.key_len) end
+        if vp then vp(r.val, r.val_len) end
+      end
+    end
+  end
+  if not any and #outs == 0 then return nil end
+  local outs_ready = #outs == 0
+  local single = #spec.inputs == 1 and (by_topic[spec.inputs[1]] or function() end)
+  return function(r, rec)
+    if not outs_ready then
+      for i = 1, #outs do outs[i]() end
+      outs_ready = true
+    end
+    -- one input: no topic name to make per record
+    local f = single or by_topic[rec.topic]
+    if f then f(r) end
+  end
 end
 
 --- The event time a detector's timestamp function finds in a record; it
@@ -64,228 +127,79 @@ local function event_time(f, rec)
   return t
 end
 
----@param spec table a validated detector (tide.detector)
----@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
----@param log fun(level: string, msg: string)
----@param opts? { db?: userdata } db: the worker's RocksDB (lightuserdata)
-function M.new(spec, sink_lud, log, opts)
-  opts = opts or {}
-  local sink = ffi.cast(tffi.sink_ptr, sink_lud)
-  local out_index = spec.out_index
-  local process = spec.process
-  local in_dec, uniform = input_decoders(spec)
-  local out_kenc, out_venc = output_encoders(spec)
-
-  -- the record being processed: the batch's array and an index into it
-  local recs, idx = nil, 0
-  local rec
-  -- Inputs that share serdes decode without looking at the topic.
-  local kdec, vdec = uniform.key, uniform.value
-  if not uniform.same then
-    kdec = function(p, len, what) return in_dec[rec.topic].key(p, len, what) end
-    vdec = function(p, len, what) return in_dec[rec.topic].value(p, len, what) end
-  end
-
-  local name_p = ffi.new("const char *[1]")
-  local val_p = ffi.new("const void *[1]")
-  local len_p = ffi.new("size_t[1]")
-
-  local getters = {
-    key = function() local r = recs[idx]; return kdec(r.key, r.key_len, "key") end,
-    value = function() local r = recs[idx]; return vdec(r.val, r.val_len, "value") end,
-    topic = function() return ffi_string(recs[idx].topic) end,
-    partition = function() return recs[idx].partition end,
-    offset = function() return tonumber(recs[idx].offset) end,
-    timestamp = function() return tonumber(recs[idx].timestamp) end,
-    headers = function()
-      local r = recs + idx
-      local h = {}
-      for j = 0, api.header_count(r) - 1 do
-        if api.header_get(r, j, name_p, val_p, len_p) == 0 then
-          local v = val_p[0]
-          h[ffi_string(name_p[0])] = v ~= nil and ffi_string(v, len_p[0]) or ""
-        end
-      end
-      return h
-    end,
-  }
-
-  -- Decoded fields of the current record live in `cache`, whose keys always
-  -- exist: resetting them is a plain store per field. (Storing nil into absent
-  -- keys of `rec` itself would compile to a hash insert per field per record.)
-  local NONE, NULL = {}, {}
-  local cache = {}
-  for k in pairs(getters) do cache[k] = NONE end
-
-  rec = {}
-  --- A plain table with every field of the current record, safe to keep.
-  function rec.copy(self)
-    return {
-      key = self.key, value = self.value, topic = self.topic,
-      partition = self.partition, offset = self.offset,
-      timestamp = self.timestamp, headers = self.headers,
-    }
-  end
-  setmetatable(rec, {
-    __index = function(_, k)
-      local v = cache[k]
-      if v == NONE then
-        v = getters[k]()
-        if v == nil then v = NULL end
-        cache[k] = v
-      end
-      if v == NULL then return nil end
-      return v
-    end,
-    __newindex = function(_, k)
-      error(("rec.%s is read-only; copy the record with rec:copy() to change it"):format(tostring(k)), 2)
-    end,
-    __metatable = false,
-  })
-
-  local function forget()
-    cache.key, cache.value, cache.topic, cache.partition = NONE, NONE, NONE, NONE
-    cache.offset, cache.timestamp, cache.headers = NONE, NONE, NONE
-  end
-
-  local ctx = { detector = spec.name, version = spec.version }
-
-  --- Emit a record to one of the detector's declared outputs.
-  ---@param output string a name from the detector's `outputs`
-  ---@param key any encoded with key_serde (nil: null key)
-  ---@param value any encoded with serde (nil: tombstone)
-  ---@param headers? table<string, string>
-  function ctx.emit(_, output, key, value, headers)
-    local o = out_index[output]
-    if o == nil then
-      local names = {}
-      for n in pairs(out_index) do names[#names + 1] = n end
-      table.sort(names)
-      error(("emit to unknown output '%s' (declared outputs: %s)"):format(
-        tostring(output), #names > 0 and table.concat(names, ", ") or "none"), 2)
-    end
-    local k = out_kenc[o](key, "key")
-    local v = out_venc[o](value, "value")
-    if api.emit(sink, o, k, k and #k or -1, v, v and #v or -1) ~= 0 then
-      error("out of memory while emitting", 2)
-    end
-    if headers ~= nil then
-      for hn, hv in pairs(headers) do
-        hn, hv = tostring(hn), tostring(hv)
-        api.emit_header(sink, hn, #hn, hv, #hv)
-      end
-    end
-  end
-
-  --- Emit with the headers of the record being processed, as Kafka Streams
-  --- carries a record's headers through its topology (the DSL's to()).
-  function ctx.forward(self, output, key, value)
-    local headers
-    if api.header_count(recs + idx) > 0 then headers = rec.headers end
-    return ctx.emit(self, output, key, value, headers)
-  end
-
-  local function logger(level)
-    return function(msg, ...)
-      if select("#", ...) > 0 then msg = msg:format(...) end
-      log(level, tostring(msg))
-    end
-  end
-  ctx.log = { debug = logger("debug"), info = logger("info"), warn = logger("warn"), error = logger("error") }
-
-  -- Tasks (input partitions) and their stream time: the largest record
-  -- timestamp seen. Stores and ctx.stream_time work on the current task.
-  local current, wall_now = 0, 0
-  local stream_times, active = {}, {}
-  local function task() return current end
-  local function stream_time() return stream_times[current] or -1 end
-
-  local stores, store_list = store.open(spec.stores or {}, {
-    api = api, db = opts.db, sink = sink, task = task, stream_time = stream_time,
-  })
-  ctx.stores = stores
-  setmetatable(ctx, {
-    __index = function(_, k)
-      if k == "stream_time" then return stream_time() end
-      if k == "wall_time" then return wall_now end
-      if k == "partition" then return current end
-      -- the record being processed, for functions that get only its key and
-      -- value (the DSL's operators), as Kafka Streams' record context
-      if k == "timestamp" or k == "topic" or k == "offset" or k == "headers" then return rec[k] end
-      return nil
-    end,
-    __metatable = false,
-  })
-
+--- The batch loop: process the batch from its cursor to its end; `now` is
+--- the wall clock (ms).
+local function batch_loop(spec, rec, view, ctx, tasks, stamp, prepare)
+  local process, extract = spec.process, spec.timestamps
   local batch_ptr = tffi.batch_ptr
-  local timed = spec.stream_time_topics
-  local extract = spec.timestamps
-
-  --- Call fn(...) with what it emits stamped `ts` instead of the record's
-  --- timestamp (an operator's result time, as Kafka Streams gives a
-  --- session its end). A failing fn leaves the stamp: run() clears it.
-  local stamp = -1
-  local function set_stamp(ts)
-    stamp = ts
-    api.sink_timestamp(sink, ts)
-  end
-  function ctx._stamped(_, ts, fn, ...)
-    local outer = stamp
-    set_stamp(ts)
-    fn(...)
-    set_stamp(outer)
-  end
-  --- The timestamp an emit made now would carry.
-  function ctx._emit_time()
-    if stamp >= 0 then return stamp end
-    return rec.timestamp
-  end
-
-  --- Process a batch from its cursor to its end; `now` is the wall clock (ms).
-  local function run(batch_lud, now)
-    if stamp ~= -1 then set_stamp(-1) end -- after a failed record, no stamp is left over
-    local b = ffi.cast(batch_ptr, batch_lud)
-    wall_now = now or wall_now
-    recs = b.recs
+  local at, advance = view.at, tasks.advance
+  return function(batch_lud, now)
+    if stamp.get() ~= -1 then stamp.set(-1) end -- after a failed record, no stamp is left over
+    local b = ffi.cast(batch_ptr, batch_lud) ---@type any a tide_batch_t *
+    tasks.wall = now or tasks.wall
+    view.batch(b.recs)
     for i = b.cursor, b.n - 1 do
       b.cursor = i
-      idx = i
-      forget()
-      local r = recs[i]
+      local r = at(i)
       local p = r.partition
-      current = p
+      tasks.current = p
+      if prepare then prepare(r, rec) end
       if extract then
         local f = extract[rec.topic]
         if f then r.timestamp = event_time(f, rec) end
       end
-      local ts = tonumber(r.timestamp)
-      local st = stream_times[p]
-      if (st == nil or ts > st) and (timed == nil or timed[rec.topic]) then stream_times[p] = ts end
+      advance(p, tonumber(r.timestamp), rec)
       process(rec, ctx)
     end
     b.cursor = b.n
   end
+end
 
-  local punctuators = spec.punctuators or {}
-  for _, pu in ipairs(punctuators) do pu.next = {} end
-
-  --- A task starts (its stores are restored; `st`: its stream time from the
-  --- last commit, or nil) or stops (revoked).
+--- A task starts (its stores are restored; `st`: its stream time from the
+--- last commit, or nil) or stops (revoked).
+local function task_hook(spec, ctx, tasks, punct, store_list)
   local on_task = spec.on_task
-  local function task_state(p, on, st)
+  return function(p, on, st)
     if on_task then on_task(ctx, p, on) end
     if on then
-      active[p] = true
-      if st and st > (stream_times[p] or -1) then stream_times[p] = st end
+      tasks.start(p, st)
     else
-      active[p] = nil
-      stream_times[p] = nil
-      for _, pu in ipairs(punctuators) do pu.next[p] = nil end
+      tasks.stop(p)
+      punct.drop(p)
       for _, e in ipairs(store_list) do
         if e.backend.drop then e.backend.drop(p) end
       end
     end
   end
+end
+
+--- The runtime of one validated detector: run(batch, now) for C, its ctx,
+--- store list and the hooks the host calls (task, restore, punctuate,
+--- stream_time).
+---@param spec table a validated detector (tide.detector)
+---@param sink_lud userdata the tide_sink_t* (lightuserdata) emits go to
+---@param log fun(level: string, msg: string)
+---@param opts? { db?: userdata, registry?: table, auto_register?: boolean, use_latest?: boolean }
+--- db: the worker's RocksDB (lightuserdata); registry (tide.registry) and the
+--- two flags: for the avro serde.
+function M.new(spec, sink_lud, log, opts)
+  opts = opts or {}
+  local sink = ffi.cast(tffi.sink_ptr, sink_lud)
+  local serdes = topic_serdes(spec, opts)
+  local rec, view = record.new(api, input_decoders(spec, serdes))
+  local tasks = tasks_of.new(spec.stream_time_topics)
+  local current = function() return tasks.current end
+  local stores, store_list = store.open(spec.stores or {}, {
+    api = api, db = opts.db, sink = sink, task = current, stream_time = tasks.stream_time,
+  })
+  local kenc, venc = output_encoders(spec, serdes)
+  local ctx, stamp = context.new(spec, {
+    api = api, sink = sink, rec = rec, view = view, tasks = tasks, stores = stores, log = log,
+    out_index = spec.out_index, key_encoders = kenc, value_encoders = venc,
+  })
+  local punct = punctuate.new(spec.punctuators or {}, {
+    tasks = tasks, ctx = ctx, stamp = stamp, log = log, stores = store_list,
+  })
 
   --- Restore one changelog entry into an in-memory store (RocksDB stores
   --- are restored in C).
@@ -294,62 +208,41 @@ function M.new(spec, sink_lud, log, opts)
     if e and e.backend.restore then e.backend.restore(p, k, v) end
   end
 
-  local swept = {}
-
-  --- Fire due punctuators, per active task, and expire old windows. Errors
-  --- in a punctuator are logged and counted; they do not stop the others.
-  local function punctuate(now)
-    wall_now = now
-    local failures = 0
-    for _, pu in ipairs(punctuators) do
-      for p in pairs(active) do
-        local wall = pu.on == "wall"
-        local t = wall and now or stream_times[p]
-        if t ~= nil and t >= 0 then
-          local due = pu.next[p]
-          if due == nil and wall then
-            pu.next[p] = t + pu.every
-          elseif due == nil or t >= due then
-            current = p
-            set_stamp(t) -- what it emits carries the time it fired for
-            local ok, err, trace = errors.call(pu.fn, ctx, t)
-            set_stamp(-1)
-            if not ok then
-              failures = failures + 1
-              log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s\n%s"):format(
-                pu.on, pu.every, p, errors.describe(err), trace))
-            end
-            -- A wall-clock timer keeps its own beat; a stream-time one falls
-            -- on multiples of its interval (as Kafka Streams' do), after a
-            -- first call at the task's first stream time. Either way one
-            -- call covers the intervals that records skipped.
-            local from = wall and due or 0
-            pu.next[p] = from + pu.every * (math.floor((t - from) / pu.every) + 1)
-          end
-        end
-      end
-    end
+  --- A commit went through (the host's transaction, or its acknowledged
+  --- flush): in-memory stores and punctuators keep what happened since.
+  local function commit()
     for _, e in ipairs(store_list) do
-      if e.decl.kind == "window" then
-        for p in pairs(active) do
-          local st = stream_times[p]
-          local key = e.name .. "/" .. p
-          if st and st - (swept[key] or -math.huge) >= e.decl.retention / 2 then
-            current = p
-            e.store:expire(st)
-            swept[key] = st
-          end
-        end
-      end
+      if e.backend.commit then e.backend.commit() end
     end
-    return failures
+    punct.commit()
+  end
+
+  --- Task p goes back to its last commit: in-memory stores undo their
+  --- writes since (RocksDB ones are rolled back in C), stream time is st
+  --- again, punctuators are rescheduled, and the detector's on_task hook
+  --- hears that the task (re)starts from there.
+  local function rollback(p, st)
+    for _, e in ipairs(store_list) do
+      if e.backend.rollback then e.backend.rollback(p) end
+    end
+    tasks.rollback(p, st)
+    punct.rollback(p)
+    if spec.on_task then
+      tasks.current = p
+      spec.on_task(ctx, p, true)
+    end
   end
 
   return {
-    run = run, ctx = ctx, rec = rec, stores = store_list,
-    task = task_state, restore = restore, punctuate = punctuate,
-    stream_time = function(p) return stream_times[p] or -1 end,
-    set_task = function(p) current = p end,
+    run = batch_loop(spec, rec, view, ctx, tasks, stamp, preparer(spec, serdes)), ctx = ctx,
+    rec = rec, stores = store_list,
+    task = task_hook(spec, ctx, tasks, punct, store_list), restore = restore, punctuate = punct.run,
+    stream_time = tasks.stream_time, commit = commit, rollback = rollback,
+    dropped_late = function() return ctx.drops.late or 0 end,
+    set_task = function(p) tasks.current = p end,
+    --- The serde of one side of a topic (the test driver encodes inputs
+    --- and decodes outputs with them).
+    serde = function(topic, which) return serdes[topic] and serdes[topic][which] end,
   }
 end
 

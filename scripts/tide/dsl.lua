@@ -73,14 +73,28 @@ local function next_name(b, what)
   return ("%s-%d"):format(what, b.seq)
 end
 
---- Serdes of a topic: "json" (the value's) or { key = ..., value = ... }.
-local function declare_serdes(b, topic, sd, op)
+--- Serdes of a topic: "json" (the value's) or { key = ..., value = ... };
+--- an avro serde's schema files ride along (`schema`, `key_schema`), given
+--- in the table or as serde options (`extra`: to("t", "avro", { schema = ... })).
+local function declare_serdes(b, topic, sd, op, extra)
   if sd == nil then return end
   if type(sd) == "string" then sd = { value = sd } end
   if type(sd) ~= "table" then
     usage(("%s('%s'): serdes must be a serde name or { key = ..., value = ... }"):format(op, topic))
   end
+  if extra ~= nil and type(extra) ~= "table" then
+    usage(("%s('%s'): serde options must be a table like { schema = \"schemas/x.avsc\" }"):format(op, topic))
+  end
   local prev = b.serdes[topic] or {}
+  for _, f in ipairs({ "schema", "key_schema" }) do
+    local v = (extra and extra[f]) or sd[f]
+    if v ~= nil then
+      if prev[f] ~= nil and prev[f] ~= v then
+        usage(("%s('%s'): %s '%s' differs from '%s' declared before"):format(op, topic, f, tostring(v), prev[f]))
+      end
+      prev[f] = v
+    end
+  end
   for _, which in ipairs({ "key", "value" }) do
     local name = sd[which]
     if name ~= nil then
@@ -119,19 +133,22 @@ end
 --- A stream of the records of `topic` (or of a list of topics, merged).
 --- opts: "json" (the value's serde) or
 --- { key = "string", value = "json", timestamp = function(value, key) ... end }.
+--- serde_opts: the avro serde's { schema = "schemas/x.avsc" } (the reader
+--- schema), as in tide.stream("payments", "avro", { schema = ... }).
 ---@param topic string
----@param opts? string|{ key?: string, value?: string, timestamp?: fun(value: any, key: any): number }
-function M.stream(topic, opts)
+---@param opts? string|{ key?: string, value?: string, timestamp?: fun(value: any, key: any): number, schema?: string, key_schema?: string }
+---@param serde_opts? { schema?: string, key_schema?: string }
+function M.stream(topic, opts, serde_opts)
   local b = builder()
   if type(topic) == "table" then
     -- several topics, one stream: their records merged
     if #topic == 0 then usage("tide.stream: a topic name or a list of them expected") end
-    local s = M.stream(topic[1], opts)
-    for i = 2, #topic do s = s:merge(M.stream(topic[i], opts)) end
+    local s = M.stream(topic[1], opts, serde_opts)
+    for i = 2, #topic do s = s:merge(M.stream(topic[i], opts, serde_opts)) end
     return s
   end
   check_topic(topic, "tide.stream")
-  declare_serdes(b, topic, opts, "tide.stream")
+  declare_serdes(b, topic, opts, "tide.stream", serde_opts)
   declare_timestamp(b, topic, opts, "tide.stream")
   local n = node(b, Stream, "source", { topic = topic, key_changed = false })
   b.sources[#b.sources + 1] = n
@@ -147,7 +164,8 @@ function M.table(topic, opts)
   local b = builder()
   check_topic(topic, "tide.table")
   opts = opts or {}
-  declare_serdes(b, topic, { key = opts.key, value = opts.value }, "tide.table")
+  declare_serdes(b, topic, { key = opts.key, value = opts.value, schema = opts.schema,
+    key_schema = opts.key_schema }, "tide.table")
   declare_timestamp(b, topic, opts, "tide.table")
   local n = node(b, Table, "table_source", { topic = topic, key_changed = false })
   n.store = M.add_store(b, opts.name or topic:gsub("[^%w_-]", "_"), store.kv{ memory = opts.memory })
@@ -310,10 +328,14 @@ function Stream:merge(other)
   return n
 end
 
---- Write the records to `topic`. serdes: "json" or { key = ..., value = ... }.
-function Stream:to(topic, serdes)
+--- Write the records to `topic`. serdes: "json" or { key = ..., value = ... };
+--- serde_opts: the avro serde's { schema = "schemas/x.avsc" } (the writer schema).
+---@param topic string
+---@param serdes? string|{ key?: string, value?: string, schema?: string, key_schema?: string }
+---@param serde_opts? { schema?: string, key_schema?: string }
+function Stream:to(topic, serdes, serde_opts)
   check_topic(topic, "to")
-  declare_serdes(self.b, topic, serdes, "to")
+  declare_serdes(self.b, topic, serdes, "to", serde_opts)
   child(self, "to", { topic = topic })
   self.b.outputs[#self.b.outputs + 1] = topic
 end

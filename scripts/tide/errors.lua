@@ -63,6 +63,10 @@ M.PROCESS = "ProcessError"
 M.MEMORY = "MemoryError"
 M.TIMEOUT = "TimeoutError"
 M.USAGE = "UsageError"
+--- Not a failure of the record: something it needs (the schema registry) is
+--- unavailable now. The record and those after it are handed again later;
+--- nothing is dead-lettered (bindings/lua_call.c, TIDE_RETRY).
+M.RETRY = "RetryLater"
 
 ---@param class string
 ---@param message string

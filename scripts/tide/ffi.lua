@@ -9,4 +9,5 @@ return {
   batch_ptr = ffi.typeof("tide_batch_t *"),
   sink_ptr = ffi.typeof("tide_sink_t *"),
   api = ffi.cast("const tide_api_t *", core.api()),
+  avro = ffi.cast("const tide_avro_api_t *", core.avro_api()),
 }

@@ -6,6 +6,7 @@
 ---         double such as 1e999, and hex numbers refused);
 ---         JSON null is `tide.null`. On output any Lua value is encoded, by
 ---         tide.json: numbers exactly (cjson would keep 14 digits).
+--- `avro`: Avro in the schema registry's wire format (tide.avro_serde).
 --- A null key or value (Kafka tombstone) is `nil` with every serde.
 local ffi = require("ffi")
 local errors = require("tide.errors")
@@ -121,6 +122,8 @@ function M.new(name, api)
   return nil
 end
 
-M.names = { string = true, bytes = true, json = true }
+--- Every serde a detector may name; `avro` is tide.avro_serde's, made per
+--- topic by the dispatcher.
+M.names = { string = true, bytes = true, json = true, avro = true }
 
 return M

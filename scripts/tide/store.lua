@@ -19,8 +19,9 @@ local M = {}
 local units = { ms = 1, s = 1000, m = 60000, h = 3600000, d = 86400000 }
 
 --- Milliseconds of a duration: a number (ms) or "500ms", "10s", "5m", "1h", "2d".
----@param d number|string
+---@param d tide.Duration
 ---@param what? string for the error message
+---@return number ms
 function M.duration(d, what)
   if type(d) == "number" and d >= 0 then return d end
   if type(d) == "string" then
@@ -33,6 +34,7 @@ end
 
 --- Declare a key-value store. opts.memory: keep it in Lua tables.
 ---@param opts? { memory?: boolean }
+---@return tide.StoreDecl
 function M.kv(opts)
   opts = opts or {}
   return { kind = "kv", memory = opts.memory and true or false }
@@ -41,7 +43,8 @@ end
 --- Declare a windowed store of tumbling windows: size, grace (how late a
 --- record may still update its window) and retention (how long windows are
 --- kept; default size + grace).
----@param opts { size: string|number, grace?: string|number, retention?: string|number, memory?: boolean }
+---@param opts { size: tide.Duration, grace?: tide.Duration, retention?: tide.Duration, memory?: boolean, session?: boolean }
+---@return tide.StoreDecl
 function M.window(opts)
   if type(opts) ~= "table" then error("tide.window{ size = ..., grace = ... } expected", 2) end
   local size = M.duration(opts.size, "window size")
@@ -149,7 +152,7 @@ local function rocks_backend(api, db, sink, id)
   -- An iterator left before its end (a `break`) is freed by the collector.
   local function iterate(raw)
     if raw == nil then error("store iteration failed", 3) end
-    local it = ffi.gc(raw, api.store_iter_free)
+    local it = ffi.gc(raw, api.store_iter_free) ---@type any
     return function()
       if it == nil then return nil end
       if api.store_iter_next(it, kp, kl, vp, vl) == 0 then
@@ -171,8 +174,12 @@ local function rocks_backend(api, db, sink, id)
 end
 
 --- The in-memory backend: one table per partition; changelog through emit.
+--- Each key's value before its first write since the last commit is kept,
+--- so that a rollback (an aborted transaction, a refused output) puts the
+--- committed state back without reading the changelog.
 local function memory_backend(api, sink, output)
   local data = {}
+  local undo, NONE = {}, {}
   local b = { data = data }
   local function part(p)
     local t = data[p]
@@ -182,14 +189,43 @@ local function memory_backend(api, sink, output)
     end
     return t
   end
+  local function remember(p, t, k)
+    local u = undo[p]
+    if not u then
+      u = {}
+      undo[p] = u
+    end
+    if u[k] == nil then
+      local old = t[k]
+      if old == nil then old = NONE end
+      u[k] = old
+    end
+  end
   function b.get(p, k) return part(p)[k] end
   function b.put(p, k, v)
-    part(p)[k] = v
+    local t = part(p)
+    remember(p, t, k)
+    t[k] = v
     if api.emit_partition(sink, output, p, k, #k, v, #v) ~= 0 then error("out of memory", 3) end
   end
   function b.delete(p, k)
-    part(p)[k] = nil
+    local t = part(p)
+    remember(p, t, k)
+    t[k] = nil
     if api.emit_partition(sink, output, p, k, #k, nil, -1) ~= 0 then error("out of memory", 3) end
+  end
+  --- A commit went through: the writes since the last one stay.
+  function b.commit()
+    for p in pairs(undo) do undo[p] = nil end
+  end
+  --- Back to the last commit, for partition p.
+  function b.rollback(p)
+    local u, t = undo[p], data[p]
+    if not u or not t then return end
+    for k, old in pairs(u) do
+      if old == NONE then t[k] = nil else t[k] = old end
+    end
+    undo[p] = nil
   end
   local function sorted_iter(t, ok)
     local keys = {}
@@ -219,6 +255,7 @@ local function memory_backend(api, sink, output)
   end
   function b.drop(p)
     data[p] = nil
+    undo[p] = nil
   end
   return b
 end
@@ -236,10 +273,106 @@ local function decoded(it)
   end
 end
 
+--- The object of a key-value store (tide.KvStore) over `backend`; task()
+--- is the current task, `what` names the store in errors.
+local function kv_store(backend, task, what)
+  return {
+    --- The value of key, or nil.
+    get = function(_, k)
+      return decode(backend.get(task(), check_key(k, what .. ":get")))
+    end,
+    --- Set key to value (nil deletes).
+    put = function(_, k, v)
+      k = check_key(k, what .. ":put")
+      if v == nil then backend.delete(task(), k) else backend.put(task(), k, encode(v, what .. ":put")) end
+    end,
+    delete = function(_, k)
+      backend.delete(task(), check_key(k, what .. ":delete"))
+    end,
+    --- Iterate keys from <= k < to (nil: unbounded), in byte order: for k, v in s:range(a, b)
+    range = function(_, from, to)
+      return decoded(backend.iter(task(), from, to))
+    end,
+    --- Iterate the keys that start with prefix, in byte order.
+    prefix = function(_, p)
+      return decoded(backend.iter_prefix(task(), check_key(p, what .. ":prefix")))
+    end,
+  }
+end
+
+--- The object of a windowed store (tide.WindowStore) of declaration `decl`.
+local function window_store(backend, decl, env, what)
+  local task, stream_time = env.task, env.stream_time
+  local size, grace, retention = decl.size, decl.grace, decl.retention
+  -- Past retention: a window that started (a session that ended, its
+  -- value v being { e = end, ... }) more than retention before `now`
+  -- (default: stream time). Swept in batches; hidden from reads at once.
+  local session = decl.session
+  local function expired(start, v, now)
+    if session then start = type(v) == "table" and v.e or start end
+    return start + retention <= (now or stream_time())
+  end
+  return {
+    size = size,
+    --- Put value for key in the window holding timestamp. Returns false,
+    --- and changes nothing, when that window closed more than grace ago.
+    put = function(_, k, v, ts)
+      k = check_key(k, what .. ":put")
+      if type(ts) ~= "number" then error(what .. ":put: a timestamp (ms) expected", 2) end
+      if ts < 0 then error(("%s:put: timestamp %d is before 1970 (a record without one?)"):format(what, ts), 2) end
+      local start = ts - ts % size
+      if start + size + grace <= stream_time() then return false end
+      local wk = M.window_key(k, start)
+      if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put")) end
+      return true
+    end,
+    --- Put value (nil deletes) for key's window starting at start, with
+    --- no lateness check (the DSL's windowed aggregations check theirs).
+    put_at = function(_, k, start, v)
+      local wk = M.window_key(check_key(k, what .. ":put_at"), start)
+      if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put_at")) end
+    end,
+    --- The value of key's window starting at start, or nil (also once the
+    --- window is past retention, though not yet swept away).
+    get = function(_, k, start)
+      local v = decode(backend.get(task(), M.window_key(check_key(k, what .. ":get"), start)))
+      if v ~= nil and expired(start, v) then return nil end
+      return v
+    end,
+    --- Iterate key's windows whose start is in [from, to]: for start, v in s:fetch(k, a, b)
+    fetch = function(_, k, from, to)
+      k = check_key(k, what .. ":fetch")
+      local it = backend.iter(task(), M.window_key(k, math.max(0, from or 0)),
+        to and M.window_key(k, to + 1) or (window_prefix(k) .. "\255\255\255\255\255\255\255\255\255"))
+      local function nxt()
+        local wk, raw = it()
+        if wk == nil then return nil end
+        local _, start = M.window_key_parts(wk)
+        local v = decode(raw)
+        if expired(start, v) then return nxt() end
+        return start, v
+      end
+      return nxt
+    end,
+    --- Delete the windows that started more than retention before now
+    --- (session windows: that ended; their value is { e = end, ... }).
+    expire = function(_, now)
+      local doomed = {}
+      for wk, raw in backend.iter(task()) do
+        local _, start = M.window_key_parts(wk)
+        if expired(start, session and decode(raw), now) then doomed[#doomed + 1] = wk end
+      end
+      for _, wk in ipairs(doomed) do backend.delete(task(), wk) end
+      return #doomed
+    end,
+  }
+end
+
 --- Build ctx.stores for a detector.
----@param decls table<string, table> the detector's `stores`
+---@param decls table<string, tide.StoreDecl> the detector's `stores`
 ---@param env { api: any, db: any, sink: any, task: fun(): integer, stream_time: fun(): number }
----@return table stores, table list { { name, decl, backend, output } } in id order
+---@return table<string, tide.KvStore|tide.WindowStore> stores
+---@return table list { { name, decl, backend, output, store } } in id order
 function M.open(decls, env)
   local names = {}
   for name in pairs(decls) do names[#names + 1] = name end
@@ -256,97 +389,12 @@ function M.open(decls, env)
       if env.db == nil then error("store '" .. name .. "' needs a state directory (RocksDB)", 0) end
       backend = rocks_backend(env.api, env.db, env.sink, id)
     end
-    local task = env.task
     local what = "store '" .. name .. "'"
     local s
     if decl.kind == "kv" then
-      s = {
-        --- The value of key, or nil.
-        get = function(_, k)
-          return decode(backend.get(task(), check_key(k, what .. ":get")))
-        end,
-        --- Set key to value (nil deletes).
-        put = function(_, k, v)
-          k = check_key(k, what .. ":put")
-          if v == nil then backend.delete(task(), k) else backend.put(task(), k, encode(v, what .. ":put")) end
-        end,
-        delete = function(_, k)
-          backend.delete(task(), check_key(k, what .. ":delete"))
-        end,
-        --- Iterate keys from <= k < to (nil: unbounded), in byte order: for k, v in s:range(a, b)
-        range = function(_, from, to)
-          return decoded(backend.iter(task(), from, to))
-        end,
-        --- Iterate the keys that start with prefix, in byte order.
-        prefix = function(_, p)
-          return decoded(backend.iter_prefix(task(), check_key(p, what .. ":prefix")))
-        end,
-      }
+      s = kv_store(backend, env.task, what)
     else
-      local size, grace, retention = decl.size, decl.grace, decl.retention
-      local stream_time = env.stream_time
-      -- Past retention: a window that started (a session that ended, its
-      -- value v being { e = end, ... }) more than retention before `now`
-      -- (default: stream time). Swept in batches; hidden from reads at once.
-      local session = decl.session
-      local function expired(start, v, now)
-        if session then start = type(v) == "table" and v.e or start end
-        return start + retention <= (now or stream_time())
-      end
-      s = {
-        size = size,
-        --- Put value for key in the window holding timestamp. Returns false,
-        --- and changes nothing, when that window closed more than grace ago.
-        put = function(_, k, v, ts)
-          k = check_key(k, what .. ":put")
-          if type(ts) ~= "number" then error(what .. ":put: a timestamp (ms) expected", 2) end
-          if ts < 0 then error(("%s:put: timestamp %d is before 1970 (a record without one?)"):format(what, ts), 2) end
-          local start = ts - ts % size
-          if start + size + grace <= stream_time() then return false end
-          local wk = M.window_key(k, start)
-          if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put")) end
-          return true
-        end,
-        --- Put value (nil deletes) for key's window starting at start, with
-        --- no lateness check (the DSL's windowed aggregations check theirs).
-        put_at = function(_, k, start, v)
-          local wk = M.window_key(check_key(k, what .. ":put_at"), start)
-          if v == nil then backend.delete(task(), wk) else backend.put(task(), wk, encode(v, what .. ":put_at")) end
-        end,
-        --- The value of key's window starting at start, or nil (also once the
-        --- window is past retention, though not yet swept away).
-        get = function(_, k, start)
-          local v = decode(backend.get(task(), M.window_key(check_key(k, what .. ":get"), start)))
-          if v ~= nil and expired(start, v) then return nil end
-          return v
-        end,
-        --- Iterate key's windows whose start is in [from, to]: for start, v in s:fetch(k, a, b)
-        fetch = function(_, k, from, to)
-          k = check_key(k, what .. ":fetch")
-          local it = backend.iter(task(), M.window_key(k, math.max(0, from or 0)),
-            to and M.window_key(k, to + 1) or (window_prefix(k) .. "\255\255\255\255\255\255\255\255\255"))
-          local function nxt()
-            local wk, raw = it()
-            if wk == nil then return nil end
-            local _, start = M.window_key_parts(wk)
-            local v = decode(raw)
-            if expired(start, v) then return nxt() end
-            return start, v
-          end
-          return nxt
-        end,
-        --- Delete the windows that started more than retention before now
-        --- (session windows: that ended; their value is { e = end, ... }).
-        expire = function(_, now)
-          local doomed = {}
-          for wk, raw in backend.iter(task()) do
-            local _, start = M.window_key_parts(wk)
-            if expired(start, session and decode(raw), now) then doomed[#doomed + 1] = wk end
-          end
-          for _, wk in ipairs(doomed) do backend.delete(task(), wk) end
-          return #doomed
-        end,
-      }
+      s = window_store(backend, decl, env, what)
     end
     stores[name] = s
     list[#list + 1] = { name = name, decl = decl, backend = backend, output = output, store = s }

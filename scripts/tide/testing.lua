@@ -16,8 +16,45 @@ local format = string.format
 
 local M = {}
 
+--- A detector under test: records in with pipe(), outputs out with read().
+---@class tide.testing.Driver
+---@field spec table the loaded detector (tide.detector), e.g. spec.name
+---@field logs { level: string, msg: string }[] what it logged (ctx.log, print), oldest first
+---@field changelog table[] the changelog records its stores wrote ({ output, key, value, ... })
+---@field logs_dropped? integer log lines dropped past the first 10000
+---@field package guard any its limits: heap owner and call budget (tide.core.guard)
+---@field package path string
+---@field package memory number
+---@field package timeout_ms number
+---@field package d table the dispatcher (tide.dispatch)
+---@field package sink any a tide.core sink
+---@field package on_error tide.OnError
+---@field package db? any the RocksDB of RocksDB stores (tide.core.store_open)
+---@field package db_dir? string
+---@field package tasks table<integer, boolean>
+---@field package wall number
+---@field package outputs table<string, tide.testing.Output[]>
+---@field package dead table[]
+---@field package failures tide.testing.Failure[]
+---@field package offsets table<string, integer>
+---@field package internal table[]
 local Driver = {}
 Driver.__index = Driver
+
+--- A record a detector emitted, as read back: key and value decoded with
+--- the output's serdes.
+---@class tide.testing.Output
+---@field key any
+---@field value any
+---@field headers table<string, string>
+---@field timestamp? number ms, when it carries one
+
+--- A record that failed in process().
+---@class tide.testing.Failure
+---@field index integer
+---@field class string DecodeError, ProcessError, MemoryError or TimeoutError
+---@field message string with the detector's file:line
+---@field traceback string
 
 --- Open the detector inside the driver's guard: load it, lay out its
 --- sink, stores and dispatcher, run its init. nil, reason when it does not load.
@@ -40,8 +77,9 @@ local function open(self, path, opts)
       break
     end
   end
-  self.d = dispatch.new(spec, self.sink:ptr(), function(level, msg) self:_log(level, msg) end,
-    { db = self.db })
+  local function log(level, msg) self:_log(level, msg) end
+  self.d = dispatch.new(spec, self.sink:ptr(), log,
+    require("tide.host").serde_options(spec, path, { schemas_dir = opts.schemas }, log, self.db))
   if spec.init then spec.init(self.d.ctx) end
   return true
 end
@@ -55,8 +93,10 @@ end
 --- record past either fails with a MemoryError or a TimeoutError at the
 --- detector's line (see bindings/guard.h; a call stuck in a C function past
 --- the budget and a grace second ends the process instead).
----@param path string
----@param opts? { on_error?: string, wall_time?: number, application_id?: string, memory?: number, timeout_ms?: number }
+---@param path string a detector file, or a folder with an init.lua
+---@param opts? { on_error?: tide.OnError, wall_time?: number, application_id?: string, schemas?: string, memory?: number, timeout_ms?: number }
+--- opts.schemas: the folder of Avro schemas (default: schemas/ beside the detector).
+---@return tide.testing.Driver
 function M.driver(path, opts)
   opts = opts or {}
   local limits = core.limits()
@@ -114,6 +154,18 @@ local function decode(v, serde_name)
   return v
 end
 
+--- Avro goes through the dispatcher's serde of the topic (its subject, its
+--- schema, the schemas folder): values are encoded as a producer would.
+local function avro_encode(self, topic, which, v)
+  if type(v) == "string" and string.byte(v, 1) == 0 then return v end -- already in the wire format
+  return self.d.serde(topic, which).encode(v, which)
+end
+
+local function avro_decode(self, topic, which, bytes)
+  if bytes == nil then return nil end
+  return self.d.serde(topic, which).decode(require("ffi").cast("const char *", bytes), #bytes, which)
+end
+
 function Driver:_collect()
   for _, e in ipairs(self.sink:entries()) do
     if e.output <= -2 then
@@ -131,7 +183,10 @@ function Driver:_collect()
       local list = self.outputs[name] or {}
       self.outputs[name] = list
       local sd = self.spec.serdes[name]
-      list[#list + 1] = { key = decode(e.key, sd.key), value = decode(e.value, sd.value), headers = e.headers,
+      local k, v
+      if sd.key == "avro" then k = avro_decode(self, name, "key", e.key) else k = decode(e.key, sd.key) end
+      if sd.value == "avro" then v = avro_decode(self, name, "value", e.value) else v = decode(e.value, sd.value) end
+      list[#list + 1] = { key = k, value = v, headers = e.headers,
         timestamp = e.timestamp >= 0 and e.timestamp or nil }
     end
   end
@@ -142,8 +197,8 @@ end
 ---@param topic string one of the detector's inputs
 ---@param key any
 ---@param value any tables are JSON-encoded for a json topic
----@param meta? { timestamp?: number, partition?: number, headers?: table, raw?: boolean }
 --- meta.raw: key and value are the record's bytes, passed unencoded.
+---@param meta? { timestamp?: number, partition?: integer, headers?: table<string, string>, raw?: boolean }
 function Driver:pipe(topic, key, value, meta)
   meta = meta or {}
   local sd = self.spec.serdes[topic]
@@ -152,7 +207,8 @@ function Driver:pipe(topic, key, value, meta)
       tostring(topic), self.spec.name, table.concat(self.spec.inputs, ", ")), 2)
   end
   if not meta.raw then
-    key, value = encode(key, sd.key), encode(value, sd.value)
+    key = sd.key == "avro" and avro_encode(self, topic, "key", key) or encode(key, sd.key)
+    value = sd.value == "avro" and avro_encode(self, topic, "value", value) or encode(value, sd.value)
   end
   self:_dispatch(topic, key, value, meta)
   -- Records written to the detector's repartition topics are read back at
@@ -208,6 +264,7 @@ end
 
 --- Move the wall clock forward (ms or a duration like "10s") and fire the
 --- wall-clock punctuators that are due.
+---@param d tide.Duration
 function Driver:advance_wall_clock(d)
   self.wall = self.wall + require("tide.store").duration(d, "advance_wall_clock")
   self:_punctuate()
@@ -216,6 +273,9 @@ end
 
 --- A store of the detector, for assertions: driver:store("counts"):get("k")
 --- reads the store of `partition` (default 0).
+---@param name string
+---@param partition? integer
+---@return tide.KvStore|tide.WindowStore
 function Driver:store(name, partition)
   local s = self.d.ctx.stores[name]
   if not s then error("no store named '" .. tostring(name) .. "'", 2) end
@@ -231,6 +291,8 @@ function Driver:store(name, partition)
 end
 
 --- Records emitted to `output` since the last read, oldest first.
+---@param output string
+---@return tide.testing.Output[]
 function Driver:read(output)
   local list = self.outputs[output] or {}
   self.outputs[output] = {}
@@ -238,6 +300,7 @@ function Driver:read(output)
 end
 
 --- Dead-lettered records since the last call ({ key, value, headers }).
+---@return { key: string?, value: string?, headers: table<string, string> }[]
 function Driver:dead_letters()
   local list = self.dead
   self.dead = {}
@@ -245,6 +308,7 @@ function Driver:dead_letters()
 end
 
 --- Records that failed ({ index, class, message, traceback }).
+---@return tide.testing.Failure[]
 function Driver:errors()
   local list = self.failures
   self.failures = {}
@@ -266,6 +330,9 @@ end
 --- The offset the next record piped to `topic` and `partition` gets; later
 --- ones follow it. For replays of recorded traffic (`tide replay`), so the
 --- detector and its dead letters see the records' own offsets.
+---@param topic string
+---@param partition? integer
+---@param offset integer
 function Driver:seek(topic, partition, offset)
   self.offsets[topic .. "/" .. (partition or 0)] = offset
 end

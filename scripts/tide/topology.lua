@@ -7,6 +7,7 @@
 --- window_start, window_end), the change of one row. A repartition topic
 --- cuts the graph: its writer emits to the topic and its reader is a source.
 local windows = require("tide.windows")
+local fields = require("tide.fields")
 local copy = windows.copy
 
 local M = {}
@@ -348,6 +349,16 @@ local function describe(b)
 end
 M.describe = describe
 
+--- The detector fields a script gave tide.topology{} (tide.fields marks
+--- which it takes), passed on as they are.
+local function passed_on(opts)
+  local det = {}
+  for _, f in ipairs(fields.list) do
+    if f.topology then det[f.name] = opts[f.name] end
+  end
+  return det
+end
+
 --- The detector table of builder `b`.
 ---@param b table what tide.dsl collected while the script loaded
 ---@param default_name string the detector's name when the script sets none
@@ -416,24 +427,12 @@ function M.compile(b, default_name, app)
       for _, r in ipairs(resets) do r(p) end
     end
   end
-  return {
-    name = name,
-    description = opts.description or describe(b),
-    on_error = opts.on_error,
-    serde = opts.serde,
-    key_serde = opts.key_serde,
-    init = opts.init,
-    close = opts.close,
-    punctuate = opts.punctuate,
-    inputs = inputs,
-    outputs = outputs,
-    serdes = serdes,
-    stores = b.stores,
-    process = process,
-    on_task = on_task,
-    stream_time_topics = timed,
-    timestamps = next(b.timestamps) and b.timestamps or nil,
-  }
+  local det = passed_on(opts)
+  det.name, det.description = name, opts.description or describe(b)
+  det.inputs, det.outputs, det.serdes, det.stores = inputs, outputs, serdes, b.stores
+  det.process, det.on_task, det.stream_time_topics = process, on_task, timed
+  det.timestamps = next(b.timestamps) and b.timestamps or nil
+  return det
 end
 
 return M

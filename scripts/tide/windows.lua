@@ -108,10 +108,11 @@ local function event_time(rec)
   return ts
 end
 
---- `closed`: the window includes its end (sessions, sliding windows).
-local function late(log, k, ts, s, e, st, closed)
-  log.debug("late record dropped: key %s at %d is for window [%d, %d%s, closed at stream time %d",
-    tostring(k), ts, s, e, closed and "]" or ")", st)
+--- A late record, dropped and counted (ctx:dropped). `closed`: the window
+--- includes its end (sessions, sliding windows).
+local function late(ctx, k, ts, s, e, st, closed)
+  ctx:dropped("late", "late record dropped: key %s at %d is for window [%d, %d%s, closed at "
+    .. "stream time %d (past its end and grace)", tostring(k), ts, s, e, closed and "]" or ")", st)
 end
 
 --- The step of a time-windowed aggregation: for each window holding the
@@ -132,7 +133,7 @@ function M.time_step(w, cur, get_store, init, add, push)
     while s <= first do
       local e = s + size
       if e + grace <= st then
-        late(ctx.log, k, ts, s, e, st)
+        late(ctx, k, ts, s, e, st)
       else
         local old = ws:get(k, s)
         local new = add(old == nil and init(k) or copy(old), v, k)
@@ -165,7 +166,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
       end
     end
     if e + gap + grace <= st then
-      late(ctx.log, k, ts, s, e, st, true)
+      late(ctx, k, ts, s, e, st, true)
       return
     end
     for _, m in ipairs(merged) do
@@ -198,7 +199,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
     local ctx = cur.ctx
     local ts, st = event_time(cur.rec), ctx.stream_time
     if ts + grace < st then -- its window includes its end: late only past end + grace
-      late(ctx.log, k, ts, math.max(0, ts - size), ts, st, true)
+      late(ctx, k, ts, math.max(0, ts - size), ts, st, true)
       return
     end
     local ws = get_store()

@@ -23,6 +23,20 @@ describe("tide.core", function()
     assert.equal("userdata", type(core.api()))
   end)
 
+  it("sets every member of its default api that the FFI header declares", function()
+    -- bindings/core.c names each member: a member added to core/tide_ffi.h
+    -- and not set there would be NULL, and called from Lua.
+    local ffi = require("ffi")
+    local api = require("tide.ffi").api
+    local body = assert(core.cdef:match("typedef struct tide_api {(.-)} tide_api_t;"))
+    local members = {}
+    for name in body:gmatch("%(%*([%w_]+)%)") do members[#members + 1] = name end
+    assert.is_true(#members >= 12, "members found: " .. #members)
+    for _, name in ipairs(members) do
+      assert.is_false(ffi.cast("void *", api[name]) == nil, "tide_default_api." .. name .. " is NULL")
+    end
+  end)
+
   it("hashes deterministically", function()
     assert.equal(core.hash("abc"), core.hash("abc"))
     assert.are_not.equal(core.hash("abc"), core.hash("abd"))

@@ -27,17 +27,6 @@ local function api(port)
   return by
 end
 
---- Poll until f() returns a truthy value; bounded.
-local function eventually(what, f, timeout)
-  local deadline = cluster.now() + (timeout or 30)
-  while true do
-    local v = f()
-    if v then return v end
-    if cluster.now() >= deadline then error("timed out waiting for " .. what, 2) end
-    cluster.pause(50)
-  end
-end
-
 local function passthrough(name, input, output, tag, busy_s)
   return ([[
 return {
@@ -106,10 +95,10 @@ describe("integration: a folder of detectors", function()
     assert.equal(3, #out)
     -- a was not restarted or rebalanced by b's arrival
     assert.equal(assigned_a, #host:find_events({ detector = "a", msg = "partitions assigned" }))
-    local by = eventually("both detectors running", function()
+    local by = cluster.eventually(function()
       local d = api(port)
       return d.a and d.b and d.a.state == "running" and d.b.state == "running" and d
-    end)
+    end, 30, { what = "both detectors running", watch = host })
     assert.is_true(by.b.counters.records_in >= 3)
     local metrics = get(port, "/metrics")
     assert.matches('tide_records_in_total{detector="b"} %d', metrics)
@@ -127,10 +116,10 @@ describe("integration: a folder of detectors", function()
     for i = 1, n do lines[i] = tostring(i) end
     local producer = c:produce_async("swap-in", lines)
     -- swap once records are flowing
-    eventually("records flowing", function()
+    cluster.eventually(function()
       local d = api(port).swap
       return d and d.counters.records_in > 0
-    end)
+    end, 30, { what = "records flowing", watch = host })
     write(path, passthrough("swap", "swap-in", "swap-out", "v2", 0.0001))
     host:wait_for_log({ detector = "swap", msg = "detector reloaded" })
     assert.equal(0, (producer:wait(60)))
@@ -161,10 +150,10 @@ describe("integration: a folder of detectors", function()
 
     -- a broken edit changes nothing: v2 goes on, the failure is visible
     write(path, "return {\n  inputs = { 'swap-in' },,\n}\n")
-    local d = eventually("the failed reload in the API", function()
+    local d = cluster.eventually(function()
       local s = api(port).swap
       return s and s.reloads and #s.reloads >= 2 and not s.reloads[#s.reloads].ok and s
-    end)
+    end, 30, { what = "the failed reload in the API", watch = host })
     assert.matches("swap%.lua:2:", d.reloads[#d.reloads].message)
     assert.equal("running", d.state)
     c:produce("swap-in", { "after-broken-edit" })
@@ -180,7 +169,8 @@ describe("integration: a folder of detectors", function()
     -- removing the file stops the detector: commit, leave the group
     os.remove(path)
     host:wait_for_log({ detector = "swap", msg = "left consumer group" })
-    eventually("the detector gone from the API", function() return api(port).swap == nil end)
+    cluster.eventually(function() return api(port).swap == nil end, 30,
+      { what = "the detector gone from the API", watch = host })
   end)
 
   it("kills a detector stuck in a loop, quarantines its poison record, and the others keep going", function()
@@ -237,10 +227,10 @@ return {
       f:write(passthrough("burst", "f-in", "f-out-a", "b" .. i))
       f:close()
     end
-    local d = eventually("one reload", function()
+    local d = cluster.eventually(function()
       local x = api(port).burst
       return x and x.counters.reloads >= 1 and x
-    end)
+    end, 30, { what = "one reload", watch = host })
     -- a half-written file, still open: nothing happens until it is closed
     local f = assert(io.open(dir .. "/half.lua", "w"))
     f:write("return {\n  inputs = { 'f-in' },\n")
@@ -253,10 +243,10 @@ return {
     end
     f:write("  outputs = { 'f-out-b' },\n  process = function(rec, ctx) ctx:emit('f-out-b', nil, 'half') end,\n}\n")
     f:close()
-    eventually("the completed file running", function()
+    cluster.eventually(function()
       local x = api(port)["half"]
       return x and x.state == "running"
-    end)
+    end, 30, { what = "the completed file running", watch = host })
     d = api(port)
     assert.equal(1, d.burst.counters.reloads, "one reload for the burst")
     assert.equal(0, d.burst.counters.reload_failures)
@@ -310,15 +300,15 @@ return {
     write(dir .. "/steady.lua", passthrough("steady", "steady-in", "steady-out", "s2"))
     start({ ["consumer.session.timeout.ms"] = 3000, ["consumer.heartbeat.interval.ms"] = 500 })
     host:wait_for_log({ detector = "crashy", msg = "partitions assigned" })
-    local d0 = eventually("both running", function()
+    local d0 = cluster.eventually(function()
       local d = api(port)
       return d.crashy and d.steady and d.crashy.state == "running" and d.steady.state == "running" and d
-    end)
+    end, 30, { what = "both running", watch = host })
     assert.is_true(os.execute("kill -SEGV " .. d0.crashy.pid) == 0 or true)
-    local d1 = eventually("crashy restarted", function()
+    local d1 = cluster.eventually(function()
       local d = api(port)
       return d.crashy and d.crashy.restarts == 1 and d.crashy.state == "running" and d
-    end)
+    end, 30, { what = "crashy restarted", watch = host })
     assert.are_not.equal(d0.crashy.pid, d1.crashy.pid)
     assert.equal(d0.steady.pid, d1.steady.pid)
     assert.matches("signal 11", d1.crashy.last_exit)
@@ -332,10 +322,10 @@ return {
     write(path, passthrough("churn", "f-in", "f-out-a", "c0"))
     start()
     host:wait_for_log({ detector = "churn", msg = "partitions assigned" })
-    local worker = eventually("the churn worker", function()
+    local worker = cluster.eventually(function()
       local d = api(port).churn
       return d and d.pid > 0 and d.pid
-    end)
+    end, 30, { what = "the churn worker", watch = host })
     --- The supervisor's descriptors once the status server has let go of
     --- the last API call's connection (it keeps it until the client's close
     --- reaches it): the fewest seen over half a second. A leak still shows.
@@ -362,11 +352,11 @@ return {
       write(path, passthrough("churn", "f-in", "f-out-a", tag))
       -- The counter and the history come from the same pass of the
       -- supervisor: once it counts the reload, its last entry is this one.
-      eventually("reload " .. count, function()
+      cluster.eventually(function()
         local d = api(port).churn
         local last = d and d.reloads[#d.reloads]
         return d and d.counters.reloads == count and last and last.ok
-      end, 20)
+      end, 20, { what = "reload " .. count, watch = host })
     end
     for _ = 1, 5 do reload_once() end
     local before = measure()

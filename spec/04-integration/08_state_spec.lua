@@ -118,46 +118,40 @@ local function dup_text(r)
     r.dup_keys, r.dup_total, r.dup_max, table.concat(r.dup_sample, ", "))
 end
 
+local function info_tail(proc)
+  return table.concat(cluster.info_lines(proc, 30), "\n")
+end
+
 --- Poll until every `task restored` partition in `want` (a set) is logged by
 --- proc after event index `from`. Returns { [partition] = event }.
 local function wait_restored(proc, from, want, timeout)
-  local deadline = cluster.now() + timeout * cluster.scale
-  while true do
+  local wanted = {}
+  for p in pairs(want) do wanted[#wanted + 1] = p end
+  table.sort(wanted)
+  return cluster.eventually(function()
     local got, missing = {}, {}
     for _, ev in ipairs(proc:events_after(from, "task restored")) do
       got[tonumber(ev.partition)] = ev
     end
-    for p in pairs(want) do
+    for _, p in ipairs(wanted) do
       if not got[p] then missing[#missing + 1] = p end
     end
     if #missing == 0 then return got end
-    if proc:poll() then
-      error(("%s exited (%s) before restoring partition(s) %s\n%s"):format(proc.name,
-        proc:status_text(), table.concat(missing, ","), table.concat(cluster.info_lines(proc, 30), "\n")), 2)
-    end
-    if cluster.now() >= deadline then
-      error(("%s: no 'task restored' for partition(s) %s within %gs\n%s"):format(proc.name,
-        table.concat(missing, ","), timeout, table.concat(cluster.info_lines(proc, 30), "\n")), 2)
-    end
-    cluster.pause(50)
-  end
+    return nil, "not yet partition(s) " .. table.concat(missing, ",")
+  end, timeout, { what = ("%s to log 'task restored' for partition(s) %s"):format(proc.name, table.concat(wanted, ",")),
+    watch = proc, tail = info_tail })
 end
 
---- Poll the changelog until every key's count reaches the truth (or the
---- deadline passes: then return what there is, the assertions say what is wrong).
+--- Poll the changelog until every key's count reaches the truth; returns the
+--- store's state and the number of changelog records.
 local function wait_counts(c, topic, truth, timeout, watch)
-  local deadline = cluster.now() + timeout * cluster.scale
-  while true do
+  return cluster.eventually(function()
     local state, n = changelog_state(c, topic)
     local r = compare(state, truth)
     if #r.missing == 0 and #r.low == 0 then return state, n end
-    if watch and watch:poll() then
-      error(("%s exited (%s) with %d keys missing and %d behind on %s\n%s"):format(watch.name,
-        watch:status_text(), #r.missing, #r.low, topic, watch:log_tail(20)), 2)
-    end
-    if cluster.now() >= deadline then return state, n end
-    cluster.pause(200)
-  end
+    return nil, ("%d of %d keys missing (e.g. %s), %d behind (e.g. %s)"):format(#r.missing, r.keys,
+      list_text(r.missing), #r.low, list_text(r.low))
+  end, timeout, { what = "every count on " .. topic .. " to reach its records", watch = watch, every = 200 })
 end
 
 --- The sum of the next-changelog-offsets a checkpoint file records, or nil.
@@ -243,21 +237,13 @@ describe("integration: state stores", function()
 
     -- Kill 1: as soon as a commit has checkpointed part of the backlog, not
     -- all of it: the run is working through the rest, ahead of its last commit.
-    local deadline = cluster.now() + 60 * cluster.scale
-    local at_kill
-    while true do
+    local at_kill = cluster.eventually(function()
       local s = checkpoint_sum(ckpt_path)
-      if s and s > 0 then
-        assert.is_true(s < backlog, ("the first run checkpointed all %d records before it could be caught " ..
-          "in the middle (poll the checkpoint more often, or give it a bigger backlog)"):format(backlog))
-        assert.is_true(first:kill("KILL"), "the first run had exited before the kill\n" .. first:log_tail(20))
-        at_kill = s
-        break
-      end
-      assert.is_true(first:running(), "first run exited: " .. first:status_text() .. "\n" .. first:log_tail(20))
-      assert.is_true(cluster.now() < deadline, "no checkpoint with progress within 60 s\n" .. first:log_tail(20))
-      cluster.pause(1)
-    end
+      return s and s > 0 and s
+    end, 60, { what = "a checkpoint with progress", watch = first, every = 1 })
+    assert.is_true(at_kill < backlog, ("the first run checkpointed all %d records before it could be caught " ..
+      "in the middle (poll the checkpoint more often, or give it a bigger backlog)"):format(backlog))
+    assert.is_true(first:kill("KILL"), "the first run had exited before the kill\n" .. first:log_tail(20))
     local _, sig = first:wait(10)
     assert.are.equal(9, sig, "first run: " .. first:status_text())
     assert.is_nil(cluster.stopped(first), "a SIGKILLed tide cannot have logged 'stopped'")
@@ -460,7 +446,7 @@ describe("integration: state stores", function()
     a:wait_for_log("partitions assigned", 30)
     local b = c:run(COUNT, { app = "pair", config = config, name = "b" })
 
-    local held_a, held_b = cluster.await_split(a, b, "words", 4, 40 * cluster.scale)
+    local held_a, held_b = cluster.await_split(a, b, "words", 4, 40)
     for p in pairs(held_a) do
       assert.is_nil(held_b[p], ("partition %d is held by both members"):format(p))
     end
@@ -484,13 +470,10 @@ describe("integration: state stores", function()
     c:produce("words", more, { key_separator = ":" })
 
     local restored = wait_restored(b, b_seen, held_a, 60)
-    local deadline = cluster.now() + 30 * cluster.scale
-    while holding(b, "words") < 4 do
-      assert.is_true(b:running(), "survivor exited\n" .. b:log_tail(20))
-      assert.is_true(cluster.now() < deadline, "the survivor holds " .. holding(b, "words") ..
-        " partitions 30 s after the kill\n" .. b:log_tail(20))
-      cluster.pause(50)
-    end
+    cluster.eventually(function()
+      local n = holding(b, "words")
+      return n >= 4, ("it holds %d"):format(n)
+    end, 30, { what = "the survivor to hold all 4 partitions", watch = b })
     local restoring = b:events_after(b_seen, function(ev)
       return type(ev.msg) == "string" and ev.msg:find("^restoring store from its changelog") ~= nil
     end)

@@ -60,24 +60,11 @@ end
 --- Poll until the members have settled (see check_split); returns
 --- { [task] = member name }.
 local function await_split(members, timeout)
-  local deadline = cluster.now() + timeout * cluster.scale
-  while true do
-    local owner, why = check_split(members)
-    if owner then return owner end
-    for _, p in ipairs(members) do
-      assert.is_true(p:running(), ("%s exited (%s) while the group settled\n%s"):format(
-        p.name, p:status_text(), p:log_tail(20)))
-    end
-    if cluster.now() >= deadline then
-      local tails = {}
-      for _, p in ipairs(members) do
-        tails[#tails + 1] = "-- " .. p.name .. ":\n" .. table.concat(cluster.info_lines(p, 12), "\n")
-      end
-      error(("the group did not settle within %gs: %s\n%s"):format(timeout, why,
-        table.concat(tails, "\n")), 2)
-    end
-    cluster.pause(50)
-  end
+  local names = {}
+  for i, p in ipairs(members) do names[i] = p.name end
+  return cluster.eventually(function() return check_split(members) end, timeout, {
+    what = "the group of " .. table.concat(names, ", ") .. " to settle", watch = members,
+    tail = function(p) return table.concat(cluster.info_lines(p, 12), "\n") end })
 end
 
 local function set_of(list)
@@ -159,20 +146,14 @@ describe("integration: scaling a stateful detector up and down", function()
 
   --- Poll `counts` until every key's latest count reaches the truth.
   local function await_counts(want, members, timeout)
-    local deadline = cluster.now() + timeout * cluster.scale
-    while true do
+    return cluster.eventually(function()
       local latest, behind = latest_counts(), {}
       for k, n in pairs(want) do
         if (latest[k] or 0) < n then behind[#behind + 1] = ("%s: %s < %d"):format(k, tostring(latest[k]), n) end
       end
       if #behind == 0 then return latest end
-      for _, p in ipairs(members) do
-        assert.is_true(p:running(), p.name .. " exited: " .. p:status_text() .. "\n" .. p:log_tail(20))
-      end
-      assert.is_true(cluster.now() < deadline, ("%d keys behind after %gs, e.g. %s"):format(
-        #behind, timeout, table.concat(behind, ", ", 1, math.min(5, #behind))))
-      cluster.pause(200)
-    end
+      return nil, ("%d keys behind, e.g. %s"):format(#behind, table.concat(behind, ", ", 1, math.min(5, #behind)))
+    end, timeout, { what = "every key's latest count to reach its records", watch = members, every = 200 })
   end
 
   it("moves tasks and their state as instances join, leave and die, and keeps every count", function()

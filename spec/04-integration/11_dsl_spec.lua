@@ -122,7 +122,7 @@ return tide.topology{ name = "receipts" }
     local a = c:run(path, { app = "cojoin", name = "a" })
     a:wait_for_log("partitions assigned", 30)
     local b = c:run(path, { app = "cojoin", name = "b" })
-    cluster.await_split(a, b, "orders", 3, 40 * cluster.scale)
+    cluster.await_split(a, b, "orders", 3, 40)
     for _, p in ipairs({ a, b }) do
       local _, orders = cluster.holding(p, "orders")
       local _, tables = cluster.holding(p, "users")

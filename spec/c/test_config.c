@@ -21,17 +21,17 @@ int main(int argc, char **argv) {
 
     CASE("defaults come from the table");
     tide_config_init(&c);
-    CHECK(!strcmp(tide_config_str(&c, "application.id"), "tide"));
-    CHECK(tide_config_int(&c, "commit.interval.ms") == 5000);
-    CHECK(!tide_config_is_set(&c, "application.id"));
+    CHECK(!strcmp(tide_config_str(&c, TIDE_CFG_APPLICATION_ID), "tide"));
+    CHECK(tide_config_int(&c, TIDE_CFG_COMMIT_INTERVAL_MS) == 5000);
+    CHECK(!tide_config_is_set(&c, TIDE_CFG_APPLICATION_ID));
 
     CASE("a properties file with comments, separators and continuations");
     char *p = write_file("# comment\n! also a comment\n\napplication.id = fraud\n"
                          "commit.interval.ms: 250\nclient.id \\\n   my-client\n"
                          "consumer.fetch.min.bytes=1\n");
     CHECK(tide_config_load_file(&c, p, &err) == 0);
-    CHECK(!strcmp(tide_config_str(&c, "application.id"), "fraud"));
-    CHECK(tide_config_int(&c, "commit.interval.ms") == 250);
+    CHECK(!strcmp(tide_config_str(&c, TIDE_CFG_APPLICATION_ID), "fraud"));
+    CHECK(tide_config_int(&c, TIDE_CFG_COMMIT_INTERVAL_MS) == 250);
     CHECK(c.n_kafka == 2 && !strcmp(c.kafka[0].key, "client.id") &&
           !strcmp(c.kafka[0].value, "my-client"));
     unlink(p);
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     CASE("environment variables map to keys and win over the file");
     setenv("TIDE_APPLICATION_ID", "from-env", 1);
     CHECK(tide_config_load_env(&c, &err) == 0);
-    CHECK(!strcmp(tide_config_str(&c, "application.id"), "from-env"));
+    CHECK(!strcmp(tide_config_str(&c, TIDE_CFG_APPLICATION_ID), "from-env"));
     setenv("TIDE_NOT_A_SETTING", "1", 1);
     CHECK(tide_config_load_env(&c, &err) == -1);
     CHECK(err && strstr(err, "TIDE_NOT_A_SETTING"));
@@ -93,6 +93,23 @@ int main(int argc, char **argv) {
     CHECK(tide_config_is_secret("sasl.password"));
     CHECK(tide_config_is_secret("ssl.key.password"));
     CHECK(!tide_config_is_secret("client.id"));
+    CHECK(tide_config_is_secret("schema.registry.basic.auth.user.info"));
+    CHECK(!tide_config_is_secret("schema.registry.url"));
+    tide_config_free(&c);
+
+    CASE("schema registry settings reach the runtime's options");
+    tide_config_init(&c);
+    tide_registry_opts_t r;
+    tide_config_registry(&c, &r);
+    CHECK(!strcmp(r.url, "") && r.auto_register && !r.use_latest && r.timeout_ms == 5000);
+    CHECK(!tide_config_set(&c, "schema.registry.url", "http://127.0.0.1:8081", "test", &err));
+    CHECK(!tide_config_set(&c, "auto.register.schemas", "false", "test", &err));
+    CHECK(!tide_config_set(&c, "use.latest.version", "true", "test", &err));
+    CHECK(tide_config_set(&c, "use.latest.version", "yes", "test", &err) == -1);
+    free(err);
+    err = NULL;
+    tide_config_registry(&c, &r);
+    CHECK(!strcmp(r.url, "http://127.0.0.1:8081") && !r.auto_register && r.use_latest);
     tide_config_free(&c);
     return check_report(argc > 1 ? argv[1] : NULL);
 }

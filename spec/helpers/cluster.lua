@@ -33,7 +33,6 @@ for _, decl in ipairs({
   "int dup2(int oldfd, int newfd);",
   "int kill(int pid, int sig);",
   "int waitpid(int pid, int *status, int options);",
-  "int poll(void *fds, unsigned long nfds, int timeout);",
   "int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);",
   "int setpgid(int pid, int pgid);",
   "int getpid(void);",
@@ -48,7 +47,7 @@ end
 -- Resolved now, in the parent: the forked child must not need the dynamic linker.
 local c_fork, c_execvpe, c_exit = C.fork, C.execvpe, C._exit
 local c_open, c_close, c_dup2 = C.open, C.close, C.dup2
-local c_kill, c_waitpid, c_poll = C.kill, C.waitpid, C.poll
+local c_kill, c_waitpid = C.kill, C.waitpid
 local c_prctl, c_setpgid, c_getppid = C.prctl, C.setpgid, C.getppid
 local has_close_range, c_close_range = pcall(function() return C.close_range end)
 
@@ -59,23 +58,23 @@ local SIG = { HUP = 1, INT = 2, KILL = 9, TERM = 15, CONT = 18, STOP = 19 }
 
 local M = { SIG = SIG }
 
+local wait = require("helpers.eventually")
+
 -- Under a wrapper such as valgrind everything is slower: TIDE_TEST_TIME_SCALE
 -- (default 10 with TIDE_TEST_WRAP, else 1) multiplies every deadline here.
-M.scale = tonumber(os.getenv("TIDE_TEST_TIME_SCALE") or "") or
-  ((os.getenv("TIDE_TEST_WRAP") or "") ~= "" and 10 or 1)
+M.scale = wait.scale
 
 -- Bounds: every wait in this file ends.
 M.START_TIMEOUT = 15      -- broker address on stdout
 M.EXIT_TIMEOUT = 30       -- a short-lived command (produce, consume)
 M.LOG_TIMEOUT = 30        -- default for wait_for_log
 
--- A monotonic clock in seconds (lua-system, which busted itself needs).
-M.now = require("system").monotime
+-- A monotonic clock in seconds, and the pause between two polls of a
+-- condition (helpers.eventually).
+M.now, M.pause = wait.now, wait.pause
 
---- Wait `ms` milliseconds. Only for the gap between two polls of a condition.
-function M.pause(ms)
-  c_poll(nil, 0, ms)
-end
+--- Poll fn until it returns a truthy value (see helpers.eventually).
+M.eventually = wait.eventually
 
 local function errno_msg()
   return ffi.string(C.strerror(ffi.errno()))
@@ -686,24 +685,14 @@ function Cluster:consume(topic, opts)
 end
 
 --- Poll `topic` until it holds at least n records; returns them. Raises after
---- `timeout` seconds with how many there were.
+--- `timeout` seconds with how many there were, or when opts.watch exits.
 function Cluster:wait_for_records(topic, n, timeout, opts)
   opts = opts or {}
-  timeout = (timeout or 30) * M.scale
-  local deadline = M.now() + timeout
-  local got = {}
-  while true do
-    got = self:consume(topic, { max = n, idle_ms = opts.idle_ms or 700 })
+  return M.eventually(function()
+    local got = self:consume(topic, { max = n, idle_ms = opts.idle_ms or 700 })
     if #got >= n then return got end
-    if opts.watch and opts.watch:poll() then
-      error(("%s exited (%s) while %d of %d records were on %s\n-- stderr tail:\n%s"):format(
-        opts.watch.name, opts.watch:status_text(), #got, n, topic, opts.watch:log_tail(30)), 2)
-    end
-    if M.now() >= deadline then
-      error(("%s holds %d records, awaited %d within %gs"):format(topic, #got, n, timeout), 2)
-    end
-    M.pause(100)
-  end
+    return nil, ("%s holds %d"):format(topic, #got)
+  end, timeout or 30, { what = ("%d records on %s"):format(n, topic), watch = opts.watch, every = 100, tail = 30 })
 end
 
 --- Kill (SIGKILL, whole group) every process still running except the broker.
@@ -837,20 +826,13 @@ end
 --- topic) and together hold `total` of them; raises, with their logs, when
 --- one exits or after `timeout` seconds. Returns a's and b's holdings.
 function M.await_split(a, b, topic, total, timeout)
-  local deadline = M.now() + timeout
-  while true do
+  return M.eventually(function()
     local na, held_a = M.holding(a, topic)
     local nb, held_b = M.holding(b, topic)
     if na > 0 and nb > 0 and na + nb == total then return held_a, held_b end
-    if not (a:running() and b:running()) then
-      error("a member exited while the group formed\n" .. a:log_tail(10) .. "\n" .. b:log_tail(10), 2)
-    end
-    if M.now() >= deadline then
-      error(("group did not settle in %gs (a holds %d, b holds %d)\n-- a:\n%s\n-- b:\n%s")
-        :format(timeout, na, nb, a:log_tail(15), b:log_tail(15)), 2)
-    end
-    M.pause(50)
-  end
+    return nil, ("%s holds %d, %s holds %d"):format(a.name, na, b.name, nb)
+  end, timeout, { what = ("%s and %s to split %d partitions"):format(a.name, b.name, total),
+    watch = { a, b }, tail = 15 })
 end
 
 --- The usual shape of a spec file: call inside `describe`. Returns a cluster
