@@ -49,6 +49,8 @@ static void usage(FILE *out) {
             "                      | --file REC.jsonl)\n"
             "                      run a detector over recorded traffic, producing nothing;\n"
             "                      with --against, print how its outputs differ from RUNNING's\n"
+            "                      (test and replay: -c FILE and -D detector.memory.limit.bytes=N,\n"
+            "                      -D detector.batch.timeout.ms=MS, the limits detectors run within)\n"
             "  help config         list every setting\n"
             "  version             print versions\n\n"
             "run options:\n"
