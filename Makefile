@@ -20,7 +20,7 @@ RDK_SHA512  := KVePUBn21EqCVP9mfxzEuM3SYJHHEF7X+iiC2e43QQgDSyEaksInmCGooT3w5q+cN
 RDK_PREFIX  := $(abspath $(DEPS))/librdkafka-$(RDK_VERSION)
 RDK_STAMP   := $(RDK_PREFIX)/lib/librdkafka.a
 
-APT_PACKAGES := build-essential pkg-config libluajit2-5.1-dev luajit2 \
+APT_PACKAGES := build-essential pkg-config libluajit2-5.1-dev luajit2 libmicrohttpd-dev \
 	librocksdb-dev lua-busted lua-cjson libssl-dev zlib1g-dev libzstd-dev \
 	liblz4-dev openssl ca-certificates curl lua-socket chromium \
 	libavro-dev libcurl4-openssl-dev
@@ -47,6 +47,10 @@ LUA_CFLAGS := $(shell pkg-config --cflags luajit 2>/dev/null)
 # Avro (avro-c) and the schema registry's HTTP client (libcurl)
 SERDE_LIBS := -lavro -lcurl
 LUA_LIBS   := $(shell pkg-config --libs luajit 2>/dev/null)
+
+# libmicrohttpd, the admin server's HTTP (Debian's libmicrohttpd-dev).
+MHD_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags libmicrohttpd 2>/dev/null))
+MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 WARNINGS := \
 	-Wall \
@@ -96,7 +100,7 @@ core: $(CORE)
 	$(Q)test -n "$(LUA_CFLAGS)" || { echo "tide: LuaJIT headers missing (libluajit2-5.1-dev)" >&2; exit 1; }
 
 check-deps:
-	@if [ -z "$(LUA_CFLAGS)" ] || { [ "$(RDK_SYSTEM)" != yes ] && [ ! -f $(RDK_STAMP) ]; }; then \
+	@if [ -z "$(LUA_CFLAGS)" ] || [ -z "$(MHD_LIBS)" ] || { [ "$(RDK_SYSTEM)" != yes ] && [ ! -f $(RDK_STAMP) ]; }; then \
 		echo "tide: build dependencies are missing; run 'make deps' first" >&2; exit 1; fi
 
 # ---------------------------------------------------------------- deps
@@ -185,11 +189,11 @@ $(BUILD)/obj/core/%.o: core/%.c
 $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(MHD_CFLAGS) -c $< -o $@
 
 $(TIDE): $(HOST_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(MHD_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
 
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
@@ -204,7 +208,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 $(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $(filter %.c %.o,$^) -o $@ $(LUA_LIBS) $(RDK_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $(filter %.c %.o,$^) -o $@ $(LUA_LIBS) $(RDK_LIBS) $(MHD_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
 
 -include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
 

@@ -221,7 +221,15 @@ const char *tide_on_error_name(tide_on_error_t p) {
     }
 }
 
-/* require("tide.host").open(path, sink, open_db, application_id): keeps run,
+/* Pushes where to read the detector's files from: a copy, or nil. */
+static void push_source_copy(lua_State *L, const tide_runtime_opts_t *o, const char *path) {
+    (void)path;
+    if (o->source_copy) lua_pushstring(L, o->source_copy);
+    else lua_pushnil(L);
+}
+
+/* require("tide.host").open(path, sink, open_db, application_id,
+ * source_copy): keeps run,
  * close and the hooks in the registry and reads the detector's info. On
  * failure sets *errp and leaves close() unset: a detector that did not open
  * is never closed. */
@@ -238,7 +246,8 @@ static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **
     lua_pushcclosure(L, open_db, 1);
     lua_pushstring(L, rt->opts.application_id ? rt->opts.application_id : "tide");
     push_registry(L, &rt->opts.registry);
-    if (tide_lua_pcall(L, 5, 4, &rt->err) != 0) goto fail;
+    push_source_copy(L, &rt->opts, path);
+    if (tide_lua_pcall(L, 6, 4, &rt->err) != 0) goto fail;
     /* run, info, close, hooks */
     lua_getfield(L, -1, "task");
     rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -270,13 +279,13 @@ fail:
     return TIDE_ERROR;
 }
 
-tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
-                                tide_runtime_t **rtp, char **errp) {
-    *rtp = NULL;
+/* A runtime with a fresh state and tide's scripts preloaded, no detector
+ * yet; NULL with *errp. */
+static tide_runtime_t *new_runtime(const tide_runtime_opts_t *o, char **errp) {
     tide_runtime_t *rt = calloc(1, sizeof(*rt));
     if (!rt) {
         *errp = strdup("not enough memory");
-        return TIDE_ERROR;
+        return NULL;
     }
     rt->opts = *o;
     rt->api = o->api ? o->api : &tide_default_api;
@@ -288,7 +297,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     if (!rt->L) {
         free(rt);
         *errp = strdup("cannot create a Lua state");
-        return TIDE_ERROR;
+        return NULL;
     }
     lua_State *L = rt->L;
     rt->heap = tide_heap_of(L);
@@ -296,7 +305,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
         lua_close(L);
         free(rt);
         *errp = strdup("not enough memory");
-        return TIDE_ERROR;
+        return NULL;
     }
     luaL_openlibs(L);
     rt->log_hook = (tide_log_hook_t){o->log, o->log_ud, &rt->sink, 0, 0, 0};
@@ -307,17 +316,55 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     if (tide_lua_preload(L) != 0) {
         *errp = dupstr(lua_tostring(L, -1));
         tide_runtime_close(rt);
-        return TIDE_ERROR;
+        return NULL;
     }
+    return rt;
+}
+
+tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
+                                tide_runtime_t **rtp, char **errp) {
+    *rtp = NULL;
+    tide_runtime_t *rt = new_runtime(o, errp);
+    if (!rt) return TIDE_ERROR;
     if (load_detector(rt, path, errp) != TIDE_OK) {
         tide_runtime_close(rt);
         return TIDE_ERROR;
     }
-
     /* Loading is done: from now on the detector lives within its cap. */
-    lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_gc(rt->L, LUA_GCCOLLECT, 0);
     tide_heap_set_limit(rt->heap, o->memory_limit);
     rt->err.memory_limit = o->memory_limit;
+    *rtp = rt;
+    return TIDE_OK;
+}
+
+tide_status_t tide_runtime_describe(const tide_runtime_opts_t *o, const char *path,
+                                    tide_runtime_t **rtp, char **errp) {
+    *rtp = NULL;
+    tide_runtime_t *rt = new_runtime(o, errp);
+    if (!rt) return TIDE_ERROR;
+    lua_State *L = rt->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "tide.host");
+    int rc = tide_lua_pcall(L, 1, 1, &rt->err);
+    if (rc == 0) {
+        lua_getfield(L, -1, "describe");
+        lua_remove(L, -2);
+        lua_pushstring(L, path);
+        lua_pushstring(L, o->application_id ? o->application_id : "tide");
+        push_source_copy(L, o, path);
+        rc = tide_lua_pcall(L, 3, 1, &rt->err);
+        if (rc != 0) *errp = dupstr(rt->err.message);
+        else if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) rc = -1;
+    } else {
+        *errp = dupstr(rt->err.message);
+    }
+    if (rc != 0) {
+        if (!*errp) *errp = strdup("cannot read the detector's info");
+        tide_runtime_close(rt);
+        return TIDE_ERROR;
+    }
+    lua_pop(L, 1);
     *rtp = rt;
     return TIDE_OK;
 }

@@ -28,6 +28,11 @@ typedef struct tide_runtime_opts {
     void *log_ud;
     const char *application_id; /* names a DSL detector's internal topics; NULL: "tide" */
     tide_registry_opts_t registry; /* the avro serde's schema registry */
+    /* A folder holding a copy of the detector's files, read instead of
+     * them; chunk names, messages and the default name stay the path's.
+     * NULL: the process-wide copy of that path if one is set (below), else
+     * the files themselves. */
+    const char *source_copy;
 } tide_runtime_opts_t;
 
 /* The detector's declared shape, owned by the runtime: what
@@ -53,6 +58,11 @@ typedef struct tide_runtime tide_runtime_t;
  * "file:line: reason". */
 tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
                                 tide_runtime_t **rtp, char **errp);
+/* The detector's declared shape (tide_runtime_info) without running it: its
+ * script is loaded and validated, but init is not called and no store is
+ * opened; the runtime cannot dispatch. For tools such as `tide reset`. */
+tide_status_t tide_runtime_describe(const tide_runtime_opts_t *o, const char *path,
+                                    tide_runtime_t **rtp, char **errp);
 const tide_detector_info_t *tide_runtime_info(const tide_runtime_t *rt);
 /* The sink emits go to; owned by the runtime, cleared by the caller. */
 tide_sink_t *tide_runtime_sink(tide_runtime_t *rt);

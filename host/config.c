@@ -153,7 +153,43 @@ int tide_config_eos(const tide_config_t *c) {
     return !strcmp(tide_config_str(c, TIDE_CFG_PROCESSING_GUARANTEE), "exactly_once_v2");
 }
 
+static void quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+/* Make (and destroy at once) a client of this kind as the worker will, with
+ * the user's properties over tide's: librdkafka refuses combinations that no
+ * single key shows (acks=1 with idempotence, message.timeout.ms past
+ * transaction.timeout.ms), and they must be refused at start, not in the
+ * worker. It connects to nothing. */
+static int try_client(const tide_config_t *c, rd_kafka_type_t type, char **errp) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+    const char *const producer[] = {"enable.idempotence", "true", "acks", "all", NULL};
+    const char *const consumer[] = {"group.id", "tide.validate", "enable.auto.commit", "false",
+                                    "enable.auto.offset.store", "false", NULL};
+    const char *const *kv = type == RD_KAFKA_PRODUCER ? producer : consumer;
+    for (int i = 0; kv[i]; i += 2) rd_kafka_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err));
+    int eos = tide_config_eos(c);
+    if (eos && type == RD_KAFKA_PRODUCER)
+        rd_kafka_conf_set(conf, "transactional.id", "tide.validate", err, sizeof(err));
+    if (tide_config_apply_kafka(c, conf, type == RD_KAFKA_PRODUCER ? TIDE_CLIENT_PRODUCER
+                                                                   : TIDE_CLIENT_CONSUMER, errp)) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_log_cb(conf, quiet);
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+    if (rk) {
+        rd_kafka_destroy(rk);
+        return 0;
+    }
+    return fail(errp, "the %s properties do not go together: %s",
+                type == RD_KAFKA_PRODUCER ? "producer" : "consumer", err);
+}
+
 int tide_config_validate(tide_config_t *c, char **errp) {
+    if (try_client(c, RD_KAFKA_PRODUCER, errp) || try_client(c, RD_KAFKA_CONSUMER, errp)) return -1;
     if (!tide_config_eos(c)) return 0;
     for (size_t i = 0; i < c->n_kafka; i++) {
         const char *k = c->kafka[i].key, *base = k;

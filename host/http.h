@@ -1,48 +1,51 @@
 /*
- * http.h: the admin HTTP server of `tide run`.
+ * http.h: a small HTTP/1.1 server on libmicrohttpd, for the admin documents.
  *
- * A small HTTP/1.1 server on its own thread, loopback by default, GET and
- * HEAD only, one request per connection, several connections at once. It
- * serves what the supervisor knows:
- *
- *   GET /                the status page (host/status_page.html, embedded)
- *   GET /api/detectors   the detector table as JSON
- *   GET /metrics         Prometheus text exposition format
- *   GET /healthz         200 "ok" while the supervisor runs
- *   GET /readyz          200 once every detector has run, else 503 and why
- *
- * It reads the supervisor's table only under tide_supervisor_lock(), renders
- * into memory, and writes to the socket after unlocking, so a slow or stuck
- * client can never hold the supervisor up.
+ * One thread, loopback by default, GET and HEAD only, one request per
+ * connection, several connections at once. For each request it calls one
+ * handler, which renders the whole answer into memory; the server then sends
+ * it. Each phase has a deadline (the request must arrive whole within 3 s of
+ * the connection, its answer leave within 5 s), so a slow or silent client
+ * delays neither the others nor tide_http_stop. On a loopback address it
+ * answers only requests whose Host is a loopback name (DNS rebinding).
+ * It knows nothing of what it serves.
  */
 #ifndef TIDE_HTTP_H
 #define TIDE_HTTP_H
-#include <stdint.h>
+#include <stddef.h>
 
 #include "buf.h"
-#include "supervisor.h"
 
 typedef struct tide_http tide_http_t;
 
+/* An answer, filled by the handler. */
+typedef struct tide_http_reply {
+    int status;                 /* 200, 404, 503, ... */
+    const char *type;           /* Content-Type, a static string */
+    const char *header_name;    /* one more header, or NULL (static strings) */
+    const char *header_value;
+    const char *body;           /* a static body, or NULL: buf is the body */
+    size_t body_len;
+    tide_buf_t buf;             /* the server frees it; buf.oom answers 500 */
+} tide_http_reply_t;
+
+/* Called on the server thread with the request's path (no query string);
+ * must not block. */
+typedef void (*tide_http_handler_fn)(void *ud, const char *path, tide_http_reply_t *r);
+
+/* A static text/plain answer. */
+void tide_http_reply_text(tide_http_reply_t *r, int status, const char *text);
+
 /* Listen on addr:port and start serving. addr is an IPv4 literal or
  * "localhost"; NULL or "" means 127.0.0.1. port 0 picks a free port (see
- * tide_http_port). sv is borrowed and must outlive the server. Returns NULL
+ * tide_http_port). ud is borrowed and must outlive the server. Returns NULL
  * with *errp (malloc'd, the caller frees) = "admin http 127.0.0.1:8080: reason". */
-tide_http_t *tide_http_start(const char *addr, int port, tide_supervisor_t *sv, char **errp);
+tide_http_t *tide_http_start(const char *addr, int port, tide_http_handler_fn handler, void *ud,
+                             char **errp);
 /* The port actually bound. */
 int tide_http_port(const tide_http_t *h);
 /* Stop accepting, drop the connections in flight, join the thread, free h.
  * Returns at once. NULL is a no-op. */
 void tide_http_stop(tide_http_t *h);
-
-/* The renderers behind /metrics and /api/detectors, for other callers (a CLI,
- * tests). The caller holds tide_supervisor_lock(). now_ms is the wall clock
- * in ms since the epoch. They append to b; check b->oom afterwards. */
-void tide_http_render_metrics(tide_buf_t *b, const tide_supervisor_t *sv, int64_t now_ms);
-void tide_http_render_detectors(tide_buf_t *b, const tide_supervisor_t *sv, int64_t now_ms);
-
-/* The status page, generated at build time from host/status_page.html by
- * host/embed_file.lua. */
-extern const char tide_status_page_html[];
 
 #endif

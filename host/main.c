@@ -1,9 +1,9 @@
 /*
  * main.c: the tide command. Reads the command line, builds the configuration
  * from its sources, and hands over: `run` to the worker, `broker` to the
- * development broker, `produce` and `consume` to the tools, `test` and
- * `replay` to the CLI's Lua (tide_runtime_cli). Owns the signal
- * handlers; owns nothing on the record path.
+ * development broker, `produce` and `consume` to the tools, `reset` to
+ * reset.c, `test` and `replay` to the CLI's Lua (tide_runtime_cli). Owns the
+ * signal handlers; owns nothing on the record path.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -19,6 +19,8 @@
 #include "config.h"
 #include "devbroker.h"
 #include "log.h"
+#include "reset.h"
+#include "runtime.h"
 #include "status.h"
 #include "supervisor.h"
 #include "tools.h"
@@ -51,6 +53,11 @@ static void usage(FILE *out) {
             "                      with --against, print how its outputs differ from RUNNING's\n"
             "                      (test and replay: -c FILE and -D detector.memory.limit.bytes=N,\n"
             "                      -D detector.batch.timeout.ms=MS, the limits detectors run within)\n"
+            "  reset DETECTOR_OR_FILE [--to-earliest | --to-latest | --to-datetime T |\n"
+            "                      --by-duration D | --to-offsets T:P:O,...] [--dry-run]\n"
+            "                      reprocess a stopped detector from that point with empty\n"
+            "                      state: input offsets, internal topics, local state\n"
+            "                      (`tide reset` alone lists its options)\n"
             "  help config         list every setting\n"
             "  version             print versions\n\n"
             "run options:\n"
@@ -78,6 +85,7 @@ typedef struct run_args {
     tide_config_t config;
     tide_worker_opts_t o;
     int status_fd; /* worker only */
+    const char *source_copy; /* worker only: read the detector from this copy */
     char **skip;
     int n_skip;
 } run_args_t;
@@ -115,6 +123,8 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->o.idle_timeout_ms = atoi(argv[++i]);
         } else if (worker && !strcmp(s, "--status-fd") && i + 1 < argc) {
             a->status_fd = atoi(argv[++i]);
+        } else if (worker && !strcmp(s, "--source-copy") && i + 1 < argc) {
+            a->source_copy = argv[++i];
         } else if (worker && !strcmp(s, "--await-topics")) {
             a->o.await_topics = 1;
         } else if (worker && !strcmp(s, "--skip") && i + 1 < argc) {
@@ -144,8 +154,9 @@ static void install_signals(void) {
     sigaction(SIGHUP, &sa, NULL);
 }
 
-/* `tide worker FILE --status-fd N [--skip topic:partition:offset]...`: one
- * detector under a supervisor, which passed every configuration flag on. */
+/* `tide worker FILE --status-fd N [--source-copy DIR]
+ * [--skip topic:partition:offset]...`: one detector under a supervisor,
+ * which passed every configuration flag on. */
 static int cmd_worker(int argc, char **argv) {
     run_args_t a;
     int rc = parse_run(argc, argv, 1, &a);
@@ -156,6 +167,9 @@ static int cmd_worker(int argc, char **argv) {
     long long as = tide_config_int(&a.config, TIDE_CFG_DETECTOR_PROCESS_MEMORY_LIMIT_BYTES);
     struct rlimit rl = {(rlim_t)as, (rlim_t)as};
     setrlimit(RLIMIT_AS, &rl);
+    /* The supervisor's copy of the last version that validated: loaded
+     * instead of the file, which may hold a newer version it refused. */
+    a.o.source_copy = a.source_copy;
     if (a.status_fd >= 0) {
         a.o.status = tide_status_map(a.status_fd);
         if (!a.o.status) return refuse(strdup("cannot map the status block"));
@@ -283,6 +297,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
     if (!strcmp(cmd, "worker")) return cmd_worker(argc, argv);
     if (!strcmp(cmd, "broker")) return tide_devbroker_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "reset")) return tide_reset_main(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
     if (!strcmp(cmd, "test") || !strcmp(cmd, "replay")) return cmd_cli(argc, argv);

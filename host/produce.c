@@ -324,6 +324,8 @@ tide_flush_t tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const 
 
 void tide_producer_poll(tide_producer_t *p) { rd_kafka_poll(p->rk, 0); }
 
+rd_kafka_t *tide_producer_handle(tide_producer_t *p) { return p->rk; }
+
 int64_t tide_producer_in_flight(const tide_producer_t *p) { return p->in_flight; }
 
 static tide_flush_t fatal_or(tide_producer_t *p, tide_flush_t otherwise) {

@@ -77,6 +77,8 @@ int64_t tide_producer_changelog_offset(const tide_producer_t *p, int store, int3
  * A record refused at once for a reason of its own is a failure (FAILED). */
 tide_flush_t tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batch_t *batch,
                                 size_t *sent, int block_ms);
+/* The client, for what only it can ask the broker (the cluster id). */
+rd_kafka_t *tide_producer_handle(tide_producer_t *p);
 /* Serve delivery reports without blocking. */
 void tide_producer_poll(tide_producer_t *p);
 /* Wait up to timeout_ms for the records produced since the last commit. */

@@ -581,6 +581,7 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
         .open_db = tide_tasks_open_db,
         .open_db_ud = w->tasks,
         .application_id = tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID),
+        .source_copy = w->o->source_copy,
     };
     tide_config_registry(w->o->config, &ro.registry);
     tide_runtime_t *rt = NULL;
@@ -805,20 +806,28 @@ fail:
     return -1;
 }
 
+/* librdkafka's mock cluster (the development broker, `tide broker`) names
+ * itself mockCluster...: say once what exactly-once there cannot do. */
+static void warn_if_mock(tide_worker_t *w) {
+    char *id = rd_kafka_clusterid(tide_producer_handle(w->producer), 2000);
+    if (id && !strncmp(id, "mockCluster", 11))
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
+                 "exactly_once_v2 on the development broker: transactions run, but its readers "
+                 "see aborted records and it stores no transactional offsets (a restart reads "
+                 "from the start); only a real Kafka shows exactly-once");
+    if (id) rd_kafka_mem_free(NULL, id);
+}
+
 /* The topics, the producer, the committer, the restorer and the group. */
 static tide_step_t connect_kafka(tide_worker_t *w) {
     char *err = NULL;
     snprintf(w->dlq, sizeof(w->dlq), "%s.%s-dlq",
              tide_config_str(w->o->config, TIDE_CFG_APPLICATION_ID), w->info->name);
     snprintf(w->st->guarantee, sizeof(w->st->guarantee), "%s", w->eos ? "exactly_once_v2" : "at_least_once");
-    if (w->eos && (w->o->dev || w->o->await_topics))
-        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE,
-                 "exactly_once_v2 on the development broker: transactions run, but its readers "
-                 "see aborted records and it stores no transactional offsets (a restart reads "
-                 "from the start); only a real Kafka shows exactly-once");
     ensure_topics(w);
     create_dev_topics(w);
     if (open_producer(w)) return TIDE_STEP_FAILED;
+    if (w->eos) warn_if_mock(w);
     if (tide_tasks_open_restorer(w->tasks, &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);

@@ -16,6 +16,8 @@
 
 typedef struct tide_worker_opts {
     const char *path;           /* the detector */
+    const char *source_copy;    /* read its files from this copy (the supervisor's last
+                                 * version that validated), or NULL (host/sources.h) */
     const tide_config_t *config;
     const char *bootstraps;     /* resolved (may be the dev broker's) */
     uint64_t max_records;       /* stop after this many input records; 0: never */

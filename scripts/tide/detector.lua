@@ -76,8 +76,8 @@ function M.validate(det, path, source)
 end
 
 --- A require for a folder detector: its own modules, from its own folder,
---- in its own sandbox; nothing else.
-local function folder_require(dir, env, sources)
+--- in its own sandbox; nothing else. open(file) opens a module's source.
+local function folder_require(dir, env, sources, open)
   local loaded = {}
   return function(name)
     if type(name) ~= "string" or name:find("%.%.") or name:find("^/") or not name:match("^[%w_.-]+$") then
@@ -86,7 +86,7 @@ local function folder_require(dir, env, sources)
     if loaded[name] ~= nil then return loaded[name] end
     local rel = name:gsub("%.", "/")
     for _, candidate in ipairs({ dir .. "/" .. rel .. ".lua", dir .. "/" .. rel .. "/init.lua" }) do
-      local f = io.open(candidate, "rb")
+      local f = open(candidate)
       if f then
         local src = f:read("*a")
         f:close()
@@ -103,11 +103,31 @@ local function folder_require(dir, env, sources)
   end
 end
 
+--- Where a detector's files are read from: their own paths, or the same
+--- names under a copy (`source_copy`: the supervisor's copy of the last
+--- version that validated). Chunk names and messages keep the own paths.
+---@param root? string the detector's folder, or the folder holding its file
+---@param copy? string
+local function opener(root, copy)
+  return function(file)
+    local rel
+    if not copy then
+      rel = nil
+    elseif not root then
+      rel = file
+    elseif file:sub(1, #root + 1) == root .. "/" then
+      rel = file:sub(#root + 2)
+    end
+    return io.open(rel and copy .. "/" .. rel or file, "rb")
+  end
+end
+
 --- Load a detector from `path` inside a fresh sandbox environment: a .lua
 --- file, or a folder whose init.lua may require the folder's other modules.
---- Returns spec or nil, "file:line: reason".
+--- With opts.source_copy, the files are read from that copy instead (see
+--- opener). Returns spec or nil, "file:line: reason".
 ---@param path string
----@param opts? { tide?: table, print?: fun(msg: string) }
+---@param opts? { tide?: table, print?: fun(msg: string), source_copy?: string }
 function M.load(path, opts)
   opts = opts or {}
   local file, dir = path, nil
@@ -117,14 +137,15 @@ function M.load(path, opts)
   elseif path:match("/init%.lua$") then
     dir = path:match("^(.*)/init%.lua$")
   end
-  local f, err = io.open(file, "rb")
+  local open = opener(dir or file:match("^(.*)/[^/]*$"), opts.source_copy)
+  local f, err = open(file)
   if not f then return nil, err end
   local source = f:read("*a")
   f:close()
-  return M.load_source(source, file, opts, dir)
+  return M.load_source(source, file, opts, dir, open)
 end
 
-function M.load_source(source, path, opts, dir)
+function M.load_source(source, path, opts, dir, open)
   opts = opts or {}
   local sources = { source }
   local req
@@ -133,7 +154,7 @@ function M.load_source(source, path, opts, dir)
     sopts.require = function(name) return req(name) end
   end
   local env = sandbox.env(opts.tide or require("tide"), sopts)
-  if dir then req = folder_require(dir, env, sources) end
+  if dir then req = folder_require(dir, env, sources, open or opener(dir)) end
   if source:byte(1) == 27 then
     return nil, path .. ":1: precompiled bytecode is not accepted; deploy the .lua source"
   end

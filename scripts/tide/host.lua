@@ -40,14 +40,17 @@ end
 --- only when the detector declares RocksDB stores.
 --- reg: the schema registry settings (url, user_info, timeout_ms,
 --- backoff_max_ms, auto_register, use_latest); without a url, Avro schemas
---- come from the folder schemas/ beside the detector.
+--- come from the folder schemas/ beside the detector. source_copy, when
+--- given, is a folder holding a copy of the detector's files to read instead
+--- (named and reported as `path`'s).
 --- Raises "file:line: reason" when the detector cannot run.
 ---@return function run, table info, function close, table hooks
-function M.open(path, sink_lud, open_db, application_id, reg)
+function M.open(path, sink_lud, open_db, application_id, reg, source_copy)
   -- (the sandbox locks the string metatable, ("").dump included)
   local spec, err = detector.load(path, {
     print = function(msg) log("info", msg) end,
     application_id = application_id,
+    source_copy = source_copy,
   })
   if not spec then error(err, 0) end
   local db
@@ -93,6 +96,24 @@ function M.serde_options(spec, path, reg, logf, db)
       same = require("tide.avro_serde").same_schema })
   end
   return o
+end
+
+--- The declared shape of the detector at `path` (info, as open returns it),
+--- without running it: its script loads and is validated, but init is not
+--- called and no store is opened. For tools such as `tide reset`.
+---@return table info
+function M.describe(path, application_id, source_copy)
+  local spec, err = detector.load(path, {
+    print = function(msg) log("info", msg) end,
+    application_id = application_id,
+    source_copy = source_copy,
+  })
+  if not spec then error(err, 0) end
+  local names, stores = {}, {}
+  for name in pairs(spec.stores) do names[#names + 1] = name end
+  table.sort(names)
+  for i, name in ipairs(names) do stores[i] = { name = name, decl = spec.stores[name] } end
+  return info(spec, { stores = stores })
 end
 
 return M

@@ -108,6 +108,8 @@ test("a detector added to the table appears without reloading the page", async (
   if (fixture) assert.ok(!firstNames.includes("gamma"), `gamma already listed: ${firstNames}`);
   const gamma = await row("gamma");
   assert.equal(await gamma.getAttribute("data-state"), "running");
+  assert.equal(await gamma.$eval("[data-role=note]", (e) => e.textContent),
+    "waiting for output topic alerts to exist");
   assert.equal(await page.evaluate(() => window.__tideNoReload), true);
   assert.deepEqual((await rowNames()).slice(0, 3), ["alpha", "beta", "gamma"]);
 });
@@ -141,6 +143,15 @@ test("an expanded detector shows its last error with traceback and record positi
   assert.equal(await alpha.$eval("[data-role=detail]", (e) => e.hidden), false);
 });
 
+test("a refused newer version is shown beside the version that runs on", async () => {
+  const zeta = await row("zeta");
+  assert.equal(await zeta.getAttribute("data-state"), "running");
+  const note = await zeta.$("[data-role=note]");
+  assert.equal(await note.isVisible(), true);
+  assert.equal(await note.textContent(),
+    "running 1a2b3c4d; 9c0d1e2f refused: /srv/detectors/zeta.lua:4: unexpected symbol near '}'");
+});
+
 test("names and messages from detectors are shown as text, never as markup", async () => {
   const odd = await row(ODD_NAME);
   assert.equal(await odd.$eval("[data-role=name]", (e) => e.textContent), ODD_NAME);
@@ -155,9 +166,9 @@ test("clicking a column header sorts by it, and again reverses", async () => {
   assert.ok(names.indexOf("alpha") < names.indexOf("gamma"), names.join());
   assert.equal(await page.getAttribute("th[data-sort=in_rate]", "aria-sort"), "descending");
   await page.click("th[data-sort=name]");
-  assert.deepEqual(await rowNames(), ["alpha", "beta", "gamma", ODD_NAME]);
+  assert.deepEqual(await rowNames(), ["alpha", "beta", "gamma", ODD_NAME, "zeta"]);
   await page.click("th[data-sort=name]");
-  assert.deepEqual(await rowNames(), [ODD_NAME, "gamma", "beta", "alpha"]);
+  assert.deepEqual(await rowNames(), ["zeta", ODD_NAME, "gamma", "beta", "alpha"]);
   await page.click("th[data-sort=name]");
 });
 

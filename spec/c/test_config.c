@@ -15,6 +15,68 @@ static char *write_file(const char *text) {
     return path;
 }
 
+/* A fresh configuration with key=value set from `origin`; the result of
+ * tide_config_set, then of tide_config_validate; *errp the message. */
+static int set_and_validate(const char *key, const char *value, const char *key2,
+                            const char *value2, char **errp) {
+    tide_config_t c;
+    tide_config_init(&c);
+    *errp = NULL;
+    int rc = tide_config_set(&c, key, value, "test", errp);
+    if (!rc && key2) rc = tide_config_set(&c, key2, value2, "test", errp);
+    if (!rc) rc = tide_config_validate(&c, errp);
+    tide_config_free(&c);
+    return rc;
+}
+
+static void test_guarantees(void) {
+    char *err = NULL;
+    CASE("exactly_once_v2 is accepted, with a 100 ms commit interval unless one is set");
+    tide_config_t c;
+    tide_config_init(&c);
+    CHECK(tide_config_set(&c, "processing.guarantee", "exactly_once_v2", "test", &err) == 0);
+    CHECK(tide_config_validate(&c, &err) == 0);
+    CHECK(tide_config_eos(&c));
+    CHECK(tide_config_int(&c, TIDE_CFG_COMMIT_INTERVAL_MS) == 100);
+    tide_config_free(&c);
+    tide_config_init(&c);
+    CHECK(tide_config_set(&c, "commit.interval.ms", "700", "test", &err) == 0);
+    CHECK(tide_config_set(&c, "processing.guarantee", "exactly_once_v2", "test", &err) == 0);
+    CHECK(tide_config_validate(&c, &err) == 0 && tide_config_int(&c, TIDE_CFG_COMMIT_INTERVAL_MS) == 700);
+    tide_config_free(&c);
+
+    CASE("exactly_once (v1) is refused, naming exactly_once_v2");
+    CHECK(set_and_validate("processing.guarantee", "exactly_once", NULL, NULL, &err) == -1);
+    CHECK(err && strstr(err, "exactly_once_v2"));
+    free(err);
+
+    CASE("transactional.id, with or without a prefix, is tide's");
+    CHECK(set_and_validate("transactional.id", "x", NULL, NULL, &err) == -1 && strstr(err, "transactional.id"));
+    free(err);
+    CHECK(set_and_validate("producer.transactional.id", "x", NULL, NULL, &err) == -1 &&
+          strstr(err, "transactional.id"));
+    free(err);
+
+    CASE("isolation.level is tide's under exactly_once_v2 only");
+    CHECK(set_and_validate("consumer.isolation.level", "read_uncommitted", NULL, NULL, &err) == 0);
+    free(err);
+    CHECK(set_and_validate("processing.guarantee", "exactly_once_v2", "consumer.isolation.level",
+                           "read_uncommitted", &err) == -1 && strstr(err, "isolation.level"));
+    free(err);
+
+    CASE("enable.idempotence=false is refused");
+    CHECK(set_and_validate("enable.idempotence", "false", NULL, NULL, &err) == -1 &&
+          strstr(err, "enable.idempotence"));
+    free(err);
+
+    CASE("properties that librdkafka refuses together are refused at start");
+    CHECK(set_and_validate("producer.acks", "1", NULL, NULL, &err) == -1 && strstr(err, "producer"));
+    free(err);
+    CHECK(set_and_validate("processing.guarantee", "exactly_once_v2", "producer.message.timeout.ms",
+                           "900000", &err) == -1);
+    free(err);
+}
+
 int main(int argc, char **argv) {
     tide_config_t c;
     char *err = NULL;
@@ -111,5 +173,6 @@ int main(int argc, char **argv) {
     tide_config_registry(&c, &r);
     CHECK(!strcmp(r.url, "http://127.0.0.1:8081") && !r.auto_register && r.use_latest);
     tide_config_free(&c);
+    test_guarantees();
     return check_report(argc > 1 ? argv[1] : NULL);
 }
