@@ -6,6 +6,8 @@
 #   make test    C tests and every busted tier; ends with "N passed, N failed"
 #   make run     a short demo on the development broker
 #   make bench   tide against plain librdkafka programs, in one run
+#   make chaos   tide under random faults for CHAOS_MINUTES (default 10), then
+#                a check of its outputs: lost records, duplicates, order
 #
 # Switches: V=1 (show commands), SANITIZER=address|undefined, BUILD=dir.
 
@@ -258,6 +260,22 @@ _demo: all
 _bench: all $(BENCH_BIN)
 	$(Q)sh bench/run.sh $(TIDE) $(BUILD)/bench
 
+# ---------------------------------------------------------------- chaos
+# Never part of make test. CHAOS_ARGS passes more to spec/chaos/run.lua, e.g.
+# CHAOS_ARGS="--seed 42 -D processing.guarantee=exactly_once_v2".
+CHAOS_MINUTES ?= 10
+CHAOS_ARGS ?=
+.PHONY: chaos _chaos
+
+chaos:
+	$(Q)$(MAKE) --no-print-directory deps >/dev/null
+	$(Q)$(MAKE) --no-print-directory _chaos
+
+_chaos: all
+	$(Q)rm -rf $(BUILD)/chaos && mkdir -p $(BUILD)/chaos
+	$(Q)$(LUA_ENV) TIDE_TEST_TMP="$(abspath $(BUILD))/chaos" luajit spec/chaos/run.lua \
+		--minutes $(CHAOS_MINUTES) $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/gen $(BUILD)/lua $(BUILD)/test $(BUILD)/bench $(TIDE) \
-		$(BUILD)/test-results $(BUILD)/test-tmp
+		$(BUILD)/test-results $(BUILD)/test-tmp $(BUILD)/chaos

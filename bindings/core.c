@@ -190,15 +190,18 @@ static void push_bytes(lua_State *L, const char *p, int32_t len) {
     else lua_pushlstring(L, p, (size_t)len);
 }
 
-/* sink:entries() -> { { output =, source =, key =, value =, headers = {} } } */
+/* sink:entries() -> { { output =, source =, partition =, key =, value =, headers = {} } }
+ * (partition -1: the partitioner's choice) */
 static int sink_entries(lua_State *L) {
     tide_sink_t *s = check_sink(L, 1);
     lua_createtable(L, (int)s->n, 0);
     for (size_t i = 0; i < s->n; i++) {
         const tide_sink_entry_t *e = &s->entries[i];
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 7);
         lua_pushinteger(L, e->output);
         lua_setfield(L, -2, "output");
+        lua_pushinteger(L, e->partition);
+        lua_setfield(L, -2, "partition");
         lua_pushinteger(L, e->source);
         lua_setfield(L, -2, "source");
         lua_pushnumber(L, (lua_Number)e->timestamp);

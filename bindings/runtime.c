@@ -65,12 +65,15 @@ static void read_stores(lua_State *L, tide_detector_info_t *d) {
     d->n_stores = (int)lua_objlen(L, -1);
     d->store_names = calloc((size_t)d->n_stores + 1, sizeof(char *));
     d->store_memory = calloc((size_t)d->n_stores + 1, sizeof(int));
-    for (int i = 0; i < d->n_stores && d->store_names && d->store_memory; i++) {
+    d->store_global = calloc((size_t)d->n_stores + 1, sizeof(char *));
+    for (int i = 0; i < d->n_stores && d->store_names && d->store_memory && d->store_global; i++) {
         lua_rawgeti(L, -1, i + 1);
         d->store_names[i] = field_str(L, lua_gettop(L), "name");
         lua_getfield(L, -1, "memory");
         d->store_memory[i] = lua_toboolean(L, -1);
-        lua_pop(L, 2);
+        lua_getfield(L, -2, "global"); /* a global table's topic, or nil */
+        d->store_global[i] = lua_isstring(L, -1) ? dupstr(lua_tostring(L, -1)) : NULL;
+        lua_pop(L, 3);
     }
 }
 
@@ -100,6 +103,7 @@ static const struct info_field {
     {"on_error", INFO_ON_ERROR, AT(on_error), 0},
     {"stores", INFO_STORES, AT(store_names), AT(n_stores)},
     {"punctuators", INFO_COUNT, AT(n_punctuators), 0},
+    {"topology", INFO_STRING, AT(topology), 0},
 #undef AT
 };
 #define N_INFO_FIELDS (sizeof(info_fields) / sizeof(info_fields[0]))
@@ -172,6 +176,7 @@ static void free_info(tide_detector_info_t *d) {
         case INFO_STORES:
             free_list(d->store_names, d->n_stores);
             free(d->store_memory);
+            free_list(d->store_global, d->n_stores);
             break;
         default: break;
         }

@@ -48,6 +48,9 @@ typedef struct tide_detector_info {
     int n_stores;          /* store ids are 0 .. n_stores-1 */
     char **store_names;
     int *store_memory;     /* 1: in-memory (restored through Lua) */
+    char **store_global;   /* a global table's topic (no changelog: the host
+                            * reads the topic into it, see host/global.h), or NULL */
+    char *topology;        /* the topology's description as JSON (tide.describe) */
     int n_punctuators;
 } tide_detector_info_t;
 

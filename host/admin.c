@@ -364,6 +364,10 @@ static void render_detector(tide_buf_t *b, const tide_admin_detector_t *d) {
     JSON_FIELD(b, d->version);
     tide_buf_puts(b, ",\"description\":");
     JSON_FIELD(b, d->description);
+    /* a string holding JSON: the page parses it, and a torn copy cannot
+     * break this answer's own JSON */
+    tide_buf_puts(b, ",\"topology\":");
+    json_str_or_null(b, d->topology, sizeof(d->topology));
     tide_buf_puts(b, ",\"state\":");
     tide_buf_json_str(b, tide_det_state_name(d->state));
     tide_buf_printf(b, ",\"pid\":%d,\"started_ms\":%lld,\"restarts\":%llu,\"watchdog_kills\":%llu",
@@ -463,7 +467,7 @@ static void readyz_line(tide_buf_t *b, const tide_admin_detector_t *d, int64_t n
         tide_buf_puts(b, ": ");
         one_line(b, d->problem, sizeof(d->problem));
     } else if (unready(d) == UNREADY_WAITING && g->broker_waiting_since_ms) {
-        tide_buf_printf(b, ": a commit has waited for the broker for %lld s",
+        tide_buf_printf(b, ": broker unreachable for %lld s",
                         (long long)((now_ms - g->broker_waiting_since_ms) / 1000));
     } else if (unready(d) == UNREADY_WAITING) {
         tide_buf_puts(b, ": waiting for output topic ");

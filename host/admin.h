@@ -93,6 +93,7 @@ typedef struct tide_admin_detector {
     char path[1024];
     char version[32];        /* of the code running (or last run) */
     char description[512];
+    char topology[16384];    /* the running code's topology, JSON ("" unknown) */
     tide_det_state_t state;
     int32_t pid;             /* the worker, 0 when none */
     int has_worker;          /* gauges are valid */

@@ -304,7 +304,6 @@ static tide_progress_t eos_step(tide_committer_t *c, int slice_ms, int force_che
 
 static tide_progress_t step(tide_committer_t *c, int slice_ms, int force_checkpoint,
                             const rd_kafka_topic_partition_list_t *only) {
-    c->o.st->broker_waiting_since_ms = c->waiting_since;
     if (c->phase == PHASE_IDLE) return TIDE_PROGRESS_IDLE;
     if (c->phase == PHASE_ABORTING) return abort_step(c, slice_ms);
     tide_progress_t r = c->o.eos ? eos_step(c, slice_ms, force_checkpoint)
@@ -314,9 +313,7 @@ static tide_progress_t step(tide_committer_t *c, int slice_ms, int force_checkpo
 }
 
 tide_progress_t tide_committer_step(tide_committer_t *c, int slice_ms) {
-    tide_progress_t r = step(c, slice_ms, 0, NULL);
-    c->o.st->broker_waiting_since_ms = c->waiting_since;
-    return r;
+    return step(c, slice_ms, 0, NULL);
 }
 
 tide_progress_t tide_committer_abandon(tide_committer_t *c,

@@ -232,6 +232,7 @@ struct tide_group {
     tide_order_t order;
     uint64_t dropped; /* redeliveries and records of partitions no longer held */
     int starved;      /* records are buffered, but the order waits for a partition */
+    int64_t unreachable_since; /* wall ms: librdkafka said all brokers are down; 0: not */
     rd_kafka_message_t *fetch[1000];
 };
 
@@ -344,6 +345,29 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     tide_offsets_committed(&g->offsets, offsets);
 }
 
+/* librdkafka's errors: all brokers down marks the broker unreachable (until
+ * tide_group_reachable finds it again); every one is logged. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    tide_group_t *g = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !g->unreachable_since)
+        g->unreachable_since = tide_wall_ms();
+    tide_log(err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT
+                 ? TIDE_LOG_WARN : TIDE_LOG_ERROR,
+             TIDE_AT_NONE, "consumer: %s: %s", rd_kafka_err2name(err), reason);
+}
+
+int64_t tide_group_unreachable_since(tide_group_t *g) {
+    if (!g->unreachable_since || !g->offsets.n) return g->unreachable_since;
+    /* Marked down: one short metadata request tells whether it is back. */
+    rd_kafka_topic_t *t = rd_kafka_topic_new(g->rk, g->offsets.p[0].topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    if (t && !rd_kafka_metadata(g->rk, 0, t, &md, 500)) g->unreachable_since = 0;
+    if (md) rd_kafka_metadata_destroy(md);
+    if (t) rd_kafka_topic_destroy(t);
+    return g->unreachable_since;
+}
+
 static int kset(rd_kafka_conf_t *conf, const char *k, const char *v, char **errp) {
     char err[512];
     if (rd_kafka_conf_set(conf, k, v, err, sizeof(err)) == RD_KAFKA_CONF_OK) return 0;
@@ -394,6 +418,7 @@ tide_group_t *tide_group_new(const tide_group_opts_t *o, char **errp) {
     rd_kafka_conf_set_opaque(conf, g);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, tide_log_rdkafka);
     char err[512];
     g->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));

@@ -189,6 +189,9 @@ tide_group_commit_t tide_group_commit(tide_group_t *g, const rd_kafka_topic_part
  * committed one), from cached watermarks, no broker round trip; -1 when
  * unknown. */
 int64_t tide_group_lag(tide_group_t *g);
+/* Since when (wall ms) librdkafka has found no broker up, 0: it has one
+ * (asked again with one short metadata request while marked down). */
+int64_t tide_group_unreachable_since(tide_group_t *g);
 /* Assigned at least once since the start. */
 int tide_group_assigned_once(const tide_group_t *g);
 /* Leave the group (revoke callbacks run); then free. */

@@ -53,6 +53,10 @@ static void usage(FILE *out) {
             "                      with --against, print how its outputs differ from RUNNING's\n"
             "                      (test and replay: -c FILE and -D detector.memory.limit.bytes=N,\n"
             "                      -D detector.batch.timeout.ms=MS, the limits detectors run within)\n"
+            "  describe DETECTOR [--json]\n"
+            "                      print the detector's topology (sub-topologies, sources,\n"
+            "                      processors, stores, internal topics), as Kafka Streams'\n"
+            "                      Topology#describe()\n"
             "  reset DETECTOR_OR_FILE [--to-earliest | --to-latest | --to-datetime T |\n"
             "                      --by-duration D | --to-offsets T:P:O,...] [--dry-run]\n"
             "                      reprocess a stopped detector from that point with empty\n"
@@ -300,7 +304,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "reset")) return tide_reset_main(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
-    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay")) return cmd_cli(argc, argv);
+    if (!strcmp(cmd, "test") || !strcmp(cmd, "replay") || !strcmp(cmd, "describe"))
+        return cmd_cli(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tide 0.1.0 (librdkafka %s)\n", rd_kafka_version_str());
         return 0;

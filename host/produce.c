@@ -139,8 +139,10 @@ static void failed(tide_producer_t *p, const rd_kafka_message_t *m) {
     } else {
         other_failure(p, topic, m->err);
     }
-    tide_log(TIDE_LOG_WARN, (tide_log_at_t){topic, m->partition, -1}, "delivery failed: %s",
-             rd_kafka_err2str(m->err));
+    /* An abort purges what was queued: expected, and not worth a line each. */
+    if (m->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE && m->err != RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+        tide_log(TIDE_LOG_WARN, (tide_log_at_t){topic, m->partition, -1}, "delivery failed: %s",
+                 rd_kafka_err2str(m->err));
 }
 
 /* ---------------------------------------------------------------- deliveries */
@@ -225,7 +227,9 @@ int tide_producer_set_changelogs(tide_producer_t *p, char *const *topics, int n_
     p->acked = calloc((size_t)n_topics + 1, sizeof(*p->acked));
     p->acked_cap = calloc((size_t)n_topics + 1, sizeof(*p->acked_cap));
     if (!p->changelogs || !p->acked || !p->acked_cap) return -1;
-    for (int i = 0; i < n_topics; i++) p->changelogs[i] = rd_kafka_topic_new(p->rk, topics[i], NULL);
+    /* (a global table's store has no changelog: NULL, never written) */
+    for (int i = 0; i < n_topics; i++)
+        p->changelogs[i] = topics[i] ? rd_kafka_topic_new(p->rk, topics[i], NULL) : NULL;
     p->n_changelogs = n_topics;
     return 0;
 }
@@ -457,7 +461,7 @@ void tide_producer_free(tide_producer_t *p) {
     free(p->outputs);
     if (p->dlq) rd_kafka_topic_destroy(p->dlq);
     for (int i = 0; i < p->n_changelogs; i++) {
-        rd_kafka_topic_destroy(p->changelogs[i]);
+        if (p->changelogs[i]) rd_kafka_topic_destroy(p->changelogs[i]);
         free(p->acked[i]);
     }
     free(p->changelogs);

@@ -135,10 +135,13 @@ tide_restorer_t *tide_restorer_new(const tide_config_t *c, const char *bootstrap
     /* A short fetch wait: the watermark queries of tasks starting later
      * share the connection and would queue behind a long-polling fetch. */
     const char *kv[] = {"fetch.wait.max.ms", "10", "fetch.queue.backoff.ms", "10",
-                        "enable.auto.commit", "false",
-                        "enable.partition.eof", "false", "auto.offset.reset", "earliest", NULL};
+                        "enable.auto.commit", "false", "auto.offset.reset", "earliest", NULL};
     for (int i = 0; kv[i]; i += 2) rd_kafka_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err));
+    /* After the user's properties: a restore ends at the partition's end
+     * (see tide_restorer_poll), and reads only committed records. */
     if (tide_config_apply_kafka(c, conf, TIDE_CLIENT_CONSUMER, errp) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "isolation.level", "read_committed", err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps, err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err))) {
         rd_kafka_conf_destroy(conf);
@@ -261,7 +264,17 @@ void tide_restorer_poll(tide_restorer_t *r, int timeout_ms, tide_restore_apply_f
             x->records++;
             r->total++;
             if (x->next >= x->end) changed = 1;
-        } else if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            /* Caught up with what it can read. Under exactly-once the last
+             * offsets are transaction markers, never handed out, and an open
+             * transaction's records are not readable (read_committed): the
+             * end of the partition, not a record at end - 1, ends a restore. */
+            restoring_t *e = find_restoring(r, rd_kafka_topic_name(m->rkt), m->partition);
+            if (e && e->next < e->end) {
+                e->next = e->end;
+                changed = 1;
+            }
+        } else if (m->err) {
             tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "restore: %s", rd_kafka_message_errstr(m));
         }
         rd_kafka_message_destroy(m);

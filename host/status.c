@@ -126,6 +126,12 @@ void tide_status_detector(tide_status_block_t *st, const char *name, const char 
     snprintf(st->description, sizeof(st->description), "%s", description);
 }
 
+void tide_status_topology(tide_status_block_t *st, const char *json) {
+    /* a cut JSON text is no topology: better none */
+    if (!json || strlen(json) >= sizeof(st->topology)) json = "";
+    snprintf(st->topology, sizeof(st->topology), "%s", json);
+}
+
 void tide_status_reload(tide_status_block_t *st, const char *version, const char *error) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

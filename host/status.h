@@ -46,6 +46,9 @@ typedef struct tide_status_block {
     char detector[128];
     char version[32];
     char description[512]; /* the detector's, or its DSL graph */
+    /* its topology as JSON (scripts/tide/describe.lua, what `tide describe
+     * --json` prints), for the status page's graph; "" when it does not fit */
+    char topology[16384];
 
     /* counters since the worker started */
     uint64_t records_in, records_out, dlq, errors, dropped, batches;
@@ -138,6 +141,8 @@ void tide_status_failure(tide_status_block_t *st, const char *cls, const char *t
 /* The detector that runs: its name, version and description. */
 void tide_status_detector(tide_status_block_t *st, const char *name, const char *version,
                           const char *description);
+/* The detector's topology, as JSON ("" when it does not fit the block). */
+void tide_status_topology(tide_status_block_t *st, const char *json);
 /* A reload validated (version) or was refused (error). */
 void tide_status_reload(tide_status_block_t *st, const char *version, const char *error);
 

@@ -51,6 +51,7 @@ typedef struct tide_detector {
     char name[128];      /* the detector's name once known, else from the path */
     char version[32];    /* of the running code */
     char description[512]; /* the running code's description */
+    char topology[16384];  /* the running code's topology, JSON ("" unknown) */
     tide_det_state_t state;
     pid_t pid;           /* the worker, 0 when none */
     tide_status_block_t *st;   /* the worker's shared status, NULL when none */
@@ -466,6 +467,7 @@ static void follow(sv_state_t *s, tide_detector_t *d) {
     if (st->detector[0]) snprintf(d->name, sizeof(d->name), "%s", st->detector);
     if (st->version[0]) snprintf(d->version, sizeof(d->version), "%s", st->version);
     snprintf(d->description, sizeof(d->description), "%s", st->description);
+    snprintf(d->topology, sizeof(d->topology), "%s", st->topology);
     /* a worker that has loaded the version on trial has validated it */
     if (d->trial == TRIAL_SPAWN && st->version[0]) accept_trial(d);
     follow_reloads(d);
@@ -714,6 +716,7 @@ static void fill_detector(tide_admin_detector_t *o, const tide_detector_t *d, in
     snprintf(o->path, sizeof(o->path), "%s", d->path);
     memcpy(o->version, d->version, sizeof(o->version));
     memcpy(o->description, d->description, sizeof(o->description));
+    memcpy(o->topology, d->topology, sizeof(o->topology));
     o->state = d->state;
     o->pid = (int32_t)d->pid;
     o->started_ms = d->started_ms;

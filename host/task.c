@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "global.h"
 #include "log.h"
 #include "restore.h"
 #include "store.h"
@@ -35,7 +36,8 @@ struct tide_tasks {
     tide_tasks_cb_t cb;
     tide_task_t *t;
     int n, cap;
-    char **changelogs; /* per store: <application.id>.<detector>-<store>-changelog */
+    char **changelogs; /* per store: <application.id>.<detector>-<store>-changelog;
+                        * NULL for a global table's store (its topic is its log) */
     int n_changelogs;
     tide_store_db_t *db; /* RocksDB stores, NULL when none */
     char state_dir[4096]; /* <state.dir>/<application.id>/<detector> */
@@ -43,6 +45,7 @@ struct tide_tasks {
     tide_checkpoint_t checkpoint;
     tide_restorer_t *restorer;
     int unsaved;              /* the checkpoint in memory is ahead of the file */
+    tide_globals_t *globals;  /* the global tables in the database, NULL: none */
     int64_t round_started_ms; /* the restore round under way began, 0: none */
     uint64_t round_records;   /* the restorer's total when it began */
 };
@@ -55,10 +58,19 @@ static int name_changelogs(tide_tasks_t *t) {
     if (!t->changelogs) return -1;
     t->n_changelogs = d->n_stores;
     for (int s = 0; s < d->n_stores; s++)
-        if (asprintf(&t->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
+        if (!d->store_global[s] &&
+            asprintf(&t->changelogs[s], "%s.%s-%s-changelog", app, d->name, d->store_names[s]) < 0)
             return -1;
     return 0;
 }
+
+const char *tide_tasks_state_dir(const tide_tasks_t *t) {
+    return t->db ? t->state_dir : NULL;
+}
+
+void *tide_tasks_db(const tide_tasks_t *t) { return t->db; }
+
+void tide_tasks_set_globals(tide_tasks_t *t, tide_globals_t *g) { t->globals = g; }
 
 tide_tasks_t *tide_tasks_new(const tide_tasks_opts_t *o, char **errp) {
     tide_tasks_t *t = calloc(1, sizeof(*t));
@@ -162,7 +174,7 @@ void tide_tasks_mark(tide_tasks_t *t) {
     for (int i = 0; i < t->n; i++) {
         if (!t->t[i].ready) continue;
         for (int s = 0; s < d->n_stores; s++) {
-            if (d->store_memory[s]) continue;
+            if (d->store_memory[s] || d->store_global[s]) continue;
             int64_t off = t->cb.acked(t->cb.ud, s, t->t[i].partition);
             if (off < 0 || off + 1 <= tide_checkpoint_get(&t->checkpoint, d->store_names[s],
                                                           t->t[i].partition))
@@ -173,13 +185,16 @@ void tide_tasks_mark(tide_tasks_t *t) {
     }
 }
 
-int tide_tasks_unsaved(const tide_tasks_t *t) { return t->unsaved; }
+int tide_tasks_unsaved(const tide_tasks_t *t) {
+    return t->unsaved || (t->globals && tide_globals_unsaved(t->globals));
+}
 
 int tide_tasks_checkpoint(tide_tasks_t *t) {
-    if (!t->db || !t->unsaved) return 0;
+    if (!t->db || !tide_tasks_unsaved(t)) return 0;
     char *err = NULL;
     if (tide_store_flush(t->db, &err) ||
-        tide_checkpoint_save(&t->checkpoint, t->checkpoint_path, &err)) {
+        (t->unsaved && tide_checkpoint_save(&t->checkpoint, t->checkpoint_path, &err)) ||
+        (t->globals && tide_globals_checkpoint(t->globals, &err))) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state checkpoint failed: %s", err);
         free(err);
         return -1;
@@ -265,7 +280,8 @@ tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t p, int64_t stream_ti
     int i = t->n++;
     t->t[i] = (tide_task_t){p, 0, stream_time};
     int failed = 0;
-    for (int s = 0; s < t->info->n_stores && t->restorer; s++) failed |= restore_store(t, s, p);
+    for (int s = 0; s < t->info->n_stores && t->restorer; s++)
+        if (!t->info->store_global[s]) failed |= restore_store(t, s, p); /* global: not a task's */
     if (failed) return TIDE_TASK_FAILED;
     return ready_or_restoring(t, i);
 }
@@ -354,6 +370,8 @@ void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t
     if (t->db && tide_store_commit(t->db, &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "state commit: %s", err);
         free(err);
+    } else if (t->globals) {
+        tide_globals_committed(t->globals); /* what they applied is in RocksDB now */
     }
 }
 
@@ -366,6 +384,8 @@ tide_rollback_t tide_tasks_rollback(tide_tasks_t *t) {
     if (!t->db) return TIDE_ROLLBACK_EXACT;
     int spilled = tide_store_uncommitted_spilled(t->db);
     tide_store_rollback(t->db, -1);
+    /* the global tables' writes since the commit went too: read them again */
+    if (t->globals) tide_globals_rollback(t->globals);
     if (!spilled) return TIDE_ROLLBACK_EXACT;
     /* RocksDB holds writes the commit never covered: every task is rebuilt
      * from its changelog (whose uncommitted records a read_committed
@@ -374,6 +394,7 @@ tide_rollback_t tide_tasks_rollback(tide_tasks_t *t) {
              "from its changelog");
     for (int i = 0; i < t->n; i++) {
         for (int s = 0; s < t->info->n_stores; s++) {
+            if (t->info->store_global[s]) continue; /* not a task's */
             if (!t->info->store_memory[s]) store_wipe(t, s, t->t[i].partition);
             tide_checkpoint_set(&t->checkpoint, t->info->store_names[s], t->t[i].partition, 0);
         }
@@ -390,7 +411,8 @@ void tide_tasks_rebuild(tide_tasks_t *t) {
     for (int i = 0; i < t->n; i++) {
         t->t[i].ready = 0;
         if (t->restorer) tide_restorer_remove(t->restorer, t->t[i].partition);
-        for (int s = 0; s < t->info->n_stores && t->restorer; s++) restore_store(t, s, t->t[i].partition);
+        for (int s = 0; s < t->info->n_stores && t->restorer; s++)
+            if (!t->info->store_global[s]) restore_store(t, s, t->t[i].partition);
         ready_or_restoring(t, i);
     }
 }

@@ -54,6 +54,15 @@ tide_tasks_t *tide_tasks_new(const tide_tasks_opts_t *o, char **errp);
 void *tide_tasks_open_db(void *tasks, const char *name, char **errp);
 /* Store s's changelog topic, and how many there are (one per store). */
 char *const *tide_tasks_changelogs(const tide_tasks_t *t, int *n);
+/* <state.dir>/<application.id>/<detector>, once the database is open, else
+ * NULL (the global tables keep their checkpoint there). */
+const char *tide_tasks_state_dir(const tide_tasks_t *t);
+/* The store database (a tide_store_db_t), NULL before it is open. */
+void *tide_tasks_db(const tide_tasks_t *t);
+/* The global tables whose stores live in the database: their writes commit,
+ * roll back and are checkpointed with the tasks' (see global.h). */
+struct tide_globals;
+void tide_tasks_set_globals(tide_tasks_t *t, struct tide_globals *g);
 /* Start restoring: the restorer and its consumer (only with stores). */
 int tide_tasks_open_restorer(tide_tasks_t *t, char **errp);
 /* The detector's shape (borrowed from its runtime): at the load, then each

@@ -144,8 +144,12 @@ static int produce_parse(int argc, char **argv, produce_args_t *a) {
 }
 
 static rd_kafka_t *make_producer(const produce_args_t *a, produce_run_t *pr) {
+    /* murmur2, as the worker's producer and the Java client: a key lands on
+     * the partition a repartition topic or a foreign-key join would send it
+     * to, so that records tide writes meet the records written here. */
     const char *defaults[] = {"linger.ms", "20", "enable.idempotence", "true",
-                              "queue.buffering.max.messages", "1000000", NULL};
+                              "queue.buffering.max.messages", "1000000",
+                              "partitioner", "murmur2_random", NULL};
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", a->bootstrap, err, sizeof(err));

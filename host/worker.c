@@ -30,6 +30,7 @@
 
 #include "commit.h"
 #include "devbroker.h"
+#include "global.h"
 #include "group.h"
 #include "log.h"
 #include "produce.h"
@@ -66,6 +67,7 @@ typedef enum tide_step {
     TIDE_STEP_RENAMED, /* a reload renamed the detector */
     TIDE_STEP_FENCED,  /* another instance took over the producer or the group generation */
     TIDE_STEP_FAILED,  /* the worker must end; the reason is logged */
+    TIDE_STEP_STOPPED_EARLY, /* asked to stop before it joined its group */
 } tide_step_t;
 
 typedef struct tide_worker tide_worker_t;
@@ -95,6 +97,7 @@ struct tide_worker {
     tide_producer_t *producer;
     tide_committer_t *committer;
     tide_records_t *records;
+    tide_globals_t *globals; /* the global tables, NULL when none */
     tide_status_block_t *st; /* shared with the supervisor, or private */
     tide_job_t jobs[N_JOBS];
     int eos;
@@ -130,6 +133,7 @@ static void end_for(tide_worker_t *w, tide_step_t s) {
     case TIDE_STEP_RENAMED: worker_end(w, TIDE_WORKER_RENAMED); break;
     case TIDE_STEP_FENCED: worker_end(w, TIDE_WORKER_FENCED); break;
     case TIDE_STEP_FAILED: worker_end(w, TIDE_WORKER_FAILED); break;
+    case TIDE_STEP_STOPPED_EARLY: worker_end(w, TIDE_WORKER_DONE); break;
     }
 }
 
@@ -431,8 +435,17 @@ static tide_step_t job_trim(tide_worker_t *w, int64_t now) {
     return TIDE_STEP_OK;
 }
 
+/* Waiting for the broker: a commit that waits for it, or librdkafka finding
+ * none up (an idle worker commits nothing, but is not ready either). */
+static void broker_watch(tide_worker_t *w) {
+    int64_t a = tide_committer_waiting_since(w->committer);
+    int64_t b = tide_group_unreachable_since(w->group);
+    w->st->broker_waiting_since_ms = a && b ? (a < b ? a : b) : a ? a : b;
+}
+
 static tide_step_t job_lag(tide_worker_t *w, int64_t now) {
     (void)now;
+    broker_watch(w);
     w->st->lag = tide_group_lag(w->group);
     w->st->dropped_late = tide_runtime_dropped_late(w->rt);
     return TIDE_STEP_OK;
@@ -507,9 +520,22 @@ static tide_step_t run_jobs(tide_worker_t *w) {
 /* ---------------------------------------------------------------- topics */
 
 static int detector_topics(const tide_worker_t *w, tide_topic_req_t *out, int max) {
-    int n_changelogs;
-    char *const *changelogs = tide_tasks_changelogs(w->tasks, &n_changelogs);
-    return tide_topics_of(w->o->config, w->info, w->dlq, changelogs, n_changelogs, out, max);
+    int n_all, n = 0;
+    char *const *all = tide_tasks_changelogs(w->tasks, &n_all);
+    char *changelogs[TIDE_TOPICS_MAX]; /* (a global table's store has none: NULL) */
+    for (int i = 0; i < n_all && n < TIDE_TOPICS_MAX; i++)
+        if (all[i]) changelogs[n++] = all[i];
+    return tide_topics_of(w->o->config, w->info, w->dlq, changelogs, n, out, max);
+}
+
+/* The same, and the topics of the global tables: what a development broker
+ * must hold (on any other, a global table's topic is the user's to make). */
+static int dev_topics(const tide_worker_t *w, tide_topic_req_t *out, int max) {
+    int n = detector_topics(w, out, max);
+    for (int s = 0; s < w->info->n_stores && n < max; s++)
+        if (w->info->store_global[s])
+            out[n++] = (tide_topic_req_t){.name = w->info->store_global[s], .kind = TIDE_TOPIC_SOURCE};
+    return n;
 }
 
 /* On a broker that does not create our topics itself (a real Kafka, or a
@@ -537,7 +563,7 @@ static void declare_topics(tide_worker_t *w) {
     if (!w->o->await_topics) return;
     st->topics_ready = 0;
     tide_topic_req_t t[TIDE_STATUS_TOPICS];
-    int n = detector_topics(w, t, TIDE_STATUS_TOPICS);
+    int n = dev_topics(w, t, TIDE_STATUS_TOPICS);
     for (int i = 0; i < n; i++) snprintf(st->declared[i], sizeof(st->declared[0]), "%s", t[i].name);
     __atomic_store_n(&st->n_declared, n, __ATOMIC_RELEASE);
     for (int i = 0; i < 300 && !__atomic_load_n(&st->topics_ready, __ATOMIC_ACQUIRE); i++) {
@@ -550,7 +576,7 @@ static void declare_topics(tide_worker_t *w) {
 static void create_dev_topics(tide_worker_t *w) {
     if (!w->o->dev) return;
     tide_topic_req_t t[TIDE_TOPICS_MAX];
-    int n = detector_topics(w, t, TIDE_TOPICS_MAX);
+    int n = dev_topics(w, t, TIDE_TOPICS_MAX);
     char *err = NULL;
     for (int i = 0; i < n; i++) {
         if (!tide_devbroker_create_topic(w->o->dev, t[i].name, 0, &err)) continue;
@@ -594,7 +620,9 @@ static tide_runtime_t *open_runtime(tide_worker_t *w, char **errp) {
 static int same_stores(const tide_detector_info_t *a, const tide_detector_info_t *b) {
     if (a->n_stores != b->n_stores) return 0;
     for (int i = 0; i < a->n_stores; i++)
-        if (strcmp(a->store_names[i], b->store_names[i]) || a->store_memory[i] != b->store_memory[i])
+        if (strcmp(a->store_names[i], b->store_names[i]) || a->store_memory[i] != b->store_memory[i] ||
+            !a->store_global[i] != !b->store_global[i] ||
+            (a->store_global[i] && strcmp(a->store_global[i], b->store_global[i])))
             return 0;
     return 1;
 }
@@ -679,6 +707,7 @@ static tide_step_t reload(tide_worker_t *w) {
     tide_records_policy(w->records, ni->on_error);
     tide_status_reload(w->st, ni->version, NULL);
     tide_status_detector(w->st, ni->name, ni->version, ni->description);
+    tide_status_topology(w->st, ni->topology);
     w->st->state = TIDE_WS_RUNNING;
     return s;
 }
@@ -721,6 +750,7 @@ static tide_worker_exit_t open_detector(tide_worker_t *w) {
     tide_json_str(v, sizeof(v), w->info->version, strlen(w->info->version));
     tide_logkv(TIDE_LOG_INFO, TIDE_AT_NONE, "detector loaded", "version", v, (char *)NULL);
     tide_status_detector(w->st, w->info->name, w->info->version, w->info->description);
+    tide_status_topology(w->st, w->info->topology);
     tide_records_policy(w->records, w->info->on_error);
     return TIDE_WORKER_RUNNING;
 }
@@ -818,7 +848,39 @@ static void warn_if_mock(tide_worker_t *w) {
     if (id) rd_kafka_mem_free(NULL, id);
 }
 
-/* The topics, the producer, the committer, the restorer and the group. */
+/* The detector's global tables, read to their end before it joins its group
+ * (see global.h); their store writes commit and roll back with the tasks'.
+ * 0, 1 when asked to stop meanwhile, -1 failed. */
+static int open_globals(tide_worker_t *w) {
+    const tide_detector_info_t *d = w->info;
+    tide_global_spec_t specs[64];
+    int n = 0;
+    for (int s = 0; s < d->n_stores && n < 64; s++)
+        if (d->store_global[s]) specs[n++] = (tide_global_spec_t){d->store_global[s], s, d->store_names[s]};
+    if (!n) return 0;
+    char path[4300], *err = NULL;
+    const char *dir = tide_tasks_state_dir(w->tasks); /* (a global table is in RocksDB) */
+    if (!dir) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "global tables need the store database");
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/global-checkpoint", dir);
+    w->globals = tide_globals_open(w->o->config, w->o->bootstraps, tide_tasks_db(w->tasks), path,
+                                   specs, n, &err);
+    tide_global_result_t r = w->globals ? tide_globals_bootstrap(w->globals, w->o->stop, &err)
+                                        : TIDE_GLOBAL_FAILED;
+    if (r == TIDE_GLOBAL_OK) {
+        tide_tasks_set_globals(w->tasks, w->globals);
+        return 0;
+    }
+    if (r == TIDE_GLOBAL_STOPPED) return 1;
+    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err ? err : "global tables: out of memory");
+    free(err);
+    return -1;
+}
+
+/* The topics, the producer, the committer, the restorer, the global tables
+ * and the group. */
 static tide_step_t connect_kafka(tide_worker_t *w) {
     char *err = NULL;
     snprintf(w->dlq, sizeof(w->dlq), "%s.%s-dlq",
@@ -835,6 +897,9 @@ static tide_step_t connect_kafka(tide_worker_t *w) {
     }
     tide_step_t s = w->eos ? init_transactions(w) : TIDE_STEP_OK;
     if (s != TIDE_STEP_OK) return s;
+    int g = open_globals(w);
+    if (g > 0) return TIDE_STEP_STOPPED_EARLY;
+    if (g < 0) return TIDE_STEP_FAILED;
     /* (The group calls back into the committer only while it polls.) */
     if (open_group(w)) return TIDE_STEP_FAILED;
     tide_committer_opts_t co = {
@@ -867,6 +932,12 @@ static tide_step_t pass(tide_worker_t *w) {
         tide_tasks_poll(w->tasks, 10);
         w->last_record_ms = tide_mono_ms(); /* restoring is not idle */
         settle(w);
+    }
+    char *err = NULL;
+    if (w->globals && tide_globals_poll(w->globals, &err) != TIDE_GLOBAL_OK) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "global tables: %s", err ? err : "failed");
+        free(err);
+        return TIDE_STEP_FAILED;
     }
     fetch(w, restoring);
     tide_step_t s = TIDE_STEP_OK;
@@ -969,6 +1040,7 @@ static void worker_free(tide_worker_t *w) {
     tide_committer_free(w->committer);
     tide_producer_free(w->producer);
     tide_runtime_close(w->rt);
+    tide_globals_free(w->globals);
     tide_tasks_free(w->tasks);
     tide_records_free(w->records);
     if (!w->o->status) tide_status_unmap(w->st);

@@ -32,6 +32,7 @@
 ---@field on_task? fun(ctx: tide.Ctx, partition: integer, assigned: boolean) a task (input partition) starts or stops
 ---@field stream_time_topics? table<string, boolean> the inputs whose timestamps advance stream time (default: all)
 ---@field timestamps? table<string, fun(value: any, key: any): number> event time (ms) taken from a topic's records
+---@field dsl? table set by the DSL (tide.topology): what the script was compiled from
 
 --- A function called on a schedule, for each task (input partition).
 ---@class tide.Punctuator

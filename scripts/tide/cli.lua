@@ -1,4 +1,4 @@
---- `tide test` and `tide replay`: a detector run through the test driver
+--- `tide test`, `tide replay` and `tide describe`: a detector run through the test driver
 --- (tide.testing) over records from a JSON-lines file or from a topic; what
 --- it emitted is printed as JSON lines, or compared with an expectation or
 --- with another version of the detector.
@@ -562,6 +562,16 @@ end
 -- Commands -------------------------------------------------------------------------
 
 local USAGE = {
+  describe = [[
+usage: tide describe DETECTOR [--json] [--application-id ID]
+Prints DETECTOR's topology as Kafka Streams' Topology#describe() does: its
+sub-topologies (the parts a repartition topic separates), each made of
+sources (the topics read), processors (with the stores they use) and sinks
+(the topics written); global tables in sub-topologies of their own; then the
+stores and the internal topics (changelogs, repartition topics, named after
+ID, default "tide"). --json prints the same as one JSON object. Nothing is
+run and no broker is needed. Exit 2: bad command line, detector refused at
+load.]],
   test = [[
 usage: tide test DETECTOR --input IN.jsonl [--expect OUT.jsonl] [--schemas DIR]
 Runs DETECTOR (a .lua file or a folder with init.lua) through the test driver,
@@ -607,7 +617,9 @@ local function parse(args, options, usage)
   local i = 1
   while i <= #args do
     local a, kind = args[i], options[args[i]]
-    if kind then
+    if kind == "flag" then
+      o[a] = true
+    elseif kind then
       i = i + 1
       if args[i] == nil then refuse(a .. " needs a value\n" .. usage) end
       if kind == "list" then
@@ -750,12 +762,38 @@ function commands.replay(args, host)
   return (broke_limits(res) or broke_limits(res_base)) and LIMIT or code
 end
 
+--- `tide describe DETECTOR`: the topology, loaded and compiled, never run.
+function commands.describe(args)
+  local path, o = parse(args, { ["--json"] = "flag", ["--application-id"] = "value" }, USAGE.describe)
+  local app = o["--application-id"] or "tide"
+  -- loading runs the script: within the limits it has live, as tide test's
+  local core = require("tide.core")
+  local defaults = core.limits()
+  local guard = core.guard({ memory = limits.memory or defaults.memory,
+    timeout_ms = limits.timeout_ms or defaults.timeout_ms, label = path })
+  local ok, spec_or_err, err = pcall(guard.call, guard, require("tide.detector").load, path,
+    { application_id = app, print = function() end })
+  if not ok then refuse(errors.describe(spec_or_err)) end
+  local spec = spec_or_err
+  if not spec then refuse(tostring(err)) end
+  local describe = require("tide.describe")
+  local desc = spec.dsl and spec.dsl.topology or describe.of_detector(spec, function(store)
+    return ("%s.%s-%s-changelog"):format(app, spec.name, store)
+  end)
+  if o["--json"] then
+    io.stdout:write(serde.json.encode(desc), "\n")
+  else
+    io.stdout:write(describe.text(desc))
+  end
+  return SAME
+end
+
 local function internal_error(e)
   if getmetatable(e) == Refusal then return e end
   return debug.traceback(errors.describe(e), 2)
 end
 
---- `tide <command> args...` for command "test" or "replay"; returns the exit
+--- `tide <command> args...` for command "test", "replay" or "describe"; returns the exit
 --- code. host.read_topic(bootstrap, topic, ranges) -> records | nil, msg is
 --- the host's topic reader (bindings/runtime.c).
 ---@param command string

@@ -45,12 +45,11 @@ local function copy_list(t)
   return c
 end
 
-local STORE_FIELDS = { "kind", "memory", "size", "grace", "retention", "session" }
 local function copy_stores(stores)
   local c = {}
   for name, decl in pairs(stores) do
     local d = {}
-    for _, f in ipairs(STORE_FIELDS) do d[f] = rawget(decl, f) end
+    for k, v in next, decl do d[k] = v end -- raw: no metamethod of the detector's runs
     c[name] = d
   end
   return c
@@ -153,16 +152,17 @@ function M.load_source(source, path, opts, dir, open)
   if dir then
     sopts.require = function(name) return req(name) end
   end
-  local env = sandbox.env(opts.tide or require("tide"), sopts)
+  -- the DSL's entry points (tide.stream, ...) build into this load's own builder
+  local builder = dsl.builder()
+  local env = sandbox.env(dsl.bind(opts.tide or require("tide"), builder), sopts)
   if dir then req = folder_require(dir, env, sources, open or opener(dir)) end
   if source:byte(1) == 27 then
     return nil, path .. ":1: precompiled bytecode is not accepted; deploy the .lua source"
   end
   local chunk, err = load(source, "@" .. path, "t", env)
   if not chunk then return nil, err end
-  dsl.begin()
   local ok, det, trace = errors.call(chunk)
-  local built = dsl.finish()
+  local built = dsl.finish(builder)
   if not ok then
     -- a misused API already names the detector's line: no traceback
     if errors.is(det) and rawget(det, "class") == errors.USAGE then
@@ -188,7 +188,21 @@ function M.load_source(source, path, opts, dir, open)
     for _, text in ipairs(spec.schema_texts) do sources[#sources + 1] = text end
     spec.version = M.version(table.concat(sources, "\0"))
   end
+  if spec then spec.topology = M.topology(spec, opts.application_id) end
   return spec, verr
+end
+
+--- What `tide describe --json` prints and the status page draws: the DSL's
+--- topology, or a hand-written detector's one processor, as JSON text.
+---@param spec table a validated detector
+---@param application_id? string names the changelogs (default "tide")
+---@return string
+function M.topology(spec, application_id)
+  local describe = require("tide.describe")
+  local t = spec.dsl and spec.dsl.topology or describe.of_detector(spec, function(store)
+    return ("%s.%s-%s-changelog"):format(application_id or "tide", spec.name, store)
+  end)
+  return require("tide.serde").json.encode(t)
 end
 
 return M

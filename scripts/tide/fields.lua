@@ -249,6 +249,8 @@ M.list = {
     doc = "{ topic = true }: the inputs whose timestamps advance stream time (default: all)" },
   { name = "timestamps", type = "table",
     doc = "{ topic = function(value, key) -> ms }: event time taken from the record" },
+  { name = "dsl", type = "table",
+    doc = "set by the DSL (tide.topology): what the script was compiled from, { topology = its description }" },
 }
 
 M.by_name = {}
@@ -292,7 +294,9 @@ end
 
 --- What the host learns of a loaded detector (bindings/runtime.c reads
 --- these names, and refuses a table with others): kind "string", "list"
---- (of strings), "count", or "stores" ({ { name, memory, kind } } in id order).
+--- (of strings), "count", or "stores" ({ { name, memory, kind, global } } in
+--- id order: global, a global table's topic). topology: the detector's
+--- description as JSON (tide describe --json), for the status page.
 M.info = {
   { name = "name", kind = "string" },
   { name = "version", kind = "string" },
@@ -302,6 +306,7 @@ M.info = {
   { name = "on_error", kind = "string" },
   { name = "stores", kind = "stores" },
   { name = "punctuators", kind = "count" },
+  { name = "topology", kind = "string" },
 }
 
 return M

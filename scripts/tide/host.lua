@@ -22,7 +22,7 @@ local function info(spec, d)
     if f.kind == "stores" then
       v = {}
       for i, e in ipairs(d.stores) do
-        v[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind }
+        v[i] = { name = e.name, memory = e.decl.memory, kind = e.decl.kind, global = e.decl.global }
       end
     elseif f.kind == "count" then
       v = #v

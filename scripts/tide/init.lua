@@ -23,11 +23,21 @@ local dsl = require("tide.dsl")
 local windows = require("tide.windows")
 
 --- A stream of a topic's records: tide.stream("events", "json").
+---@type fun(topic: string|string[], opts?: string|{ key?: string, value?: string, timestamp?: fun(value: any, key: any): number, name?: string }): tide.Stream
 M.stream = dsl.stream
 --- A table from a topic (latest value per key): tide.table("users", { value = "json" }).
+---@type fun(topic: string, opts?: string|{ key?: string, value?: string, name?: string, memory?: boolean }): tide.Table
 M.table = dsl.table
+--- A table every worker holds in full, for streams to join through a key
+--- mapper: tide.global_table("rates", { value = "json" }).
+---@type fun(topic: string, opts?: string|{ key?: string, value?: string, name?: string }): tide.GlobalTable
+M.global_table = dsl.global_table
 --- Detector options of a DSL script: return tide.topology{ name = ..., description = ... }.
+---@type fun(opts: { name?: string, description?: string, on_error?: string, serde?: string, key_serde?: string, init?: function, close?: function, stores?: table, punctuate?: table }): table
 M.topology = dsl.topology
+--- The window of a stream-stream join: tide.join_window{ before =, after =, grace = }
+--- (or within = for both before and after).
+M.join_window = windows.join_window
 --- Windows for windowed_by: tumbling{ size, grace }, hopping{ size, advance, grace },
 --- session{ gap, grace }, sliding{ size, grace }.
 M.tumbling = windows.tumbling

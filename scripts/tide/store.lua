@@ -40,6 +40,21 @@ function M.kv(opts)
   return { kind = "kv", memory = opts.memory and true or false }
 end
 
+--- The partition a global table's store keeps its rows under: one key space
+--- for the whole topic, apart from every task's (a task is an input
+--- partition, and no topic has this many).
+M.GLOBAL_PARTITION = 2147483647
+
+--- Declare the store of a global table (tide.global_table): it holds the
+--- topic's records as they are (raw key and value bytes, tombstones delete),
+--- written by the host from the topic itself, never by the detector, and
+--- has no changelog. Reads decode with the topic's serdes.
+---@param opts { topic: string, key?: string, value?: string }
+function M.global(opts)
+  return { kind = "kv", memory = false, global = opts.topic,
+    key_serde = opts.key or "string", value_serde = opts.value or "string" }
+end
+
 --- Declare a windowed store of tumbling windows: size, grace (how late a
 --- record may still update its window) and retention (how long windows are
 --- kept; default size + grace).
@@ -78,10 +93,19 @@ local function encode(v, what)
 end
 M.encode = encode
 
-local function decode(s)
+--- A value kept with its timestamp (the DSL's joined tables): 't', the time
+--- in 8 bytes, then the value as encode() makes it.
+local function encode_timed(v, ts, what)
+  return "t" .. M.u64(ts) .. encode(v, what)
+end
+
+local decode
+--- The value and, when it was kept with one, its timestamp.
+function decode(s)
   if s == nil then return nil end
   local tag = s:byte(1)
   if tag == 115 then return s:sub(2) end -- 's'
+  if tag == 116 then return decode(s:sub(10)), M.read_u64(s, 2) end -- 't'
   local c = s:byte(2)
   if c and (c == 45 or (c >= 48 and c <= 57)) then -- '-' or a digit: a number
     local n = tonumber(s:sub(2))
@@ -274,17 +298,29 @@ local function decoded(it)
 end
 
 --- The object of a key-value store (tide.KvStore) over `backend`; task()
---- is the current task, `what` names the store in errors.
-local function kv_store(backend, task, what)
+--- is the current task, `what` names the store in errors. A store that
+--- keeps times (`timed`: the DSL's joined tables) keeps each value's time.
+local function kv_store(backend, task, what, timed)
   return {
     --- The value of key, or nil.
     get = function(_, k)
+      return (decode(backend.get(task(), check_key(k, what .. ":get"))))
+    end,
+    --- The value of key and the time it was put with (nil when none was).
+    get_timed = function(_, k)
       return decode(backend.get(task(), check_key(k, what .. ":get")))
     end,
-    --- Set key to value (nil deletes).
-    put = function(_, k, v)
+    --- Set key to value (nil deletes); a store that keeps times keeps ts
+    --- (the record's time) with it.
+    put = function(_, k, v, ts)
       k = check_key(k, what .. ":put")
-      if v == nil then backend.delete(task(), k) else backend.put(task(), k, encode(v, what .. ":put")) end
+      if v == nil then
+        backend.delete(task(), k)
+      elseif timed and ts and ts >= 0 then
+        backend.put(task(), k, encode_timed(v, ts, what .. ":put"))
+      else
+        backend.put(task(), k, encode(v, what .. ":put"))
+      end
     end,
     delete = function(_, k)
       backend.delete(task(), check_key(k, what .. ":delete"))
@@ -368,6 +404,34 @@ local function window_store(backend, decl, env, what)
   }
 end
 
+--- The object of a global table's store: reads only; the rows are the
+--- topic's raw records, decoded with its serdes on the way out.
+function M.global_store(decl, backend, api, what)
+  local P = M.GLOBAL_PARTITION
+  local kenc = serde.new(decl.key_serde, api).encode
+  local vdec = serde.new(decl.value_serde, api).decode
+  local function read_only()
+    error(what .. " is a global table's: it is written from its topic " .. decl.global .. " only", 2)
+  end
+  return {
+    global = decl.global,
+    --- The value of the topic's latest record with this key, or nil.
+    get = function(_, k)
+      if k == nil then return nil end
+      local raw = backend.get(P, kenc(k, what .. ":get key"))
+      if raw == nil then return nil end
+      return vdec(raw, #raw, "value of " .. decl.global)
+    end,
+    put = read_only, delete = read_only,
+    --- Apply one record of the topic (raw bytes; a nil value deletes): what
+    --- the host does in C, for the test driver.
+    _apply = function(_, kb, vb)
+      if kb == nil then return end
+      if vb == nil then backend.delete(P, kb) else backend.put(P, kb, vb) end
+    end,
+  }
+end
+
 --- Build ctx.stores for a detector.
 ---@param decls table<string, tide.StoreDecl> the detector's `stores`
 ---@param env { api: any, db: any, sink: any, task: fun(): integer, stream_time: fun(): number }
@@ -391,8 +455,10 @@ function M.open(decls, env)
     end
     local what = "store '" .. name .. "'"
     local s
-    if decl.kind == "kv" then
-      s = kv_store(backend, env.task, what)
+    if decl.global then
+      s = M.global_store(decl, backend, env.api, what)
+    elseif decl.kind == "kv" then
+      s = kv_store(backend, env.task, what, decl.timestamped)
     else
       s = window_store(backend, decl, env, what)
     end

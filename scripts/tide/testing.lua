@@ -38,6 +38,10 @@ local M = {}
 ---@field package failures tide.testing.Failure[]
 ---@field package offsets table<string, integer>
 ---@field package internal table[]
+---@field package path string
+---@field package opts table
+---@field package globals table<string, string> a global table's topic -> its store's name
+---@field package global_log table[] the global tables' records piped, for restart()
 local Driver = {}
 Driver.__index = Driver
 
@@ -55,34 +59,6 @@ Driver.__index = Driver
 ---@field class string DecodeError, ProcessError, MemoryError or TimeoutError
 ---@field message string with the detector's file:line
 ---@field traceback string
-
---- Open the detector inside the driver's guard: load it, lay out its
---- sink, stores and dispatcher, run its init. nil, reason when it does not load.
-local function open(self, path, opts)
-  local spec, err = detector.load(path, {
-    application_id = opts.application_id,
-    print = function(msg) self:_log("info", msg) end,
-  })
-  if not spec then return nil, err end
-  self.spec = spec
-  self.on_error = opts.on_error or spec.on_error
-  -- emits live in C, outside the Lua heap: the sink has the same cap
-  self.sink = core.sink(self.memory)
-  -- RocksDB stores live in a temporary database, removed by close()
-  for _, decl in pairs(spec.stores) do
-    if not decl.memory then
-      self.db_dir = os.tmpname()
-      os.remove(self.db_dir)
-      self.db = assert(core.store_open(self.db_dir))
-      break
-    end
-  end
-  local function log(level, msg) self:_log(level, msg) end
-  self.d = dispatch.new(spec, self.sink:ptr(), log,
-    require("tide.host").serde_options(spec, path, { schemas_dir = opts.schemas }, log, self.db))
-  if spec.init then spec.init(self.d.ctx) end
-  return true
-end
 
 --- Load a detector file and run its init.
 ---
@@ -103,15 +79,63 @@ function M.driver(path, opts)
   local memory = opts.memory or limits.memory
   local timeout = opts.timeout_ms or limits.timeout_ms
   local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
-    changelog = {}, internal = {}, path = path, memory = memory, timeout_ms = timeout,
+    changelog = {}, internal = {}, memory = memory, timeout_ms = timeout,
     guard = core.guard({ memory = memory, timeout_ms = timeout, label = path }) }, Driver)
-  local ok, loaded, err = pcall(self.guard.call, self.guard, open, self, path, opts)
-  if not ok then error(loaded, 0) end
-  if not loaded then error(err, 2) end
+  self.path, self.opts = path, opts
+  local spec, err = self:_guarded_load()
+  if not spec then error(err, 2) end
+  self.on_error = opts.on_error or spec.on_error
+  -- emits live in C, outside the Lua heap: the sink has the same cap
+  self.sink = core.sink(memory)
+  self:_open_db()
+  self.guard:call(self._start, self)
   self.tasks = {}
   self.wall = opts.wall_time or 0
   self:_collect()
   return self
+end
+
+--- _load within the driver's guard: a limit broken while the detector loads
+--- is raised as it is; a detector that does not load gives nil, reason.
+function Driver:_guarded_load()
+  local ok, spec, err = pcall(self.guard.call, self.guard, self._load, self)
+  if not ok then error(spec, 0) end
+  return spec, err
+end
+
+function Driver:_load()
+  local spec, err = detector.load(self.path, {
+    application_id = self.opts.application_id,
+    print = function(msg) self:_log("info", msg) end,
+  })
+  if not spec then return nil, err end
+  self.spec = spec
+  -- the topics of its global tables: topic -> store name
+  self.globals = {}
+  for name, decl in pairs(spec.stores) do
+    if decl.global then self.globals[decl.global] = name end
+  end
+  self.global_log = self.global_log or {}
+  return spec
+end
+
+--- RocksDB stores live in a temporary database, removed by close().
+function Driver:_open_db()
+  for _, decl in pairs(self.spec.stores) do
+    if not decl.memory then
+      self.db_dir = os.tmpname()
+      os.remove(self.db_dir)
+      self.db = assert(core.store_open(self.db_dir))
+      break
+    end
+  end
+end
+
+function Driver:_start()
+  local function log(level, msg) self:_log(level, msg) end
+  self.d = dispatch.new(self.spec, self.sink:ptr(), log, require("tide.host").serde_options(
+    self.spec, self.path, { schemas_dir = self.opts.schemas }, log, self.db))
+  if self.spec.init then self.spec.init(self.d.ctx) end
 end
 
 -- The driver keeps this many log lines; past them it counts what it drops
@@ -201,6 +225,7 @@ end
 ---@param meta? { timestamp?: number, partition?: integer, headers?: table<string, string>, raw?: boolean }
 function Driver:pipe(topic, key, value, meta)
   meta = meta or {}
+  if self.globals[topic] then return self:_pipe_global(topic, key, value, meta) end
   local sd = self.spec.serdes[topic]
   if not sd or not self.spec.inputs_set[topic] then
     error(format("'%s' is not an input of %s (inputs: %s)",
@@ -260,6 +285,56 @@ function Driver:_punctuate()
   if ok then return end
   if not errors.is(err) then error(err, 0) end
   self:_log("error", "punctuators: " .. errors.describe(err))
+end
+
+--- A record of a global table's topic goes into its store, as the host
+--- puts it there from the topic: before the records that come after it.
+function Driver:_pipe_global(topic, key, value, meta)
+  local name = self.globals[topic]
+  local decl = self.spec.stores[name]
+  if not meta.raw then key, value = encode(key, decl.key_serde), encode(value, decl.value_serde) end
+  self.global_log[#self.global_log + 1] = { topic, key, value }
+  self:_apply_global(topic, key, value)
+end
+
+function Driver:_apply_global(topic, key, value)
+  self.d.set_task(0)
+  self.d.ctx.stores[self.globals[topic]]:_apply(key, value)
+  self.sink:clear() -- (no changelog: the topic is the global table's log)
+end
+
+--- Restart the detector as the host does after a crash or a redeploy: its
+--- file is loaded again, its stores are rebuilt from their changelogs (all
+--- that is left of them unless opts.wipe is false, which keeps the local
+--- RocksDB state as a restart on the same machine does) and its global
+--- tables from their topics; each task resumes at the stream time it had.
+---@param opts? { wipe?: boolean }
+function Driver:restart(opts)
+  local wipe = not (opts and opts.wipe == false)
+  local old = self.d
+  local spec, err = self:_guarded_load()
+  if not spec then error(err, 2) end
+  if wipe and self.db then
+    core.store_close(self.db)
+    os.execute("rm -rf '" .. self.db_dir .. "'")
+    self.db = nil
+    self:_open_db()
+  end
+  self.guard:call(self._start, self)
+  for _, e in ipairs(self.changelog) do
+    local entry = self.d.stores[-2 - e.output + 1]
+    if entry.backend.restore then
+      entry.backend.restore(e.partition, e.key, e.value)
+    elseif wipe then
+      if e.value == nil then entry.backend.delete(e.partition, e.key) else entry.backend.put(e.partition, e.key, e.value) end
+    end
+  end
+  if wipe then
+    for _, g in ipairs(self.global_log) do self:_apply_global(g[1], g[2], g[3]) end
+  end
+  self.sink:clear() -- restoring writes no changelog
+  for p in pairs(self.tasks) do self.guard:call(self.d.task, p, true, old.stream_time(p)) end
+  self:_collect()
 end
 
 --- Move the wall clock forward (ms or a duration like "10s") and fire the

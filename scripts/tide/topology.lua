@@ -7,6 +7,7 @@
 --- window_start, window_end), the change of one row. A repartition topic
 --- cuts the graph: its writer emits to the topic and its reader is a source.
 local windows = require("tide.windows")
+local describe = require("tide.describe")
 local fields = require("tide.fields")
 local copy = windows.copy
 
@@ -14,14 +15,26 @@ local M = {}
 
 local function noop() end
 
+--- Call every child with the record. A value that is a table reaches each
+--- child but the last as a copy of its own: an operator that changes its
+--- value in place (map_values adding a field) changes it for its own
+--- branch only, never for a sibling (Kafka Streams asks that values not be
+--- changed; in Lua nothing stops it, so siblings are kept apart). A chain
+--- without branches copies nothing.
 local function fanout(fs)
   local n = #fs
   if n == 0 then return noop end
   if n == 1 then return fs[1] end
   return function(a, b, c, d, e)
-    for i = 1, n do fs[i](a, b, c, d, e) end
+    if type(b) ~= "table" and type(c) ~= "table" then
+      for i = 1, n do fs[i](a, b, c, d, e) end
+      return
+    end
+    for i = 1, n - 1 do fs[i](a, copy(b), copy(c), d, e) end
+    return fs[n](a, b, c, d, e)
   end
 end
+M.fanout = fanout
 
 --- What a value serde accepts, checked before emitting so the error names
 --- the to() that declared the topic.
@@ -153,7 +166,7 @@ end
 
 --- Records with a nil key cannot be grouped: they are dropped, as in Kafka Streams.
 function makers.repartition(n, _, env)
-  local topic, cur = env.internal_topic(n.name), env.cur
+  local topic, cur = env.internal_topic(n.internal), env.cur
   return function(k, v)
     if k ~= nil then cur.ctx:forward(topic, k, v) end
   end
@@ -161,7 +174,7 @@ end
 
 --- A table row changed: its old value leaves its group, its new one joins.
 function makers.table_repartition(n, _, env)
-  local topic, fn, cur = env.internal_topic(n.name), n.fn, env.cur
+  local topic, fn, cur = env.internal_topic(n.internal), n.fn, env.cur
   return function(k, new, old)
     local ctx = cur.ctx
     if old ~= nil then
@@ -179,41 +192,42 @@ local function store_getter(env, name)
   local cur = env.cur
   return function() return cur.ctx.stores[name] end
 end
+M.store_getter = store_getter
 
 function makers.table_source(n, out, env)
-  local get_store = store_getter(env, n.store)
+  local get_store, cur = store_getter(env, n.rows), env.cur
   return function(k, v)
     if k == nil then return end
     local s = get_store()
     local old = s:get(k)
-    s:put(k, v)
+    s:put(k, v, cur.ctx:_emit_time())
     out(k, v, old)
   end
 end
 
 function makers.aggregate(n, out, env)
-  local get_store, init, add = store_getter(env, n.store), n.init, n.add
+  local get_store, init, add, cur = store_getter(env, n.store), n.init, n.add, env.cur
   local w = n.window
   if w and w.kind == "sliding" then
-    return windows.sliding_step(w, env.cur, get_store, init, add, out)
+    return windows.sliding_step(w, cur, get_store, init, add, out, n.adds, n.input)
   elseif w and w.kind == "session" then
-    return windows.session_step(w, env.cur, get_store, init, add, n.merge, out)
+    return windows.session_step(w, cur, get_store, init, add, n.merge, out)
   elseif w then
-    return windows.time_step(w, env.cur, get_store, init, add, out)
+    return windows.time_step(w, cur, get_store, init, add, out)
   end
   return function(k, v)
     if k == nil or v == nil then return end
     local s = get_store()
     local old = s:get(k)
     local new = add(old == nil and init(k) or copy(old), v, k)
-    s:put(k, new)
+    s:put(k, new, cur.ctx:_emit_time())
     out(k, new, old)
   end
 end
 
 --- A grouped table's aggregation: { ["-"] = v } subtracts, { ["+"] = v } adds.
 function makers.table_aggregate(n, out, env)
-  local get_store, init, add, sub = store_getter(env, n.store), n.init, n.add, n.sub
+  local get_store, init, add, sub, cur = store_getter(env, n.store), n.init, n.add, n.sub, env.cur
   return function(k, change)
     if k == nil or type(change) ~= "table" then return end
     local s = get_store()
@@ -221,7 +235,7 @@ function makers.table_aggregate(n, out, env)
     local new = copy(old)
     if change["-"] ~= nil and new ~= nil then new = sub(new, change["-"], k) end
     if change["+"] ~= nil then new = add(new == nil and init(k) or new, change["+"], k) end
-    s:put(k, new)
+    s:put(k, new, cur.ctx:_emit_time())
     out(k, new, old)
   end
 end
@@ -266,17 +280,68 @@ function makers.suppress(n, out, env)
   return step
 end
 
+--- A stream record joined with a table's current row (KStream-KTable).
 function makers.join(n, out, env)
-  local fn, left, cur = n.fn, n.left, env.cur
-  local get_store = store_getter(env, n.table.store)
+  local fn, left = n.fn, n.left
+  local get = env.getter_of(n.table)
   return function(k, v)
     if v == nil then return end -- nothing to join (Kafka Streams drops it too)
     local tv
-    if k ~= nil then tv = get_store():get(k) end
+    if k ~= nil then tv = get(k) end
     if tv == nil and not left then return end
     return out(k, (fn(v, tv, k)))
   end
 end
+
+--- A stream record joined with a global table's row for key_mapper(key,
+--- value) (KStream-GlobalKTable): no co-partitioning, no repartition.
+function makers.global_join(n, out, env)
+  local fn, left, mapper, cur, name = n.fn, n.left, n.mapper, env.cur, n.global.store
+  return function(k, v)
+    if v == nil then return end
+    local gk = mapper(k, v, cur.ctx)
+    local gv
+    if gk ~= nil then gv = cur.ctx.stores[name]:get(gk) end
+    if gv == nil and not left then return end
+    return out(k, (fn(v, gv, k)))
+  end
+end
+
+--------------------------------------------------------------------------------
+-- Reading a table's current row (what joins look up): from the store that
+-- keeps its rows, or derived from one (Kafka Streams' value getters).
+-- A getter returns the row's value and the time it carries (nil: unknown).
+
+local getters = {}
+
+local function rows_getter(env, name)
+  local get_store = store_getter(env, name)
+  return function(k) return get_store():get_timed(k) end
+end
+
+function getters.table_filter(n, env)
+  local parent, fn, cur = env.getter_of(n.parents[1]), n.fn, env.cur
+  return function(k)
+    local v, ts = parent(k)
+    if v ~= nil and fn(k, v, cur.ctx) then return v, ts end
+    return nil
+  end
+end
+
+function getters.table_map_values(n, env)
+  local parent, fn, cur = env.getter_of(n.parents[1]), n.fn, env.cur
+  return function(k)
+    local v, ts = parent(k)
+    if v == nil then return nil end
+    return fn(v, k, cur.ctx), ts
+  end
+end
+M.getters = getters
+
+-- the joins of two streams and of two tables (tide.joins)
+local joins = require("tide.joins")
+for kind, f in pairs(joins.makers) do makers[kind] = f end
+for kind, f in pairs(joins.getters) do getters[kind] = f end
 
 --- Add `t` to `list` unless it is there.
 local function add_unique(list, seen, t)
@@ -286,10 +351,10 @@ local function add_unique(list, seen, t)
   end
 end
 
---- Whether records reaching node n can change a window (before any
---- repartition topic, which starts a subtopology of its own).
+--- Whether records reaching node n can change a window or a stream-stream
+--- join (before any repartition topic, which starts a subtopology of its own).
 local function reaches_window(n)
-  if n.window then return true end
+  if n.window or n.timed then return true end
   for _, c in ipairs(n.children) do
     if reaches_window(c) then return true end
   end
@@ -312,43 +377,6 @@ local function timed_topics(b, internal_topic)
   return any and set or nil
 end
 
---- What a node shows in a topology's one-line description.
-local function label(n)
-  if n.kind == "source" then return n.topic or ("repartition " .. n.internal) end
-  if n.kind == "table_source" then return "table " .. n.topic end
-  if n.kind == "to" then return "to " .. n.topic end
-  if n.kind == "repartition" or n.kind == "table_repartition" then return "repartition " .. n.name end
-  if n.kind == "pass" then return nil end
-  local l = n.op or n.kind:gsub("^table_", "")
-  if n.window and n.kind ~= "suppress" then l = l .. " " .. n.window.kind end
-  if n.store then l = l .. " [" .. n.store .. "]" end
-  return l
-end
-
---- The operators from n on: "a > b > (c > d | e)".
-local function chain(n)
-  local parts = {}
-  local l = label(n)
-  if l then parts[1] = l end
-  local kids = {}
-  for i, c in ipairs(n.children) do kids[i] = chain(c) end
-  if #kids == 1 then
-    parts[#parts + 1] = kids[1]
-  elseif #kids > 1 then
-    parts[#parts + 1] = "(" .. table.concat(kids, " | ") .. ")"
-  end
-  return table.concat(parts, " > ")
-end
-
---- A one-line description of the graph, for the status page when the
---- script gives none: "lines > flat_map_values > repartition words; ...".
-local function describe(b)
-  local parts = {}
-  for i, src in ipairs(b.sources) do parts[i] = chain(src) end
-  return table.concat(parts, "; ")
-end
-M.describe = describe
-
 --- The detector fields a script gave tide.topology{} (tide.fields marks
 --- which it takes), passed on as they are.
 local function passed_on(opts)
@@ -357,6 +385,44 @@ local function passed_on(opts)
     if f.topology then det[f.name] = opts[f.name] end
   end
   return det
+end
+
+--- The environment the makers share: the record being processed (cur), the
+--- hooks run after each record and when a task starts, and the ways to a
+--- node's closure (push_of) and to a table's current rows (getter_of).
+local function environment(b, name, app, opts, serdes)
+  local env = { cur = { ctx = nil, rec = nil }, after_record = {}, on_task = {} }
+  function env.store_getter(store_name) return store_getter(env, store_name) end
+  function env.internal_topic(base) return ("%s.%s-%s-repartition"):format(app, name, base) end
+  function env.changelog(store_name) return ("%s.%s-%s-changelog"):format(app, name, store_name) end
+  function env.value_serde(t)
+    return (serdes[t] and serdes[t].value) or opts.serde or "string"
+  end
+  local pushers = {}
+  function env.push_of(n)
+    local f = pushers[n]
+    if f then return f end
+    local kids = {}
+    for i, c in ipairs(n.children) do kids[i] = env.push_of(c) end
+    f = makers[n.kind](n, fanout(kids), env)
+    pushers[n] = f
+    return f
+  end
+  local got = {}
+  function env.getter_of(t)
+    local f = got[t]
+    if f then return f end
+    if t.rows then
+      f = rows_getter(env, t.rows)
+    else
+      local g = getters[t.kind]
+      if not g then error(("a table made by %s (at %s) keeps no rows to read"):format(t.kind, t.at), 0) end
+      f = g(t, env)
+    end
+    got[t] = f
+    return f
+  end
+  return env
 end
 
 --- The detector table of builder `b`.
@@ -368,22 +434,7 @@ function M.compile(b, default_name, app)
   local name = opts.name or default_name
   local serdes = {}
   for t, sd in pairs(b.serdes) do serdes[t] = sd end
-  local env = { cur = { ctx = nil, rec = nil }, after_record = {}, on_task = {} }
-  function env.internal_topic(n) return ("%s.%s-%s-repartition"):format(app, name, n) end
-  function env.value_serde(t)
-    return (serdes[t] and serdes[t].value) or opts.serde or "string"
-  end
-
-  local pushers = {}
-  function env.push_of(n)
-    local f = pushers[n]
-    if f then return f end
-    local kids = {}
-    for i, c in ipairs(n.children) do kids[i] = env.push_of(c) end
-    f = makers[n.kind](n, fanout(kids), env)
-    pushers[n] = f
-    return f
-  end
+  local env = environment(b, name, app, opts, serdes)
 
   local inputs, outputs, seen_in, seen_out = {}, {}, {}, {}
   local by_topic = {}
@@ -398,7 +449,9 @@ function M.compile(b, default_name, app)
   for _, n in ipairs(b.internal) do
     local t = env.internal_topic(n)
     add_unique(outputs, seen_out, t)
-    serdes[t] = { key = "string", value = "json" }
+    local like = b.internal_keys[n]
+    serdes[t] = { key = like and serdes[like] and serdes[like].key or (like and opts.key_serde) or "string",
+      value = "json" }
   end
   if #inputs == 0 then
     error("the script builds no stream: start with tide.stream(\"topic\") or tide.table(\"topic\")", 0)
@@ -428,10 +481,14 @@ function M.compile(b, default_name, app)
     end
   end
   local det = passed_on(opts)
-  det.name, det.description = name, opts.description or describe(b)
+  det.name, det.description = name, opts.description or describe.summary(b)
   det.inputs, det.outputs, det.serdes, det.stores = inputs, outputs, serdes, b.stores
   det.process, det.on_task, det.stream_time_topics = process, on_task, timed
   det.timestamps = next(b.timestamps) and b.timestamps or nil
+  det.dsl = {
+    topology = describe.of_builder(b, { detector = name, internal_topic = env.internal_topic,
+      changelog = env.changelog }),
+  }
   return det
 end
 

@@ -70,8 +70,49 @@ end
 
 local kinds = { tumbling = true, hopping = true, session = true, sliding = true }
 
+---@class tide.Window a window for windowed_by: tumbling, hopping, session or sliding
+---@field kind string
+---@field size? number ms
+---@field advance? number ms
+---@field gap? number ms
+---@field grace number ms
+
 function M.is_window(w)
   return type(w) == "table" and kinds[w.kind] == true
+end
+
+---@class tide.JoinWindow how far apart in time two records of a stream-stream join may be
+---@field kind "join"
+---@field before number ms: how much earlier a right record may be than the left one
+---@field after number ms: how much later
+---@field grace number ms: how late a record may arrive
+
+--- The window of a stream-stream join: a left record at t joins the right
+--- records at [t - before, t + after] (Kafka Streams' JoinWindows);
+--- `within` sets both. A record arriving once its window closed, when
+--- stream time reached t + after + grace (a right record's: t + before +
+--- grace), is late: dropped, and counted.
+---   tide.join_window{ within = "10m", grace = "1m" }
+---@param opts { before?: string|number, after?: string|number, within?: string|number, grace?: string|number }
+---@return tide.JoinWindow
+function M.join_window(opts)
+  if type(opts) ~= "table" then usage("tide.join_window{ before = \"10m\", after = \"10m\", grace = \"1m\" } expected") end
+  for k in pairs(opts) do
+    if k ~= "before" and k ~= "after" and k ~= "within" and k ~= "grace" then
+      usage(("tide.join_window: unknown option '%s' (known: before, after, within, grace)"):format(tostring(k)))
+    end
+  end
+  local within = opts.within ~= nil and duration(opts.within, "join window within") or nil
+  local before = opts.before ~= nil and duration(opts.before, "join window before") or within
+  local after = opts.after ~= nil and duration(opts.after, "join window after") or within
+  if before == nil or after == nil then
+    usage("tide.join_window: give before and after (how far apart two records may be), or within for both")
+  end
+  return { kind = "join", before = before, after = after, grace = duration(opts.grace or 0, "grace") }
+end
+
+function M.is_join_window(w)
+  return type(w) == "table" and w.kind == "join"
 end
 
 --- The window store declaration that keeps a windowed aggregation.
@@ -99,7 +140,7 @@ end
 
 --- A record without a timestamp (-1) has no window: it fails, and goes to
 --- the dead letters with the reason, rather than land in a window of 1970.
-local function event_time(rec)
+function M.event_time(rec)
   local ts = rec.timestamp
   if ts < 0 then
     error(("the record has no timestamp (%d), and a window needs one: give it one, or take "
@@ -114,6 +155,7 @@ local function late(ctx, k, ts, s, e, st, closed)
   ctx:dropped("late", "late record dropped: key %s at %d is for window [%d, %d%s, closed at "
     .. "stream time %d (past its end and grace)", tostring(k), ts, s, e, closed and "]" or ")", st)
 end
+M.late = late
 
 --- The step of a time-windowed aggregation: for each window holding the
 --- record's timestamp, agg = add(old agg or init(key), value, key), then
@@ -125,7 +167,7 @@ function M.time_step(w, cur, get_store, init, add, push)
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
-    local ts, st = event_time(cur.rec), ctx.stream_time
+    local ts, st = M.event_time(cur.rec), ctx.stream_time
     local ws = get_store()
     local s = ts - ts % advance
     local first = s
@@ -153,7 +195,7 @@ function M.session_step(w, cur, get_store, init, add, merge, push)
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
-    local ts, st = event_time(cur.rec), ctx.stream_time
+    local ts, st = M.event_time(cur.rec), ctx.stream_time
     local ws = get_store()
     local s, e, agg = ts, ts, nil
     local merged = {}
@@ -182,22 +224,24 @@ end
 --- The step of a sliding-window aggregation: the key's recent records are
 --- kept (in time order, as far back as a window can still reach), and the
 --- record's window [t - size, t] is folded from them; so are the windows of
---- later records that an out-of-order one falls into.
-function M.sliding_step(w, cur, get_store, init, add, push)
+--- later records that an out-of-order one falls into. A cogrouped
+--- aggregation gives `adds`, every input's aggregator, and `input`, this
+--- one's index: each kept record is folded with the aggregator of its input.
+function M.sliding_step(w, cur, get_store, init, add, push, adds, input)
   local size, grace = w.size, w.grace
   --- Key k's window ending at `e`, folded from its kept records, pushed and
   --- stamped with its end (its latest record's time).
   local function window(ctx, k, kept, e)
     local agg = init(k)
     for _, it in ipairs(kept) do
-      if it[1] >= e - size and it[1] <= e then agg = add(agg, it[2], k) end
+      if it[1] >= e - size and it[1] <= e then agg = (adds and adds[it[3] or 1] or add)(agg, it[2], k) end
     end
     ctx:_stamped(e, push, k, agg, nil, math.max(0, e - size), e) -- none starts before 0
   end
   return function(k, v)
     if k == nil or v == nil then return end
     local ctx = cur.ctx
-    local ts, st = event_time(cur.rec), ctx.stream_time
+    local ts, st = M.event_time(cur.rec), ctx.stream_time
     if ts + grace < st then -- its window includes its end: late only past end + grace
       late(ctx, k, ts, math.max(0, ts - size), ts, st, true)
       return
@@ -210,7 +254,7 @@ function M.sliding_step(w, cur, get_store, init, add, push)
       items[i + 1] = items[i]
       i = i - 1
     end
-    items[i + 1] = { ts, v }
+    items[i + 1] = { ts, v, input }
     if ts > kept.e then kept.e = ts end
     -- what no window can reach any more: older than the latest, less size and grace
     local horizon, fresh = kept.e - size - grace, {}

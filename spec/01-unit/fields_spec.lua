@@ -11,7 +11,7 @@ local samples = {
   string = { name = "n", serde = "json", key_serde = "bytes", on_error = "skip", description = "d" },
   table = { inputs = '{ "in" }', outputs = '{ "out" }', serdes = '{ out = "json" }', stores = "{ s = tide.kv() }",
     punctuate = '{ every = "1s", fn = function() end }', stream_time_topics = '{ ["in"] = true }',
-    timestamps = '{ ["in"] = function() return 1 end }' },
+    timestamps = '{ ["in"] = function() return 1 end }', dsl = "{}" },
 }
 
 local function literal(f)

@@ -55,9 +55,12 @@ return { inputs = {"in"}, outputs = {"a", "b"},
     assert.is_false(stopped)
     local e = sink:entries()
     assert.equal(4, #e)
-    -- (the records have no timestamp: -1, which the producer stamps when it sends)
-    assert.same({ output = 0, source = 0, key = "k1", value = "v1!", headers = { n = "0" }, timestamp = -1 }, e[1])
-    assert.same({ output = 1, source = 1, key = "k2", value = "v2!", headers = { n = "1" }, timestamp = -1 }, e[2])
+    -- (the records have no timestamp: -1, which the producer stamps when it sends;
+    -- partition -1: the producer's partitioner chooses)
+    assert.same({ output = 0, source = 0, partition = -1, key = "k1", value = "v1!", headers = { n = "0" },
+      timestamp = -1 }, e[1])
+    assert.same({ output = 1, source = 1, partition = -1, key = "k2", value = "v2!", headers = { n = "1" },
+      timestamp = -1 }, e[2])
     assert.equal(4, b:cursor())
   end)
 

@@ -724,3 +724,149 @@ return tide.topology{ name = "metrics" }
     d:close()
   end)
 end)
+
+describe("DSL names, descriptions and values", function()
+  it("names an operator's store and internal topics; a name is used once and spelled plainly", function()
+    local d = driver([[
+tide.stream("in"):filter(function() return true end, { name = "keep" })
+  :group_by(function(_, v) return v end, { name = "by-value" })
+  :count({ name = "per-value" })
+return tide.topology{ name = "n" }
+]], { application_id = "a" })
+    assert.same({ "in", "a.n-by-value-repartition" }, d.spec.inputs)
+    assert.is_table(d.spec.stores["per-value"])
+    d:close()
+    local path = write([[
+tide.stream("in"):filter(function() return true end, { name = "x" })
+  :map_values(function(v) return v end, { name = "x" })
+return tide.topology{}
+]])
+    local ok, err = pcall(testing.driver, path)
+    assert.is_false(ok)
+    assert.truthy(err:find(path .. ":2: map_values: the name 'x' is used already (" .. path .. ":1)", 1, true), err)
+    path = write([[
+tide.stream("in"):to("out", { name = "to out" })
+return tide.topology{}
+]])
+    ok, err = pcall(testing.driver, path)
+    assert.is_false(ok)
+    assert.truthy(err:find(path .. ":1: to: name 'to out' may only use letters, digits", 1, true), err)
+  end)
+
+  it("keeps named stores and topics when an operator is inserted; generated names move", function()
+    local function resources(src)
+      local d = driver(src, { application_id = "a" })
+      local stores = {}
+      for name in pairs(d.spec.stores) do stores[#stores + 1] = name end
+      table.sort(stores)
+      local topics = d.spec.inputs
+      d:close()
+      return stores, topics
+    end
+    local v1 = [[
+local s = tide.stream("in")
+%s
+s:group_by(function(_, v) return v end, { name = "by-v" }):count({ name = "named" }):to_stream():to("o1")
+s:group_by_key():windowed_by(tide.tumbling{ size = "1m" }):count():to_stream():to("o2")
+return tide.topology{ name = "t" }
+]]
+    local extra = [[s:select_key(function(_, v) return v end):group_by_key():count():to_stream():to("o3")]]
+    local stores1, topics1 = resources(v1:format(""))
+    local stores2, topics2 = resources(v1:format(extra))
+    assert.same({ "count-1", "named" }, stores1)
+    assert.same({ "count-2", "count-3", "named" }, stores2) -- the unnamed window count moved: its state starts fresh
+    assert.same({ "in", "a.t-by-v-repartition" }, topics1)
+    assert.same({ "in", "a.t-repartition-1-repartition", "a.t-by-v-repartition" }, topics2)
+  end)
+
+  it("describes the topology as Kafka Streams' Topology#describe(): sub-topologies cut at repartition topics", function()
+    local d = driver([[
+local users = tide.table("users", { value = "json", name = "users" })
+tide.stream("clicks", "json")
+  :select_key(function(_, c) return c.user end, { name = "by-user" })
+  :join(users, function(c, u) return u.name end, { name = "with-user" })
+  :to("named-clicks")
+local rates = tide.global_table("rates", { name = "rates" })
+return tide.topology{ name = "clicks" }
+]], { application_id = "app" })
+    assert.equal([[
+Topologies:
+   Sub-topology: 0
+    Source: users-source (topics: [users])
+      --> users
+    Source: with-user-repartition-source (topics: [app.clicks-with-user-repartition])
+      --> with-user
+    Processor: users (stores: [users])
+      --> none
+      <-- users-source
+    Processor: with-user (stores: [users])
+      --> KSTREAM-SINK-0000000006
+      <-- with-user-repartition-source
+    Sink: KSTREAM-SINK-0000000006 (topic: named-clicks)
+      <-- with-user
+
+   Sub-topology: 1
+    Source: KSTREAM-SOURCE-0000000001 (topics: [clicks])
+      --> by-user
+    Processor: by-user (stores: [])
+      --> with-user-repartition
+      <-- KSTREAM-SOURCE-0000000001
+    Sink: with-user-repartition (topic: app.clicks-with-user-repartition)
+      <-- by-user
+
+   Sub-topology: 2 for global store (will not generate tasks)
+    Source: rates-source (topics: [rates])
+      --> rates
+    Processor: rates (stores: [rates])
+      --> none
+      <-- rates-source
+
+Stores:
+  rates (global table of rates, every worker holds all of it; no changelog)
+  users (key-value; changelog app.clicks-users-changelog)
+
+Internal topics:
+  app.clicks-with-user-repartition (repartition)
+  app.clicks-users-changelog (changelog of store users)
+]], require("tide.describe").text(d.spec.dsl.topology))
+    d:close()
+  end)
+
+  it("a branch that changes its value in place does not change its sibling's", function()
+    local d = driver([[
+local s = tide.stream("in", "json")
+s:map_values(function(v) v.seen_by = "first"; v.n = v.n + 1; return v end):to("first", "json")
+s:filter(function(_, v) return v.seen_by == nil end):map_values(function(v) return v.n end):to("second", "json")
+s:peek(function(_, v) v.n = 100 end):to("third", "json")
+return tide.topology{}
+]])
+    d:pipe("in", "k", { n = 1 })
+    assert.same({ { "k", { n = 2, seen_by = "first" } } }, pairs_of(d:read("first")))
+    assert.same({ { "k", 1 } }, pairs_of(d:read("second")))
+    assert.same({ { "k", { n = 100 } } }, pairs_of(d:read("third")))
+    d:close()
+  end)
+
+  it("each load builds its own topology, and tide.stream works only while a script loads", function()
+    local path = write([[
+local captured
+tide.stream("in"):map_values(function(v)
+  captured = captured or tide.stream("late")  -- at run time: refused
+  return v
+end):to("out")
+return tide.topology{}
+]])
+    local a, b = testing.driver(path), testing.driver(path)
+    assert.same(a.spec.inputs, b.spec.inputs)
+    a:pipe("in", "k", "v")
+    local errs = a:errors()
+    assert.equal(1, #errs)
+    assert.truthy(errs[1].message:find("tide.stream can only be used while the detector loads", 1, true), errs[1].message)
+    assert.same({}, b:read("out"))
+    a:close()
+    b:close()
+    local ok, err = pcall(require("tide").stream, "x")
+    assert.is_false(ok)
+    assert.truthy(tostring(err.message or err):find("only be used while a detector loads", 1, true))
+  end)
+end)

@@ -106,6 +106,20 @@ test("a DSL detector shows what it does: its graph, as its description", async (
   }, null, WAIT);
 });
 
+test("a DSL detector's topology is drawn from what its worker published", async () => {
+  const eps = await page.waitForSelector('tbody[data-detector="epsilon"][data-state="running"]', WAIT);
+  if (await eps.$eval("tr.main", (tr) => tr.getAttribute("aria-expanded")) !== "true") {
+    await eps.$eval("tr.main", (tr) => tr.click());
+  }
+  await page.waitForSelector('tbody[data-detector="epsilon"] [data-role=topology] svg[data-subtopology="0"]', WAIT);
+  const nodes = await eps.$$eval("[data-role=topology] g[data-node]", (gs) =>
+    gs.map((g) => [g.getAttribute("data-type"), g.getAttribute("data-node")]));
+  assert.deepEqual(nodes, [["source", "KSTREAM-SOURCE-0000000000"], ["processor", "KSTREAM-MAPVALUES-0000000001"],
+    ["sink", "KSTREAM-SINK-0000000002"]]);
+  assert.deepEqual(await eps.$$eval("[data-role=topology] line[data-edge]", (ls) => ls.map((l) => l.getAttribute("data-edge"))),
+    ["KSTREAM-SOURCE-0000000000->KSTREAM-MAPVALUES-0000000001", "KSTREAM-MAPVALUES-0000000001->KSTREAM-SINK-0000000002"]);
+});
+
 test("a broken edit shows as a failed reload while the old version keeps running", async () => {
   drop("beta.lua", "return {\n  inputs = { 'live-in' },,\n}\n");
   const beta = await row("beta");

@@ -152,6 +152,39 @@ test("a refused newer version is shown beside the version that runs on", async (
     "running 1a2b3c4d; 9c0d1e2f refused: /srv/detectors/zeta.lua:4: unexpected symbol near '}'");
 });
 
+test("an expanded detector draws its topology: a graph per sub-topology, edges between its nodes", async () => {
+  const alpha = await row("alpha");
+  if (await alpha.$eval("tr.main", (tr) => tr.getAttribute("aria-expanded")) !== "true") {
+    await alpha.$eval("tr.main", (tr) => tr.click());
+  }
+  await page.waitForSelector('tbody[data-detector="alpha"] [data-role=topology] svg[data-subtopology="2"]',
+    { ...WAIT, state: "visible" });
+  const graph = await alpha.$$eval("[data-role=topology] svg[data-subtopology]", (svgs) => svgs.map((s) => ({
+    id: s.getAttribute("data-subtopology"),
+    nodes: Array.from(s.querySelectorAll("g[data-node]")).map((g) => [g.getAttribute("data-type"), g.getAttribute("data-node")]),
+    edges: Array.from(s.querySelectorAll("line[data-edge]")).map((l) => l.getAttribute("data-edge")),
+  })));
+  assert.deepEqual(graph, [
+    { id: "0", nodes: [["source", "payments-source"], ["processor", "by-card"], ["sink", "by-card-repartition"]],
+      edges: ["payments-source->by-card", "by-card->by-card-repartition"] },
+    { id: "1", nodes: [["source", "by-card-source"], ["processor", "spent"], ["sink", "<b>alerts</b>"]],
+      edges: ["by-card-source->spent", "spent-><b>alerts</b>"] },
+    { id: "2", nodes: [["source", "rates-source"], ["processor", "rates"]], edges: ["rates-source->rates"] },
+  ]);
+  // each node in a column right of its predecessor; a store and a topic under the names
+  const boxes = await alpha.$$eval('[data-role=topology] svg[data-subtopology="1"] g[data-node]', (gs) =>
+    gs.map((g) => ({ x: g.getBoundingClientRect().x, text: Array.from(g.querySelectorAll("text")).map((t) => t.textContent) })));
+  assert.ok(boxes[0].x < boxes[1].x && boxes[1].x < boxes[2].x);
+  assert.deepEqual(boxes.map((b) => b.text), [["by-card-source", "topics: tide.alpha-by-card-r\u2026"],
+    ["spent", "stores: spent"], ["<b>alerts</b>", "topic: alerts"]]);
+  assert.match(await alpha.$eval("[data-role=topology]", (e) => e.textContent), /Sub-topology 2 \(a global table/);
+  // redrawn only when the topology changes: the same nodes survive a poll
+  const marked = await alpha.$eval('g[data-node="spent"]', (g) => { g.__kept = true; return true; });
+  const before = await page.textContent("#updated");
+  await page.waitForFunction((b) => document.getElementById("updated").textContent !== b, before, WAIT);
+  assert.equal(await alpha.$eval('g[data-node="spent"]', (g) => g.__kept === true), marked);
+});
+
 test("names and messages from detectors are shown as text, never as markup", async () => {
   const odd = await row(ODD_NAME);
   assert.equal(await odd.$eval("[data-role=name]", (e) => e.textContent), ODD_NAME);

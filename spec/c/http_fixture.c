@@ -54,6 +54,22 @@ static void build_table(fake_sv_t *sv, tide_admin_detector_t **alphap,
     fake_reload(alpha, 1, "1a2b3c4d5e6f7081", NULL);
     fake_reload(alpha, 1, "3f9a2c71d0e4b5a6", NULL);
     fake_error(alpha, "payments", 3, 981723, "/srv/detectors/alpha.lua:7: amount is not a number");
+    /* its topology (as `tide describe --json` prints it): a repartition, a
+     * store, a global table, and a node name that must stay text */
+    snprintf(alpha->topology, sizeof(alpha->topology), "%s",
+             "{\"detector\":\"alpha\",\"subtopologies\":[{\"id\":0,\"nodes\":[{\"name\":\"payments-"
+             "source\",\"type\":\"source\",\"topics\":[\"payments\"],\"next\":[\"by-card\"],\"prev\":"
+             "[]},{\"name\":\"by-card\",\"type\":\"processor\",\"stores\":[],\"next\":[\"by-card-re"
+             "partition\"],\"prev\":[\"payments-source\"]},{\"name\":\"by-card-repartition\",\"t"
+             "ype\":\"sink\",\"topic\":\"tide.alpha-by-card-repartition\",\"next\":[],\"prev\":[\""
+             "by-card\"]}]},{\"id\":1,\"nodes\":[{\"name\":\"by-card-source\",\"type\":\"source\",\""
+             "topics\":[\"tide.alpha-by-card-repartition\"],\"next\":[\"spent\"],\"prev\":[]},{"
+             "\"name\":\"spent\",\"type\":\"processor\",\"stores\":[\"spent\"],\"next\":[\"<b>alerts<"
+             "/b>\"],\"prev\":[\"by-card-source\"]},{\"name\":\"<b>alerts</b>\",\"type\":\"sink\",\""
+             "topic\":\"alerts\",\"next\":[],\"prev\":[\"spent\"]}]},{\"id\":2,\"global\":true,\"nod"
+             "es\":[{\"name\":\"rates-source\",\"type\":\"source\",\"topics\":[\"rates\"],\"next\":[\""
+             "rates\"],\"prev\":[]},{\"name\":\"rates\",\"type\":\"processor\",\"stores\":[\"rates\"]"
+             ",\"next\":[],\"prev\":[\"rates-source\"]}]}]}");
     tide_admin_detector_t *beta = fake_detector("beta", TIDE_DS_RUNNING, 4102);
     beta->gauges.lag = 0;
     /* a name a detector may declare: it must reach the page as text */

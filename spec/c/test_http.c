@@ -442,8 +442,8 @@ static void cases_waiting(ctx_t *x) {
     weird->gauges.missing_topic_since_ms = tide_wall_ms() - 3000;
     pthread_mutex_unlock(&x->sv.lock);
     CHECK(http_get(port, "/readyz", &r) == 503);
-    CHECK(strstr(r.body, "\nalpha running: a commit has waited for the broker for 12 s\n") ||
-          strstr(r.body, "\nalpha running: a commit has waited for the broker for 13 s\n"));
+    CHECK(strstr(r.body, "\nalpha running: broker unreachable for 12 s\n") ||
+          strstr(r.body, "\nalpha running: broker unreachable for 13 s\n"));
     CHECK(strstr(r.body, "running: waiting for output topic alerts x to exist\n"));
     reply_free(&r);
     CHECK(http_get(port, "/metrics", &r) == 200);

@@ -30,6 +30,7 @@ for _, decl in ipairs({
   "void _exit(int status);",
   "int open(const char *path, int flags, ...);",
   "int close(int fd);",
+  "long write(int fd, const void *buf, unsigned long count);",
   "int dup2(int oldfd, int newfd);",
   "int kill(int pid, int sig);",
   "int waitpid(int pid, int *status, int options);",
@@ -51,7 +52,7 @@ local c_kill, c_waitpid = C.kill, C.waitpid
 local c_prctl, c_setpgid, c_getppid = C.prctl, C.setpgid, C.getppid
 local has_close_range, c_close_range = pcall(function() return C.close_range end)
 
-local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC = 0, 1, 0x40, 0x200
+local O_RDONLY, O_WRONLY, O_CREAT, O_TRUNC, O_NONBLOCK = 0, 1, 0x40, 0x200, 0x800
 local WNOHANG = 1
 local PR_SET_PDEATHSIG = 1
 local SIG = { HUP = 1, INT = 2, KILL = 9, TERM = 15, CONT = 18, STOP = 19 }
@@ -68,6 +69,7 @@ M.scale = wait.scale
 M.START_TIMEOUT = 15      -- broker address on stdout
 M.EXIT_TIMEOUT = 30       -- a short-lived command (produce, consume)
 M.LOG_TIMEOUT = 30        -- default for wait_for_log
+M.CONTROL_TIMEOUT = 15    -- a broker's answer to a control command
 
 -- A monotonic clock in seconds, and the pause between two polls of a
 -- condition (helpers.eventually).
@@ -504,7 +506,11 @@ function Cluster:spawn(argv, opts)
 end
 
 --- Start `tide broker --topic t:n ...` and wait for its address on stdout.
---- topics: list of "name:partitions" strings. Returns the address.
+--- topics: list of "name:partitions" strings. opts: partitions (for topics
+--- given without a count), brokers (how many, ids 1..n; default 1), down
+--- (start with every broker down), control (false: no control FIFO; by
+--- default there is one, for the fault helpers below), timeout.
+--- Returns the address ("127.0.0.1:port[,127.0.0.1:port...]").
 function Cluster:start_broker(topics, opts)
   opts = opts or {}
   local argv = { M.bin(), "broker" }
@@ -516,6 +522,17 @@ function Cluster:start_broker(topics, opts)
     argv[#argv + 1] = "--partitions"
     argv[#argv + 1] = tostring(opts.partitions)
   end
+  if opts.brokers then
+    argv[#argv + 1] = "--brokers"
+    argv[#argv + 1] = tostring(opts.brokers)
+  end
+  if opts.down then argv[#argv + 1] = "--down" end
+  self.control_path = nil
+  if opts.control ~= false then
+    self.control_path = self:path("broker.control")
+    argv[#argv + 1] = "--control"
+    argv[#argv + 1] = self.control_path
+  end
   local p = self:spawn(argv, { name = "broker" })
   self.broker = p
   local deadline = M.now() + (opts.timeout or M.START_TIMEOUT) * M.scale
@@ -524,12 +541,13 @@ function Cluster:start_broker(topics, opts)
     local first = out:match("^([^\n]*)\n")
     if first then
       local addr = first:match("^%s*(.-)%s*$")
-      if not addr:match("^127%.0%.0%.1:%d+$") then
+      if addr == "" or (addr .. ","):gsub("127%.0%.0%.1:%d+,", "") ~= "" then
         p:destroy()
-        error(("tide broker: first stdout line should be 127.0.0.1:PORT, got %q\n-- stderr tail:\n%s")
+        error(("tide broker: first stdout line should be 127.0.0.1:PORT[,...], got %q\n-- stderr tail:\n%s")
           :format(first, p:log_tail(20)), 2)
       end
       self.addr = addr
+      self.control_pos = #first + 2
       return addr
     end
     if p:poll() then
@@ -543,6 +561,170 @@ function Cluster:start_broker(topics, opts)
     end
     M.pause(10)
   end
+end
+
+-- Faults: the broker's control channel ----------------------------------------
+--
+-- Each helper writes one command to the broker's control FIFO and waits for
+-- the broker's answer on its stdout ("ok COMMAND[: RESULT]" or "error
+-- COMMAND: REASON"): when it returns, the mock cluster has applied the
+-- command. A refused command raises with the broker's reason. A command may
+-- take up to about a second: the mock serves its command queue on its own
+-- poll loop.
+
+local function write_control(path, line)
+  local fd = c_open(path, O_WRONLY + O_NONBLOCK)
+  if fd < 0 then
+    return nil, ("cannot open the broker's control FIFO %s: %s (is the broker running?)")
+      :format(path, errno_msg())
+  end
+  local n = C.write(fd, line, #line)
+  local err = n ~= #line and errno_msg() or nil
+  c_close(fd)
+  if err then return nil, "writing to the control FIFO: " .. err end
+  return true
+end
+
+--- Send one command line to the broker (see `tide broker --help`) and wait
+--- for its answer. Returns the result text after "ok COMMAND: " ("" when
+--- there is none). Raises when the broker refuses it, exits, or does not
+--- answer within `timeout` seconds (default CONTROL_TIMEOUT).
+function Cluster:broker_command(command, timeout)
+  local b = assert(self.broker, "no broker")
+  assert(self.control_path, "the broker was started without a control FIFO")
+  local words = {}
+  for w in command:gmatch("%S+") do words[#words + 1] = w end
+  local line = table.concat(words, " ")
+  assert(line ~= "" and not line:find("\n", 1, true), "one command line")
+  local ok, err = write_control(self.control_path, line .. "\n")
+  if not ok then error(err .. "\n-- broker stderr tail:\n" .. b:log_tail(10), 2) end
+  timeout = (timeout or M.CONTROL_TIMEOUT) * M.scale
+  local deadline = M.now() + timeout
+  local ok_plain, ok_prefix, err_prefix = "ok " .. line, "ok " .. line .. ": ", "error " .. line .. ": "
+  while true do
+    local out = read_file(b.stdout) or ""
+    local pos = self.control_pos or 1
+    while true do
+      local nl = out:find("\n", pos, true)
+      if not nl then break end
+      local reply = out:sub(pos, nl - 1)
+      pos = nl + 1
+      if reply == ok_plain then
+        self.control_pos = pos
+        return ""
+      elseif reply:sub(1, #ok_prefix) == ok_prefix then
+        self.control_pos = pos
+        return reply:sub(#ok_prefix + 1)
+      elseif reply:sub(1, #err_prefix) == err_prefix then
+        self.control_pos = pos
+        error(("tide broker refused %q: %s"):format(line, reply:sub(#err_prefix + 1)), 2)
+      end
+    end
+    if b:poll() then
+      error(("tide broker exited (%s) before answering %q\n-- stderr tail:\n%s")
+        :format(b:status_text(), line, b:log_tail(20)), 2)
+    end
+    if M.now() >= deadline then
+      error(("tide broker did not answer %q within %gs\n-- stderr tail:\n%s")
+        :format(line, timeout, b:log_tail(20)), 2)
+    end
+    M.pause(5)
+  end
+end
+
+local function broker_id(id)
+  if id == nil or id == "all" or id == -1 then return "all" end
+  return tostring(math.floor(assert(tonumber(id), "a broker id or 'all'")))
+end
+
+local function error_list(errs)
+  if type(errs) == "string" then return errs end
+  assert(type(errs) == "table" and #errs > 0, "a list of error names")
+  return table.concat(errs, ",")
+end
+
+--- Broker `id` (1..n, or "all"/nil for every broker) refuses connections and
+--- drops the ones it has (rd_kafka_mock_broker_set_down). Its partitions do
+--- not move to another broker.
+function Cluster:broker_down(id) return self:broker_command("down " .. broker_id(id)) end
+
+--- Broker `id` (or all) accepts connections again, on the same port.
+function Cluster:broker_up(id) return self:broker_command("up " .. broker_id(id)) end
+
+--- Every response of broker `id` (or all) is delayed by `ms` (0 clears).
+function Cluster:rtt(id, ms) return self:broker_command(("rtt %s %d"):format(broker_id(id), ms)) end
+
+--- The next requests of type `api` ("Produce", "OffsetCommit", ... or a
+--- number), on any broker, fail one each with the errors `errs` (names such
+--- as "NOT_ENOUGH_REPLICAS", or "_TRANSPORT" for a disconnect), in order.
+--- Returns how many were queued.
+function Cluster:push_errors(api, errs)
+  local r = self:broker_command(("errors %s %s"):format(api, error_list(errs)))
+  return tonumber(r:match("^(%d+) queued"))
+end
+
+--- Drop the errors still queued for `api` by push_errors.
+function Cluster:clear_errors(api) return self:broker_command(("errors %s clear"):format(api)) end
+
+--- Like push_errors on broker `id` only; an entry "ERR:MS" also delays that
+--- answer by MS milliseconds. Count what is left with pending_errors.
+function Cluster:broker_errors(id, api, errs)
+  local r = self:broker_command(("broker-errors %s %s %s"):format(broker_id(id), api, error_list(errs)))
+  return tonumber(r:match("^(%d+) queued"))
+end
+
+--- Errors broker_errors queued on broker `id` for `api` that no request has
+--- met yet.
+function Cluster:pending_errors(id, api)
+  return tonumber(self:broker_command(("pending %s %s"):format(broker_id(id), api)))
+end
+
+--- Create `topic` with `partitions` partitions (and `rf` replicas; default
+--- min(3, brokers)). Raises if it exists.
+function Cluster:create_topic(topic, partitions, rf)
+  return self:broker_command(("create %s %d%s"):format(topic, partitions, rf and (" " .. rf) or ""))
+end
+
+--- Delete `topic` and its records. Raises if there is none.
+function Cluster:delete_topic(topic) return self:broker_command("delete " .. topic) end
+
+--- The partition count of `topic`, or nil when the cluster has no such topic,
+--- asked as a client that never auto-creates one.
+function Cluster:topic_partitions(topic)
+  local r = self:broker_command("exists " .. topic)
+  if r == "missing" then return nil end
+  local n = r:match("^partitions=(%d+)$")
+  if not n then error("tide broker: unexpected answer to exists: " .. r, 2) end
+  return tonumber(n)
+end
+
+--- Make broker `id` the leader of topic/partition (-1: no leader).
+function Cluster:set_leader(topic, partition, id)
+  return self:broker_command(("leader %s %d %d"):format(topic, partition, id))
+end
+
+--- Metadata answers `err` for `topic` ("NO_ERROR" clears). The mock creates
+--- the topic first if it does not exist.
+function Cluster:topic_error(topic, err) return self:broker_command(("topic-error %s %s"):format(topic, err)) end
+
+--- Broker `id` coordinates `key`: kind "txn" (a transactional.id) or "group".
+function Cluster:set_coordinator(kind, key, id)
+  return self:broker_command(("coordinator %s %s %d"):format(kind, key, id))
+end
+
+--- Start (true) or stop (false) recording the requests the brokers receive.
+function Cluster:track_requests(on) return self:broker_command(on == false and "track off" or "track on") end
+
+--- Forget the requests recorded so far.
+function Cluster:clear_requests() return self:broker_command("track clear") end
+
+--- Requests recorded since tracking began (on broker `id`, or all), counted by
+--- request type: { Produce = 3, Fetch = 12, ... }; a type not sent is absent.
+function Cluster:requests(id)
+  local r = self:broker_command("requests" .. (id and (" " .. broker_id(id)) or ""))
+  local counts = {}
+  for name, n in r:gmatch("(%w+)=(%d+)") do counts[name] = tonumber(n) end
+  return counts
 end
 
 --- Start `tide run FILE -b ADDR -D application.id=APP ...`; stderr is its log.
