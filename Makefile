@@ -8,6 +8,7 @@
 #   make bench   tide against plain librdkafka programs, in one run
 #   make chaos   tide under random faults for CHAOS_MINUTES (default 10), then
 #                a check of its outputs: lost records, duplicates, order
+#   make store-bench  the state store alone (seconds): to judge a change to it
 #
 # Switches: V=1 (show commands), SANITIZER=address|undefined, BUILD=dir.
 
@@ -77,7 +78,7 @@ endif
 
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
-ENGINE_SRC := core/sink.c core/state.c core/store.c core/avro_codec.c core/httpc.c
+ENGINE_SRC := core/sink.c core/skiplist.c core/state.c core/store.c core/avro_codec.c core/httpc.c
 BIND_SRC  := bindings/lua_call.c bindings/core.c bindings/heap.c bindings/guard.c $(ENGINE_SRC)
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c bindings/avro_tool.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
@@ -94,7 +95,7 @@ AVRO_DEPS := spec/avro/node_modules/.package-lock.json
 TIDE := $(BUILD)/tide
 CORE := $(BUILD)/lua/tide/core.so
 
-.PHONY: all deps check-deps test _test bench _bench run _run demo _demo clean valgrind core
+.PHONY: all deps check-deps test _test bench _bench store-bench run _run demo _demo clean valgrind core
 .DEFAULT_GOAL := all
 
 all: check-deps $(TIDE) $(CORE)
@@ -259,6 +260,15 @@ _demo: all
 
 _bench: all $(BENCH_BIN)
 	$(Q)sh bench/run.sh $(TIDE) $(BUILD)/bench
+
+# The state store alone, no Kafka nor Lua (bench/store_bench.c): seconds, not minutes.
+$(BUILD)/bench/store_bench: bench/store_bench.c core/store.c core/skiplist.c
+	$(Q)mkdir -p $(@D)
+	@echo "  CC    $<"
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ -lrocksdb
+
+store-bench: $(BUILD)/bench/store_bench
+	$(Q)$(BUILD)/bench/store_bench $(BUILD)/store-bench
 
 # ---------------------------------------------------------------- chaos
 # Never part of make test. CHAOS_ARGS passes more to spec/chaos/run.lua, e.g.

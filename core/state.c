@@ -13,7 +13,7 @@
 #include "store.h"
 
 static int report(char *err) {
-    fprintf(stderr, "tide: store: %s\n", err ? err : "failed");
+    fprintf(stderr, "tide: store: %s\n", err ? err : "out of memory");
     free(err);
     return -1;
 }
@@ -44,7 +44,8 @@ void *tide_state_iter(void *db, int32_t store, int32_t partition, const char *fr
 
 int tide_state_iter_next(void *it, const char **key, size_t *klen, const char **val,
                          size_t *vlen) {
-    return tide_store_iter_next(it, key, klen, val, vlen);
+    int r = tide_store_iter_next(it, key, klen, val, vlen);
+    return r < 0 ? report(NULL) : r;
 }
 
 void tide_state_iter_free(void *it) { tide_store_iter_free(it); }

@@ -350,11 +350,15 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     tide_group_t *g = opaque;
     (void)rk;
-    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN && !g->unreachable_since)
-        g->unreachable_since = tide_wall_ms();
-    tide_log(err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT
-                 ? TIDE_LOG_WARN : TIDE_LOG_ERROR,
-             TIDE_AT_NONE, "consumer: %s: %s", rd_kafka_err2name(err), reason);
+    /* The broker going away is said once, by the worker (it asks
+     * tide_group_unreachable_since); librdkafka repeats these many times a
+     * second while it reconnects. */
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        if (!g->unreachable_since) g->unreachable_since = tide_wall_ms();
+        return;
+    }
+    tide_log(err == RD_KAFKA_RESP_ERR__TRANSPORT ? TIDE_LOG_DEBUG : TIDE_LOG_ERROR, TIDE_AT_NONE,
+             "consumer: %s: %s", rd_kafka_err2name(err), reason);
 }
 
 int64_t tide_group_unreachable_since(tide_group_t *g) {

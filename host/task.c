@@ -327,10 +327,10 @@ static void on_restore_apply(void *ud, int store, int32_t partition, const char 
         t->cb.restore_memory(t->cb.ud, store, partition, key, klen, val, vlen);
         return;
     }
+    /* Committed already (it comes from the changelog): written as such, so
+     * that it never waits for a commit nor goes with a rollback. */
     char *err = NULL;
-    int rc = val ? tide_store_put(t->db, (uint8_t)store, partition, key, klen, val, vlen, &err)
-                 : tide_store_delete(t->db, (uint8_t)store, partition, key, klen, &err);
-    if (rc) {
+    if (tide_store_put_committed(t->db, (uint8_t)store, partition, key, klen, val, vlen, &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "restore: %s", err);
         free(err);
     }
@@ -349,15 +349,8 @@ static void on_restore_done(void *ud, int32_t partition, uint64_t records, int64
 }
 
 void tide_tasks_poll(tide_tasks_t *t, int timeout_ms) {
-    if (!t->restorer || !tide_restorer_pending(t->restorer)) return;
-    tide_restorer_poll(t->restorer, timeout_ms, on_restore_apply, on_restore_done, t);
-    /* What a restore writes is committed already (it comes from the
-     * changelog): into RocksDB with it, never held for a rollback. */
-    char *err = NULL;
-    if (t->db && tide_store_commit(t->db, &err)) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "restore: %s", err);
-        free(err);
-    }
+    if (t->restorer && tide_restorer_pending(t->restorer))
+        tide_restorer_poll(t->restorer, timeout_ms, on_restore_apply, on_restore_done, t);
 }
 
 void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud) {

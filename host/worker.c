@@ -440,7 +440,15 @@ static tide_step_t job_trim(tide_worker_t *w, int64_t now) {
 static void broker_watch(tide_worker_t *w) {
     int64_t a = tide_committer_waiting_since(w->committer);
     int64_t b = tide_group_unreachable_since(w->group);
-    w->st->broker_waiting_since_ms = a && b ? (a < b ? a : b) : a ? a : b;
+    int64_t since = a && b ? (a < b ? a : b) : a ? a : b, was = w->st->broker_waiting_since_ms;
+    if (since && !was)
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "broker unreachable: %s; nothing is committed "
+                 "past what it has acknowledged, and the worker waits for it",
+                 b ? "librdkafka finds no broker up" : "a commit waits for its acknowledgements");
+    if (!since && was)
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "broker reachable again after %lld s",
+                 (long long)((tide_wall_ms() - was) / 1000));
+    w->st->broker_waiting_since_ms = since;
 }
 
 static tide_step_t job_lag(tide_worker_t *w, int64_t now) {

@@ -179,10 +179,12 @@ local function rocks_backend(api, db, sink, id)
     local it = ffi.gc(raw, api.store_iter_free) ---@type any
     return function()
       if it == nil then return nil end
-      if api.store_iter_next(it, kp, kl, vp, vl) == 0 then
+      local got = api.store_iter_next(it, kp, kl, vp, vl)
+      if got <= 0 then
         ffi.gc(it, nil)
         api.store_iter_free(it)
         it = nil
+        if got < 0 then error("store iteration failed: out of memory", 2) end
         return nil
       end
       return ffi.string(kp[0], kl[0]), ffi.string(vp[0], vl[0])
