@@ -68,7 +68,9 @@
 #
 # Then bench/avro.sh (its own broker, after this one is stopped): reading
 # every field of a 10-field Avro record against the same detector on JSON
-# (BENCH_AVRO=0 skips it; it runs alone as `sh bench/avro.sh TIDE`).
+# (BENCH_AVRO=0 skips it; it runs alone as `sh bench/avro.sh TIDE`). Then
+# bench/eos.sh: exactly_once_v2 against at_least_once, and a restore after
+# kill -9 under exactly_once_v2 (BENCH_EOS=0 skips it; `sh bench/eos.sh TIDE`).
 #
 # BENCH_RECORDS overrides the record count (for a quick smoke run),
 # BENCH_ROUNDS the number of rounds (default 3); BENCH_KEEP=1 keeps the
@@ -869,6 +871,16 @@ if [ "${BENCH_AVRO:-1}" != 0 ]; then
 		broker_pid=
 	fi
 	sh "$here/avro.sh" "$TIDE" || failed=1
+fi
+
+# ---------------------------------------------------------------- exactly-once
+if [ "${BENCH_EOS:-1}" != 0 ]; then
+	if [ -n "$broker_pid" ]; then
+		kill "$broker_pid" 2>/dev/null
+		wait "$broker_pid" 2>/dev/null
+		broker_pid=
+	fi
+	sh "$here/eos.sh" "$TIDE" || failed=1
 fi
 
 exit $failed
