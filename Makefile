@@ -84,7 +84,7 @@ endif
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
 ENGINE_SRC := core/sink.c core/skiplist.c core/state.c core/store.c core/rdb.c core/avro_codec.c core/httpc.c
-BIND_SRC  := bindings/lua_call.c bindings/core.c $(ENGINE_SRC)
+BIND_SRC  := bindings/lua_call.c bindings/core.c bindings/heap.c bindings/guard.c $(ENGINE_SRC)
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c bindings/avro_tool.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o

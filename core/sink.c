@@ -95,9 +95,17 @@ static int grow(void **buf, size_t *cap, size_t need, size_t size) {
     return 0;
 }
 
+/* Would `more` bytes take the sink past its limit? Entries and headers
+ * count too: a flood of empty emits is no cheaper to hold. */
+static int over_limit(const tide_sink_t *s, size_t more) {
+    return s->limit &&
+           s->bytes_len + more + (s->n + s->n_hdrs + 2) * sizeof(tide_sink_entry_t) > s->limit;
+}
+
 /* Copy len bytes (len < 0: nothing) into the arena; returns the offset. */
 static int put_bytes(tide_sink_t *s, const char *p, int32_t len, size_t *off) {
     size_t n = len > 0 ? (size_t)len : 0;
+    if (over_limit(s, n)) return -1;
     if (grow((void **)&s->bytes, &s->bytes_cap, s->bytes_len + n, 1)) return -1;
     *off = s->bytes_len;
     if (n) memcpy(s->bytes + s->bytes_len, p, n);

@@ -45,6 +45,8 @@ struct tide_sink {
     size_t n, cap;
     tide_sink_hdr_t *hdrs; /* owned */
     size_t n_hdrs, cap_hdrs;
+    size_t limit; /* most bytes it holds (records and their bookkeeping); 0: none.
+                   * The test driver sets it: emits live outside the Lua heap. */
 };
 
 void tide_sink_init(tide_sink_t *s);

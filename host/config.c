@@ -12,8 +12,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "runtime_types.h"
 
 #define MiB (1024LL * 1024)
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
     [TIDE_CFG_BOOTSTRAP_SERVERS] = {"bootstrap.servers", TIDE_SET_STRING, "", 0, 0, NULL,
@@ -41,8 +44,9 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "committed. exactly_once_v2 (KIP-447): outputs, changelog records, dead letters and input "
      "offsets are committed in one transaction per commit; readers with "
      "isolation.level=read_committed see each result once."},
-    [TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES] = {"detector.memory.limit.bytes", TIDE_SET_INT, "134217728", 1 * MiB, 64LL * 1024 * MiB, NULL,
-     "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError."},
+    [TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES] = {"detector.memory.limit.bytes", TIDE_SET_INT, STR(TIDE_DEFAULT_MEMORY_LIMIT), 1 * MiB, 64LL * 1024 * MiB, NULL,
+     "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError "
+     "(live, and in tide test and tide replay)."},
     [TIDE_CFG_SHUTDOWN_TIMEOUT_MS] = {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
     [TIDE_CFG_STATE_BLOCK_CACHE_BYTES] = {"state.block.cache.bytes", TIDE_SET_INT, "8388608", 0, 64LL * 1024 * MiB, NULL,
@@ -69,8 +73,9 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "Anything but loopback exposes it: set it explicitly."},
     [TIDE_CFG_ADMIN_PORT] = {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
      "Port of the admin HTTP server; 0 picks a free one (logged)."},
-    [TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS] = {"detector.batch.timeout.ms", TIDE_SET_INT, "10000", 100, 3600000, NULL,
-     "Watchdog: a worker whose batch runs longer is killed and restarted."},
+    [TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS] = {"detector.batch.timeout.ms", TIDE_SET_INT, STR(TIDE_DEFAULT_BATCH_TIMEOUT_MS), 100, 3600000, NULL,
+     "Watchdog: a worker whose batch runs longer is killed and restarted; in tide test and "
+     "tide replay, a record that runs longer fails with a TimeoutError."},
     [TIDE_CFG_DETECTOR_POISON_KILLS] = {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
      "A record in flight when a worker died this many times is dead-lettered unrun."},
     [TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS] = {"detector.restart.backoff.max.ms", TIDE_SET_INT, "30000", 100, 3600000, NULL,
