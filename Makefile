@@ -70,6 +70,11 @@ WARNINGS := \
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 -fPIC $(WARNINGS) -MMD -MP
 CPPFLAGS += -Icore -Ibindings -I$(BUILD)/gen -D_GNU_SOURCE
+# librocksdb is loaded when a store is first opened (core/rdb.c), by the
+# name its runtime package installs.
+ROCKSDB_SONAME := $(shell objdump -p "$$($(CC) -print-file-name=librocksdb.so)" 2>/dev/null | \
+	awk '/SONAME/ { print $$2 }')
+CPPFLAGS += -DTIDE_ROCKSDB_SONAME='"$(or $(ROCKSDB_SONAME),librocksdb.so)"'
 LDFLAGS  += -Wl,-E
 ifneq ($(SANITIZER),)
 CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -78,8 +83,8 @@ endif
 
 SCRIPTS   := $(sort $(wildcard scripts/tide/*.lua))
 GEN       := $(BUILD)/gen/embedded.c
-ENGINE_SRC := core/sink.c core/skiplist.c core/state.c core/store.c core/avro_codec.c core/httpc.c
-BIND_SRC  := bindings/lua_call.c bindings/core.c $(ENGINE_SRC)
+ENGINE_SRC := core/sink.c core/skiplist.c core/state.c core/store.c core/rdb.c core/avro_codec.c core/httpc.c
+BIND_SRC  := bindings/lua_call.c bindings/core.c bindings/heap.c bindings/guard.c $(ENGINE_SRC)
 HOST_SRC  := $(sort $(wildcard host/*.c)) bindings/runtime.c bindings/jsonl.c bindings/avro_tool.c $(BIND_SRC)
 HOST_OBJ  := $(patsubst %.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/gen/embedded.o \
 	$(BUILD)/obj/gen/status_page.o
@@ -196,12 +201,12 @@ $(BUILD)/obj/%.o: %.c | $(RDK_DEP)
 
 $(TIDE): $(HOST_OBJ)
 	@echo "  LINK  $@"
-	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(MHD_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(LDFLAGS) $^ -o $@ $(LUA_LIBS) $(RDK_LIBS) $(MHD_LIBS) $(SERDE_LIBS) -ldl -lpthread
 
 $(CORE): $(CORE_OBJ)
 	$(Q)mkdir -p $(@D)
 	@echo "  LINK  $@"
-	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ $(SERDE_LIBS) -lrocksdb
+	$(Q)$(CC) -shared $(LDFLAGS) $^ -o $@ $(SERDE_LIBS) -ldl -lpthread
 
 $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 	$(Q)mkdir -p $(@D)
@@ -211,7 +216,7 @@ $(BUILD)/bench/%: bench/%.c | $(RDK_DEP)
 $(BUILD)/test/%: spec/c/%.c $(filter-out $(BUILD)/obj/host/main.o,$(HOST_OBJ))
 	$(Q)mkdir -p $(@D)
 	@echo "  CC    $<"
-	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $(filter %.c %.o,$^) -o $@ $(LUA_LIBS) $(RDK_LIBS) $(MHD_LIBS) $(SERDE_LIBS) -lrocksdb -lpthread
+	$(Q)$(CC) $(CPPFLAGS) -Ihost $(CFLAGS) $(LUA_CFLAGS) $(RDK_CFLAGS) $(LDFLAGS) $(filter %.c %.o,$^) -o $@ $(LUA_LIBS) $(RDK_LIBS) $(MHD_LIBS) $(SERDE_LIBS) -lrocksdb -ldl -lpthread
 
 -include $(shell find $(BUILD)/obj $(BUILD)/test -name '*.d' 2>/dev/null)
 

@@ -9,10 +9,14 @@
  * path (records, emits) goes through the FFI, not through these functions.
  */
 #include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "guard.h"
+#include "heap.h"
 #include "avro_codec.h"
 #include "httpc.h"
 #include "lua_call.h"
@@ -85,15 +89,45 @@ static int core_hash(lua_State *L) {
     return 1;
 }
 
+/* May one more line be logged this second? Says how many were dropped
+ * once the next second lets lines through again. */
+static int log_allowed(tide_log_hook_t *hook) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (now - hook->window_ms >= 1000) {
+        if (hook->dropped) {
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "dropped %ld log lines of the detector (more than %d a second)",
+                     hook->dropped, TIDE_LOG_LINES_PER_S);
+            hook->fn(hook->ud, TIDE_LOG_WARN, msg, NULL);
+        }
+        hook->window_ms = now;
+        hook->lines = hook->dropped = 0;
+    }
+    if (hook->lines++ < TIDE_LOG_LINES_PER_S) return 1;
+    if (hook->dropped++ == 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "the detector logs more than %d lines a second: the rest of this second's "
+                 "are dropped",
+                 TIDE_LOG_LINES_PER_S);
+        hook->fn(hook->ud, TIDE_LOG_WARN, msg, NULL);
+    }
+    return 0;
+}
+
 /* core.log(level, msg): to the host's logger, or stderr under busted. */
 static int core_log(lua_State *L) {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
     int level = luaL_checkoption(L, 1, "info", levels);
     const char *msg = luaL_checkstring(L, 2);
     lua_getfield(L, LUA_REGISTRYINDEX, TIDE_REG_LOG);
-    const tide_log_hook_t *hook = lua_touserdata(L, -1);
+    tide_log_hook_t *hook = lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (hook && hook->fn) {
+        if (!log_allowed(hook)) return 0;
         const tide_rec_t *rec = NULL;
         if (hook->sink && hook->sink->batch) {
             const tide_batch_t *b = hook->sink->batch;
@@ -117,7 +151,9 @@ static tide_sink_t *check_sink(lua_State *L, int i) {
     return *p;
 }
 
+/* core.sink([limit]): limit caps the bytes its emits may hold (0: none). */
 static int sink_new(lua_State *L) {
+    size_t limit = (size_t)luaL_optnumber(L, 1, 0);
     tide_sink_t **p = lua_newuserdata(L, sizeof(*p));
     *p = NULL;
     luaL_getmetatable(L, SINK_MT);
@@ -125,6 +161,7 @@ static int sink_new(lua_State *L) {
     *p = malloc(sizeof(**p));
     if (!*p) return luaL_error(L, "not enough memory");
     tide_sink_init(*p);
+    (*p)->limit = limit;
     return 1;
 }
 
@@ -421,6 +458,107 @@ static int httpc_request(lua_State *L) {
     return 2;
 }
 
+/* --- limits for the driver: core.guard (see bindings/guard.h) --- */
+
+#define GUARD_MT "tide.guard"
+
+typedef struct guard_ud {
+    int owner;
+    int64_t budget_ms; /* <= 0: none */
+    char label[256];
+} guard_ud_t;
+
+/* core.guard{ memory = bytes, timeout_ms = ms, label = text }: a heap
+ * owner with its cap and the budget of each call made through it. */
+static int guard_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Number memory = num_field(L, 1, "memory", 0);
+    lua_Number timeout = num_field(L, 1, "timeout_ms", 0);
+    luaL_argcheck(L, memory >= 0 && timeout >= 0, 1, "limits must not be negative");
+    tide_guard_status_t st = tide_guard_install(L);
+    if (st == TIDE_GUARD_OTHER_STATE)
+        return luaL_error(L, "another Lua state of this process runs guarded detectors");
+    if (st != TIDE_GUARD_OK) return luaL_error(L, "not enough memory");
+    int owner = tide_heap_owner(tide_guard_heap(), (size_t)memory);
+    if (!owner) return luaL_error(L, "not enough memory");
+    guard_ud_t *g = lua_newuserdata(L, sizeof(*g));
+    g->owner = owner;
+    g->budget_ms = (int64_t)timeout;
+    lua_getfield(L, 1, "label");
+    snprintf(g->label, sizeof(g->label), "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+    luaL_getmetatable(L, GUARD_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+static guard_ud_t *check_guard(lua_State *L) { return luaL_checkudata(L, 1, GUARD_MT); }
+
+/* guard:call(fn, ...) -> fn(...), charged to the guard's owner within its
+ * budget; an error is raised again, unchanged, once the call is over. A
+ * plain lua_pcall, as pcall() itself: the caller (Lua) is the one that
+ * describes errors; entering, calling and leaving stay one C step, so that
+ * no hook can raise between them and leave the guard armed. */
+static int guard_call(lua_State *L) {
+    guard_ud_t *g = check_guard(L);
+    luaL_checkany(L, 2);
+    int base = 2, nargs = lua_gettop(L) - 2;
+    tide_guard_call_t c;
+    tide_guard_enter(g->owner, g->budget_ms > 0 ? g->budget_ms : INT64_MAX / 4, g->label, &c);
+    int rc = lua_pcall(L, nargs, LUA_MULTRET, 0);
+    tide_guard_leave(&c);
+    if (rc) {
+        if (rc == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
+        return lua_error(L);
+    }
+    return lua_gettop(L) - base + 1;
+}
+
+/* guard:label(text): what the call in progress is, for messages. */
+static int guard_label(lua_State *L) {
+    guard_ud_t *g = check_guard(L);
+    snprintf(g->label, sizeof(g->label), "%s", luaL_checkstring(L, 2));
+    return 0;
+}
+
+/* guard:heap() -> bytes in use, peak, limit (the owner's). */
+static int guard_heap(lua_State *L) {
+    guard_ud_t *g = check_guard(L);
+    tide_heap_t *h = tide_guard_heap();
+    lua_pushnumber(L, (lua_Number)tide_heap_owner_used(h, g->owner));
+    lua_pushnumber(L, (lua_Number)tide_heap_owner_peak(h, g->owner));
+    lua_pushnumber(L, (lua_Number)tide_heap_owner_limit(h, g->owner));
+    return 3;
+}
+
+static int guard_gc(lua_State *L) {
+    (void)L;
+    return 0; /* the owner keeps its id: blocks freed later still find it */
+}
+
+/* core.heap_room() -> bytes the running code may still allocate, and the
+ * cap they are counted against (math.huge, 0 without one): what a
+ * detector's heap has left, live or in the driver. */
+static int core_heap_room(lua_State *L) {
+    tide_heap_t *h = tide_heap_find(L);
+    size_t room = h ? tide_heap_room(h) : (size_t)-1;
+    size_t cap = h ? tide_heap_owner_limit(h, tide_heap_current(h)) : 0;
+    if (h && !cap) cap = tide_heap_limit(h);
+    lua_pushnumber(L, room == (size_t)-1 ? HUGE_VAL : (lua_Number)room);
+    lua_pushnumber(L, (lua_Number)cap);
+    return 2;
+}
+
+/* core.limits() -> { memory =, timeout_ms = }: the host's defaults. */
+static int core_limits(lua_State *L) {
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, TIDE_DEFAULT_MEMORY_LIMIT);
+    lua_setfield(L, -2, "memory");
+    lua_pushnumber(L, TIDE_DEFAULT_BATCH_TIMEOUT_MS);
+    lua_setfield(L, -2, "timeout_ms");
+    return 1;
+}
+
 /* core.sleep_ms(ms): a registry backoff, bounded by the caller. */
 static int core_sleep_ms(lua_State *L) {
     double ms = luaL_checknumber(L, 1);
@@ -488,8 +626,11 @@ int luaopen_tide_core(lua_State *L) {
     static const luaL_Reg batch_methods[] = {
         {"ptr", batch_ptr}, {"cursor", batch_cursor}, {"close", batch_close},
         {NULL, NULL}};
+    static const luaL_Reg guard_methods[] = {
+        {"call", guard_call}, {"label", guard_label}, {"heap", guard_heap}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"api", core_api},     {"hash", core_hash},   {"log", core_log},
+        {"guard", guard_new},  {"heap_room", core_heap_room}, {"limits", core_limits},
         {"avro_api", core_avro_api}, {"http_client", httpc_new},
         {"sleep_ms", core_sleep_ms}, {"now_ms", core_now_ms},
         {"sink", sink_new},    {"batch", batch_new},  {"dispatch", core_dispatch},
@@ -499,6 +640,7 @@ int luaopen_tide_core(lua_State *L) {
 
     register_class(L, SINK_MT, sink_methods, sink_close);
     register_class(L, BATCH_MT, batch_methods, batch_close);
+    register_class(L, GUARD_MT, guard_methods, guard_gc);
     static const luaL_Reg httpc_methods[] = {
         {"request", httpc_request}, {"close", httpc_close}, {NULL, NULL}};
     register_class(L, HTTPC_MT, httpc_methods, httpc_close);

@@ -18,12 +18,24 @@ typedef struct tide_lua_error {
     size_t memory_limit; /* for the MemoryError message; 0: none */
 } tide_lua_error_t;
 
-/* lua_pcall with tide's message handler: classifies the error (a table
- * { class, message } from tide.errors, a MemoryError, or a ProcessError) and
- * keeps its traceback in *err. Returns lua_pcall's status; on error leaves
- * nothing on the stack. */
+/* lua_pcall, run on a coroutine of its own: on error, keeps the traceback
+ * from where the error was raised, classifies the error (a tide.errors object
+ * keeps its class; a memory error is a MemoryError; anything else a
+ * ProcessError) and describes it in *err, at most TIDE_ERROR_MESSAGE_MAX
+ * bytes: an error object that is not a string is described by a protected
+ * tostring(), a memory error and a stack overflow by the detector's file and
+ * line. A coroutine.yield out of the call fails it. Returns lua_pcall's
+ * status; on error leaves nothing on the stack. */
 int tide_lua_pcall(lua_State *L, int nargs, int nresults, tide_lua_error_t *err);
 void tide_lua_error_free(tide_lua_error_t *err);
+
+/* "file:line" of the innermost Lua frame of L that is not tide's own code
+ * (a script "@.../tide/name.lua"), into out ("file: in the function at line
+ * N" when its current line is unknown); 0 when there is none. Reads the
+ * stack only: it allocates nothing, so it works at the heap's limit. */
+int tide_lua_where(lua_State *L, char *out, size_t cap);
+/* Is `source` (a chunk name) one of tide's own scripts? */
+int tide_lua_is_tide_source(const char *source);
 
 /* The policy loop behind tide_runtime_dispatch, shared with tide.core:
  * `run_ref` is a registry reference to the dispatcher's run function.
@@ -41,15 +53,28 @@ void tide_lua_dead_letter(tide_sink_t *s, const tide_api_t *api, const tide_rec_
                           const tide_lua_error_t *err, const char *detector,
                           const char *version);
 
-/* Registry keys for what tide.core hands to Lua. */
+/* Registry keys for what tide.core hands to Lua, and for the metatable of
+ * tide's error objects (set by tide.errors): only an error with it has its
+ * class believed, so that a detector cannot pass for a MemoryError. */
 #define TIDE_REG_API "tide.api"
 #define TIDE_REG_LOG "tide.log"
+#define TIDE_REG_ERROR_MT "tide.error.mt"
 
-/* Where ctx.log and print() go (registry TIDE_REG_LOG, a lightuserdata). */
+/* Longest error message and traceback kept (dead-letter headers, logs). */
+#define TIDE_ERROR_MESSAGE_MAX 8192
+#define TIDE_ERROR_TRACEBACK_MAX 16384
+
+/* Where ctx.log and print() go (registry TIDE_REG_LOG, a lightuserdata).
+ * A detector that logs in a loop is held to TIDE_LOG_LINES_PER_S lines a
+ * second; the rest are counted and the count logged: a flood must not fill
+ * the host's disk before the watchdog stops it. */
+#define TIDE_LOG_LINES_PER_S 1000
 typedef struct tide_log_hook {
     tide_log_fn fn;
     void *ud;
     const tide_sink_t *sink; /* for the record being processed, if any */
+    int64_t window_ms;       /* the second being counted (monotonic) */
+    long lines, dropped;
 } tide_log_hook_t;
 
 /* The module loader, also preloaded into every runtime. */

@@ -16,17 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "guard.h"
+#include "heap.h"
 #include "lua_call.h"
-
-typedef struct capped_alloc {
-    size_t used, peak, limit; /* limit 0: none */
-    lua_Alloc inner;          /* LuaJIT's own allocator, which does the work */
-    void *inner_ud;
-} capped_alloc_t;
 
 struct tide_runtime {
     lua_State *L;
-    capped_alloc_t alloc;
+    tide_heap_t *heap; /* the Lua heap cap (bindings/heap.c), whole state */
     tide_runtime_opts_t opts;
     const tide_api_t *api;
     tide_sink_t sink;
@@ -38,27 +34,6 @@ struct tide_runtime {
     int query_ref, query_cancel_ref; /* interactive queries (tide.query) */
     tide_detector_info_t info;
 };
-
-/* The Lua heap cap, wrapped around LuaJIT's own allocator (much faster than
- * malloc for the small strings a detector makes per record). Shrinking and
- * freeing always succeed, so the collector can always make room; growing past
- * the limit fails, which Lua raises as a memory error in the detector (a
- * MemoryError for that record). */
-static void *on_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    capped_alloc_t *a = ud;
-    if (nsize == 0) {
-        a->inner(a->inner_ud, ptr, osize, 0);
-        a->used -= osize;
-        return NULL;
-    }
-    if (a->limit && nsize > osize && a->used - osize + nsize > a->limit)
-        return NULL;
-    void *p = a->inner(a->inner_ud, ptr, osize, nsize);
-    if (!p) return NULL;
-    a->used = a->used - osize + nsize;
-    if (a->used > a->peak) a->peak = a->used;
-    return p;
-}
 
 static char *dupstr(const char *s) { return strdup(s ? s : ""); }
 
@@ -336,13 +311,15 @@ static tide_runtime_t *new_runtime(const tide_runtime_opts_t *o, char **errp) {
         return NULL;
     }
     lua_State *L = rt->L;
-    /* Start the count at what the state holds already, so that freeing
-     * those blocks later balances. */
-    rt->alloc.inner = lua_getallocf(L, &rt->alloc.inner_ud);
-    rt->alloc.used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
-    lua_setallocf(L, on_alloc, &rt->alloc);
+    rt->heap = tide_heap_of(L);
+    if (!rt->heap) {
+        lua_close(L);
+        free(rt);
+        *errp = strdup("not enough memory");
+        return NULL;
+    }
     luaL_openlibs(L);
-    rt->log_hook = (tide_log_hook_t){o->log, o->log_ud, &rt->sink};
+    rt->log_hook = (tide_log_hook_t){o->log, o->log_ud, &rt->sink, 0, 0, 0};
     lua_pushlightuserdata(L, (void *)rt->api);
     lua_setfield(L, LUA_REGISTRYINDEX, TIDE_REG_API);
     lua_pushlightuserdata(L, &rt->log_hook);
@@ -366,7 +343,7 @@ tide_status_t tide_runtime_open(const tide_runtime_opts_t *o, const char *path,
     }
     /* Loading is done: from now on the detector lives within its cap. */
     lua_gc(rt->L, LUA_GCCOLLECT, 0);
-    rt->alloc.limit = o->memory_limit;
+    tide_heap_set_limit(rt->heap, o->memory_limit);
     rt->err.memory_limit = o->memory_limit;
     *rtp = rt;
     return TIDE_OK;
@@ -548,8 +525,8 @@ void tide_runtime_query_cancel(tide_runtime_t *rt, uint32_t id) {
     call_hook(rt, 1, 0);
 }
 
-size_t tide_runtime_heap_bytes(const tide_runtime_t *rt) { return rt->alloc.used; }
-size_t tide_runtime_heap_peak(const tide_runtime_t *rt) { return rt->alloc.peak; }
+size_t tide_runtime_heap_bytes(const tide_runtime_t *rt) { return tide_heap_used(rt->heap); }
+size_t tide_runtime_heap_peak(const tide_runtime_t *rt) { return tide_heap_peak(rt->heap); }
 
 void tide_runtime_stop(tide_runtime_t *rt) {
     if (!rt->L || rt->close_ref == LUA_NOREF) return;
@@ -564,6 +541,7 @@ void tide_runtime_close(tide_runtime_t *rt) {
     if (!rt) return;
     tide_runtime_stop(rt);
     if (rt->L) lua_close(rt->L);
+    tide_heap_free(rt->heap);
     tide_lua_error_free(&rt->err);
     tide_sink_free(&rt->sink);
     free_info(&rt->info);
@@ -642,7 +620,7 @@ static int cli_read_topic(lua_State *L) {
 
 /* Push require("tide.cli").main and its arguments: command, args, host. */
 static int push_cli_call(lua_State *L, const char *command, int argc, char **argv,
-                         tide_cli_reader_fn reader, tide_lua_error_t *err) {
+                         const tide_cli_opts_t *o, tide_lua_error_t *err) {
     lua_getglobal(L, "require");
     lua_pushstring(L, "tide.cli");
     if (tide_lua_pcall(L, 1, 1, err)) return -1;
@@ -655,15 +633,19 @@ static int push_cli_call(lua_State *L, const char *command, int argc, char **arg
         lua_rawseti(L, -2, i + 1);
     }
     lua_newtable(L);
-    if (reader) {
-        *(tide_cli_reader_fn *)lua_newuserdata(L, sizeof(reader)) = reader;
+    if (o->reader) {
+        *(tide_cli_reader_fn *)lua_newuserdata(L, sizeof(o->reader)) = o->reader;
         lua_pushcclosure(L, cli_read_topic, 1);
         lua_setfield(L, -2, "read_topic");
     }
+    lua_createtable(L, 0, 2);
+    set_number(L, "memory", (lua_Number)o->memory_limit);
+    set_number(L, "timeout_ms", (lua_Number)o->timeout_ms);
+    lua_setfield(L, -2, "limits");
     return 0;
 }
 
-int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader_fn reader) {
+int tide_runtime_cli(const char *command, int argc, char **argv, const tide_cli_opts_t *o) {
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "tide: cannot create a Lua state\n");
@@ -674,7 +656,7 @@ int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader
     int rc = 2;
     if (tide_lua_preload(L) != 0) {
         fprintf(stderr, "tide: %s\n", lua_tostring(L, -1));
-    } else if (push_cli_call(L, command, argc, argv, reader, &err) ||
+    } else if (push_cli_call(L, command, argc, argv, o, &err) ||
                tide_lua_pcall(L, 3, 1, &err)) {
         fprintf(stderr, "tide: %s\n%s\n", err.message, err.traceback ? err.traceback : "");
     } else {
@@ -682,5 +664,6 @@ int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader
     }
     tide_lua_error_free(&err);
     lua_close(L);
+    tide_guard_forget();
     return rc;
 }

@@ -162,10 +162,18 @@ typedef int (*tide_cli_reader_fn)(const char *bootstrap, const char *topic,
                                   const tide_cli_range_t *ranges, int n, tide_cli_record_fn fn,
                                   void *ud, char **errp);
 
-/* Runs require("tide.cli").main(command, args) in a fresh Lua state holding
- * tide's scripts (no heap cap: the detectors it runs have the driver's
- * sandbox) and returns the exit code; errors are printed. `reader` reads
- * topics for `replay --from` (NULL: none). */
-int tide_runtime_cli(const char *command, int argc, char **argv, tide_cli_reader_fn reader);
+/* What `tide test` and `tide replay` run with. */
+typedef struct tide_cli_opts {
+    size_t memory_limit;       /* detector.memory.limit.bytes: each detector's heap cap */
+    int64_t timeout_ms;        /* detector.batch.timeout.ms: each call's budget */
+    tide_cli_reader_fn reader; /* reads topics for `replay --from`; NULL: none */
+} tide_cli_opts_t;
+
+/* Runs require("tide.cli").main(command, args, host) in a fresh Lua state
+ * holding tide's scripts and returns the exit code; errors are printed.
+ * Detectors run in the test driver's sandbox with the limits of `o`
+ * (bindings/guard.h): a record that passes them fails, located; a call stuck
+ * in C ends the process with TIDE_EXIT_LIMIT. */
+int tide_runtime_cli(const char *command, int argc, char **argv, const tide_cli_opts_t *o);
 
 #endif

@@ -10,6 +10,11 @@
 
 #include "tide_ffi.h"
 
+/* Defaults of detector.memory.limit.bytes and detector.batch.timeout.ms (in
+ * host/config.c's table), which the busted driver applies too. */
+#define TIDE_DEFAULT_MEMORY_LIMIT 134217728
+#define TIDE_DEFAULT_BATCH_TIMEOUT_MS 10000
+
 typedef enum tide_status {
     TIDE_OK = 0,
     TIDE_ERROR,   /* see the error string out-parameter */

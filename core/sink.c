@@ -27,6 +27,26 @@ void tide_sink_clear(tide_sink_t *s) {
     s->n_hdrs = 0;
 }
 
+void tide_sink_swap(tide_sink_t *s, tide_sink_t *other) {
+    tide_sink_t t = *s;
+    s->bytes = other->bytes, s->bytes_len = other->bytes_len, s->bytes_cap = other->bytes_cap;
+    s->entries = other->entries, s->n = other->n, s->cap = other->cap;
+    s->hdrs = other->hdrs, s->n_hdrs = other->n_hdrs, s->cap_hdrs = other->cap_hdrs;
+    other->bytes = t.bytes, other->bytes_len = t.bytes_len, other->bytes_cap = t.bytes_cap;
+    other->entries = t.entries, other->n = t.n, other->cap = t.cap;
+    other->hdrs = t.hdrs, other->n_hdrs = t.n_hdrs, other->cap_hdrs = t.cap_hdrs;
+}
+
+void tide_sink_shrink(tide_sink_t *s) {
+    if (s->n) return;
+    free(s->bytes);
+    free(s->entries);
+    free(s->hdrs);
+    s->bytes = NULL, s->bytes_len = s->bytes_cap = 0;
+    s->entries = NULL, s->n = s->cap = 0;
+    s->hdrs = NULL, s->n_hdrs = s->cap_hdrs = 0;
+}
+
 void tide_sink_truncate(tide_sink_t *s, size_t first, int32_t max_kept) {
     if (first >= s->n) return;
     /* an entry's bytes start with its key */
@@ -75,9 +95,17 @@ static int grow(void **buf, size_t *cap, size_t need, size_t size) {
     return 0;
 }
 
+/* Would `more` bytes take the sink past its limit? Entries and headers
+ * count too: a flood of empty emits is no cheaper to hold. */
+static int over_limit(const tide_sink_t *s, size_t more) {
+    return s->limit &&
+           s->bytes_len + more + (s->n + s->n_hdrs + 2) * sizeof(tide_sink_entry_t) > s->limit;
+}
+
 /* Copy len bytes (len < 0: nothing) into the arena; returns the offset. */
 static int put_bytes(tide_sink_t *s, const char *p, int32_t len, size_t *off) {
     size_t n = len > 0 ? (size_t)len : 0;
+    if (over_limit(s, n)) return -1;
     if (grow((void **)&s->bytes, &s->bytes_cap, s->bytes_len + n, 1)) return -1;
     *off = s->bytes_len;
     if (n) memcpy(s->bytes + s->bytes_len, p, n);
@@ -137,7 +165,16 @@ int tide_utf8_valid(const char *buf, int32_t len) {
     const unsigned char *p = (const unsigned char *)buf;
     const unsigned char *end = p + (len > 0 ? len : 0);
     while (p < end) {
-        /* ASCII fast path, eight bytes at a time */
+        /* ASCII fast path, 32 then eight bytes at a time */
+        while (end - p >= 32) {
+            uint64_t a, b, c, d;
+            memcpy(&a, p, 8);
+            memcpy(&b, p + 8, 8);
+            memcpy(&c, p + 16, 8);
+            memcpy(&d, p + 24, 8);
+            if ((a | b | c | d) & 0x8080808080808080ULL) break;
+            p += 32;
+        }
         while (end - p >= 8) {
             uint64_t w;
             memcpy(&w, p, 8);

@@ -45,12 +45,21 @@ struct tide_sink {
     size_t n, cap;
     tide_sink_hdr_t *hdrs; /* owned */
     size_t n_hdrs, cap_hdrs;
+    size_t limit; /* most bytes it holds (records and their bookkeeping); 0: none.
+                   * The test driver sets it: emits live outside the Lua heap. */
 };
 
 void tide_sink_init(tide_sink_t *s);
 void tide_sink_free(tide_sink_t *s);
 /* Forget every entry; keeps the memory for the next batch. */
 void tide_sink_clear(tide_sink_t *s);
+/* Exchange the arenas (entries, bytes, headers) of s and other, each
+ * keeping its own batch and timestamp: the producer takes a filled arena
+ * and leaves an empty one in its place, without copying. */
+void tide_sink_swap(tide_sink_t *s, tide_sink_t *other);
+/* Give an empty sink's memory back (an idle worker); it grows again on the
+ * next emit. */
+void tide_sink_shrink(tide_sink_t *s);
 /* Drop the entries from index `first` on whose output is above `max_kept`,
  * keeping the others in order (a failed record's emits go, the changelog
  * entries of the store writes it made stay: see tide_lua_dispatch).

@@ -29,7 +29,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <ftw.h>
-#include <rocksdb/c.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +37,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "rdb.h"
 #include "skiplist.h"
 
 #define KEY_HDR 5 /* store id + partition */
@@ -213,23 +213,10 @@ static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen) {
 
 /* --- open, close, wipe --- */
 
-tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
-    if (!o || !o->path || !*o->path) {
-        fail(errp, "store: no path given");
-        return NULL;
-    }
-    size_t cache_bytes = o->block_cache_bytes ? o->block_cache_bytes : DEFAULT_BLOCK_CACHE;
-    size_t wb_bytes = o->write_buffer_bytes ? o->write_buffer_bytes : DEFAULT_WRITE_BUFFER;
-
-    tide_store_db_t *db = calloc(1, sizeof(*db));
-    if (!db) {
-        fail(errp, "store: out of memory");
-        return NULL;
-    }
-    db->cache = rocksdb_cache_create_lru(cache_bytes);
-
+/* Block-based tables reading through the database's LRU cache. */
+static rocksdb_block_based_table_options_t *table_options(rocksdb_cache_t *cache) {
     rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
-    rocksdb_block_based_options_set_block_cache(t, db->cache);
+    rocksdb_block_based_options_set_block_cache(t, cache);
     /* Whole-key bloom filters: most lookups in a detector are for keys it
      * has never seen (a new card, a new user), and a filter answers those
      * without reading a data block. The table options take ownership. */
@@ -247,7 +234,12 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
         t, rocksdb_block_based_table_index_type_two_level_index_search);
     rocksdb_block_based_options_set_partition_filters(t, 1);
     rocksdb_block_based_options_set_pin_top_level_index_and_filter(t, 1);
+    return t;
+}
 
+/* The database options: tables t, a memtable budget of wb_bytes. */
+static rocksdb_options_t *db_options(rocksdb_block_based_table_options_t *t,
+                                     size_t wb_bytes) {
     rocksdb_options_t *opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(opts, 1);
     rocksdb_options_set_block_based_table_factory(opts, t); /* copies t */
@@ -273,7 +265,46 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
     /* RocksDB's own LOG files would otherwise accumulate forever. */
     rocksdb_options_set_keep_log_file_num(opts, 4);
     rocksdb_options_set_max_log_file_size(opts, 4u << 20);
+    return opts;
+}
 
+/* The record cache in front of RocksDB: its budget, buckets and ordered
+ * index. -1 when out of memory. */
+static int record_cache_init(tide_store_db_t *db, size_t cache_bytes) {
+    db->budget = cache_bytes ? cache_bytes : DEFAULT_RECORD_CACHE;
+    /* About one bucket per 256 bytes of budget (entries are ~80 bytes and
+     * the table doubles as they come), so that a clock sweep of a small
+     * cache does not walk mostly empty buckets. */
+    db->n_buckets = 1024;
+    while (db->n_buckets < (1u << 16) && db->n_buckets * 256 < db->budget) db->n_buckets *= 2;
+    db->buckets = calloc(db->n_buckets, sizeof(*db->buckets));
+    db->index = tide_skiplist_new();
+    return db->buckets && db->index ? 0 : -1;
+}
+
+tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
+    if (!o || !o->path || !*o->path) {
+        fail(errp, "store: no path given");
+        return NULL;
+    }
+    char *le = NULL;
+    if (tide_rdb_load(&le)) {
+        fail(errp, "store: %s", le ? le : "cannot load RocksDB");
+        free(le);
+        return NULL;
+    }
+    size_t cache_bytes = o->block_cache_bytes ? o->block_cache_bytes : DEFAULT_BLOCK_CACHE;
+    size_t wb_bytes = o->write_buffer_bytes ? o->write_buffer_bytes : DEFAULT_WRITE_BUFFER;
+
+    tide_store_db_t *db = calloc(1, sizeof(*db));
+    if (!db) {
+        fail(errp, "store: out of memory");
+        return NULL;
+    }
+    db->cache = rocksdb_cache_create_lru(cache_bytes);
+
+    rocksdb_block_based_table_options_t *t = table_options(db->cache);
+    rocksdb_options_t *opts = db_options(t, wb_bytes);
     char *e = NULL;
     db->rdb = rocksdb_open(opts, o->path, &e);
     rocksdb_options_destroy(opts);
@@ -293,15 +324,7 @@ tide_store_db_t *tide_store_open(const tide_store_opts_t *o, char **errp) {
     db->wo = rocksdb_writeoptions_create();
     rocksdb_writeoptions_disable_WAL(db->wo, 1);
     db->ro = rocksdb_readoptions_create();
-    db->budget = o->cache_bytes ? o->cache_bytes : DEFAULT_RECORD_CACHE;
-    /* About one bucket per 256 bytes of budget (entries are ~80 bytes and
-     * the table doubles as they come), so that a clock sweep of a small
-     * cache does not walk mostly empty buckets. */
-    db->n_buckets = 1024;
-    while (db->n_buckets < (1u << 16) && db->n_buckets * 256 < db->budget) db->n_buckets *= 2;
-    db->buckets = calloc(db->n_buckets, sizeof(*db->buckets));
-    db->index = tide_skiplist_new();
-    if (!db->buckets || !db->index) {
+    if (record_cache_init(db, o->cache_bytes)) {
         tide_store_close(db);
         fail(errp, "store: out of memory");
         return NULL;

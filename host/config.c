@@ -12,8 +12,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "runtime_types.h"
 
 #define MiB (1024LL * 1024)
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
     [TIDE_CFG_BOOTSTRAP_SERVERS] = {"bootstrap.servers", TIDE_SET_STRING, "", 0, 0, NULL,
@@ -31,8 +34,8 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "long also for one the broker has nothing more of (0: only the first; -1: never wait), "
      "as in Kafka Streams."},
     [TIDE_CFG_BUFFERED_RECORDS_PER_PARTITION] = {"buffered.records.per.partition", TIDE_SET_INT, "1000", 1, 1000000, NULL,
-     "Records fetched and held per input partition (on average over a worker's partitions) "
-     "before fetching waits for them to be processed."},
+     "Records fetched and held per input partition before fetching waits for them to be "
+     "processed (the rest wait in the partition's own queue in librdkafka)."},
     [TIDE_CFG_STATE_DIR] = {"state.dir", TIDE_SET_STRING, "/tmp/tide", 0, 0, NULL,
      "Directory for local state."},
     [TIDE_CFG_PROCESSING_GUARANTEE] = {"processing.guarantee", TIDE_SET_ENUM, "at_least_once", 0, 0,
@@ -41,8 +44,9 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "committed. exactly_once_v2 (KIP-447): outputs, changelog records, dead letters and input "
      "offsets are committed in one transaction per commit; readers with "
      "isolation.level=read_committed see each result once."},
-    [TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES] = {"detector.memory.limit.bytes", TIDE_SET_INT, "134217728", 1 * MiB, 64LL * 1024 * MiB, NULL,
-     "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError."},
+    [TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES] = {"detector.memory.limit.bytes", TIDE_SET_INT, STR(TIDE_DEFAULT_MEMORY_LIMIT), 1 * MiB, 64LL * 1024 * MiB, NULL,
+     "Cap on a detector's Lua heap; exceeding it fails the record with a MemoryError "
+     "(live, and in tide test and tide replay)."},
     [TIDE_CFG_SHUTDOWN_TIMEOUT_MS] = {"shutdown.timeout.ms", TIDE_SET_INT, "10000", 100, 600000, NULL,
      "Longest wait for outputs to be acknowledged at shutdown or revoke."},
     [TIDE_CFG_STATE_BLOCK_CACHE_BYTES] = {"state.block.cache.bytes", TIDE_SET_INT, "8388608", 0, 64LL * 1024 * MiB, NULL,
@@ -69,8 +73,9 @@ const tide_setting_t tide_settings[TIDE_CFG_COUNT + 1] = {
      "Anything but loopback exposes it: set it explicitly."},
     [TIDE_CFG_ADMIN_PORT] = {"admin.port", TIDE_SET_INT, "8642", 0, 65535, NULL,
      "Port of the admin HTTP server; 0 picks a free one (logged)."},
-    [TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS] = {"detector.batch.timeout.ms", TIDE_SET_INT, "10000", 100, 3600000, NULL,
-     "Watchdog: a worker whose batch runs longer is killed and restarted."},
+    [TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS] = {"detector.batch.timeout.ms", TIDE_SET_INT, STR(TIDE_DEFAULT_BATCH_TIMEOUT_MS), 100, 3600000, NULL,
+     "Watchdog: a worker whose batch runs longer is killed and restarted; in tide test and "
+     "tide replay, a record that runs longer fails with a TimeoutError."},
     [TIDE_CFG_DETECTOR_POISON_KILLS] = {"detector.poison.kills", TIDE_SET_INT, "3", 1, 100, NULL,
      "A record in flight when a worker died this many times is dead-lettered unrun."},
     [TIDE_CFG_DETECTOR_RESTART_BACKOFF_MAX_MS] = {"detector.restart.backoff.max.ms", TIDE_SET_INT, "30000", 100, 3600000, NULL,
@@ -202,6 +207,10 @@ static int try_client(const tide_config_t *c, rd_kafka_type_t type, char **errp)
 
 int tide_config_validate(tide_config_t *c, char **errp) {
     if (try_client(c, RD_KAFKA_PRODUCER, errp) || try_client(c, RD_KAFKA_CONSUMER, errp)) return -1;
+    return tide_config_settle(c, errp);
+}
+
+int tide_config_settle(tide_config_t *c, char **errp) {
     if (!tide_config_eos(c)) return 0;
     for (size_t i = 0; i < c->n_kafka; i++) {
         const char *k = c->kafka[i].key, *base = k;

@@ -8,9 +8,12 @@
  */
 #include "group.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -79,7 +82,7 @@ int tide_offsets_push(tide_offset_t *p, rd_kafka_message_t *m, int64_t timestamp
         p->cap = cap;
         p->head = 0;
     }
-    p->buf[(p->head + p->n) % p->cap] = (tide_buffered_t){m, timestamp, offset};
+    p->buf[(p->head + p->n) % p->cap] = (tide_buffered_t){m, timestamp, offset, NULL};
     p->n++;
     p->fetched = offset + 1;
     if (p->start < 0) p->start = offset;
@@ -106,6 +109,16 @@ static void unshift(tide_offset_t *p, const tide_buffered_t *b) {
     p->buf[p->head] = *b;
     p->n++;
     p->empty_since = -1;
+}
+
+void tide_offsets_trim(tide_offsets_t *o) {
+    for (int i = 0; i < o->n; i++) {
+        tide_offset_t *p = &o->p[i];
+        if (p->n) continue;
+        free(p->buf);
+        p->buf = NULL;
+        p->head = p->cap = 0;
+    }
 }
 
 int tide_offsets_buffered(const tide_offsets_t *o) {
@@ -157,7 +170,8 @@ int tide_offsets_take(tide_offsets_t *o, tide_buffered_t *out, int max, int64_t 
         if (!p) break;
         /* A run from the oldest partition, while it stays the oldest. */
         do {
-            out[n++] = p->buf[p->head];
+            out[n] = p->buf[p->head];
+            out[n++].part = p;
             p->head = (p->head + 1) % p->cap;
             p->n--;
         } while (n < max && p->n && p->buf[p->head].timestamp <= second);
@@ -176,6 +190,14 @@ tide_offset_t *tide_offsets_accept(tide_offsets_t *o, const char *topic, int32_t
                                    int64_t offset) {
     tide_offset_t *p = tide_offsets_find(o, topic, partition);
     return p && offset > p->processed ? p : NULL;
+}
+
+tide_offset_t *tide_offsets_accept_taken(tide_offsets_t *o, const tide_buffered_t *b,
+                                         const char *topic, int32_t partition) {
+    tide_offset_t *p = b->part;
+    if (p >= o->p && p < o->p + o->n && p->partition == partition && !strcmp(p->topic, topic))
+        return b->offset > p->processed ? p : NULL;
+    return tide_offsets_accept(o, topic, partition, b->offset);
 }
 
 rd_kafka_topic_partition_list_t *tide_offsets_pending(const tide_offsets_t *o,
@@ -235,6 +257,8 @@ struct tide_group {
     int is_static;    /* a static member (group.instance.id) */
     int fatal;        /* the consumer hit a fatal error (fenced by another instance) */
     int64_t unreachable_since; /* wall ms: librdkafka said all brokers are down; 0: not */
+    int wake;         /* an eventfd librdkafka writes to when one of our queues gets
+                       * something after being empty (-1: none, fill polls) */
     rd_kafka_message_t *fetch[1000];
 };
 
@@ -269,8 +293,11 @@ static rd_kafka_error_t *error_of(rd_kafka_resp_err_t err) {
 }
 
 /* What the group committed for the new partitions, and its metadata: where
- * their consumption begins, and what lag counts from (one round trip). */
-static void read_committed(tide_group_t *g, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
+ * their consumption begins, and what lag counts from (one round trip).
+ * Returns the list with the committed offsets (INVALID where none), or
+ * NULL when the broker did not answer. */
+static rd_kafka_topic_partition_list_t *read_committed(tide_group_t *g, rd_kafka_t *rk,
+                                                       const rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
     rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 5000);
     for (int i = 0; !e && i < l->cnt; i++) {
@@ -282,18 +309,82 @@ static void read_committed(tide_group_t *g, rd_kafka_t *rk, const rd_kafka_topic
         if (c->metadata) memcpy(p->meta, c->metadata, n);
         p->meta[c->metadata ? n : 0] = '\0';
     }
-    if (e)
-        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "cannot read the committed offsets: %s",
-                 rd_kafka_err2str(e));
+    if (!e) return l;
+    tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "cannot read the committed offsets: %s", rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
+    return NULL;
+}
+
+/* Where partitions with no committed offset begin, as auto.offset.reset
+ * says, for all of them in one ListOffsets round trip. Left to librdkafka,
+ * each partition looks its own up, and the last ones start fetching only
+ * once the first ones have filled the queue: a worker that hands out
+ * records in time order across partitions would wait for them (and buffer
+ * the others) for seconds. Partitions it cannot tell are left INVALID, for
+ * librdkafka to resolve. */
+static void reset_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l) {
+    char reset[32];
+    size_t size = sizeof(reset);
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), "auto.offset.reset", reset, &size) != RD_KAFKA_CONF_OK)
+        return;
+    /* ListOffsets' own timestamps: -2 the earliest offset, -1 the latest */
+    int64_t ts = !strcmp(reset, "smallest") || !strcmp(reset, "earliest") || !strcmp(reset, "beginning")
+                     ? -2
+                 : !strcmp(reset, "largest") || !strcmp(reset, "latest") || !strcmp(reset, "end")
+                     ? -1
+                     : 0;
+    if (!ts) return; /* "error": librdkafka reports it */
+    rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(l->cnt);
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].offset < 0 && !l->elems[i].err)
+            rd_kafka_topic_partition_list_add(q, l->elems[i].topic, l->elems[i].partition)->offset = ts;
+    if (q->cnt && !rd_kafka_offsets_for_times(rk, q, 5000)) {
+        for (int i = 0; i < q->cnt; i++) {
+            const rd_kafka_topic_partition_t *r = &q->elems[i];
+            if (r->err || r->offset < 0) continue;
+            rd_kafka_topic_partition_list_find(l, r->topic, r->partition)->offset = r->offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(q);
+}
+
+/* Every held partition is read from its own queue, not through the
+ * consumer's one queue: the order needs each partition's head, and behind
+ * one queue that arrives only after whatever other partitions librdkafka
+ * fetched first (about a whole produce batch of each), which the group
+ * would have to buffer: the whole topic, on a backlog of many partitions.
+ * Per partition, librdkafka's queued.min.messages bounds what it fetches
+ * ahead. Set before the assignment starts fetching (librdkafka keeps an
+ * application's forwarding). */
+static void own_queue(tide_group_t *g, tide_offset_t *p) {
+    static const uint64_t one = 1;
+    if (p->queue) return;
+    p->queue = rd_kafka_queue_get_partition(g->rk, p->topic, p->partition);
+    if (!p->queue) return;
+    rd_kafka_queue_forward(p->queue, NULL);
+    if (g->wake >= 0) rd_kafka_queue_io_event_enable(p->queue, g->wake, &one, sizeof(one));
+}
+
+static void drop_queue(tide_offset_t *p) {
+    if (!p || !p->queue) return;
+    rd_kafka_queue_io_event_enable(p->queue, -1, NULL, 0);
+    rd_kafka_queue_destroy(p->queue);
+    p->queue = NULL;
 }
 
 static void assigned(tide_group_t *g, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
-    for (int i = 0; i < parts->cnt; i++)
-        tide_offsets_add(&g->offsets, parts->elems[i].topic, parts->elems[i].partition);
-    read_committed(g, rk, parts);
-    rd_kafka_error_t *e = eager(rk) ? error_of(rd_kafka_assign(rk, parts))
-                                    : rd_kafka_incremental_assign(rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        tide_offset_t *p = tide_offsets_add(&g->offsets, parts->elems[i].topic, parts->elems[i].partition);
+        if (p) own_queue(g, p);
+    }
+    /* Assigned at concrete offsets (the committed ones, else where
+     * auto.offset.reset points), so that every partition fetches at once. */
+    rd_kafka_topic_partition_list_t *at = read_committed(g, rk, parts);
+    if (at) reset_offsets(rk, at);
+    const rd_kafka_topic_partition_list_t *to = at ? at : parts;
+    rd_kafka_error_t *e = eager(rk) ? error_of(rd_kafka_assign(rk, to))
+                                    : rd_kafka_incremental_assign(rk, to);
+    if (at) rd_kafka_topic_partition_list_destroy(at);
     if (e) {
         /* librdkafka fails an assign only on a closed or fatal consumer;
          * the poll that follows reports why. */
@@ -307,8 +398,10 @@ static void assigned(tide_group_t *g, rd_kafka_t *rk, rd_kafka_topic_partition_l
 static void revoked(tide_group_t *g, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
     int lost = rd_kafka_assignment_lost(rk);
     g->cb.on_revoking(g->cb.ud, parts, lost);
-    for (int i = 0; i < parts->cnt; i++)
+    for (int i = 0; i < parts->cnt; i++) {
+        drop_queue(tide_offsets_find(&g->offsets, parts->elems[i].topic, parts->elems[i].partition));
         tide_offsets_remove(&g->offsets, parts->elems[i].topic, parts->elems[i].partition);
+    }
     g->cb.on_revoked(g->cb.ud, parts, lost);
     rd_kafka_error_t *e = eager(rk) ? error_of(rd_kafka_assign(rk, NULL))
                                     : rd_kafka_incremental_unassign(rk, parts);
@@ -393,6 +486,11 @@ static rd_kafka_conf_t *consumer_conf(const tide_group_opts_t *o, char **errp) {
         kset(conf, "fetch.queue.backoff.ms", "10", errp) ||
         kset(conf, "session.timeout.ms", "10000", errp) ||
         kset(conf, "heartbeat.interval.ms", "2000", errp) ||
+        /* Per partition here (each is read from its own queue): fetch a
+         * partition again once fewer than this are waiting in librdkafka,
+         * about what the group buffers of it. librdkafka's default
+         * (100000) would read ahead a whole backlog on each partition. */
+        kset(conf, "queued.min.messages", "1000", errp) ||
         tide_config_apply_kafka(o->config, conf, TIDE_CLIENT_CONSUMER, errp) ||
         kset(conf, "bootstrap.servers", o->bootstraps, errp) ||
         kset(conf, "group.id", o->group_id, errp) ||
@@ -437,6 +535,11 @@ tide_group_t *tide_group_new(const tide_group_opts_t *o, char **errp) {
     }
     rd_kafka_poll_set_consumer(g->rk);
     g->queue = rd_kafka_queue_get_consumer(g->rk);
+    g->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (g->wake >= 0) {
+        static const uint64_t one = 1;
+        rd_kafka_queue_io_event_enable(g->queue, g->wake, &one, sizeof(one));
+    }
     return g;
 }
 
@@ -468,27 +571,67 @@ static void consumer_error(tide_group_t *g, const rd_kafka_message_t *m) {
              "consumer: %s", rd_kafka_message_errstr(m));
 }
 
-void tide_group_fill(tide_group_t *g, int timeout_ms) {
-    /* Back-pressure without pausing (a paused partition resumes only with
-     * librdkafka's next fetch, up to fetch.wait.max.ms later): past the
-     * cap, take one record a pass (polling serves rebalances too) and let
-     * librdkafka's own queue fill and stop fetching, unless the order waits
-     * for a partition that is not buffered yet. */
+/* A fetched message: into its partition's buffer, or dropped. */
+static void buffer(tide_group_t *g, rd_kafka_message_t *m) {
+    tide_offset_t *p = m->err ? NULL
+                              : tide_offsets_find(&g->offsets, rd_kafka_topic_name(m->rkt), m->partition);
+    if (p && tide_offsets_push(p, m, rd_kafka_message_timestamp(m, NULL), m->offset) >= 0) return;
+    if (m->err) consumer_error(g, m);
+    else g->dropped++; /* a redelivery, or a partition no longer held */
+    rd_kafka_message_destroy(m);
+}
+
+/* Top up each partition's buffer from its own queue once it is half empty;
+ * returns the records taken. */
+static int refill(tide_group_t *g) {
+    int got = 0, max = (int)(sizeof(g->fetch) / sizeof(g->fetch[0]));
+    for (int i = 0; i < g->offsets.n; i++) {
+        tide_offset_t *p = &g->offsets.p[i];
+        if (!p->queue || p->n > g->buffered_max / 2) continue;
+        int room = g->buffered_max - p->n;
+        ssize_t n = rd_kafka_consume_batch_queue(p->queue, 0, g->fetch, (size_t)(room < max ? room : max));
+        for (ssize_t k = 0; k < n; k++) {
+            rd_kafka_message_t *m = g->fetch[k];
+            /* its own queue holds only its records (or its errors) */
+            if (m->err || m->partition != p->partition ||
+                tide_offsets_push(p, m, rd_kafka_message_timestamp(m, NULL), m->offset) < 0)
+                buffer(g, m);
+        }
+        got += n > 0 ? (int)n : 0;
+    }
+    return got;
+}
+
+/* The consumer's own queue: rebalances and errors (their callbacks run
+ * here), and the records of partitions not read from a queue of their own.
+ * Back-pressure for those without pausing (a paused partition resumes only
+ * with librdkafka's next fetch, up to fetch.wait.max.ms later): past the
+ * cap, one record a pass, unless the order waits for a partition. */
+static int poll_consumer(tide_group_t *g, int timeout_ms) {
     int cap = g->buffered_max * (g->offsets.n ? g->offsets.n : 1);
     size_t max = sizeof(g->fetch) / sizeof(g->fetch[0]);
     if (tide_offsets_buffered(&g->offsets) >= cap && !g->starved) max = 1;
     ssize_t n = rd_kafka_consume_batch_queue(g->queue, timeout_ms, g->fetch, max);
-    for (ssize_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = g->fetch[i];
-        tide_offset_t *p = m->err ? NULL
-                                  : tide_offsets_find(&g->offsets, rd_kafka_topic_name(m->rkt),
-                                                      m->partition);
-        if (p && tide_offsets_push(p, m, rd_kafka_message_timestamp(m, NULL), m->offset) >= 0)
-            continue;
-        if (m->err) consumer_error(g, m);
-        else g->dropped++; /* a redelivery, or a partition no longer held */
-        rd_kafka_message_destroy(m);
+    for (ssize_t i = 0; i < n; i++) buffer(g, g->fetch[i]);
+    return n > 0 ? (int)n : 0;
+}
+
+void tide_group_fill(tide_group_t *g, int timeout_ms) {
+    if (g->wake < 0) { /* no wake-ups: the consumer's queue is the one to wait on */
+        refill(g);
+        poll_consumer(g, timeout_ms);
+        return;
     }
+    if (refill(g) + poll_consumer(g, 0) > 0 || timeout_ms <= 0) return;
+    /* Nothing anywhere: sleep until a queue of ours gets something. */
+    struct pollfd pfd = {.fd = g->wake, .events = POLLIN};
+    if (poll(&pfd, 1, timeout_ms) > 0) {
+        uint64_t v;
+        ssize_t r = read(g->wake, &v, sizeof(v));
+        (void)r;
+    }
+    refill(g);
+    poll_consumer(g, 0);
 }
 
 /* The cached end of every empty partition: whether more is on the broker. */
@@ -503,6 +646,8 @@ static void refresh_ends(tide_group_t *g) {
         if (p->fetched < 0 && p->committed >= 0) p->fetched = p->committed;
     }
 }
+
+int tide_group_starved(const tide_group_t *g) { return g->starved; }
 
 int tide_group_take(tide_group_t *g, tide_buffered_t *out, int max) {
     refresh_ends(g);
@@ -698,8 +843,13 @@ int tide_group_close(tide_group_t *g, int leave) {
 
 void tide_group_free(tide_group_t *g) {
     if (!g) return;
+    for (int i = 0; i < g->offsets.n; i++) drop_queue(&g->offsets.p[i]);
     tide_offsets_free(&g->offsets); /* buffered messages hold the client's partitions */
-    if (g->queue) rd_kafka_queue_destroy(g->queue);
+    if (g->queue) {
+        rd_kafka_queue_io_event_enable(g->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(g->queue);
+    }
+    if (g->wake >= 0) close(g->wake);
     rd_kafka_destroy(g->rk);
     free(g);
 }

@@ -29,6 +29,8 @@ typedef struct tide_buffered {
     rd_kafka_message_t *m; /* owned until handed out */
     int64_t timestamp;     /* ms, as the detector will see it */
     int64_t offset;
+    struct tide_offset *part; /* set when handed out: its partition's entry, a hint
+                               * valid until the offsets change (a rebalance) */
 } tide_buffered_t;
 
 /* Why a partition is paused (several may hold at once). */
@@ -53,6 +55,8 @@ typedef struct tide_offset {
     char meta[64];     /* the committed offset's metadata, NUL-terminated */
     tide_buffered_t *buf; /* a ring: buf[(head + i) % cap], i < n */
     int head, n, cap;
+    rd_kafka_queue_t *queue; /* the partition's own queue in the consumer, which the
+                              * group fills the ring from (the group's; NULL: none) */
 } tide_offset_t;
 
 typedef struct tide_offsets {
@@ -82,6 +86,10 @@ int tide_offsets_holds(const tide_offsets_t *o, int32_t partition);
  * processed: a redelivery within this assignment). */
 tide_offset_t *tide_offsets_accept(tide_offsets_t *o, const char *topic, int32_t partition,
                                    int64_t offset);
+/* The same for a record handed out by tide_offsets_take (b->part spares the
+ * lookup while it is still an entry of o). */
+tide_offset_t *tide_offsets_accept_taken(tide_offsets_t *o, const tide_buffered_t *b,
+                                         const char *topic, int32_t partition);
 /* The offsets a commit would write, for every partition or only those in
  * `only`: processed + 1 where that is past what is committed. A new list
  * (the caller destroys it), empty when there is nothing to commit. */
@@ -104,6 +112,8 @@ int tide_offsets_take(tide_offsets_t *o, tide_buffered_t *out, int max, int64_t 
 void tide_offsets_drop_buffered(tide_offset_t *p);
 /* Buffered records over all partitions. */
 int tide_offsets_buffered(const tide_offsets_t *o);
+/* Give the memory of empty buffers back (an idle worker). */
+void tide_offsets_trim(tide_offsets_t *o);
 void tide_offsets_free(tide_offsets_t *o);
 
 /* ---------------------------------------------------------------- the group */
@@ -149,10 +159,15 @@ typedef enum tide_group_commit {
 tide_group_t *tide_group_new(const tide_group_opts_t *o, char **errp);
 /* Subscribe to topics[0..n) (again, after a reload changed them). */
 int tide_group_subscribe(tide_group_t *g, char *const *topics, int n, char **errp);
-/* Fetch what the consumer has (waiting at most timeout_ms) into the
- * partitions' buffers, about buffered_max records a partition at most
- * (librdkafka's queue holds the rest). Rebalance callbacks run inside. */
+/* Fetch what the consumer has (waiting at most timeout_ms when there is
+ * nothing) into the partitions' buffers, buffered_max records a partition
+ * at most (each partition's queue in librdkafka holds the rest, and
+ * librdkafka fetches a partition again only when its queue runs low).
+ * Rebalance callbacks run inside. */
 void tide_group_fill(tide_group_t *g, int timeout_ms);
+/* Records are buffered, but the order waits for a partition that has none
+ * (the worker may wait in tide_group_fill rather than spin). */
+int tide_group_starved(const tide_group_t *g);
 /* The next batch, in record-time order across partitions (tide_order_t):
  * up to `max` records into out[]; the messages are the caller's to destroy. */
 int tide_group_take(tide_group_t *g, tide_buffered_t *out, int max);

@@ -51,6 +51,8 @@ static void usage(FILE *out) {
             "                      | --file REC.jsonl)\n"
             "                      run a detector over recorded traffic, producing nothing;\n"
             "                      with --against, print how its outputs differ from RUNNING's\n"
+            "                      (test and replay: -c FILE and -D detector.memory.limit.bytes=N,\n"
+            "                      -D detector.batch.timeout.ms=MS, the limits detectors run within)\n"
             "  describe DETECTOR [--json]\n"
             "                      print the detector's topology (sub-topologies, sources,\n"
             "                      processors, stores, internal topics), as Kafka Streams'\n"
@@ -73,8 +75,9 @@ static void usage(FILE *out) {
             "development broker in-process.\n");
 }
 
+/* `run` and `worker` refuse to start: one log line, JSON like every other
+ * line they write on stderr. */
 static int refuse(char *err) {
-    fprintf(stderr, "tide: %s\n", err ? err : "configuration error");
     tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err ? err : "configuration error");
     free(err);
     return 2;
@@ -139,7 +142,8 @@ static int parse_run(int argc, char **argv, int worker, run_args_t *a) {
             a->path = s;
         }
     }
-    if (tide_config_validate(c, &err)) return refuse(err);
+    /* A worker's supervisor validated the same configuration already. */
+    if ((worker ? tide_config_settle(c, &err) : tide_config_validate(c, &err))) return refuse(err);
     if (!a->path) {
         usage(stderr);
         return 2;
@@ -236,6 +240,61 @@ static int cmd_run(int argc, char **argv) {
     return rc;
 }
 
+/* `tide test` and `tide replay`: the detector limits come from the same
+ * sources as for `run` (-c FILE, their TIDE_* variables, -D key=value); the
+ * other arguments go to the CLI's Lua. Errors are for a person at a
+ * terminal: plain text, as the rest of these commands' reports. */
+static int cmd_cli(int argc, char **argv) {
+    tide_config_t c;
+    tide_config_init(&c);
+    char *err = NULL;
+    char **rest = calloc((size_t)argc + 1, sizeof(char *));
+    int n = 0, rc = 2;
+    for (int i = 2; i < argc && !err; i++)
+        if (!strcmp(argv[i], "-c") && i + 1 < argc) tide_config_load_file(&c, argv[++i], &err);
+    /* Of the environment, only the limits: these commands take no other
+     * setting, and a TIDE_* variable meant for something else (a test
+     * runner's) is no reason to refuse. */
+    static const char *const env_limits[][2] = {
+        {"TIDE_DETECTOR_MEMORY_LIMIT_BYTES", "detector.memory.limit.bytes"},
+        {"TIDE_DETECTOR_BATCH_TIMEOUT_MS", "detector.batch.timeout.ms"}};
+    for (size_t k = 0; k < 2 && !err; k++) {
+        const char *v = getenv(env_limits[k][0]);
+        char origin[64];
+        snprintf(origin, sizeof(origin), "environment %s", env_limits[k][0]);
+        if (v && *v) tide_config_set(&c, env_limits[k][1], v, origin, &err);
+    }
+    for (int i = 2; i < argc && !err && rest; i++) {
+        if (!strcmp(argv[i], "-c") && i + 1 < argc) {
+            i++;
+        } else if (!strcmp(argv[i], "-D") && i + 1 < argc) {
+            char kv[4096];
+            snprintf(kv, sizeof(kv), "%s", argv[++i]);
+            char *eq = strchr(kv, '=');
+            if (!eq) {
+                err = strdup("-D wants key=value");
+            } else {
+                *eq = '\0';
+                tide_config_set(&c, kv, eq + 1, "flag -D", &err);
+            }
+        } else {
+            rest[n++] = argv[i];
+        }
+    }
+    if (err || !rest) {
+        fprintf(stderr, "tide %s: %s\n", argv[1], err ? err : "not enough memory");
+    } else {
+        tide_cli_opts_t o = {(size_t)tide_config_int(&c, TIDE_CFG_DETECTOR_MEMORY_LIMIT_BYTES),
+                             tide_config_int(&c, TIDE_CFG_DETECTOR_BATCH_TIMEOUT_MS),
+                             tide_tool_read_topic};
+        rc = tide_runtime_cli(argv[1], n, rest, &o);
+    }
+    free(err);
+    free(rest);
+    tide_config_free(&c);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -249,7 +308,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "produce")) return tide_tool_produce(argc - 1, argv + 1, &stop_requested);
     if (!strcmp(cmd, "consume")) return tide_tool_consume(argc - 1, argv + 1, &stop_requested, on_signal);
     if (!strcmp(cmd, "test") || !strcmp(cmd, "replay") || !strcmp(cmd, "describe"))
-        return tide_runtime_cli(cmd, argc - 2, argv + 2, tide_tool_read_topic);
+        return cmd_cli(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tide 0.1.0 (librdkafka %s)\n", rd_kafka_version_str());
         return 0;

@@ -5,35 +5,87 @@
  * it. Transactional under exactly-once.
  *
  * Every produced record carries, as its opaque, the index of its source (the
- * input record it was emitted for) in a table that lives until the next
- * commit or rollback; a delivery report that fails names that source. Never
- * decides what to do about a failure: it classifies it (the record's own
- * fault, or not) and the worker rolls back.
+ * input record it was emitted for) in a table that is reset at each commit
+ * or rollback, and whose chunks go once no record in flight names them; a
+ * delivery report that fails names that source. Never decides what to do
+ * about a failure: it classifies it (the record's own fault, or not) and
+ * the worker rolls back.
+ *
+ * Its thread only produces the arenas handed to it, in order, and serves
+ * delivery reports; it never calls into Lua, never commits, and never
+ * produces an arena that a rollback dropped. The delivery state (in
+ * flight, failures, sources, acknowledged offsets) is shared under one
+ * lock, held by whichever thread polls librdkafka.
  */
 #include "produce.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "runtime.h"
+
+/* Arenas: one being filled by the detector (the runtime's sink), the others
+ * queued for the thread or being produced by it. */
+#define N_JOBS 4
+/* Sources are kept in chunks, freed once none of their records is in flight:
+ * the table never moves (no copy as it grows), and holds what is in flight,
+ * not every record since the last commit. */
+#define SRC_CHUNK 4096
+
+typedef struct src_chunk {
+    int64_t pending; /* produced records naming a source of this chunk, not reported yet */
+    tide_source_t e[SRC_CHUNK];
+} src_chunk_t;
+
+/* An arena handed to the thread, with what it needs to produce it. */
+typedef struct tide_job {
+    tide_sink_t arena;          /* owned; reused from job to job */
+    void **opaque;              /* per entry: its source's index + 1, or NULL */
+    size_t cap_opaque;
+    size_t done;                /* entries handed to librdkafka, or dropped */
+    rd_kafka_topic_t **outputs; /* the outputs as of the handoff (a swap retires, never frees) */
+    rd_kafka_message_t **msgs;  /* the batch's consumer messages, destroyed once produced */
+    int n_msgs, cap_msgs;
+} tide_job_t;
+
+/* Output arrays replaced by a hot swap, kept until the producer goes: a job
+ * handed before the swap may still name them. */
+typedef struct retired {
+    rd_kafka_topic_t **topics;
+    int n;
+    struct retired *next;
+} retired_t;
 
 struct tide_producer {
     rd_kafka_t *rk;
     rd_kafka_topic_t **outputs; /* one per detector output */
     int n_outputs;
+    retired_t *retired;
     rd_kafka_topic_t *dlq;
     rd_kafka_topic_t **changelogs; /* one per store */
     int n_changelogs;
-    int64_t **acked;   /* [store][partition]: last acknowledged changelog offset */
-    int *acked_cap;
     int transactional, in_txn;
-    /* sources of the records produced since the last reset; opaque = index + 1 */
-    tide_source_t *src;
-    size_t n_src, cap_src;
     char **topics; /* interned input topic names */
     int n_topics;
+    /* --- shared with the thread and the delivery callbacks, under mu --- */
+    pthread_mutex_t mu;
+    pthread_cond_t work, idle;
+    pthread_t thread;
+    int started;
+    tide_job_t jobs[N_JOBS];
+    int head, queued;  /* queued jobs: jobs[(head + i) % N_JOBS], i < queued; head is produced */
+    int stop, discard; /* read by the thread between records too (atomically) */
+    tide_flush_t refused; /* FAILED or FATAL: a record was refused; later ones are dropped */
+    int64_t **acked;      /* [store][partition]: last acknowledged changelog offset */
+    int *acked_cap;
+    /* sources of the records produced since the last reset; opaque = index + 1 */
+    src_chunk_t **chunks;
+    size_t n_chunks, n_src;
     int64_t in_flight;
     /* acknowledged since the last reset, and in all */
     uint64_t epoch_out, epoch_dlq, sent, dead_lettered;
@@ -55,27 +107,70 @@ static const char *intern(tide_producer_t *p, const char *topic) {
     return (p->topics[p->n_topics] = strdup(topic)) ? p->topics[p->n_topics++] : NULL;
 }
 
+/* Source i (1-based, an opaque), or NULL once its chunk is gone. */
+static tide_source_t *source_at(const tide_producer_t *p, size_t i) {
+    size_t c = (i - 1) / SRC_CHUNK;
+    if (!i || i > p->n_src || !p->chunks[c]) return NULL;
+    return &p->chunks[c]->e[(i - 1) % SRC_CHUNK];
+}
+
+/* A record naming source `opaque` is in flight, or not any more: a chunk
+ * behind the one being filled goes once nothing names it. Under mu. */
+static void hold(tide_producer_t *p, void *opaque) {
+    size_t i = (size_t)(uintptr_t)opaque;
+    if (i && p->chunks[(i - 1) / SRC_CHUNK]) p->chunks[(i - 1) / SRC_CHUNK]->pending++;
+}
+
+static void let_go(tide_producer_t *p, void *opaque) {
+    size_t i = (size_t)(uintptr_t)opaque, c = (i - 1) / SRC_CHUNK;
+    if (!i || i > p->n_src || !p->chunks[c]) return;
+    if (--p->chunks[c]->pending == 0 && c + 1 < p->n_chunks) {
+        free(p->chunks[c]);
+        p->chunks[c] = NULL;
+    }
+}
+
+/* Room for one more source: a new chunk when the last is full. */
+static int src_room(tide_producer_t *p) {
+    size_t c = p->n_src / SRC_CHUNK;
+    if (c < p->n_chunks) return 0;
+    src_chunk_t **nc = realloc(p->chunks, (c + 1) * sizeof(*nc));
+    if (!nc) return -1;
+    p->chunks = nc;
+    if (!(nc[c] = malloc(sizeof(**nc)))) return -1;
+    nc[c]->pending = 0;
+    p->n_chunks = c + 1;
+    /* the chunk before is no longer filled: it goes now if nothing names it */
+    if (c && nc[c - 1] && nc[c - 1]->pending == 0) {
+        free(nc[c - 1]);
+        nc[c - 1] = NULL;
+    }
+    return 0;
+}
+
 /* The opaque of records emitted for `rec` (NULL: none). Consecutive entries
- * of one record share one source. */
+ * of one record share one source. Under mu. */
 static void *source_of(tide_producer_t *p, const tide_rec_t *rec) {
     if (!rec) return NULL;
-    if (p->n_src) {
-        const tide_source_t *last = &p->src[p->n_src - 1];
+    if (p->n_src % SRC_CHUNK) {
+        const tide_source_t *last = source_at(p, p->n_src);
         if (last->offset == rec->offset && last->partition == rec->partition &&
             !strcmp(last->topic, rec->topic))
             return (void *)(uintptr_t)p->n_src;
     }
-    if (p->n_src == p->cap_src) {
-        size_t cap = p->cap_src ? p->cap_src * 2 : 1024;
-        tide_source_t *s = realloc(p->src, cap * sizeof(*s));
-        if (!s) return NULL;
-        p->src = s;
-        p->cap_src = cap;
-    }
     const char *topic = intern(p, rec->topic);
-    if (!topic) return NULL;
-    p->src[p->n_src++] = (tide_source_t){topic, rec->partition, rec->offset};
+    if (!topic || src_room(p)) return NULL;
+    p->n_src++;
+    *source_at(p, p->n_src) = (tide_source_t){topic, rec->partition, rec->offset};
     return (void *)(uintptr_t)p->n_src;
+}
+
+/* Forget every source (nothing is in flight). */
+static void sources_reset(tide_producer_t *p) {
+    for (size_t c = 0; c < p->n_chunks; c++) free(p->chunks[c]);
+    free(p->chunks);
+    p->chunks = NULL;
+    p->n_chunks = p->n_src = 0;
 }
 
 /* ---------------------------------------------------------------- failures */
@@ -128,8 +223,7 @@ static void other_failure(tide_producer_t *p, const char *topic, rd_kafka_resp_e
  * of that record alone), or a failure of the batch or of the broker. */
 static void failed(tide_producer_t *p, const rd_kafka_message_t *m) {
     const char *topic = rd_kafka_topic_name(m->rkt);
-    size_t i = (size_t)(uintptr_t)m->_private;
-    const tide_source_t *src = i && i <= p->n_src ? &p->src[i - 1] : NULL;
+    const tide_source_t *src = source_at(p, (size_t)(uintptr_t)m->_private);
     if (record_fault(m->err) && src) {
         /* INVALID_RECORD is per record (the others in its batch fail with
          * _INVALID_DIFFERENT_RECORD); the rest fail whole batches. */
@@ -168,14 +262,14 @@ static void changelog_acked(tide_producer_t *p, const rd_kafka_message_t *m) {
     }
 }
 
+/* A delivery report: served by whichever thread polls, always under mu. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     tide_producer_t *p = opaque;
     (void)rk;
     p->in_flight--;
-    if (m->err) {
-        failed(p, m);
-        return;
-    }
+    if (m->err) failed(p, m);
+    let_go(p, m->_private);
+    if (m->err) return;
     if (m->rkt == p->dlq) p->epoch_dlq++;
     else if (p->n_changelogs) changelog_acked(p, m);
     for (int i = 0; i < p->n_outputs; i++)
@@ -183,6 +277,191 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
             p->epoch_out++;
             break;
         }
+}
+
+/* ---------------------------------------------------------------- the thread */
+
+static rd_kafka_headers_t *headers_of(const tide_sink_t *s, const tide_sink_entry_t *e) {
+    if (!e->hdr_count) return NULL;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(e->hdr_count);
+    for (uint32_t i = 0; i < e->hdr_count; i++) {
+        const tide_sink_hdr_t *sh = &s->hdrs[e->hdr_first + i];
+        rd_kafka_header_add(h, tide_sink_bytes(s, sh->name_off), sh->name_len,
+                            sh->val_len < 0 ? NULL : tide_sink_bytes(s, sh->val_off),
+                            sh->val_len < 0 ? 0 : sh->val_len);
+    }
+    return h;
+}
+
+static rd_kafka_topic_t *topic_of(const tide_producer_t *p, const tide_job_t *j,
+                                  const tide_sink_entry_t *e) {
+    return e->output >= 0               ? j->outputs[e->output]
+           : e->output == TIDE_OUTPUT_DLQ ? p->dlq
+                                          : p->changelogs[TIDE_OUTPUT_STORE_ID(e->output)];
+}
+
+static rd_kafka_resp_err_t produce_one(tide_producer_t *p, const tide_job_t *j,
+                                       const tide_sink_entry_t *e, void *opaque) {
+    const tide_sink_t *s = &j->arena;
+    int64_t ts = e->timestamp < 0 ? 0 : e->timestamp; /* 0: librdkafka stamps it */
+    rd_kafka_headers_t *h = headers_of(s, e);
+    const char *key = tide_sink_key(s, e), *val = tide_sink_val(s, e);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_RKT(topic_of(p, j, e)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_PARTITION(e->partition >= 0 ? e->partition : RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_KEY(key, key ? (size_t)e->key_len : 0),
+        RD_KAFKA_V_VALUE((void *)val, val ? (size_t)e->val_len : 0), RD_KAFKA_V_TIMESTAMP(ts),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+    if (err && h) rd_kafka_headers_destroy(h);
+    return err;
+}
+
+/* A record librdkafka refused at once: every record after it is dropped
+ * until the rollback this asks for. Under mu. */
+static void refused(tide_producer_t *p, const tide_job_t *j, const tide_sink_entry_t *e,
+                    void *opaque, rd_kafka_resp_err_t err) {
+    const char *topic = rd_kafka_topic_name(topic_of(p, j, e));
+    const tide_source_t *src = source_at(p, (size_t)(uintptr_t)opaque);
+    tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
+    int fatal = err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR__FENCED;
+    if (!fatal && record_fault(err) && src) add_failure(p, src, 1, topic, rd_kafka_err2str(err));
+    else if (!fatal) other_failure(p, topic, err);
+    if (p->refused != TIDE_FLUSH_FATAL)
+        __atomic_store_n(&p->refused, fatal ? TIDE_FLUSH_FATAL : TIDE_FLUSH_FAILED, __ATOMIC_RELEASE);
+}
+
+/* Job j's entries from j->done on are not produced (a rollback, or a
+ * refusal before them): no longer in flight. Under mu. */
+static void drop(tide_producer_t *p, tide_job_t *j) {
+    for (size_t i = j->done; i < j->arena.n; i++) let_go(p, j->opaque[i]);
+    p->in_flight -= (int64_t)(j->arena.n - j->done);
+    j->done = j->arena.n;
+}
+
+static int dropping(const tide_producer_t *p) {
+    return __atomic_load_n(&p->discard, __ATOMIC_ACQUIRE) ||
+           __atomic_load_n(&p->refused, __ATOMIC_ACQUIRE) != TIDE_FLUSH_DONE;
+}
+
+/* librdkafka's queue is full: serve delivery reports (unless the worker's
+ * thread is doing it, holding mu) so that it empties. */
+static void wait_for_room(tide_producer_t *p) {
+    if (pthread_mutex_trylock(&p->mu) == 0) {
+        rd_kafka_poll(p->rk, 10);
+        pthread_mutex_unlock(&p->mu);
+    } else {
+        struct timespec ts = {0, 2 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Produce job j's entries in order, without mu. */
+static void produce_job(tide_producer_t *p, tide_job_t *j) {
+    while (j->done < j->arena.n) {
+        const tide_sink_entry_t *e = &j->arena.entries[j->done];
+        if (dropping(p)) break;
+        rd_kafka_resp_err_t r = produce_one(p, j, e, j->opaque[j->done]);
+        if (r == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            wait_for_room(p); /* back-pressure: the worker waits for a free arena meanwhile */
+            continue;
+        }
+        if (r) {
+            pthread_mutex_lock(&p->mu);
+            refused(p, j, e, j->opaque[j->done], r);
+            p->in_flight--;
+            let_go(p, j->opaque[j->done]);
+            j->done++;
+            pthread_mutex_unlock(&p->mu);
+            continue;
+        }
+        j->done++;
+    }
+    for (int i = 0; i < j->n_msgs; i++) rd_kafka_message_destroy(j->msgs[i]);
+    j->n_msgs = 0;
+}
+
+/* An idempotent producer asks for its producer id at once, before any
+ * broker connection is up, and then only every 500 ms: its first records
+ * would wait that long. Every metadata answer makes it ask again if a
+ * broker is up by then, so the thread asks for a few while it has nothing
+ * else to do, as the connections come up (the first answers may come from
+ * the bootstrap connection, before the broker it names is up). Returns the
+ * answers still to ask for. A transactional producer gets its id from
+ * init_transactions instead. */
+static int warm_up(tide_producer_t *p, int left) {
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(p->rk, 0, NULL, &md, 100) != RD_KAFKA_RESP_ERR_NO_ERROR) return left;
+    rd_kafka_metadata_destroy(md);
+    return left - 1;
+}
+
+/* Wait up to ms for work, under mu. */
+static void wait_work(tide_producer_t *p, int ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)ms * 1000000;
+    if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&p->work, &p->mu, &until);
+}
+
+/* The thread: produce the queued jobs in order; after each, serve the
+ * delivery reports that came meanwhile. It never calls into Lua and never
+ * decides anything: refusals and failures are the worker's to act on. */
+static void *run(void *arg) {
+    tide_producer_t *p = arg;
+    int warm = p->transactional ? 0 : 3, tries = 20;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && !p->queued && warm > 0 && tries-- > 0) {
+            pthread_mutex_unlock(&p->mu);
+            warm = warm_up(p, warm);
+            pthread_mutex_lock(&p->mu);
+            if (!p->stop && !p->queued) wait_work(p, 20);
+        }
+        while (!p->stop && !p->queued) pthread_cond_wait(&p->work, &p->mu);
+        if (!p->queued) break; /* stopping, and nothing is left */
+        tide_job_t *j = &p->jobs[p->head];
+        pthread_mutex_unlock(&p->mu);
+        produce_job(p, j);
+        pthread_mutex_lock(&p->mu);
+        drop(p, j); /* what a rollback or a refusal kept from being produced */
+        rd_kafka_poll(p->rk, 0);
+        p->head = (p->head + 1) % N_JOBS;
+        p->queued--;
+        pthread_cond_broadcast(&p->idle);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static int start_thread(tide_producer_t *p) {
+    pthread_attr_t a;
+    sigset_t all, old;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    for (int i = 0; i < N_JOBS; i++) tide_sink_init(&p->jobs[i].arena);
+    /* Signals are the worker thread's (stop, reload, the shutdown alarm). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_attr_init(&a);
+    pthread_attr_setstacksize(&a, 256 * 1024);
+    int rc = pthread_create(&p->thread, &a, run, p);
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    p->started = rc == 0;
+    return rc ? -1 : 0;
+}
+
+/* Drop every queued job (a rollback: their records must not be produced)
+ * and wait until the thread is idle. */
+static void discard(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    __atomic_store_n(&p->discard, 1, __ATOMIC_RELEASE);
+    pthread_cond_signal(&p->work);
+    while (p->queued) pthread_cond_wait(&p->idle, &p->mu);
+    __atomic_store_n(&p->discard, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -219,6 +498,11 @@ tide_producer_t *tide_producer_new(const tide_producer_opts_t *o, char **errp) {
     p->transactional = o->transactional_id != NULL;
     tide_producer_set_outputs(p, o->outputs, o->n_outputs);
     p->dlq = rd_kafka_topic_new(p->rk, o->dlq, NULL);
+    if (start_thread(p)) {
+        if (asprintf(errp, "producer: cannot start its thread") < 0) *errp = NULL;
+        tide_producer_free(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -234,103 +518,145 @@ int tide_producer_set_changelogs(tide_producer_t *p, char *const *topics, int n_
     return 0;
 }
 
-int64_t tide_producer_changelog_offset(const tide_producer_t *p, int store, int32_t partition) {
-    if (store < 0 || store >= p->n_changelogs || partition < 0 || partition >= p->acked_cap[store])
-        return -1;
-    return p->acked[store][partition];
+int64_t tide_producer_changelog_offset(tide_producer_t *p, int store, int32_t partition) {
+    int64_t o = -1;
+    pthread_mutex_lock(&p->mu);
+    if (store >= 0 && store < p->n_changelogs && partition >= 0 && partition < p->acked_cap[store])
+        o = p->acked[store][partition];
+    pthread_mutex_unlock(&p->mu);
+    return o;
 }
 
 int tide_producer_set_outputs(tide_producer_t *p, char **topics, int n_topics) {
     rd_kafka_topic_t **o = calloc((size_t)n_topics + 1, sizeof(*o));
-    if (!o) return -1;
+    retired_t *r = p->outputs ? malloc(sizeof(*r)) : NULL;
+    if (!o || (p->outputs && !r)) {
+        free(o);
+        return -1;
+    }
     for (int i = 0; i < n_topics; i++) o[i] = rd_kafka_topic_new(p->rk, topics[i], NULL);
-    for (int i = 0; i < p->n_outputs; i++) rd_kafka_topic_destroy(p->outputs[i]);
-    free(p->outputs);
+    if (p->started) pthread_mutex_lock(&p->mu);
+    if (r) *r = (retired_t){p->outputs, p->n_outputs, p->retired};
+    if (r) p->retired = r;
     p->outputs = o;
     p->n_outputs = n_topics;
+    if (p->started) pthread_mutex_unlock(&p->mu);
     return 0;
 }
 
-/* ---------------------------------------------------------------- producing */
+/* ---------------------------------------------------------------- handing over */
 
-static rd_kafka_headers_t *headers_of(const tide_sink_t *s, const tide_sink_entry_t *e) {
-    if (!e->hdr_count) return NULL;
-    rd_kafka_headers_t *h = rd_kafka_headers_new(e->hdr_count);
-    for (uint32_t i = 0; i < e->hdr_count; i++) {
-        const tide_sink_hdr_t *sh = &s->hdrs[e->hdr_first + i];
-        rd_kafka_header_add(h, tide_sink_bytes(s, sh->name_off), sh->name_len,
-                            sh->val_len < 0 ? NULL : tide_sink_bytes(s, sh->val_off),
-                            sh->val_len < 0 ? 0 : sh->val_len);
+/* Tag job j's entries with their sources (batch->recs[entry->source]).
+ * Under mu. */
+static int tag(tide_producer_t *p, tide_job_t *j, const tide_batch_t *batch) {
+    const tide_sink_t *s = &j->arena;
+    if (s->n > j->cap_opaque) {
+        size_t cap = s->n * 2;
+        void **o = realloc(j->opaque, cap * sizeof(*o));
+        if (!o) return -1;
+        j->opaque = o;
+        j->cap_opaque = cap;
     }
-    return h;
+    for (size_t i = 0; i < s->n; i++) {
+        const tide_sink_entry_t *e = &s->entries[i];
+        const tide_rec_t *rec = batch && e->source >= 0 && e->source < batch->n
+                                    ? &batch->recs[e->source] : NULL;
+        hold(p, j->opaque[i] = source_of(p, rec));
+    }
+    return 0;
 }
 
-static rd_kafka_topic_t *topic_of(const tide_producer_t *p, const tide_sink_entry_t *e) {
-    return e->output >= 0               ? p->outputs[e->output]
-           : e->output == TIDE_OUTPUT_DLQ ? p->dlq
-                                          : p->changelogs[TIDE_OUTPUT_STORE_ID(e->output)];
+static int keep_msgs(tide_job_t *j, rd_kafka_message_t **msgs, int n) {
+    if (n > j->cap_msgs) {
+        rd_kafka_message_t **m = realloc(j->msgs, (size_t)n * sizeof(*m));
+        if (!m) return -1;
+        j->msgs = m;
+        j->cap_msgs = n;
+    }
+    if (n) memcpy(j->msgs, msgs, (size_t)n * sizeof(*msgs));
+    j->n_msgs = n;
+    return 0;
 }
 
-static rd_kafka_resp_err_t produce_one(tide_producer_t *p, const tide_sink_t *s,
-                                       const tide_sink_entry_t *e, void *opaque) {
-    int64_t ts = e->timestamp < 0 ? 0 : e->timestamp; /* 0: librdkafka stamps it */
-    rd_kafka_headers_t *h = headers_of(s, e);
-    const char *key = tide_sink_key(s, e), *val = tide_sink_val(s, e);
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_RKT(topic_of(p, e)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_PARTITION(e->partition >= 0 ? e->partition : RD_KAFKA_PARTITION_UA),
-        RD_KAFKA_V_KEY(key, key ? (size_t)e->key_len : 0),
-        RD_KAFKA_V_VALUE((void *)val, val ? (size_t)e->val_len : 0), RD_KAFKA_V_TIMESTAMP(ts),
-        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
-    if (err && h) rd_kafka_headers_destroy(h);
-    return err;
+/* A free job, waiting for one up to the deadline; NULL when none. Under mu. */
+static tide_job_t *free_job(tide_producer_t *p, int block_ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += block_ms / 1000;
+    until.tv_nsec += (long)(block_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+    while (p->queued == N_JOBS)
+        if (pthread_cond_timedwait(&p->idle, &p->mu, &until)) break;
+    return p->queued < N_JOBS ? &p->jobs[(p->head + p->queued) % N_JOBS] : NULL;
 }
 
-/* A record librdkafka refused at once. */
-static tide_flush_t refused(tide_producer_t *p, const tide_sink_entry_t *e, void *opaque,
-                            rd_kafka_resp_err_t err) {
-    const char *topic = rd_kafka_topic_name(topic_of(p, e));
-    size_t i = (size_t)(uintptr_t)opaque;
-    tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "cannot produce to %s: %s", topic, rd_kafka_err2str(err));
-    if (err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR__FENCED) return TIDE_FLUSH_FATAL;
-    if (record_fault(err) && i) add_failure(p, &p->src[i - 1], 1, topic, rd_kafka_err2str(err));
-    else other_failure(p, topic, err);
-    return TIDE_FLUSH_FAILED;
-}
-
-tide_flush_t tide_producer_send(tide_producer_t *p, const tide_sink_t *s, const tide_batch_t *batch,
-                                size_t *sent, int block_ms) {
-    int64_t deadline = tide_mono_ms() + block_ms;
+tide_flush_t tide_producer_send(tide_producer_t *p, tide_sink_t *s, const tide_batch_t *batch,
+                                size_t *sent, int block_ms, rd_kafka_message_t **msgs, int n_msgs) {
+    tide_flush_t was = __atomic_load_n(&p->refused, __ATOMIC_ACQUIRE);
+    if (was != TIDE_FLUSH_DONE) return was;
+    if (!s->n && !n_msgs) return TIDE_FLUSH_DONE;
     char *err = NULL;
-    if (s->n > *sent && tide_producer_begin_txn(p, &err)) {
+    if (s->n && tide_producer_begin_txn(p, &err)) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
         return TIDE_FLUSH_FATAL;
     }
-    while (*sent < s->n) {
-        const tide_sink_entry_t *e = &s->entries[*sent];
-        const tide_rec_t *rec = batch && e->source >= 0 && e->source < batch->n
-                                    ? &batch->recs[e->source] : NULL;
-        void *opaque = source_of(p, rec);
-        rd_kafka_resp_err_t r = produce_one(p, s, e, opaque);
-        if (r == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            /* Back-pressure: let deliveries drain, up to the caller's bound. */
-            if (tide_mono_ms() >= deadline) return TIDE_FLUSH_PENDING;
-            rd_kafka_poll(p->rk, 10);
-            continue;
-        }
-        if (r) return refused(p, e, opaque, r);
-        p->in_flight++;
-        (*sent)++;
+    pthread_mutex_lock(&p->mu);
+    tide_job_t *j = free_job(p, block_ms);
+    if (!j) {
+        pthread_mutex_unlock(&p->mu);
+        return TIDE_FLUSH_PENDING;
     }
+    tide_sink_clear(&j->arena);
+    tide_sink_swap(s, &j->arena);
+    if (tag(p, j, batch) || keep_msgs(j, msgs, n_msgs)) {
+        tide_sink_swap(s, &j->arena); /* out of memory: nothing taken */
+        pthread_mutex_unlock(&p->mu);
+        return TIDE_FLUSH_FATAL;
+    }
+    j->outputs = p->outputs;
+    j->done = 0;
+    p->in_flight += (int64_t)j->arena.n;
+    p->queued++;
+    *sent = j->arena.n;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
     return TIDE_FLUSH_DONE;
 }
 
-void tide_producer_poll(tide_producer_t *p) { rd_kafka_poll(p->rk, 0); }
+/* ---------------------------------------------------------------- deliveries, commits */
+
+/* The thread serves delivery reports after each arena; the worker's
+ * thread serves them only while the producer's is idle (or busy elsewhere),
+ * so that freeing delivered records stays off the detector's thread. */
+void tide_producer_poll(tide_producer_t *p) {
+    if (pthread_mutex_trylock(&p->mu)) return;
+    if (!p->queued) rd_kafka_poll(p->rk, 0);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void tide_producer_trim(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < N_JOBS && !p->queued; i++) {
+        tide_job_t *j = &p->jobs[i];
+        tide_sink_clear(&j->arena);
+        tide_sink_shrink(&j->arena);
+        free(j->opaque);
+        free(j->msgs);
+        j->opaque = NULL, j->cap_opaque = 0;
+        j->msgs = NULL, j->cap_msgs = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
 
 rd_kafka_t *tide_producer_handle(tide_producer_t *p) { return p->rk; }
 
-int64_t tide_producer_in_flight(const tide_producer_t *p) { return p->in_flight; }
+int64_t tide_producer_in_flight(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    int64_t n = p->in_flight;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
 
 static tide_flush_t fatal_or(tide_producer_t *p, tide_flush_t otherwise) {
     char why[512];
@@ -341,47 +667,81 @@ static tide_flush_t fatal_or(tide_producer_t *p, tide_flush_t otherwise) {
 }
 
 tide_flush_t tide_producer_flush(tide_producer_t *p, int timeout_ms) {
-    if (p->in_flight > 0) rd_kafka_flush(p->rk, timeout_ms);
+    int64_t deadline = tide_mono_ms() + timeout_ms;
+    pthread_mutex_lock(&p->mu);
+    /* The thread first hands librdkafka everything it holds. */
+    while (p->queued && tide_mono_ms() < deadline) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 10 * 1000000;
+        if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&p->idle, &p->mu, &until);
+    }
+    int64_t left = deadline - tide_mono_ms();
+    if (p->queued) left = 0;
+    if (p->in_flight > 0 && left > 0) rd_kafka_flush(p->rk, (int)left);
     else rd_kafka_poll(p->rk, 0);
     /* A failure is reported once every record has its answer: the table of
      * sources must outlive the delivery reports that name them. */
-    if (p->in_flight > 0) return fatal_or(p, TIDE_FLUSH_PENDING);
-    return fatal_or(p, p->n_failures || p->other_failed ? TIDE_FLUSH_FAILED : TIDE_FLUSH_DONE);
+    tide_flush_t r = p->in_flight > 0 || p->queued ? TIDE_FLUSH_PENDING
+                     : p->n_failures || p->other_failed || p->refused != TIDE_FLUSH_DONE
+                         ? TIDE_FLUSH_FAILED
+                         : TIDE_FLUSH_DONE;
+    if (p->refused == TIDE_FLUSH_FATAL) r = TIDE_FLUSH_FATAL;
+    pthread_mutex_unlock(&p->mu);
+    return fatal_or(p, r);
 }
 
-const tide_record_failure_t *tide_producer_failures(const tide_producer_t *p, int *n,
+const tide_record_failure_t *tide_producer_failures(tide_producer_t *p, int *n,
                                                     const char **other) {
+    pthread_mutex_lock(&p->mu);
     *n = p->n_failures;
     *other = p->other_failed ? p->other : NULL;
+    pthread_mutex_unlock(&p->mu);
     return p->failures;
 }
 
-const char *tide_producer_missing_topic(const tide_producer_t *p) {
-    return p->missing_topic[0] ? p->missing_topic : NULL;
+const char *tide_producer_missing_topic(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    const char *t = p->missing_topic[0] ? p->missing_topic : NULL;
+    pthread_mutex_unlock(&p->mu);
+    return t;
 }
 
-/* Forget the epoch; `keep` the acknowledged counts (a commit) or not. */
+/* Forget the epoch; `keep` the acknowledged counts (a commit) or not.
+ * Under mu, with nothing in flight. */
 static void reset(tide_producer_t *p, int keep) {
     if (keep) {
         p->sent += p->epoch_out;
         p->dead_lettered += p->epoch_dlq;
     }
     p->epoch_out = p->epoch_dlq = 0;
-    p->n_src = 0;
+    sources_reset(p);
     p->n_failures = 0;
     p->other_failed = 0;
     p->other[0] = '\0';
     p->missing_topic[0] = '\0';
+    __atomic_store_n(&p->refused, TIDE_FLUSH_DONE, __ATOMIC_RELEASE);
 }
 
-void tide_producer_reset(tide_producer_t *p) { reset(p, 1); }
-
-uint64_t tide_producer_sent(const tide_producer_t *p) {
-    return p->sent + (p->transactional ? 0 : p->epoch_out);
+void tide_producer_reset(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    reset(p, 1);
+    pthread_mutex_unlock(&p->mu);
 }
 
-uint64_t tide_producer_dead_lettered(const tide_producer_t *p) {
-    return p->dead_lettered + (p->transactional ? 0 : p->epoch_dlq);
+uint64_t tide_producer_sent(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->sent + (p->transactional ? 0 : p->epoch_out);
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+uint64_t tide_producer_dead_lettered(tide_producer_t *p) {
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->dead_lettered + (p->transactional ? 0 : p->epoch_dlq);
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 /* ---------------------------------------------------------------- transactions */
@@ -417,48 +777,72 @@ int tide_producer_begin_txn(tide_producer_t *p, char **errp) {
     return 0;
 }
 
+/* Committing flushes, which serves delivery reports: under mu. (The thread
+ * is idle: a commit comes after tide_producer_flush.) */
 tide_txn_t tide_producer_commit_txn(tide_producer_t *p, const rd_kafka_topic_partition_list_t *offsets,
                                     rd_kafka_t *consumer, int timeout_ms, char **errp) {
     if (!p->in_txn) return TIDE_TXN_DONE;
+    pthread_mutex_lock(&p->mu);
+    tide_txn_t r = TIDE_TXN_DONE;
     if (offsets && offsets->cnt) {
         rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(consumer);
-        tide_txn_t r = txn_result(
-            rd_kafka_send_offsets_to_transaction(p->rk, offsets, md, timeout_ms),
-            "send offsets to transaction", errp);
+        r = txn_result(rd_kafka_send_offsets_to_transaction(p->rk, offsets, md, timeout_ms),
+                       "send offsets to transaction", errp);
         rd_kafka_consumer_group_metadata_destroy(md);
-        if (r != TIDE_TXN_DONE) return r;
     }
-    tide_txn_t r = txn_result(rd_kafka_commit_transaction(p->rk, timeout_ms), "commit transaction",
-                              errp);
+    if (r == TIDE_TXN_DONE)
+        r = txn_result(rd_kafka_commit_transaction(p->rk, timeout_ms), "commit transaction", errp);
     if (r == TIDE_TXN_DONE) {
         p->in_txn = 0;
         reset(p, 1);
     }
+    pthread_mutex_unlock(&p->mu);
     return r;
 }
 
 tide_txn_t tide_producer_abort_txn(tide_producer_t *p, int timeout_ms, char **errp) {
-    if (!p->in_txn) {
-        reset(p, 0);
-        return TIDE_TXN_DONE;
-    }
-    tide_txn_t r = txn_result(rd_kafka_abort_transaction(p->rk, timeout_ms), "abort transaction",
-                              errp);
-    if (r == TIDE_TXN_DONE) {
+    discard(p); /* records handed and not produced yet are not produced at all */
+    pthread_mutex_lock(&p->mu);
+    tide_txn_t r = TIDE_TXN_DONE;
+    if (p->in_txn) {
+        r = txn_result(rd_kafka_abort_transaction(p->rk, timeout_ms), "abort transaction", errp);
         /* The purged records' reports name sources of this table: serve
          * them before it is forgotten. */
-        rd_kafka_flush(p->rk, timeout_ms);
+        if (r == TIDE_TXN_DONE) rd_kafka_flush(p->rk, timeout_ms);
+    }
+    if (r == TIDE_TXN_DONE) {
         p->in_txn = 0;
         p->in_flight = 0;
         reset(p, 0);
     }
+    pthread_mutex_unlock(&p->mu);
     return r;
 }
 
 void tide_producer_free(tide_producer_t *p) {
     if (!p) return;
+    if (p->started) {
+        pthread_mutex_lock(&p->mu);
+        __atomic_store_n(&p->stop, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&p->discard, 1, __ATOMIC_RELEASE); /* nothing left is produced */
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->thread, NULL);
+    }
+    for (int i = 0; i < N_JOBS; i++) {
+        for (int k = 0; k < p->jobs[i].n_msgs; k++) rd_kafka_message_destroy(p->jobs[i].msgs[k]);
+        tide_sink_free(&p->jobs[i].arena);
+        free(p->jobs[i].opaque);
+        free(p->jobs[i].msgs);
+    }
     for (int i = 0; i < p->n_outputs; i++) rd_kafka_topic_destroy(p->outputs[i]);
     free(p->outputs);
+    for (retired_t *r = p->retired, *next; r; r = next) {
+        next = r->next;
+        for (int i = 0; i < r->n; i++) rd_kafka_topic_destroy(r->topics[i]);
+        free(r->topics);
+        free(r);
+    }
     if (p->dlq) rd_kafka_topic_destroy(p->dlq);
     for (int i = 0; i < p->n_changelogs; i++) {
         if (p->changelogs[i]) rd_kafka_topic_destroy(p->changelogs[i]);
@@ -469,8 +853,13 @@ void tide_producer_free(tide_producer_t *p) {
     free(p->acked_cap);
     for (int i = 0; i < p->n_topics; i++) free(p->topics[i]);
     free(p->topics);
-    free(p->src);
+    sources_reset(p);
     free(p->failures);
     rd_kafka_destroy(p->rk);
+    if (p->started) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->idle);
+    }
     free(p);
 }

@@ -21,6 +21,7 @@
 struct tide_records {
     tide_records_opts_t o;
     tide_buffered_t *in; /* the batch's records as the group handed them out */
+    rd_kafka_message_t **msgs; /* their messages, for tide_records_messages */
     tide_rec_t *recs;
     tide_offset_t **offset; /* the offsets entry of each laid-out record */
     int *taken;             /* its index in `in` */
@@ -42,7 +43,8 @@ tide_records_t *tide_records_new(const tide_records_opts_t *o) {
     r->recs = calloc((size_t)r->o.max, sizeof(*r->recs));
     r->offset = calloc((size_t)r->o.max, sizeof(*r->offset));
     r->taken = calloc((size_t)r->o.max, sizeof(*r->taken));
-    if (!r->in || !r->recs || !r->offset || !r->taken) {
+    r->msgs = calloc((size_t)r->o.max, sizeof(*r->msgs));
+    if (!r->in || !r->recs || !r->offset || !r->taken || !r->msgs) {
         tide_records_free(r);
         return NULL;
     }
@@ -55,6 +57,7 @@ void tide_records_free(tide_records_t *r) {
     free(r->recs);
     free(r->offset);
     free(r->taken);
+    free(r->msgs);
     free(r);
 }
 
@@ -80,7 +83,7 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = r->in[i].m;
         const char *topic = rd_kafka_topic_name(m->rkt);
-        tide_offset_t *p = tide_offsets_accept(offsets, topic, m->partition, m->offset);
+        tide_offset_t *p = tide_offsets_accept_taken(offsets, &r->in[i], topic, m->partition);
         if (!p) { /* a redelivery within this assignment: drop and count it */
             r->dropped++;
             continue;
@@ -116,6 +119,11 @@ void tide_records_processed(tide_records_t *r, int done) {
 void tide_records_release(tide_records_t *r, int n) {
     for (int i = 0; i < n; i++) rd_kafka_message_destroy(r->in[i].m);
     r->n = 0;
+}
+
+rd_kafka_message_t **tide_records_messages(tide_records_t *r, int n) {
+    for (int i = 0; i < n; i++) r->msgs[i] = r->in[i].m;
+    return r->msgs;
 }
 
 /* At most 20 error lines a second: a detector failing every record must not

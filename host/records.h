@@ -44,8 +44,12 @@ tide_batch_t *tide_records_lay_out(tide_records_t *r, int n, tide_offsets_t *off
 int tide_records_taken_index(const tide_records_t *r, int i);
 /* Records 0..done of the batch were processed: advance their offsets. */
 void tide_records_processed(tide_records_t *r, int done);
-/* Destroy the batch's messages. */
+/* Destroy the batch's first n messages (0: none, they went elsewhere);
+ * the batch is over. */
 void tide_records_release(tide_records_t *r, int n);
+/* The batch's first n messages as taken (for whoever releases them
+ * instead); borrowed until the next batch. */
+rd_kafka_message_t **tide_records_messages(tide_records_t *r, int n);
 /* Records dropped, and records failed or quarantined, since the start. */
 uint64_t tide_records_dropped(const tide_records_t *r);
 uint64_t tide_records_errors(const tide_records_t *r);

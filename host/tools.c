@@ -7,7 +7,10 @@
  */
 #include "tools.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,184 +52,322 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap, const cha
             rd_kafka_conf_destroy(conf);
             return NULL;
         }
+    /* librdkafka's threads inherit this mask: SIGALRM and SIGPROF are for
+     * the thread that runs Lua in `tide replay --from` (bindings/guard.c). */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGALRM);
+    sigaddset(&block, SIGPROF);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!rk) fprintf(stderr, "tide: %s\n", err);
     return rk;
 }
 
 /* ---------------------------------------------------------------- produce */
 
-static int delivery_failures;
+/* What became of the records sent: every one is acknowledged or failed, and
+ * a failure names its input line (the record's opaque). The first failure
+ * stops the reading of the input; those already sent finish. */
+typedef struct produce_run {
+    long sent, acked, failed;
+    long first_failed_line; /* 0: none */
+    int shown;              /* failures printed so far */
+} produce_run_t;
+
+#define PRODUCE_SHOWN_MAX 10
+
+static void produce_failed(produce_run_t *pr, long line, const char *reason) {
+    pr->failed++;
+    if (!pr->first_failed_line || line < pr->first_failed_line) pr->first_failed_line = line;
+    if (pr->shown++ < PRODUCE_SHOWN_MAX)
+        fprintf(stderr, "tide: stdin:%ld: not sent: %s\n", line, reason);
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
-    (void)opaque;
-    if (m->err && !delivery_failures++)
-        fprintf(stderr, "tide: delivery failed: %s\n", rd_kafka_err2str(m->err));
+    produce_run_t *pr = opaque;
+    if (m->err) produce_failed(pr, (long)(intptr_t)m->_private, rd_kafka_err2str(m->err));
+    else pr->acked++;
 }
 
 static int produce_usage(void) {
     fprintf(stderr,
             "usage: tide produce TOPIC [-b HOST:PORT] [--key-separator SEP] [--json]\n"
-            "                    [--avro SCHEMA.avsc [-r REGISTRY_URL]]\n"
+            "                    [--avro SCHEMA.avsc [-r REGISTRY_URL]] [-D librdkafka.property=value]...\n"
             "Each line of standard input is one record: its value, or key SEP value,\n"
             "or with --json {\"key\":..., \"value\":..., \"headers\":{...}, \"partition\":n,\n"
             "\"timestamp\":ms}. With --avro, each value is JSON, written as Avro with\n"
             "SCHEMA in the schema registry's wire format (subject TOPIC-value; the\n"
-            "registry: -r, or TIDE_SCHEMA_REGISTRY_URL, else the folder ./schemas).\n");
+            "registry: -r, or TIDE_SCHEMA_REGISTRY_URL, else the folder ./schemas).\n"
+            "Stops at the first record that cannot be sent (a broker refusal, a bad\n"
+            "line), says which line and how many were sent, and exits 1.\n");
     return 2;
 }
 
-int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
-    const char *topic = NULL, *bootstrap = env_bootstrap(), *sep = NULL;
-    const char *avro_schema = NULL, *registry = NULL;
-    int json = 0;
+typedef struct produce_args {
+    const char *topic, *bootstrap, *sep;
+    const char *avro_schema, *registry;
+    int json;
+    const char **props; /* key, value pairs from -D, NULL-terminated */
+} produce_args_t;
+
+static int produce_parse(int argc, char **argv, produce_args_t *a) {
+    memset(a, 0, sizeof(*a));
+    a->bootstrap = env_bootstrap();
+    a->props = calloc((size_t)argc * 2 + 1, sizeof(char *));
+    int n = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-b") || !strcmp(argv[i], "--bootstrap-server")) && i + 1 < argc)
-            bootstrap = argv[++i];
-        else if (!strcmp(argv[i], "--key-separator") && i + 1 < argc) sep = argv[++i];
-        else if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--avro") && i + 1 < argc) avro_schema = argv[++i];
+            a->bootstrap = argv[++i];
+        else if (!strcmp(argv[i], "--key-separator") && i + 1 < argc) a->sep = argv[++i];
+        else if (!strcmp(argv[i], "--json")) a->json = 1;
+        else if (!strcmp(argv[i], "--avro") && i + 1 < argc) a->avro_schema = argv[++i];
         else if ((!strcmp(argv[i], "-r") || !strcmp(argv[i], "--registry")) && i + 1 < argc)
-            registry = argv[++i];
-        else if (argv[i][0] != '-' && !topic) topic = argv[i];
+            a->registry = argv[++i];
+        else if (!strcmp(argv[i], "-D") && i + 1 < argc && strchr(argv[i + 1], '=') && a->props) {
+            char *kv = argv[++i], *eq = strchr(kv, '=');
+            *eq = '\0';
+            a->props[n++] = kv;
+            a->props[n++] = eq + 1;
+        } else if (argv[i][0] != '-' && !a->topic) a->topic = argv[i];
         else return produce_usage();
     }
-    if (!topic) return produce_usage();
-    if (!bootstrap) {
+    if (!a->topic || !a->props) return produce_usage();
+    if (!a->bootstrap) {
         fprintf(stderr, "tide: no broker: pass -b HOST:PORT (the address `tide broker` or "
                         "`tide run` printed) or set TIDE_BOOTSTRAP_SERVERS\n");
         return 2;
     }
+    return 0;
+}
+
+static rd_kafka_t *make_producer(const produce_args_t *a, produce_run_t *pr) {
     /* murmur2, as the worker's producer and the Java client: a key lands on
      * the partition a repartition topic or a foreign-key join would send it
      * to, so that records tide writes meet the records written here, and
      * where interactive queries look for it. */
-    const char *extra[] = {"linger.ms", "20", "enable.idempotence", "true",
-                           "queue.buffering.max.messages", "1000000",
-                           "partitioner", "murmur2_random", NULL};
+    const char *defaults[] = {"linger.ms", "20", "enable.idempotence", "true",
+                              "queue.buffering.max.messages", "1000000",
+                              "partitioner", "murmur2_random", NULL};
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
-    for (int i = 0; extra[i]; i += 2) rd_kafka_conf_set(conf, extra[i], extra[i + 1], err, sizeof(err));
+    rd_kafka_conf_set(conf, "bootstrap.servers", a->bootstrap, err, sizeof(err));
+    for (int i = 0; defaults[i]; i += 2) rd_kafka_conf_set(conf, defaults[i], defaults[i + 1], err, sizeof(err));
+    for (int i = 0; a->props[i]; i += 2)
+        if (rd_kafka_conf_set(conf, a->props[i], a->props[i + 1], err, sizeof(err))) {
+            fprintf(stderr, "tide: -D %s: %s\n", a->props[i], err);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, pr);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-    if (!rk) {
-        fprintf(stderr, "tide: %s\n", err);
-        return 1;
+    if (!rk) fprintf(stderr, "tide: %s\n", err);
+    return rk;
+}
+
+/* One record to send, made from one input line. */
+typedef struct produce_rec {
+    const char *key, *val;
+    size_t klen, vlen;
+    int32_t partition;
+    int64_t timestamp;
+    rd_kafka_headers_t *hdrs;
+} produce_rec_t;
+
+/* Parse a --json line; 0, or -1 with the reason printed. */
+static int json_record(tide_jsonl_t *jl, char *line, size_t len, long lineno, int *warned_zero,
+                       produce_rec_t *r) {
+    tide_jsonl_rec_t j;
+    char *e = NULL;
+    if (tide_jsonl_parse(jl, line, len, &j, &e)) {
+        fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, e);
+        free(e);
+        return -1;
     }
-    tide_avro_tool_t *avro = NULL;
-    if (avro_schema) {
-        char *e = NULL;
-        tide_registry_opts_t ro = tool_registry(registry);
-        if (!(avro = tide_avro_tool_new(&ro, topic, avro_schema, &e))) {
-            fprintf(stderr, "tide: --avro %s: %s\n", avro_schema, e);
-            free(e);
-            rd_kafka_destroy(rk);
-            return 2;
-        }
+    r->key = j.key;
+    r->klen = j.key_len < 0 ? 0 : (size_t)j.key_len;
+    r->val = j.value;
+    r->vlen = j.value_len < 0 ? 0 : (size_t)j.value_len;
+    if (j.partition >= 0) r->partition = j.partition;
+    /* librdkafka stamps a record with timestamp 0 with the time it is
+     * produced: it cannot send 0 itself. Say so, once. */
+    if (j.timestamp == 0 && !*warned_zero) {
+        fprintf(stderr,
+                "tide: stdin:%ld: timestamp 0 means \"now\" to the Kafka client: the "
+                "record gets the current time (use 1 or more)\n",
+                lineno);
+        *warned_zero = 1;
     }
-    tide_jsonl_t *jl = NULL;
-    if (json) {
-        char *e = NULL;
-        if (!(jl = tide_jsonl_new(&e))) {
-            fprintf(stderr, "tide: %s\n", e);
-            free(e);
-            rd_kafka_destroy(rk);
-            return 1;
-        }
+    r->timestamp = j.timestamp < 0 ? 0 : j.timestamp;
+    if (j.n_headers) {
+        r->hdrs = rd_kafka_headers_new((size_t)j.n_headers);
+        for (int h = 0; h < j.n_headers; h++)
+            rd_kafka_header_add(r->hdrs, j.header_names[h], -1, j.header_values[h],
+                                (ssize_t)j.header_lens[h]);
     }
+    return 0;
+}
+
+static void plain_record(char *line, size_t len, const char *sep, produce_rec_t *r) {
+    r->val = line;
+    r->vlen = len;
+    char *s = sep ? strstr(line, sep) : NULL;
+    if (s) {
+        r->key = line;
+        r->klen = (size_t)(s - line);
+        r->val = s + strlen(sep);
+        r->vlen = len - r->klen - strlen(sep);
+    }
+}
+
+/* Write a record's value (JSON) as Avro; 0, or -1 with the reason printed. */
+static int avro_value(tide_avro_tool_t *avro, produce_rec_t *r, long lineno) {
+    char *e = NULL;
+    if (!tide_avro_tool_encode(avro, r->val, r->vlen, &r->val, &r->vlen, &e)) return 0;
+    fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, e);
+    free(e);
+    if (r->hdrs) rd_kafka_headers_destroy(r->hdrs);
+    return -1;
+}
+
+/* Hand one record to librdkafka (waiting while its queue is full); 0, or
+ * the error of a record refused at once (too large, unknown partition). */
+static rd_kafka_resp_err_t send_record(rd_kafka_t *rk, const char *topic, produce_rec_t *r,
+                                       long lineno) {
+    rd_kafka_resp_err_t e;
+    while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(r->partition),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                  RD_KAFKA_V_KEY(r->key, r->klen),
+                                  RD_KAFKA_V_VALUE((void *)r->val, r->val ? r->vlen : 0),
+                                  RD_KAFKA_V_TIMESTAMP(r->timestamp),
+                                  RD_KAFKA_V_OPAQUE((void *)(intptr_t)lineno),
+                                  RD_KAFKA_V_HEADERS(r->hdrs), RD_KAFKA_V_END)) ==
+           RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        rd_kafka_poll(rk, 10);
+    if (e && r->hdrs) rd_kafka_headers_destroy(r->hdrs); /* not taken over */
+    return e;
+}
+
+/* Read and send lines until the input ends, a line fails, or a delivery
+ * failed. Returns the last line read; *more: input was left unread. */
+static long produce_lines(rd_kafka_t *rk, const produce_args_t *a, tide_jsonl_t *jl,
+                          tide_avro_tool_t *avro, produce_run_t *pr, volatile sig_atomic_t *stop,
+                          int *bad_line) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    long lineno = 0, sent = 0;
-    int rc = 0, warned_zero = 0;
-    while (!*stop && (len = getline(&line, &cap, stdin)) >= 0) {
+    long lineno = 0;
+    int warned_zero = 0;
+    while (!*stop && !pr->failed && (len = getline(&line, &cap, stdin)) >= 0) {
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-        const char *key = NULL, *val = line;
-        size_t klen = 0, vlen = (size_t)len;
-        int32_t partition = RD_KAFKA_PARTITION_UA;
-        int64_t timestamp = 0;
-        rd_kafka_headers_t *hdrs = NULL;
+        produce_rec_t r = {NULL, NULL, 0, 0, RD_KAFKA_PARTITION_UA, 0, NULL};
         if (jl) {
             if (len == 0) continue;
-            tide_jsonl_rec_t r;
-            char *e = NULL;
-            if (tide_jsonl_parse(jl, line, (size_t)len, &r, &e)) {
-                fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, e);
-                free(e);
-                rc = 1;
+            if (json_record(jl, line, (size_t)len, lineno, &warned_zero, &r)) {
+                *bad_line = 1;
                 break;
             }
-            key = r.key;
-            klen = r.key_len < 0 ? 0 : (size_t)r.key_len;
-            val = r.value;
-            vlen = r.value_len < 0 ? 0 : (size_t)r.value_len;
-            if (r.partition >= 0) partition = r.partition;
-            /* librdkafka stamps a record with timestamp 0 with the time it is
-             * produced: it cannot send 0 itself. Say so, once. */
-            if (r.timestamp == 0 && !warned_zero) {
-                fprintf(stderr,
-                        "tide: stdin:%ld: timestamp 0 means \"now\" to the Kafka client: the "
-                        "record gets the current time (use 1 or more)\n",
-                        lineno);
-                warned_zero = 1;
-            }
-            timestamp = r.timestamp < 0 ? 0 : r.timestamp;
-            if (r.n_headers) {
-                hdrs = rd_kafka_headers_new((size_t)r.n_headers);
-                for (int h = 0; h < r.n_headers; h++)
-                    rd_kafka_header_add(hdrs, r.header_names[h], -1, r.header_values[h],
-                                        (ssize_t)r.header_lens[h]);
-            }
-        } else if (sep) {
-            char *s = strstr(line, sep);
-            if (s) {
-                key = line;
-                klen = (size_t)(s - line);
-                val = s + strlen(sep);
-                vlen = (size_t)len - klen - strlen(sep);
-            }
+        } else {
+            plain_record(line, (size_t)len, a->sep, &r);
         }
-        if (avro && val) {
-            char *ae = NULL;
-            if (tide_avro_tool_encode(avro, val, vlen, &val, &vlen, &ae)) {
-                fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, ae);
-                free(ae);
-                if (hdrs) rd_kafka_headers_destroy(hdrs);
-                rc = 1;
-                break;
-            }
-        }
-        rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                      RD_KAFKA_V_KEY(key, klen),
-                                      RD_KAFKA_V_VALUE((void *)val, val ? vlen : 0),
-                                      RD_KAFKA_V_TIMESTAMP(timestamp),
-                                      RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END)) ==
-               RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            rd_kafka_poll(rk, 10);
-        if (e) {
-            if (hdrs) rd_kafka_headers_destroy(hdrs);
-            fprintf(stderr, "tide: stdin:%ld: %s\n", lineno, rd_kafka_err2str(e));
-            rc = 1;
+        if (avro && r.val && avro_value(avro, &r, lineno)) {
+            *bad_line = 1;
             break;
         }
-        sent++;
+        rd_kafka_resp_err_t e = send_record(rk, a->topic, &r, lineno);
+        if (e) {
+            produce_failed(pr, lineno, rd_kafka_err2str(e));
+            break;
+        }
+        pr->sent++;
         rd_kafka_poll(rk, 0);
     }
     free(line);
+    return lineno;
+}
+
+/* Is there input left after the line that stopped the reading? */
+static int input_left(void) {
+    int c = getc(stdin);
+    if (c == EOF) return 0;
+    ungetc(c, stdin);
+    return 1;
+}
+
+/* The last words of `tide produce`: how many records made it, and where it
+ * stopped. Returns the exit code. */
+static int produce_report(const produce_args_t *a, produce_run_t *pr, long lastline, int bad_line,
+                          int unacked, int left) {
+    if (pr->shown > PRODUCE_SHOWN_MAX)
+        fprintf(stderr, "tide: ... and %d more line(s) not sent\n", pr->shown - PRODUCE_SHOWN_MAX);
+    if (!pr->failed && !bad_line && !unacked) {
+        fprintf(stderr, "tide: produced %ld record(s) to %s\n", pr->acked, a->topic);
+        return 0;
+    }
+    if (unacked) fprintf(stderr, "tide: %d record(s) not acknowledged in 60 s\n", unacked);
+    fprintf(stderr, "tide: %ld of %ld record(s) sent to %s were acknowledged", pr->acked,
+            pr->sent, a->topic);
+    if (pr->failed) fprintf(stderr, "; the first that failed is on stdin:%ld", pr->first_failed_line);
+    if (left) fprintf(stderr, "; stopped after stdin:%ld: the rest of the input was not sent", lastline);
+    fputc('\n', stderr);
+    return 1;
+}
+
+/* The encoders a run needs: the JSON-lines parser, the Avro writer. 0, or
+ * -1 (with the reason printed) and the exit code in *rc. */
+static int produce_encoders(const produce_args_t *a, tide_jsonl_t **jl, tide_avro_tool_t **avro,
+                            int *rc) {
+    char *e = NULL;
+    if (a->avro_schema) {
+        tide_registry_opts_t ro = tool_registry(a->registry);
+        if (!(*avro = tide_avro_tool_new(&ro, a->topic, a->avro_schema, &e))) {
+            fprintf(stderr, "tide: --avro %s: %s\n", a->avro_schema, e);
+            free(e);
+            *rc = 2;
+            return -1;
+        }
+    }
+    if (a->json && !(*jl = tide_jsonl_new(&e))) {
+        fprintf(stderr, "tide: %s\n", e);
+        free(e);
+        *rc = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int tide_tool_produce(int argc, char **argv, volatile sig_atomic_t *stop) {
+    produce_args_t a;
+    int rc = produce_parse(argc, argv, &a);
+    if (rc) {
+        free(a.props);
+        return rc;
+    }
+    produce_run_t pr = {0};
+    tide_jsonl_t *jl = NULL;
+    tide_avro_tool_t *avro = NULL;
+    rd_kafka_t *rk = make_producer(&a, &pr);
+    if (!rk || produce_encoders(&a, &jl, &avro, &rc)) {
+        if (rk) rd_kafka_destroy(rk);
+        tide_jsonl_free(jl);
+        tide_avro_tool_free(avro);
+        free(a.props);
+        return rk ? rc : 1;
+    }
+    int bad_line = 0;
+    long last = produce_lines(rk, &a, jl, avro, &pr, stop, &bad_line);
+    int left = (bad_line || pr.failed) && input_left();
     tide_jsonl_free(jl);
     tide_avro_tool_free(avro);
-    if (rd_kafka_flush(rk, 60000)) {
-        fprintf(stderr, "tide: %d record(s) not acknowledged in 60 s\n", rd_kafka_outq_len(rk));
-        rc = 1;
-    }
-    if (delivery_failures) rc = 1;
+    rd_kafka_flush(rk, 60000);
+    int unacked = rd_kafka_outq_len(rk);
     rd_kafka_destroy(rk);
-    if (!rc) fprintf(stderr, "tide: produced %ld record(s) to %s\n", sent, topic);
-    return rc;
+    free(a.props);
+    return produce_report(&a, &pr, last, bad_line, unacked, left);
 }
 
 /* ---------------------------------------------------------------- consume */

@@ -17,6 +17,7 @@ local M = {}
 ---@field package n integer keys in the young generation
 local Cache = {}
 Cache.__index = Cache
+Cache.__metatable = false -- shared by every detector: not theirs to change
 
 ---@param capacity integer keys per generation (> 0)
 ---@return tide.Cache

@@ -7,8 +7,14 @@
 --- holding tide's scripts; detectors still run in the driver's sandbox. This
 --- module never talks to Kafka: `replay --from` reads the topic through
 --- host.read_topic, the C reader of host/tools.c.
+local errors = require("tide.errors")
 local serde = require("tide.serde")
 local testing = require("tide.testing")
+
+-- String functions taken once: this module prints what detectors did, so it
+-- never reaches them through a string's metatable.
+local format, gsub, find, match, sub, byte, gmatch = string.format, string.gsub, string.find,
+  string.match, string.sub, string.byte, string.gmatch
 
 local M = {}
 
@@ -18,8 +24,8 @@ local null = serde.null
 --- detector, so that two versions compare.
 M.DEAD_LETTERS = "dead-letters"
 
--- Exit codes.
-local SAME, DIFFERENT, REFUSED = 0, 1, 2
+-- Exit codes. LIMIT: a record broke the detector's limits (heap or time).
+local SAME, DIFFERENT, REFUSED, LIMIT = 0, 1, 2, 3
 
 -- A refusal (bad command line, unreadable file, detector that does not load)
 -- is raised as this table and becomes exit code 2 in main().
@@ -34,8 +40,8 @@ end
 local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 
 local function quote(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return escapes[c] or ("\\u%04x"):format(c:byte())
+  return '"' .. gsub(s, '[%c"\\]', function(c)
+    return escapes[c] or format("\\u%04x", byte(c))
   end) .. '"'
 end
 
@@ -93,11 +99,11 @@ local function read_json_lines(path)
   local entries, n = {}, 0
   for line in f:lines() do
     n = n + 1
-    if line:find("%S") then
+    if find(line, "%S") then
       local ok, v = pcall(serde.json.decode, line)
       if not ok or type(v) ~= "table" or v[1] ~= nil then
         f:close()
-        refuse(("%s:%d: each line must be a JSON object%s"):format(path, n, ok and "" or ": " .. tostring(v)))
+        refuse(format("%s:%d: each line must be a JSON object%s", path, n, ok and "" or ": " .. tostring(v)))
       end
       entries[#entries + 1] = { where = path .. ":" .. n, t = v }
     end
@@ -114,7 +120,7 @@ end
 local function check_fields(e, allowed, list)
   for k in pairs(e.t) do
     if not allowed[k] then
-      refuse(("%s: unknown field \"%s\" (known: %s)"):format(e.where, tostring(k), list))
+      refuse(format("%s: unknown field \"%s\" (known: %s)", e.where, tostring(k), list))
     end
   end
 end
@@ -123,7 +129,7 @@ end
 local function field(e, name, kind)
   local v = nonnull(e.t[name])
   if v ~= nil and type(v) ~= kind then
-    refuse(("%s: \"%s\" must be a %s"):format(e.where, name, kind == "table" and "JSON object" or kind))
+    refuse(format("%s: \"%s\" must be a %s", e.where, name, kind == "table" and "JSON object" or kind))
   end
   return v
 end
@@ -134,7 +140,7 @@ local function headers_of(e)
     if v == null then
       h[name] = nil
     elseif type(v) ~= "string" then
-      refuse(("%s: header \"%s\" must be a string"):format(e.where, tostring(name)))
+      refuse(format("%s: header \"%s\" must be a string", e.where, tostring(name)))
     end
   end
   return h
@@ -198,11 +204,36 @@ end
 
 -- Running a detector ------------------------------------------------------------
 
+--- The limits every detector runs within, from the host (-D
+--- detector.memory.limit.bytes, detector.batch.timeout.ms); nil: the driver's
+--- defaults, which are the same.
+local limits = {}
+
 local function load_driver(path, schemas)
-  local ok, d = pcall(testing.driver, path, { schemas = schemas })
-  if not ok then refuse(tostring(d)) end
+  local ok, d = pcall(testing.driver, path, { schemas = schemas, memory = limits.memory,
+    timeout_ms = limits.timeout_ms })
+  if not ok then refuse(errors.describe(d)) end
+  for _, o in ipairs(d.spec.outputs) do
+    if o == M.DEAD_LETTERS then
+      refuse(format("%s: an output named \"%s\" cannot be told apart from the dead letters "
+        .. "that tide test prints under that name", path, o))
+    end
+  end
   return d
 end
+
+--- One line of text for stderr: control characters escaped, so that
+--- nothing a detector says (a log, an error message) can pose as a line
+--- tide printed, and long texts cut.
+local function one_line(s)
+  s = gsub(tostring(s), "%c", function(c)
+    return escapes[c] or format("\\%03d", byte(c))
+  end)
+  if #s > 4096 then s = sub(s, 1, 4096) .. format("... (%d bytes)", #s) end
+  return s
+end
+
+local LIMIT_CLASSES = { MemoryError = true, TimeoutError = true }
 
 --- The topics of `list` that are not in `other`: a detector's own inputs
 --- and outputs, without the internal (repartition) topics it writes and reads.
@@ -222,7 +253,7 @@ local function input_topic(step, spec)
   for _, i in ipairs(inputs) do
     if i == step.topic then return i end
   end
-  refuse(("%s: %s; %s reads %s"):format(step.where,
+  refuse(format("%s: %s; %s reads %s", step.where,
     step.topic and ("topic \"" .. step.topic .. "\" is not an input") or "\"topic\" is missing",
     spec.name, table.concat(inputs, ", ")))
 end
@@ -246,15 +277,21 @@ local function collect(d, res, where, failures)
   end
   local logs = d.logs or {}
   for i = res.logs + 1, #logs do
-    io.stderr:write(("%s [%s] %s\n"):format(d.spec.name, logs[i].level, logs[i].msg))
+    io.stderr:write(format("%s [%s] %s\n", d.spec.name, one_line(logs[i].level), one_line(logs[i].msg)))
   end
   res.logs = #logs
+  if (d.logs_dropped or 0) > (res.logs_dropped or 0) then
+    io.stderr:write(format("%s [warn] dropped %d log lines past the first %d\n", d.spec.name,
+      d.logs_dropped - (res.logs_dropped or 0), #logs))
+    res.logs_dropped = d.logs_dropped
+  end
 end
 
 local function pipe(d, res, step)
   local topic = input_topic(step, d.spec)
   res.records_in = res.records_in + 1
   if step.offset then d:seek(topic, step.partition or 0, step.offset) end
+  d:at(step.where)
   return pcall(d.pipe, d, topic, step.key, step.value, { timestamp = step.timestamp,
     partition = step.partition, headers = step.headers, raw = step.raw or nil })
 end
@@ -268,13 +305,19 @@ local function feed(d, res, step)
     ok, err = pipe(d, res, step)
   end
   local failures = d:errors()
+  if not ok and errors.is(err) and LIMIT_CLASSES[rawget(err, "class")] then
+    -- a limit broken in tide's code around the detector's (a punctuator's
+    -- bookkeeping): the step fails, the run goes on
+    failures[#failures + 1] = { class = rawget(err, "class"), message = errors.describe(rawget(err, "message")) }
+    ok = true
+  end
   collect(d, res, step.where, failures)
   if ok then return true end
   if #failures > 0 and d.spec.on_error == "stop" then
     res.stopped = step.where
     return false
   end
-  refuse(step.where .. ": " .. tostring(err))
+  refuse(step.where .. ": " .. errors.describe(err))
 end
 
 --- Run `steps` through driver `d` and close it. Returns what came out:
@@ -286,9 +329,20 @@ local function run(d, path, steps)
   for _, step in ipairs(steps) do
     if not feed(d, res, step) then break end
   end
+  d:at("close")
   local ok, err = pcall(d.close, d)
-  collect(d, res, "close", ok and {} or { { class = "ProcessError", message = tostring(err) } })
+  local class = errors.is(err) and rawget(err, "class") or "ProcessError"
+  collect(d, res, "close", ok and {} or { { class = class, message = errors.is(err)
+    and errors.describe(rawget(err, "message")) or errors.describe(err) } })
   return res
+end
+
+--- Did a record of the run break the detector's limits?
+local function broke_limits(res)
+  for _, e in ipairs(res.errors) do
+    if LIMIT_CLASSES[e.class] then return true end
+  end
+  return false
 end
 
 --- Every record of a run in print order: each output in declaration order,
@@ -303,14 +357,14 @@ local function records_of(res)
 end
 
 local function tide_frame(line)
-  return line:find("^%[C%]") or line:find("^scripts/tide/") or line:find("/scripts/tide/[%w_]+%.lua:")
+  return find(line, "^%[C%]") or find(line, "^scripts/tide/") or find(line, "/scripts/tide/[%w_]+%.lua:")
 end
 
 --- The traceback down to the detector's outermost frame: what tide's own
 --- frames around the call (dispatcher, driver, this module) would only bury.
 local function detector_frames(traceback)
   local lines = {}
-  for line in (traceback or ""):gmatch("[^\n]+") do lines[#lines + 1] = (line:gsub("^%s+", "")) end
+  for line in gmatch(traceback or "", "[^\n]+") do lines[#lines + 1] = (gsub(line, "^%s+", "")) end
   local last = 0
   for i = 2, #lines do
     if not tide_frame(lines[i]) then last = i end
@@ -320,18 +374,18 @@ end
 
 --- The summary line and the errors of a run, on stderr.
 local function report(res)
-  local parts = { ("records in: %d"):format(res.records_in) }
+  local parts = { format("records in: %d", res.records_in) }
   for _, o in ipairs(res.outputs) do
-    parts[#parts + 1] = ("%s: %d out"):format(o, #res.out[o])
+    parts[#parts + 1] = format("%s: %d out", o, #res.out[o])
   end
-  parts[#parts + 1] = ("dead letters: %d, errors: %d"):format(#res.dead, #res.errors)
-  io.stderr:write(("%s (%s): %s\n"):format(res.path, res.spec.name, table.concat(parts, ", ")))
+  parts[#parts + 1] = format("dead letters: %d, errors: %d", #res.dead, #res.errors)
+  io.stderr:write(format("%s (%s): %s\n", res.path, res.spec.name, table.concat(parts, ", ")))
   for _, e in ipairs(res.errors) do
-    io.stderr:write(("  error at %s: %s: %s\n"):format(e.where, e.class, e.message))
-    for _, line in ipairs(detector_frames(e.traceback)) do io.stderr:write("      ", line, "\n") end
+    io.stderr:write(format("  error at %s: %s: %s\n", e.where, e.class, one_line(e.message)))
+    for _, line in ipairs(detector_frames(e.traceback)) do io.stderr:write("      ", one_line(line), "\n") end
   end
   if res.stopped then
-    io.stderr:write(("  stopped at %s (on_error = \"stop\")\n"):format(res.stopped))
+    io.stderr:write(format("  stopped at %s (on_error = \"stop\")\n", res.stopped))
   end
 end
 
@@ -346,14 +400,14 @@ local VOLATILE = { ["tide.error.traceback"] = true, ["tide.detector.version"] = 
   ["tide.detector"] = true }
 
 local function plain(s)
-  return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
+  return (gsub(s, "[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
 end
 
 --- How Lua names the file at `path` in an error message: the path itself, or
 --- "..." and its tail when it is longer than Lua keeps (LUA_IDSIZE).
 local function shown_as(path)
   local _, err = pcall(load("error('x')", "@" .. path))
-  return (tostring(err):match("^(.*):1: x$")) or path
+  return (match(tostring(err), "^(.*):1: x$")) or path
 end
 
 --- The line a record is compared by. A dead letter leaves out its traceback,
@@ -367,7 +421,7 @@ local function comparable(r, path)
     if not VOLATILE[k] then h[k] = v end
   end
   local msg = h["tide.error.message"]
-  if msg then h["tide.error.message"] = msg:gsub(plain(shown_as(path)), "<detector>") end
+  if msg then h["tide.error.message"] = gsub(msg, plain(shown_as(path)), "<detector>") end
   return record_line({ topic = r.topic, key = r.key, value = r.value, timestamp = r.timestamp,
     headers = h })
 end
@@ -460,7 +514,7 @@ local function hunk_header(topic, ops, first, last)
     if ops[k][1] ~= "-" then nb = nb + 1 end
   end
   local a, b = ops[first][3], ops[first][4]
-  return ("@@ %s -%d,%d +%d,%d @@"):format(topic, na > 0 and a + 1 or a, na, nb > 0 and b + 1 or b, nb)
+  return format("@@ %s -%d,%d +%d,%d @@", topic, na > 0 and a + 1 or a, na, nb > 0 and b + 1 or b, nb)
 end
 
 --- Unified-diff hunks (CONTEXT records around each change) of one topic.
@@ -532,7 +586,13 @@ With --expect: prints the differences (-expected, +got) instead, exit 1 if any.
 Avro topics take their schemas from DIR (default: schemas/ beside DETECTOR):
 DIR/<id>.avsc by schema id, DIR/<topic>-value.avsc by subject; values given as
 JSON are encoded with the topic's schema.
-Exit 2: bad command line, unreadable file, detector refused at load.]],
+The detector runs within its live limits: -D detector.memory.limit.bytes=N
+(its Lua heap) and -D detector.batch.timeout.ms=MS (each record), also from
+-c FILE and TIDE_* variables; a record past one fails with a MemoryError or a
+TimeoutError at the detector's line.
+Exit 2: bad command line, unreadable file, detector refused at load.
+Exit 3: a record broke the detector's limits (or one stuck in a C function
+past its budget ended the run).]],
   replay = [[
 usage: tide replay DETECTOR [--against RUNNING.lua] [--schemas DIR]
                    (--from TOPIC [--offsets P:FROM-TO,...] | --file REC.jsonl)
@@ -549,8 +609,11 @@ RUNNING.lua over the same records and prints the differences (-running,
 running detector's changelogs as they are now (<APP>.<name>-<store>-changelog,
 read committed; APP: --application-id, else $TIDE_APPLICATION_ID, else tide;
 the running detector is RUNNING.lua with --against, else DETECTOR), so that
-a change is compared on real, warm state. Exit 2: bad command line,
-unreadable source, detector refused at load.]],
+a change is compared on real, warm state.
+Both run within their live limits, as in `tide test` (-D
+detector.memory.limit.bytes=N, -D detector.batch.timeout.ms=MS).
+Exit 2: bad command line, unreadable source, detector refused at load.
+Exit 3: a record broke a detector's limits.]],
 }
 
 --- Split args into the one positional argument and options (name ->
@@ -571,7 +634,7 @@ local function parse(args, options, usage)
       else
         o[a] = args[i]
       end
-    elseif a:sub(1, 1) == "-" then
+    elseif sub(a, 1, 1) == "-" then
       refuse("unknown option " .. a .. "\n" .. usage)
     else
       positional[#positional + 1] = a
@@ -592,26 +655,28 @@ function commands.test(args)
   local expected = o["--expect"] and map(read_json_lines(o["--expect"]), expected_record)
   local res = run(load_driver(path, o["--schemas"]), path, steps)
   report(res)
+  local code = SAME
   if not expected then
     print_records(records_of(res))
-    return SAME
+  else
+    code = print_diff({ records = expected, path = path, label = "expected (" .. o["--expect"] .. ")" },
+      { records = records_of(res), path = path, label = "got (" .. path .. ")" })
   end
-  return print_diff({ records = expected, path = path, label = "expected (" .. o["--expect"] .. ")" },
-    { records = records_of(res), path = path, label = "got (" .. path .. ")" })
+  return broke_limits(res) and LIMIT or code
 end
 
 --- `--offsets 0:5-9,1:0-`: { { partition =, from =, to = (nil: the end) } }.
 local function parse_offsets(list)
   local ranges, seen = {}, {}
   for _, arg in ipairs(list or {}) do
-    for item in arg:gmatch("[^,]+") do
-      local p, from, to = item:match("^%s*(%d+):(%d+)%-(%d*)%s*$")
+    for item in gmatch(arg, "[^,]+") do
+      local p, from, to = match(item, "^%s*(%d+):(%d+)%-(%d*)%s*$")
       if not p then
-        refuse(("bad --offsets item \"%s\" (want PARTITION:FROM-TO or PARTITION:FROM-)"):format(item))
+        refuse(format("bad --offsets item \"%s\" (want PARTITION:FROM-TO or PARTITION:FROM-)", item))
       end
       p, from, to = tonumber(p), tonumber(from), tonumber(to)
-      if to and to < from then refuse(("--offsets %s: the range ends before it starts"):format(item)) end
-      if seen[p] then refuse(("--offsets: partition %d is given twice"):format(p)) end
+      if to and to < from then refuse(format("--offsets %s: the range ends before it starts", item)) end
+      if seen[p] then refuse(format("--offsets: partition %d is given twice", p)) end
       seen[p] = true
       ranges[#ranges + 1] = { partition = p, from = from, to = to }
     end
@@ -658,13 +723,13 @@ end
 local function topic_steps(host, topic, ranges, bootstrap)
   if not (host and host.read_topic) then refuse("--from needs the tide binary's Kafka client") end
   local records, err = host.read_topic(bootstrap, topic, ranges)
-  if not records then refuse(("cannot read %s: %s"):format(topic, tostring(err))) end
+  if not records then refuse(format("cannot read %s: %s", topic, tostring(err))) end
   records = interleave(records)
   for _, r in ipairs(records) do
-    r.where = ("%s/%d@%d"):format(topic, r.partition, r.offset)
+    r.where = format("%s/%d@%d", topic, r.partition, r.offset)
     r.raw = true
   end
-  io.stderr:write(("read %d records of %s\n"):format(#records, topic))
+  io.stderr:write(format("read %d records of %s\n", #records, topic))
   return records
 end
 
@@ -723,20 +788,27 @@ function commands.replay(args, host)
   report(res)
   if not base then
     print_records(records_of(res))
-    return SAME
+    return broke_limits(res) and LIMIT or SAME
   end
   local res_base = run(base, against, steps)
   report(res_base)
-  return print_diff({ records = records_of(res_base), path = against, label = against .. " (running)" },
+  local code = print_diff({ records = records_of(res_base), path = against, label = against .. " (running)" },
     { records = records_of(res), path = path, label = path .. " (replayed)" })
+  return (broke_limits(res) or broke_limits(res_base)) and LIMIT or code
 end
 
 --- `tide describe DETECTOR`: the topology, loaded and compiled, never run.
 function commands.describe(args)
   local path, o = parse(args, { ["--json"] = "flag", ["--application-id"] = "value" }, USAGE.describe)
   local app = o["--application-id"] or "tide"
-  local ok, spec_or_err, err = pcall(require("tide.detector").load, path, { application_id = app, print = function() end })
-  if not ok then refuse(tostring(spec_or_err)) end
+  -- loading runs the script: within the limits it has live, as tide test's
+  local core = require("tide.core")
+  local defaults = core.limits()
+  local guard = core.guard({ memory = limits.memory or defaults.memory,
+    timeout_ms = limits.timeout_ms or defaults.timeout_ms, label = path })
+  local ok, spec_or_err, err = pcall(guard.call, guard, require("tide.detector").load, path,
+    { application_id = app, print = function() end })
+  if not ok then refuse(errors.describe(spec_or_err)) end
   local spec = spec_or_err
   if not spec then refuse(tostring(err)) end
   local describe = require("tide.describe")
@@ -753,7 +825,7 @@ end
 
 local function internal_error(e)
   if getmetatable(e) == Refusal then return e end
-  return debug.traceback(tostring(e), 2)
+  return debug.traceback(errors.describe(e), 2)
 end
 
 --- `tide <command> args...` for command "test", "replay" or "describe"; returns the exit
@@ -765,7 +837,7 @@ end
 function M.main(command, args, host)
   local fn = commands[command]
   if not fn then
-    io.stderr:write(("tide: no command %s here\n"):format(tostring(command)))
+    io.stderr:write(format("tide: no command %s here\n", tostring(command)))
     return REFUSED
   end
   for _, a in ipairs(args) do
@@ -774,12 +846,13 @@ function M.main(command, args, host)
       return SAME
     end
   end
+  limits = host and host.limits or {}
   local ok, res = xpcall(fn, internal_error, args, host)
   if ok then return res end
   if getmetatable(res) == Refusal then
-    io.stderr:write(("tide %s: %s\n"):format(command, res.msg))
+    io.stderr:write(format("tide %s: %s\n", command, res.msg))
   else
-    io.stderr:write(("tide %s: internal error: %s\n"):format(command, res))
+    io.stderr:write(format("tide %s: internal error: %s\n", command, res))
   end
   return REFUSED
 end

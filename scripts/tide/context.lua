@@ -101,6 +101,7 @@ local function add_live_fields(ctx, tasks, rec)
       if record_fields[k] then return rec[k] end
       return nil
     end,
+    __metatable = false, -- tide's, not the detector's to change
   })
 end
 

@@ -36,6 +36,25 @@ local function default_name(path)
   return base
 end
 
+--- Copies of what tide keeps from the detector's table: tide reads them
+--- long after the detector's code ran (the CLI prints under the output
+--- names), so the detector must not be able to change them afterwards.
+local function copy_list(t)
+  local c = {}
+  for i = 1, #t do c[i] = rawget(t, i) end
+  return c
+end
+
+local function copy_stores(stores)
+  local c = {}
+  for name, decl in pairs(stores) do
+    local d = {}
+    for k, v in next, decl do d[k] = v end -- raw: no metamethod of the detector's runs
+    c[name] = d
+  end
+  return c
+end
+
 --- Check a detector table; returns the normalised spec or nil, reason.
 ---@param det any what the script returned
 ---@param path string
@@ -50,6 +69,8 @@ function M.validate(det, path, source)
   local spec, err, line = fields.check(det, { path = path, source = source, default_name = default_name(path) })
   if not spec then return fail(err, line) end
   spec.version = M.version(source)
+  spec.inputs, spec.outputs = copy_list(spec.inputs), copy_list(spec.outputs)
+  spec.stores = copy_stores(spec.stores)
   return spec
 end
 
@@ -140,23 +161,24 @@ function M.load_source(source, path, opts, dir, open)
   end
   local chunk, err = load(source, "@" .. path, "t", env)
   if not chunk then return nil, err end
-  local ok, det = xpcall(chunk, function(e)
-    -- a misused API already names the detector's line: no traceback
-    if type(e) == "table" and e.class == errors.USAGE then
-      if e.where then return e.message end
-      return ("%s:%d: %s"):format(path, return_line(source), e.message)
-    end
-    return debug.traceback(tostring(e), 2)
-  end)
+  local ok, det, trace = errors.call(chunk)
   local built = dsl.finish(builder)
-  if not ok then return nil, det end
+  if not ok then
+    -- a misused API already names the detector's line: no traceback
+    if errors.is(det) and rawget(det, "class") == errors.USAGE then
+      local at, msg = rawget(det, "where"), tostring(rawget(det, "message"))
+      if at then return nil, msg end
+      return nil, ("%s:%d: %s"):format(path, return_line(source), msg)
+    end
+    return nil, errors.describe(det) .. "\n" .. trace
+  end
   if built then
     if not dsl.is_dsl(det, built) then
       return nil, ("%s:%d: this script builds streams (tide.stream, tide.table) but returns %s: "
         .. "return one of its streams, or tide.topology{ ... }"):format(path, return_line(source), type(det))
     end
     local cok, compiled = pcall(topology.compile, built, default_name(path), opts.application_id or "tide")
-    if not cok then return nil, ("%s:%d: %s"):format(path, return_line(source), tostring(compiled)) end
+    if not cok then return nil, ("%s:%d: %s"):format(path, return_line(source), errors.describe(compiled)) end
     det = compiled
   end
   local spec, verr = M.validate(det, path, source)

@@ -34,6 +34,10 @@ local windows = require("tide.windows")
 local errors = require("tide.errors")
 
 local usage, where = errors.usage, errors.caller
+-- The classes below hide their metatables from detectors (__metatable), so
+-- that one detector cannot change the DSL another one builds with; tide
+-- reads them raw.
+local getmetatable = debug.getmetatable
 local source_topic
 
 local M = {}
@@ -51,6 +55,7 @@ local M = {}
 ---@field options table what tide.topology{} was given
 local Builder = {}
 Builder.__index = Builder
+Builder.__metatable = false -- shared by every load: not a detector's to change
 
 ---@class tide.Node an operator in the graph; Stream, Table and the join sides are nodes
 ---@field b tide.Builder
@@ -84,7 +89,11 @@ local Cogrouped = {}
 ---@field store string the store's name
 local GlobalTable = {}
 
-for _, class in ipairs({ Stream, Table, Grouped, Splitter, Cogrouped, GlobalTable }) do class.__index = class end
+-- (__metatable: hidden from detectors, see the top of this file)
+for _, class in ipairs({ Stream, Table, Grouped, Splitter, Cogrouped, GlobalTable }) do
+  class.__index = class
+  class.__metatable = false
+end
 
 local function need_fn(f, op, shape)
   if type(f) ~= "function" then

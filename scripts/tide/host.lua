@@ -3,6 +3,7 @@
 local core = require("tide.core")
 local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
+local errors = require("tide.errors")
 local fields = require("tide.fields")
 local registry = require("tide.registry")
 
@@ -45,11 +46,7 @@ end
 --- Raises "file:line: reason" when the detector cannot run.
 ---@return function run, table info, function close, table hooks
 function M.open(path, sink_lud, open_db, application_id, reg, source_copy)
-  -- The string metatable is shared by the whole state: close the
-  -- ("").dump(f) route too, not just the sandbox's string table.
-  string.dump = function()
-    error("string.dump is not available to detectors (tide sandbox)", 2)
-  end
+  -- (the sandbox locks the string metatable, ("").dump included)
   local spec, err = detector.load(path, {
     print = function(msg) log("info", msg) end,
     application_id = application_id,
@@ -65,10 +62,8 @@ function M.open(path, sink_lud, open_db, application_id, reg, source_copy)
   end
   local d = dispatch.new(spec, sink_lud, log, M.serde_options(spec, path, reg or {}, log, db))
   if spec.init then
-    local ok, ierr = xpcall(spec.init, function(e)
-      return debug.traceback(tostring(e), 2)
-    end, d.ctx)
-    if not ok then error("init failed: " .. ierr, 0) end
+    local ok, ierr, trace = errors.call(spec.init, d.ctx)
+    if not ok then error("init failed: " .. errors.describe(ierr) .. "\n" .. trace, 0) end
   end
   local function close()
     if spec.close then spec.close(d.ctx) end

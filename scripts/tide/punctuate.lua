@@ -4,6 +4,8 @@
 ---
 --- Errors in a punctuator are logged and counted; they do not stop the
 --- others, nor the records.
+local errors = require("tide.errors")
+
 local M = {}
 
 --- When a punctuator that fired at t next falls due. A wall-clock one keeps
@@ -21,11 +23,13 @@ end
 local function fire(pu, p, t, env)
   env.tasks.current = p
   env.stamp.set(t) -- what it emits carries the time it fired for
-  local ok, err = xpcall(pu.fn, debug.traceback, env.ctx, t)
+  -- on a coroutine of its own, as C calls do: a stack overflow or a hostile
+  -- error object cannot turn into "error in error handling"
+  local ok, err, trace = errors.call(pu.fn, env.ctx, t)
   env.stamp.set(-1)
   if not ok then
-    env.log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s"):format(
-      pu.on, pu.every, p, tostring(err)))
+    env.log("error", ("punctuator (%s, every %d ms) failed for partition %d: %s\n%s"):format(
+      pu.on, pu.every, p, errors.describe(err), trace))
   end
   return ok
 end

@@ -85,6 +85,7 @@ function M.new(api, decoders, uniform)
     __newindex = function(_, k)
       error(("rec.%s is read-only; copy the record with rec:copy() to change it"):format(tostring(k)), 2)
     end,
+    __metatable = false, -- tide's, not the detector's to change
   })
 
   local view = {}

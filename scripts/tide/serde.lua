@@ -2,7 +2,8 @@
 ---
 --- `string` (default): a Lua string, valid UTF-8 (checked both ways).
 --- `bytes`: a Lua string with the raw bytes, unchecked.
---- `json`: decoded with lua-cjson (NaN, Infinity and hex numbers refused);
+--- `json`: decoded with lua-cjson (NaN, Infinity, numbers too large for a
+---         double such as 1e999, and hex numbers refused);
 ---         JSON null is `tide.null`. On output any Lua value is encoded, by
 ---         tide.json: numbers exactly (cjson would keep 14 digits).
 --- `avro`: Avro in the schema registry's wire format (tide.avro_serde).
@@ -19,12 +20,37 @@ local M = {}
 local encode_json = json.new()
 local number_text = json.number_text
 
+local cjson_decode, find, huge, type, next = cjson.decode, string.find, math.huge, type, next
+local LONG_NUMBER = string.rep("%d", 300)
+
+--- Does the decoded value hold an infinity?
+local function infinite(v)
+  local t = type(v)
+  if t == "number" then return v == huge or v == -huge end
+  if t ~= "table" then return false end
+  for _, x in next, v do
+    if infinite(x) then return true end
+  end
+  return false
+end
+
+--- cjson.decode, refusing numbers too large for a double: cjson reads 1e999
+--- as Infinity, which JSON does not have and tide refuses as it refuses the
+--- literal (as JavaScript's JSON.stringify would write it back as null, and a
+--- store or an output could not keep it). The decoded value is walked only
+--- when the text holds a number that could overflow.
+local function decode(s)
+  local v = cjson_decode(s)
+  if (find(s, "[eE]%+?%d%d%d") or (#s > 300 and find(s, LONG_NUMBER))) and infinite(v) then
+    error("Expected a finite number: a number too large for a double (such as 1e999) is refused", 0)
+  end
+  return v
+end
+
 M.null = cjson.null
 M.json = {
   encode = encode_json,
-  decode = function(s)
-    return cjson.decode(s)
-  end,
+  decode = decode,
 }
 
 local decode_error = errors.DECODE
@@ -74,7 +100,7 @@ function M.new(name, api)
       end,
     }
   elseif name == "json" then
-    local decode, encode = cjson.decode, encode_json
+    local encode = encode_json
     return {
       name = name,
       decode = function(p, len, what)

@@ -10,6 +10,9 @@ local core = require("tide.core")
 local detector = require("tide.detector")
 local dispatch = require("tide.dispatch")
 local serde = require("tide.serde")
+local errors = require("tide.errors")
+
+local format = string.format
 
 local M = {}
 
@@ -18,6 +21,11 @@ local M = {}
 ---@field spec table the loaded detector (tide.detector), e.g. spec.name
 ---@field logs { level: string, msg: string }[] what it logged (ctx.log, print), oldest first
 ---@field changelog table[] the changelog records its stores wrote ({ output, key, value, ... })
+---@field logs_dropped? integer log lines dropped past the first 10000
+---@field package guard any its limits: heap owner and call budget (tide.core.guard)
+---@field package path string
+---@field package memory number
+---@field package timeout_ms number
 ---@field package d table the dispatcher (tide.dispatch)
 ---@field package sink any a tide.core sink
 ---@field package on_error tide.OnError
@@ -48,36 +56,57 @@ Driver.__index = Driver
 --- A record that failed in process().
 ---@class tide.testing.Failure
 ---@field index integer
----@field class string DecodeError, ProcessError or MemoryError
+---@field class string DecodeError, ProcessError, MemoryError or TimeoutError
 ---@field message string with the detector's file:line
 ---@field traceback string
 
 --- Load a detector file and run its init.
+---
+--- The detector runs within the limits it has live: opts.memory (bytes of
+--- Lua heap its code may hold; default detector.memory.limit.bytes, 128 MiB)
+--- and opts.timeout_ms (the budget of each call into it: loading, init, each
+--- record, punctuators, close; default detector.batch.timeout.ms, 10 s). A
+--- record past either fails with a MemoryError or a TimeoutError at the
+--- detector's line (see bindings/guard.h; a call stuck in a C function past
+--- the budget and a grace second ends the process instead).
 ---@param path string a detector file, or a folder with an init.lua
----@param opts? { on_error?: tide.OnError, wall_time?: number, application_id?: string, schemas?: string }
+---@param opts? { on_error?: tide.OnError, wall_time?: number, application_id?: string, schemas?: string, memory?: number, timeout_ms?: number }
 --- opts.schemas: the folder of Avro schemas (default: schemas/ beside the detector).
 ---@return tide.testing.Driver
 function M.driver(path, opts)
   opts = opts or {}
+  local limits = core.limits()
+  local memory = opts.memory or limits.memory
+  local timeout = opts.timeout_ms or limits.timeout_ms
   local self = setmetatable({ logs = {}, outputs = {}, dead = {}, failures = {}, offsets = {},
-    changelog = {}, internal = {} }, Driver)
+    changelog = {}, internal = {}, memory = memory, timeout_ms = timeout,
+    guard = core.guard({ memory = memory, timeout_ms = timeout, label = path }) }, Driver)
   self.path, self.opts = path, opts
-  local spec, err = self:_load()
+  local spec, err = self:_guarded_load()
   if not spec then error(err, 2) end
   self.on_error = opts.on_error or spec.on_error
-  self.sink = core.sink()
+  -- emits live in C, outside the Lua heap: the sink has the same cap
+  self.sink = core.sink(memory)
   self:_open_db()
-  self:_start()
+  self.guard:call(self._start, self)
   self.tasks = {}
   self.wall = opts.wall_time or 0
   self:_collect()
   return self
 end
 
+--- _load within the driver's guard: a limit broken while the detector loads
+--- is raised as it is; a detector that does not load gives nil, reason.
+function Driver:_guarded_load()
+  local ok, spec, err = pcall(self.guard.call, self.guard, self._load, self)
+  if not ok then error(spec, 0) end
+  return spec, err
+end
+
 function Driver:_load()
   local spec, err = detector.load(self.path, {
     application_id = self.opts.application_id,
-    print = function(msg) self.logs[#self.logs + 1] = { level = "info", msg = msg } end,
+    print = function(msg) self:_log("info", msg) end,
   })
   if not spec then return nil, err end
   self.spec = spec
@@ -103,12 +132,34 @@ function Driver:_open_db()
 end
 
 function Driver:_start()
-  local function log(level, msg)
-    self.logs[#self.logs + 1] = { level = level, msg = msg }
-  end
+  local function log(level, msg) self:_log(level, msg) end
   self.d = dispatch.new(self.spec, self.sink:ptr(), log, require("tide.host").serde_options(
     self.spec, self.path, { schemas_dir = self.opts.schemas }, log, self.db))
   if self.spec.init then self.spec.init(self.d.ctx) end
+end
+
+-- The driver keeps this many log lines; past them it counts what it drops
+-- (a detector that logs in a loop), as the host holds it to a rate.
+local LOG_MAX = 10000
+
+function Driver:_log(level, msg)
+  local logs = self.logs
+  if #logs < LOG_MAX then
+    logs[#logs + 1] = { level = level, msg = msg }
+  else
+    self.logs_dropped = (self.logs_dropped or 0) + 1
+  end
+end
+
+--- Name what the driver runs next in messages (a line of an input file):
+--- the watchdog's, and errors raised outside the detector's own code.
+function Driver:at(where)
+  self.guard:label(where and (self.path .. " (" .. where .. ")") or self.path)
+end
+
+--- The detector's Lua heap: bytes in use, the peak, and its limit.
+function Driver:heap()
+  return self.guard:heap()
 end
 
 local number_text = require("tide.json").number_text
@@ -130,7 +181,7 @@ end
 --- Avro goes through the dispatcher's serde of the topic (its subject, its
 --- schema, the schemas folder): values are encoded as a producer would.
 local function avro_encode(self, topic, which, v)
-  if type(v) == "string" and v:byte(1) == 0 then return v end -- already in the wire format
+  if type(v) == "string" and string.byte(v, 1) == 0 then return v end -- already in the wire format
   return self.d.serde(topic, which).encode(v, which)
 end
 
@@ -177,7 +228,7 @@ function Driver:pipe(topic, key, value, meta)
   if self.globals[topic] then return self:_pipe_global(topic, key, value, meta) end
   local sd = self.spec.serdes[topic]
   if not sd or not self.spec.inputs_set[topic] then
-    error(("'%s' is not an input of %s (inputs: %s)"):format(
+    error(format("'%s' is not an input of %s (inputs: %s)",
       tostring(topic), self.spec.name, table.concat(self.spec.inputs, ", ")), 2)
   end
   if not meta.raw then
@@ -210,19 +261,30 @@ function Driver:_dispatch(topic, key, value, meta)
     timestamp = meta.timestamp or -1, headers = headers,
     key = key, value = value,
   } })
+  local guard = self.guard
   if not self.tasks[partition] then
     self.tasks[partition] = true
-    self.d.task(partition, true)
+    guard:call(self.d.task, partition, true)
   end
-  local failures, stopped = core.dispatch(self.d.run, batch, self.sink, self.on_error,
+  local failures, stopped = guard:call(core.dispatch, self.d.run, batch, self.sink, self.on_error,
     self.spec.name, self.spec.version, self.wall)
   batch:close()
-  self.d.punctuate(self.wall) -- stream-time punctuators see the new record
+  self:_punctuate() -- stream-time punctuators see the new record
   for _, f in ipairs(failures) do self.failures[#self.failures + 1] = f end
   self:_collect()
   if stopped then
-    error(("detector stopped (on_error = \"stop\"): %s"):format(failures[1].message), 3)
+    error(format("detector stopped (on_error = \"stop\"): %s", failures[1].message), 3)
   end
+end
+
+--- Fire the punctuators that are due. A punctuator's failure is logged (as
+--- live); so is a limit the detector broke around them (a heap it keeps past
+--- its cap fails every call, as live).
+function Driver:_punctuate()
+  local ok, err = pcall(self.guard.call, self.guard, self.d.punctuate, self.wall)
+  if ok then return end
+  if not errors.is(err) then error(err, 0) end
+  self:_log("error", "punctuators: " .. errors.describe(err))
 end
 
 --- A record of a global table's topic goes into its store, as the host
@@ -250,7 +312,7 @@ end
 function Driver:restart(opts)
   local wipe = not (opts and opts.wipe == false)
   local old = self.d
-  local spec, err = self:_load()
+  local spec, err = self:_guarded_load()
   if not spec then error(err, 2) end
   if wipe and self.db then
     core.store_close(self.db)
@@ -258,7 +320,7 @@ function Driver:restart(opts)
     self.db = nil
     self:_open_db()
   end
-  self:_start()
+  self.guard:call(self._start, self)
   for _, e in ipairs(self.changelog) do
     local entry = self.d.stores[-2 - e.output + 1]
     if entry.backend.restore then
@@ -271,7 +333,7 @@ function Driver:restart(opts)
     for _, g in ipairs(self.global_log) do self:_apply_global(g[1], g[2], g[3]) end
   end
   self.sink:clear() -- restoring writes no changelog
-  for p in pairs(self.tasks) do self.d.task(p, true, old.stream_time(p)) end
+  for p in pairs(self.tasks) do self.guard:call(self.d.task, p, true, old.stream_time(p)) end
   self:_collect()
 end
 
@@ -280,7 +342,7 @@ end
 ---@param d tide.Duration
 function Driver:advance_wall_clock(d)
   self.wall = self.wall + require("tide.store").duration(d, "advance_wall_clock")
-  self.d.punctuate(self.wall)
+  self:_punctuate()
   self:_collect()
 end
 
@@ -292,12 +354,12 @@ end
 function Driver:store(name, partition)
   local s = self.d.ctx.stores[name]
   if not s then error("no store named '" .. tostring(name) .. "'", 2) end
-  local d = self.d
+  local d, guard = self.d, self.guard
   return setmetatable({}, {
     __index = function(_, method)
       return function(_, ...)
         d.set_task(partition or 0)
-        return s[method](s, ...)
+        return guard:call(s[method], s, ...)
       end
     end,
   })
@@ -392,7 +454,7 @@ end
 
 --- Call the detector's close(ctx).
 function Driver:close()
-  if self.spec.close then self.spec.close(self.d.ctx) end
+  if self.spec.close then self.guard:call(self.spec.close, self.d.ctx) end
   self:_collect()
   self.sink:close()
   if self.db then

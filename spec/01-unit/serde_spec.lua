@@ -43,6 +43,20 @@ describe("serdes", function()
     end
   end)
 
+  it("json refuses a number too large for a double, which would be Infinity", function()
+    -- what the README promises: Infinity is refused however it is written
+    for _, bad in ipairs({ "1e999", '{"amount": -1e999}', "[1, 2E+400]", "1" .. ("0"):rep(400),
+      '{"a": {"b": [0, 5e308]}}' }) do
+      local ok, err = pcall(decode, "json", bad)
+      assert.is_false(ok, bad)
+      assert.equal("DecodeError", err.class, bad)
+      assert.matches("not valid JSON: .*too large for a double", err.message)
+      assert.is_false((pcall(serde.json.decode, bad)), "tide.json.decode " .. bad)
+    end
+    -- large and tiny numbers that a double holds still decode
+    assert.same({ 1e300, 1e-400, 1.5e3 }, decode("json", "[1e300, 1e-400, 1.5e3]"))
+  end)
+
   it("encodes per serde and refuses what it cannot encode", function()
     local s = serde.new("string", tffi.api)
     assert.equal("42", s.encode(42, "value"))

@@ -170,4 +170,75 @@ return { inputs = {"in"}, outputs = {"out"},
     assert.matches("misuse%.lua:3: rec%.value is read%-only", failures[1].message)
     assert.matches("misuse%.lua:5: emit to unknown output 'nowhere'", failures[2].message)
   end)
+
+  describe("how a failed record is reported", function()
+    --- The failures of one record run through `src` (its process raises).
+    local function fail_with(src, name)
+      local spec, sink, d = runner(src, name)
+      local b = core.batch({ { key = "k", value = "v", topic = "in" } })
+      local failures = core.dispatch(d.run, b, sink, "dlq", spec.name, spec.version)
+      return failures[1], sink:entries()
+    end
+
+    it("reports deep recursion as a stack overflow at the detector's line", function()
+      -- LuaJIT compiles the recursion; a handler run at the point of the
+      -- error found no stack left and the record said "error in error handling"
+      local f = fail_with([[
+local function depth(n) return 1 + depth(n + 1) end -- RECURSES
+return { inputs = { "in" },
+  process = function()
+    for _ = 1, 3 do depth(1) end
+  end }]], "recurses.lua")
+      assert.equal("ProcessError", f.class)
+      assert.equal("recurses.lua:1: stack overflow", f.message)
+      assert.matches("recurses%.lua:1: in function", f.traceback)
+    end)
+
+    it("believes the class only of tide's own errors", function()
+      local f, entries = fail_with([[
+return { inputs = { "in" },
+  process = function()
+    error({ class = "MemoryError", message = "pretending" })
+  end }]])
+      assert.equal("ProcessError", f.class)
+      assert.equal("ProcessError", entries[1].headers["tide.error.class"])
+      f = fail_with([[
+return { inputs = { "in" }, serde = "json", process = function(rec) return rec.value end }]])
+      assert.equal("DecodeError", f.class)
+    end)
+
+    it("describes an error object whose __tostring fails, and one that works", function()
+      local f = fail_with([[
+return { inputs = { "in" },
+  process = function()
+    error(setmetatable({}, { __tostring = function() error("no text for you") end,
+      __index = function() error("nor fields") end }))
+  end }]])
+      assert.equal("ProcessError", f.class)
+      assert.equal("(error object is a table value)", f.message)
+      f = fail_with([[
+return { inputs = { "in" },
+  process = function() error(setmetatable({}, { __tostring = function() return "described" end })) end }]])
+      assert.equal("described", f.message)
+    end)
+
+    it("cuts a huge error message and says how long it was", function()
+      local f, entries = fail_with([[
+return { inputs = { "in" }, process = function() error(string.rep("x", 1e6), 0) end }]])
+      assert.equal(8192 + #"... (cut at 8192 of 1000000 bytes)", #f.message)
+      assert.matches("%.%.%. %(cut at 8192 of 1000000 bytes%)$", f.message)
+      assert.equal(f.message, entries[1].headers["tide.error.message"])
+    end)
+
+    it("fails a record that yields to tide, at the line that yields", function()
+      local f = fail_with([[
+return { inputs = { "in" },
+  process = function()
+    assert(coroutine.running() == nil, "tide's coroutine is not the detector's")
+    coroutine.yield("out") -- YIELDS
+  end }]], "yields.lua")
+      assert.equal("ProcessError", f.class)
+      assert.matches("yields%.lua:4: attempt to yield from outside a coroutine", f.message)
+    end)
+  end)
 end)

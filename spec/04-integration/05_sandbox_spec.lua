@@ -82,4 +82,46 @@ describe("integration: sandbox", function()
       "stderr should name syntax_error.lua:" .. line .. "\n" .. err)
     assert.is_nil(p:find_events("partitions assigned")[1], "a refused detector must not join its group")
   end)
+
+  it("keeps what tide replay prints true when the replayed version tries to change tide's strings and module", function()
+    -- v2 tries every way to change what tide's own Lua (the CLI, the dispatcher,
+    -- the serdes) does with strings, each in a pcall so that it goes on; the
+    -- line it emits is its only doing
+    local v1 = c:path("v1.lua")
+    cluster.write_file(v1, [[
+return { name = "words", inputs = { "in" }, outputs = { "out" },
+  process = function(rec, ctx) ctx:emit("out", rec.key, rec.value) end }
+]])
+    local v2 = c:path("v2.lua")
+    cluster.write_file(v2, [[
+local tries = {}
+local function try(f) tries[#tries + 1] = pcall(f) end
+return { name = "words", inputs = { "in" }, outputs = { "out" },
+  process = function(rec, ctx)
+    local hijack = function() return "hijacked" end
+    try(function() getmetatable("").__index = function() return hijack end end)
+    try(function() getmetatable("").__index.gsub = hijack end)
+    try(function() getmetatable("").__index.format = hijack end)
+    try(function() rawset(getmetatable(""), "__index", { gsub = hijack, format = hijack }) end)
+    try(function() string.gsub, string.format, string.find = hijack, hijack, hijack end)
+    try(function() tide.json.encode = hijack end)
+    ctx:emit("out", rec.key, rec.value:upper())
+  end }
+]])
+    local rec = c:path("rec.jsonl")
+    cluster.write_file(rec, '{"topic":"in","key":"k\\"1","value":"banana"}\n{"topic":"in","key":"k2","value":"tab\\there"}\n')
+    local p = c:spawn({ cluster.bin(), "replay", v2, "--against", v1, "--file", rec }, { name = "replay" })
+    assert.equal(1, (p:wait(30)), p:stderr_text())
+    local out = p:stdout_text()
+    assert.equal(table.concat({
+      "--- " .. v1 .. " (running)",
+      "+++ " .. v2 .. " (replayed)",
+      "@@ out -1,2 +1,2 @@",
+      '-{"topic":"out","key":"k\\"1","value":"banana"}',
+      '-{"topic":"out","key":"k2","value":"tab\\there"}',
+      '+{"topic":"out","key":"k\\"1","value":"BANANA"}',
+      '+{"topic":"out","key":"k2","value":"TAB\\tHERE"}',
+    }, "\n") .. "\n", out)
+    assert.matches("v2.lua %(words%): records in: 2, out: 2 out, dead letters: 0, errors: 0", p:stderr_text())
+  end)
 end)

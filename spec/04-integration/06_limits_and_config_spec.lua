@@ -46,6 +46,17 @@ describe("integration: limits and configuration", function()
     assert.matches("flag %-D: commit%.interval%.ms must be an integer", p:stderr_text())
   end)
 
+  it("writes a refused configuration as a JSON log line, like every other line on stderr", function()
+    for _, opts in ipairs({ { config = { ["commit.interval.ms"] = "soon" } },
+      { args = { "-D", "no-equals-sign" } } }) do
+      local p = c:run(cluster.example("text_transformer.lua"), opts)
+      assert.equal(2, (p:wait(20)))
+      assert.same({}, cluster.bad_log_lines(p))
+      local ev = p:find_events(function(e) return e.level == "error" end)[1]
+      assert.is_table(ev, p:stderr_text())
+    end
+  end)
+
   it("never writes a password to its logs", function()
     local p = c:run(cluster.example("text_transformer.lua"), {
       config = { ["sasl.password"] = "hunter2-secret-value", ["sasl.username"] = "someone" },

@@ -71,7 +71,7 @@ local function logged(proc, needle)
 end
 
 describe("integration: broker faults", function()
-  local c = cluster.suite("broker_faults", {
+  local c = cluster.suite("faults", {
     "fa-in:4", "fa-out:4", "fb-in:4", "fb-out:4", "fc-in:4", "fc-out:4", "fd-in:4", "fd-out:4",
     "fe-in:4", "fe-out:4", "ff-in:4", "fg-in:4", "fg-out:4", "fh-in:4", "fh-out:4",
     "fi-in:4", "fi-out:4" })

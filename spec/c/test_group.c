@@ -113,7 +113,52 @@ static void test_holds_any_topic(void) {
     tide_offsets_free(&o);
 }
 
+static void test_taken_names_its_partition(void) {
+    CASE("a record handed out names its partition's entry, which accepts it without a lookup");
+    tide_offsets_t o = {0};
+    tide_offsets_add(&o, "in", 0);
+    tide_offsets_add(&o, "in", 1);
+    tide_offset_t *p0 = tide_offsets_find(&o, "in", 0), *p1 = tide_offsets_find(&o, "in", 1);
+    tide_offsets_push(p0, NULL, 100, 5); /* the messages are not looked at here */
+    tide_offsets_push(p1, NULL, 200, 7);
+    tide_order_t order = {.idle_ms = -1, .lag_wait_ms = 0};
+    tide_buffered_t out[4];
+    CHECK(tide_offsets_take(&o, out, 4, 0, &order) == 2);
+    CHECK(out[0].part == p0 && out[0].offset == 5 && out[1].part == p1 && out[1].offset == 7);
+    CHECK(tide_offsets_accept_taken(&o, &out[0], "in", 0) == p0);
+    p0->processed = 5; /* a redelivery is dropped through the hint too */
+    CHECK(tide_offsets_accept_taken(&o, &out[0], "in", 0) == NULL);
+    tide_buffered_t stale = out[1];
+    stale.part = (tide_offset_t *)&o; /* not an entry: looked up by name instead */
+    CHECK(tide_offsets_accept_taken(&o, &stale, "in", 1) == p1);
+    stale.part = p0; /* an entry, but another partition's */
+    CHECK(tide_offsets_accept_taken(&o, &stale, "in", 1) == p1);
+    tide_offsets_free(&o);
+}
+
+static void test_trim_frees_empty_buffers(void) {
+    CASE("an idle worker's empty buffers give their memory back and fill again");
+    tide_offsets_t o = {0};
+    tide_offsets_add(&o, "in", 0);
+    tide_offsets_add(&o, "in", 1);
+    tide_offset_t *p0 = tide_offsets_find(&o, "in", 0), *p1 = tide_offsets_find(&o, "in", 1);
+    for (int i = 0; i < 3; i++) tide_offsets_push(p0, NULL, 10 + i, i);
+    tide_offsets_push(p1, NULL, 50, 0);
+    tide_order_t order = {.idle_ms = -1, .lag_wait_ms = 0};
+    tide_buffered_t out[3];
+    CHECK(tide_offsets_take(&o, out, 3, 0, &order) == 3); /* p0's three, the oldest */
+    tide_offsets_trim(&o);
+    CHECK(p0->buf == NULL && p0->cap == 0 && p0->n == 0);
+    CHECK(p1->buf != NULL && p1->n == 1); /* still holding a record: kept */
+    CHECK(tide_offsets_push(p0, NULL, 60, 3) == 1);
+    CHECK(tide_offsets_take(&o, out, 3, 0, &order) == 2);
+    CHECK(out[0].offset == 0 && out[0].part == p1 && out[1].offset == 3 && out[1].part == p0);
+    tide_offsets_free(&o);
+}
+
 int main(int argc, char **argv) {
+    test_taken_names_its_partition();
+    test_trim_frees_empty_buffers();
     test_nothing_processed();
     test_commit_after_processed();
     test_failed_commit_stays();

@@ -78,6 +78,30 @@ int main(int argc, char **argv) {
     memset(big, 'z', sizeof(big));
     for (int i = 0; i < 100; i++) CHECK(tide_sink_emit(&s, 0, NULL, -1, big, (int32_t)sizeof(big)) == 0);
     CHECK(s.n == 100 && memcmp(tide_sink_val(&s, &s.entries[99]), big, sizeof(big)) == 0);
+
+    CASE("swap hands the filled arena over and leaves the other's, each keeping its batch");
+    tide_sink_t other;
+    tide_sink_init(&other);
+    other.timestamp = 7;
+    CHECK(tide_sink_emit(&other, 2, "ok", 2, "ov", 2) == 0);
+    char *filled = s.bytes;
+    tide_sink_swap(&s, &other);
+    CHECK(other.n == 100 && other.bytes == filled && other.batch == NULL && other.timestamp == 7);
+    CHECK(memcmp(tide_sink_val(&other, &other.entries[99]), big, sizeof(big)) == 0);
+    CHECK(s.n == 1 && s.entries[0].output == 2 && !memcmp(tide_sink_key(&s, &s.entries[0]), "ok", 2));
+    CHECK(s.batch == &b && s.timestamp == -1);
+    tide_sink_free(&other);
+
+    CASE("shrink gives an empty sink's memory back, and it grows again on the next emit");
+    tide_sink_shrink(&s); /* not empty: kept */
+    CHECK(s.n == 1 && s.bytes != NULL && !memcmp(tide_sink_val(&s, &s.entries[0]), "ov", 2));
+    tide_sink_clear(&s);
+    tide_sink_shrink(&s);
+    CHECK(s.bytes == NULL && s.entries == NULL && s.hdrs == NULL && s.bytes_cap == 0 && s.cap == 0);
+    CHECK(s.batch == &b);
+    CHECK(tide_sink_emit(&s, 0, "k", 1, "again", 5) == 0);
+    CHECK(tide_sink_emit_header(&s, "h", 1, "v", 1) == 0);
+    CHECK(s.n == 1 && !memcmp(tide_sink_val(&s, &s.entries[0]), "again", 5));
     tide_sink_free(&s);
 
     CASE("utf8");
@@ -89,5 +113,14 @@ int main(int argc, char **argv) {
     CHECK(!tide_utf8_valid("abc\xe2\x82", 5));      /* truncated */
     CHECK(!tide_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
     CHECK(tide_utf8_valid("", 0));
+    /* past the 32-byte ASCII steps: the first non-ASCII byte at any place */
+    char text[80];
+    for (int at = 0; at < 70; at++) {
+        memset(text, 'a', sizeof(text));
+        text[at] = (char)0xff;
+        CHECK(!tide_utf8_valid(text, (int32_t)sizeof(text)));
+        memcpy(text + at, "\xc3\xa9", 2); /* a two-byte character there is fine */
+        CHECK(tide_utf8_valid(text, (int32_t)sizeof(text)));
+    }
     return check_report(argc > 1 ? argv[1] : NULL);
 }

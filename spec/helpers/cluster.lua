@@ -468,10 +468,13 @@ Cluster.__index = Cluster
 
 local sequence = 0
 
---- A new cluster for one spec file. `name` names its temporary directory.
+--- A new cluster for one spec file. `name` names its temporary directory;
+--- the clock in its name keeps two spec files apart even when busted loads
+--- this module afresh for each (insulation), counting from 1 again.
 function M.new(name)
   sequence = sequence + 1
-  local dir = ("%s/%s-%d-%d"):format(tmp_root(), name:gsub("[^%w_-]", "_"), C.getpid(), sequence)
+  local dir = ("%s/%s-%d-%d-%d"):format(tmp_root(), name:gsub("[^%w_-]", "_"), C.getpid(), sequence,
+    math.floor(M.now() * 1000))
   mkdir_p(dir)
   return setmetatable({
     name = name,
