@@ -30,8 +30,8 @@
 #define EXISTS_TIMEOUT_MS 5000
 
 struct tide_brokerctl {
-    tide_devbroker_t *b;
     rd_kafka_mock_cluster_t *mc;
+    const char *bootstraps;
     int brokers;
     rd_kafka_t *probe; /* `exists`: a client that never asks for auto-creation */
     int fd;
@@ -291,7 +291,7 @@ static rd_kafka_t *probe(call_t *c) {
     if (c->ctl->probe) return c->ctl->probe;
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", tide_devbroker_bootstraps(c->ctl->b), err, sizeof(err));
+    rd_kafka_conf_set(conf, "bootstrap.servers", c->ctl->bootstraps, err, sizeof(err));
     /* The mock creates a topic whenever a Metadata request allows it. */
     rd_kafka_conf_set(conf, "allow.auto.create.topics", "false", err, sizeof(err));
     /* Refused connections while brokers are down are the point, not news. */
@@ -455,11 +455,12 @@ tide_brokerctl_result_t tide_brokerctl_exec(tide_brokerctl_t *ctl, const char *l
     return r;
 }
 
-tide_brokerctl_t *tide_brokerctl_new(tide_devbroker_t *b, const char *fifo_path, char **errp) {
+tide_brokerctl_t *tide_brokerctl_new(rd_kafka_mock_cluster_t *mc, int brokers, const char *bootstraps,
+                                     const char *fifo_path, char **errp) {
     tide_brokerctl_t *ctl = calloc(1, sizeof(*ctl));
-    ctl->b = b;
-    ctl->mc = tide_devbroker_mock(b);
-    ctl->brokers = tide_devbroker_count(b);
+    ctl->mc = mc;
+    ctl->bootstraps = bootstraps;
+    ctl->brokers = brokers;
     ctl->fd = -1;
     if (!fifo_path) return ctl;
     struct stat st;

@@ -17,7 +17,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "devbroker.h"
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 
 struct tide_brokerctl;
 typedef struct tide_brokerctl tide_brokerctl_t;
@@ -27,11 +28,13 @@ typedef enum tide_brokerctl_result {
     TIDE_BROKERCTL_FAILED, /* not applied; reply starts with "error " */
 } tide_brokerctl_result_t;
 
-/* A control channel on the broker b (borrowed: it must outlive the channel).
- * fifo_path may be NULL: then only tide_brokerctl_exec is usable. With a
+/* A control channel on the mock cluster mc of `brokers` brokers, reached at
+ * bootstraps (both borrowed: they must outlive the channel). fifo_path may
+ * be NULL: then only tide_brokerctl_exec is usable. With a
  * path, the FIFO is made there (an existing FIFO is reused, anything else is
  * refused) and opened for reading. Returns NULL with *errp set on failure. */
-tide_brokerctl_t *tide_brokerctl_new(tide_devbroker_t *b, const char *fifo_path, char **errp);
+tide_brokerctl_t *tide_brokerctl_new(rd_kafka_mock_cluster_t *mc, int brokers, const char *bootstraps,
+                                     const char *fifo_path, char **errp);
 /* The FIFO's descriptor to poll for POLLIN, or -1 without one. */
 int tide_brokerctl_fd(const tide_brokerctl_t *ctl);
 /* Read what the FIFO holds and run every complete line, writing each reply

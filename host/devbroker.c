@@ -202,7 +202,9 @@ int tide_devbroker_main(int argc, char **argv) {
     }
     topics_result_t tr = create_topics(b, argc, argv, a.partitions);
     tide_brokerctl_t *ctl = NULL;
-    if (tr == TOPICS_CREATED && a.control && !(ctl = tide_brokerctl_new(b, a.control, &err))) {
+    if (tr == TOPICS_CREATED && a.control &&
+        !(ctl = tide_brokerctl_new(tide_devbroker_mock(b), tide_devbroker_count(b),
+                                   tide_devbroker_bootstraps(b), a.control, &err))) {
         tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
         free(err);
         tr = TOPICS_FAILED;

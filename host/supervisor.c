@@ -342,34 +342,31 @@ static int query_channel(sv_state_t *s, tide_detector_t *d, int *child) {
     return 0;
 }
 
-static int spawn(sv_state_t *s, tide_detector_t *d) {
-    int sfd;
-    tide_status_block_t *st = tide_status_create(&sfd);
-    if (!st) {
-        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot create a status block: %s", strerror(errno));
-        return -1;
-    }
-    char sfd_s[16], cfg[64], qfd_s[16];
-    int qfd;
-    query_channel(s, d, &qfd);
-    snprintf(sfd_s, sizeof(sfd_s), "%d", sfd);
-    snprintf(qfd_s, sizeof(qfd_s), "%d", qfd);
-    snprintf(cfg, sizeof(cfg), "/proc/self/fd/%d", s->config_fd);
-    const char *argv[16 + 2 * TIDE_STATUS_TOPICS];
+/* The worker's command line into argv (its strings in bufs, which must
+ * outlive the exec). */
+typedef struct spawn_bufs {
+    char sfd[16], cfg[64], qfd[16];
+} spawn_bufs_t;
+
+static void worker_argv(sv_state_t *s, tide_detector_t *d, int sfd, int qfd, spawn_bufs_t *b,
+                        const char **argv) {
+    snprintf(b->sfd, sizeof(b->sfd), "%d", sfd);
+    snprintf(b->qfd, sizeof(b->qfd), "%d", qfd);
+    snprintf(b->cfg, sizeof(b->cfg), "/proc/self/fd/%d", s->config_fd);
     int a = 0;
     argv[a++] = "tide";
     argv[a++] = "worker";
     argv[a++] = d->path;
     argv[a++] = "-c";
-    argv[a++] = cfg;
+    argv[a++] = b->cfg;
     argv[a++] = "-b";
     argv[a++] = s->bootstraps;
     argv[a++] = "--status-fd";
-    argv[a++] = sfd_s;
+    argv[a++] = b->sfd;
     if (s->dev) argv[a++] = "--await-topics";
     if (qfd >= 0) {
         argv[a++] = "--query-fd";
-        argv[a++] = qfd_s;
+        argv[a++] = b->qfd;
     }
     if (d->src) {
         argv[a++] = "--source-copy";
@@ -381,6 +378,20 @@ static int spawn(sv_state_t *s, tide_detector_t *d) {
             argv[a++] = d->poison[i];
         }
     argv[a] = NULL;
+}
+
+static int spawn(sv_state_t *s, tide_detector_t *d) {
+    int sfd;
+    tide_status_block_t *st = tide_status_create(&sfd);
+    if (!st) {
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot create a status block: %s", strerror(errno));
+        return -1;
+    }
+    int qfd;
+    query_channel(s, d, &qfd);
+    spawn_bufs_t bufs;
+    const char *argv[16 + 2 * TIDE_STATUS_TOPICS];
+    worker_argv(s, d, sfd, qfd, &bufs, argv);
     pid_t pid = fork();
     if (pid < 0) {
         tide_status_unmap(st);
