@@ -5,15 +5,16 @@
 #   failover    two `tide run DIR` instances share bench/failover_count.lua
 #               (a count per key in a RocksDB store) over BENCH_FAILOVER_RECORDS
 #               (2,000,000) records with distinct keys: a store of 2M entries,
-#               about 1M on each instance. Once both are settled, one instance
-#               is killed (kill -9 of its whole process group) and the time to
+#               about 1M on each instance. Once both are settled, and the one
+#               to kill has committed its partitions to their end, it is killed (kill -9 of its whole process group) and the time to
 #               the survivor's first output from the killed one's partitions
 #               is measured (bench/failover_probe.c), with num.standby.replicas
 #               0 (the survivor restores the moved tasks' whole changelog) and
 #               1 (it restores only the tail past its standby copy). The
 #               survivor's "Restoration took" line says what it restored.
 #   restart     one instance on BENCH_FAILOVER_SMALL (100,000) records; its
-#               worker is killed (kill -9) and the supervisor restarts it: the
+#               worker is killed (kill -9) once its partitions are committed,
+#               and the supervisor restarts it: the
 #               time to its first output, with static membership
 #               (group.instance.id=auto, the default) and without (none).
 #
@@ -105,7 +106,8 @@ failover() {
 	set -- $out
 	parts=$1
 	mark=$(wc -l <"$tmp/b$r.err")
-	"$BENCHDIR/failover_probe" "$addr" fo-in fo-out "$parts" "-$a_pid" 180000 >"$tmp/probe$r.json" \
+	"$BENCHDIR/failover_probe" "$addr" fo-in fo-out "$parts" "-$a_pid" 180000 \
+		"bench-fo-$r.$DETECTOR" >"$tmp/probe$r.json" \
 		2>"$tmp/probe$r.err" || { cat "$tmp/probe$r.err" >&2; return 1; }
 	ms=$(sed -n 's/.*"ms":\([0-9]*\).*/\1/p' "$tmp/probe$r.json")
 	# the survivor's restore of the moved tasks: every "task restored" line
@@ -130,7 +132,8 @@ restart() {
 	out=$(timeout 300 luajit "$here/failover.lua" settled 240 "$SMALL" 0 "$inst_port") || return 1
 	set -- $out
 	parts=$1 worker=$2
-	"$BENCHDIR/failover_probe" "$addr" fs-in fo-out "$parts" "$worker" 180000 >"$tmp/probe-$mode.json" \
+	"$BENCHDIR/failover_probe" "$addr" fs-in fo-out "$parts" "$worker" 180000 \
+		"bench-fs-$mode.$DETECTOR" >"$tmp/probe-$mode.json" \
 		2>"$tmp/probe-$mode.err" || { cat "$tmp/probe-$mode.err" >&2; return 1; }
 	stop "$s_pid"
 	echo "restart $mode $(sed -n 's/.*"ms":\([0-9]*\).*/\1/p' "$tmp/probe-$mode.json")"

@@ -2,7 +2,7 @@
  * failover_probe: times a failover for bench/failover.sh, from a kill -9 to
  * the first output record processed after it.
  *
- * Usage: failover_probe BOOTSTRAP IN OUT PARTITIONS PID TIMEOUT_MS
+ * Usage: failover_probe BOOTSTRAP IN OUT PARTITIONS PID TIMEOUT_MS GROUP
  *
  * PARTITIONS: the input partitions the victim runs (comma-separated); PID: the
  * process to kill with SIGKILL (a negative number: a process group, a whole
@@ -12,7 +12,11 @@
  *
  * It reads OUT (every partition, by assignment, from its end), and writes a
  * record "probe-pre-N" to each of PARTITIONS every 50 ms until one comes
- * back out: the victim is running them. Then it kills the victim, and writes
+ * back out: the victim is running them. It waits until GROUP (the victim's
+ * consumer group) has committed every one of PARTITIONS to its end, so that
+ * the figure is the failover's, not a replay of what the victim had not
+ * committed (the development broker defers commits for as long as a
+ * rebalance lasts). Then it kills the victim, and writes
  * "probe-post-N" every 50 ms until the first of those comes out: another
  * process (the survivor, or the victim's restart) runs those partitions
  * again. Prints one line,
@@ -142,10 +146,41 @@ static int until_out(rd_kafka_t *p, rd_kafka_t *c, const char *in, const int *pa
     return -1;
 }
 
+/* Wait until `group` has committed each of parts[0..n) of `topic` up to
+ * its end. */
+static void until_committed(const char *bootstrap, const char *group, const char *topic,
+                            const int *parts, int n, double deadline)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    set(conf, "bootstrap.servers", bootstrap);
+    set(conf, "group.id", group); /* never joins: it only asks for the group's offsets */
+    set(conf, "enable.auto.commit", "false");
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!c) die("cannot create a client", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++) rd_kafka_topic_partition_list_add(l, topic, parts[i]);
+    int behind = n;
+    while (behind && now_ms() < deadline) {
+        behind = 0;
+        if (rd_kafka_committed(c, l, 5000)) behind = n;
+        for (int i = 0; i < l->cnt && !behind; i++) {
+            int64_t lo, hi;
+            if (rd_kafka_query_watermark_offsets(c, topic, l->elems[i].partition, &lo, &hi, 5000) ||
+                l->elems[i].offset < hi)
+                behind++;
+        }
+        if (behind) usleep(100 * 1000);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(c);
+    if (behind) die("the victim never committed its partitions", group);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s BOOTSTRAP IN OUT PARTITIONS PID TIMEOUT_MS\n", PROG);
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s BOOTSTRAP IN OUT PARTITIONS PID TIMEOUT_MS GROUP\n", PROG);
         return 2;
     }
     const char *bootstrap = argv[1], *in = argv[2], *out = argv[3];
@@ -159,6 +194,7 @@ int main(int argc, char **argv)
     rd_kafka_t *p = client(RD_KAFKA_PRODUCER, bootstrap), *c = client(RD_KAFKA_CONSUMER, bootstrap);
     read_from_end(c, out, deadline);
     if (until_out(p, c, in, parts, n, "pre", deadline) < 0) die("the victim never ran a probe", NULL);
+    until_committed(bootstrap, argv[7], in, parts, n, deadline);
     if (kill(victim, SIGKILL)) die("cannot kill the victim", NULL);
     double t0 = now_ms();
     long long kill_wall = wall_ms();
