@@ -29,19 +29,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-say() { printf '%s\n' "$*" >&2; }
+. "$here/lib.sh"
 
 "$TIDE" broker --topic "bench-avro:$PARTITIONS" --topic "bench-json:$PARTITIONS" \
 	>"$tmp/broker.out" 2>"$tmp/broker.err" &
 broker_pid=$!
-i=0
-addr=
-while [ $i -lt 100 ] && [ -z "$addr" ]; do
-	addr=$(head -n 1 "$tmp/broker.out" 2>/dev/null)
-	[ -n "$addr" ] || sleep 0.1
-	i=$((i + 1))
-done
-case $addr in 127.0.0.1:[0-9]*) ;; *) say "bench avro: no broker"; exit 1 ;; esac
+wait_broker avro
 
 # The same records for both topics: key|{10 fields as JSON}
 cat >"$tmp/gen.lua" <<'LUA'

@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-say() { printf '%s\n' "$*" >&2; }
+. "$here/lib.sh"
 
 # The count's internal topics exist up front with the inputs' partition count
 # (the mock cannot create them through the Admin API).
@@ -48,14 +48,7 @@ say() { printf '%s\n' "$*" >&2; }
 	--topic "bench-eos-restore.eos-count-dlq:$PARTITIONS" \
 	>"$tmp/broker.out" 2>"$tmp/broker.err" &
 broker_pid=$!
-i=0
-addr=
-while [ $i -lt 100 ] && [ -z "$addr" ]; do
-	addr=$(head -n 1 "$tmp/broker.out" 2>/dev/null)
-	[ -n "$addr" ] || sleep 0.1
-	i=$((i + 1))
-done
-case $addr in 127.0.0.1:[0-9]*) ;; *) say "bench eos: no broker"; exit 1 ;; esac
+wait_broker eos
 
 say "bench eos: loading $RECORDS records into bench-in and $KEYS keys into eos-keys"
 awk -v n="$RECORDS" 'BEGIN { for (i = 1; i <= n; i++) printf "k%d|value %d of about a hundred bytes, half of them with an a in them, padded out to size\n", i % 1000, i }' |

@@ -36,7 +36,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench-failover.XXXXXX") || exit 1
 pids=
 failed=0
-say() { printf '%s\n' "$*" >&2; }
+. "$here/lib.sh"
 cleanup() {
 	for p in $pids; do kill -9 -- "-$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
 	[ -n "${BENCH_KEEP:-}" ] && say "bench failover: kept $tmp" || rm -rf "$tmp"
@@ -54,14 +54,7 @@ setsid "$TIDE" broker --topic "fo-in:$PARTITIONS" --topic "fo-out:$PARTITIONS" \
 	>"$tmp/broker.out" 2>"$tmp/broker.err" &
 broker=$!
 pids="$broker"
-i=0
-addr=
-while [ $i -lt 100 ] && [ -z "$addr" ]; do
-	addr=$(head -n 1 "$tmp/broker.out" 2>/dev/null)
-	[ -n "$addr" ] || sleep 0.1
-	i=$((i + 1))
-done
-case $addr in 127.0.0.1:[0-9]*) ;; *) say "bench failover: no broker"; exit 1 ;; esac
+wait_broker failover
 
 say "bench failover: loading $RECORDS records with distinct keys into fo-in, $SMALL into fs-in"
 "$BENCHDIR/gen" "$RECORDS" 8 : | timeout 300 "$TIDE" produce fo-in -b "$addr" --key-separator : \

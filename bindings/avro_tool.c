@@ -19,20 +19,6 @@ struct tide_avro_tool {
     tide_lua_error_t err;
 };
 
-static void push_opts(lua_State *L, const tide_registry_opts_t *r) {
-    lua_createtable(L, 0, 5);
-    lua_pushstring(L, r->url ? r->url : "");
-    lua_setfield(L, -2, "url");
-    lua_pushstring(L, r->user_info ? r->user_info : "");
-    lua_setfield(L, -2, "user_info");
-    lua_pushnumber(L, r->timeout_ms > 0 ? (lua_Number)r->timeout_ms : 5000);
-    lua_setfield(L, -2, "timeout_ms");
-    lua_pushboolean(L, r->auto_register);
-    lua_setfield(L, -2, "auto_register");
-    lua_pushboolean(L, r->use_latest);
-    lua_setfield(L, -2, "use_latest");
-}
-
 tide_avro_tool_t *tide_avro_tool_new(const tide_registry_opts_t *reg, const char *topic,
                                      const char *schema_path, char **errp) {
     tide_avro_tool_t *t = calloc(1, sizeof(*t));
@@ -53,7 +39,7 @@ tide_avro_tool_t *tide_avro_tool_new(const tide_registry_opts_t *reg, const char
     if (tide_lua_pcall(L, 1, 1, &t->err)) goto fail;
     lua_getfield(L, -1, "new");
     lua_remove(L, -2);
-    push_opts(L, reg);
+    tide_lua_push_registry(L, reg);
     lua_pushstring(L, topic);
     if (schema_path) lua_pushstring(L, schema_path);
     else lua_pushnil(L);

@@ -374,3 +374,20 @@ int tide_lua_preload(lua_State *L) {
 void tide_hash_hex(const char *buf, size_t len, char out[17]) {
     snprintf(out, 17, "%016llx", (unsigned long long)tide_fnv1a64(buf, len));
 }
+
+/* The registry settings as a Lua table (tide.host.open, the Avro tool). */
+void tide_lua_push_registry(lua_State *L, const tide_registry_opts_t *r) {
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, r->url ? r->url : "");
+    lua_setfield(L, -2, "url");
+    lua_pushstring(L, r->user_info ? r->user_info : "");
+    lua_setfield(L, -2, "user_info");
+    lua_pushnumber(L, r->timeout_ms > 0 ? (lua_Number)r->timeout_ms : 5000);
+    lua_setfield(L, -2, "timeout_ms");
+    lua_pushnumber(L, r->backoff_max_ms > 0 ? (lua_Number)r->backoff_max_ms : 10000);
+    lua_setfield(L, -2, "backoff_max_ms");
+    lua_pushboolean(L, r->auto_register);
+    lua_setfield(L, -2, "auto_register");
+    lua_pushboolean(L, r->use_latest);
+    lua_setfield(L, -2, "use_latest");
+}

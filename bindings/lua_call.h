@@ -103,6 +103,10 @@ extern const char tide_ffi_cdef[];
  * with the message on the stack. */
 int tide_lua_preload(lua_State *L);
 
+/* Pushes the schema registry's settings as a table: url, user_info,
+ * timeout_ms, backoff_max_ms, auto_register, use_latest. */
+void tide_lua_push_registry(lua_State *L, const tide_registry_opts_t *r);
+
 /* FNV-1a 64-bit of the bytes, as 16 hex digits plus NUL into out[17]. */
 void tide_hash_hex(const char *buf, size_t len, char out[17]);
 

@@ -202,23 +202,6 @@ static int open_db(lua_State *L) {
     return 1;
 }
 
-/* The registry settings as tide.host.open wants them. */
-static void push_registry(lua_State *L, const tide_registry_opts_t *r) {
-    lua_createtable(L, 0, 6);
-    lua_pushstring(L, r->url ? r->url : "");
-    lua_setfield(L, -2, "url");
-    lua_pushstring(L, r->user_info ? r->user_info : "");
-    lua_setfield(L, -2, "user_info");
-    lua_pushnumber(L, r->timeout_ms > 0 ? (lua_Number)r->timeout_ms : 5000);
-    lua_setfield(L, -2, "timeout_ms");
-    lua_pushnumber(L, r->backoff_max_ms > 0 ? (lua_Number)r->backoff_max_ms : 10000);
-    lua_setfield(L, -2, "backoff_max_ms");
-    lua_pushboolean(L, r->auto_register);
-    lua_setfield(L, -2, "auto_register");
-    lua_pushboolean(L, r->use_latest);
-    lua_setfield(L, -2, "use_latest");
-}
-
 const char *tide_on_error_name(tide_on_error_t p) {
     switch (p) {
     case TIDE_ON_ERROR_SKIP: return "skip";
@@ -251,28 +234,23 @@ static tide_status_t load_detector(tide_runtime_t *rt, const char *path, char **
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, open_db, 1);
     lua_pushstring(L, rt->opts.application_id ? rt->opts.application_id : "tide");
-    push_registry(L, &rt->opts.registry);
+    tide_lua_push_registry(L, &rt->opts.registry);
     push_source_copy(L, &rt->opts, path);
     if (tide_lua_pcall(L, 6, 4, &rt->err) != 0) goto fail;
     /* run, info, close, hooks */
-    lua_getfield(L, -1, "task");
-    rt->task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "punctuate");
-    rt->punctuate_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "restore");
-    rt->restore_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "stream_time");
-    rt->stream_time_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "commit");
-    rt->commit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "rollback");
-    rt->rollback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "dropped_late");
-    rt->dropped_late_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "query");
-    rt->query_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "query_cancel");
-    rt->query_cancel_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    const struct {
+        const char *name;
+        int *ref;
+    } hooks[] = {
+        {"task", &rt->task_ref}, {"punctuate", &rt->punctuate_ref}, {"restore", &rt->restore_ref},
+        {"stream_time", &rt->stream_time_ref}, {"commit", &rt->commit_ref},
+        {"rollback", &rt->rollback_ref}, {"dropped_late", &rt->dropped_late_ref},
+        {"query", &rt->query_ref}, {"query_cancel", &rt->query_cancel_ref},
+    };
+    for (size_t i = 0; i < sizeof(hooks) / sizeof(hooks[0]); i++) {
+        lua_getfield(L, -1, hooks[i].name);
+        *hooks[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_pop(L, 1);
     rt->close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (read_info(L, lua_gettop(L), &rt->info, errp) != TIDE_OK) {
