@@ -74,7 +74,7 @@ describe("integration: broker faults", function()
   local c = cluster.suite("faults", {
     "fa-in:4", "fa-out:4", "fb-in:4", "fb-out:4", "fc-in:4", "fc-out:4", "fd-in:4", "fd-out:4",
     "fe-in:4", "fe-out:4", "ff-in:4", "fg-in:4", "fg-out:4", "fh-in:4", "fh-out:4",
-    "fi-in:4", "fi-out:4" })
+    "fi-in:4", "fi-out:4", "fj-in:4", "fj-out:4" })
 
   local APIS = { "Produce", "OffsetCommit", "AddOffsetsToTxn", "TxnOffsetCommit", "EndTxn" }
 
@@ -281,5 +281,60 @@ describe("integration: broker faults", function()
       config = { ["processing.guarantee"] = "exactly_once_v2" } })
     assert.are.equal(0, again:wait(60), again:status_text() .. "\n" .. again:log_tail(20))
     expect_all(c, "fi-out", 1, 1000, "after a fence")
+  end)
+
+  it("under tide run DIR, rides out all brokers down for 15 s: the same worker, not ready meanwhile",
+    function()
+    local dir = c:path("fj-detectors")
+    assert(os.execute("mkdir -p " .. dir))
+    local f = assert(io.open(dir .. "/fj.lua", "w"))
+    f:write(TRANSFORMER:format("fj", "fj-in", "fj-out", "fj-out"))
+    f:close()
+    local host = c:run(dir, { name = "fj-host",
+      config = { ["admin.port"] = 0, ["commit.interval.ms"] = 500 } })
+    local ev = host:wait_for_log(function(e)
+      return e.msg and e.msg:find("admin server listening", 1, true)
+    end)
+    local port = tonumber(ev.msg:match("127%.0%.0%.1:(%d+)"))
+    local function get(path)
+      local body, code = http.request(("http://127.0.0.1:%d%s"):format(port, path))
+      return body, code
+    end
+    local function fj()
+      local body, code = get("/api/detectors")
+      if code ~= 200 then return nil end
+      for _, d in ipairs(cjson.decode(body).detectors) do
+        if d.name == "fj" then return d end
+      end
+    end
+    host:wait_for_log({ detector = "fj", msg = "partitions assigned" })
+    c:produce("fj-in", numbered(1, 5000))
+    c:wait_for_records("fj-out", 1000, 60, { watch = host })
+    local pid = fj().pid
+    local feeder = c:produce_async("fj-in", numbered(5001, 10000))
+    c:broker_down()
+    local t0 = cluster.now()
+    local body = cluster.eventually(function()
+      local b, code = get("/readyz")
+      return code == 503 and b:find("fj running: broker unreachable for", 1, true) and b
+    end, 30, "/readyz naming the wait for the broker", { watch = host })
+    assert.matches("^not ready\n", body)
+    assert.is_number(fj().broker_waiting_since_ms, "/api/detectors says since when")
+    assert.matches("\ntide_broker_waiting{detector=\"fj\"} 1\n", (get("/metrics")))
+    cluster.eventually(function() return cluster.now() - t0 >= 15 end, 30, "the outage (15 s)",
+      { watch = host, every = 500 })
+    assert.are.equal(pid, fj().pid, "the worker was restarted during the outage\n" .. host:log_tail(20))
+    c:broker_up()
+    assert.are.equal(0, feeder:wait(120), "feeder: " .. feeder:status_text())
+    expect_all(c, "fj-out", 1, 10000, "15 s outage under tide run DIR")
+    cluster.eventually(function()
+      local b, code = get("/readyz")
+      return code == 200 and b == "ready\n"
+    end, 60, "/readyz 200 once the broker is back", { watch = host })
+    local d = fj()
+    assert.are.equal(pid, d.pid, "the same worker throughout")
+    assert.are.equal(cjson.null, d.broker_waiting_since_ms)
+    host:kill("TERM")
+    assert.are.equal(0, host:wait(30), host:status_text() .. "\n" .. host:log_tail(20))
   end)
 end)
