@@ -179,6 +179,14 @@ static void assign_one(tide_restorer_t *r, const restoring_t *x, int add) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* An error asking for a changelog's offsets that waiting will not mend;
+ * anything else (the broker down or slow, a leader moving, a timeout) will. */
+static int permanent(rd_kafka_resp_err_t e) {
+    return e == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+           e == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
+           e == RD_KAFKA_RESP_ERR__INVALID_ARG || e == RD_KAFKA_RESP_ERR__FATAL;
+}
+
 int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t from,
                       char **errp) {
     int64_t lo = 0, hi = 0;
@@ -187,7 +195,9 @@ int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t 
     if (e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
         lo = hi = 0; /* no changelog yet: nothing was ever written */
     } else if (e) {
-        return fail(errp, "changelog %s: %s", r->changelogs[store], rd_kafka_err2str(e));
+        int rc = permanent(e) ? -1 : TIDE_RESTORE_RETRY;
+        fail(errp, "changelog %s: %s", r->changelogs[store], rd_kafka_err2str(e));
+        return rc;
     }
     if (from < lo) {
         if (from > 0)

@@ -55,13 +55,17 @@ tide_restorer_t *tide_restorer_new(const tide_config_t *c, const char *bootstrap
                                    const char *group, char **changelogs, int n_stores,
                                    char **errp);
 /* What tide_restorer_add found besides success (0) and failure (-1). */
-enum { TIDE_RESTORE_STALE = 1 }; /* the checkpoint is past the changelog's end */
+enum {
+    TIDE_RESTORE_STALE = 1, /* the checkpoint is past the changelog's end */
+    TIDE_RESTORE_RETRY = 2, /* the broker did not answer (down, slow, moving a leader) */
+};
 
 /* Restore store `store` of `partition` from changelog offset `from` (-1: the
  * start) to its end. The partition is done (done_fn) once all its stores are.
  * TIDE_RESTORE_STALE: the local state belongs to another changelog (a broker
  * that was reset, a topic recreated): nothing was started; wipe the store's
- * partition and call again from 0. */
+ * partition and call again from 0. TIDE_RESTORE_RETRY: nothing was started
+ * either; *errp says why; call again later. */
 int tide_restorer_add(tide_restorer_t *r, int store, int32_t partition, int64_t from,
                       char **errp);
 /* Stop restoring `partition` (revoked). */

@@ -27,7 +27,16 @@ typedef struct tide_task {
     int32_t partition;
     int ready;
     int64_t stream_time; /* at its last commit, -1: none */
+    int waiting;         /* its restore waits for the broker: which stores, or 0 */
+    int64_t retry_ms;    /* when to ask again (monotonic) */
 } tide_task_t;
+
+/* Which stores a task's restore starts (tide_task_t.waiting). */
+enum { RESTORE_ALL = 1, RESTORE_MEMORY = 2 };
+
+/* How long a restore that the broker did not answer waits before it asks
+ * again. */
+#define RESTORE_RETRY_MS 2000
 
 struct tide_tasks {
     const tide_config_t *config;
@@ -240,8 +249,9 @@ static void round_begin(tide_tasks_t *t) {
 }
 
 /* Restore store s of task p from the checkpoint, or from the start (wiping
- * what the database holds of it) without one. */
-static int restore_store(tide_tasks_t *t, int s, int32_t p) {
+ * what the database holds of it) without one. 0, -1 failed (logged), or
+ * TIDE_RESTORE_RETRY: the broker did not answer (logged once a task: *told). */
+static int restore_store(tide_tasks_t *t, int s, int32_t p, int *told) {
     const tide_detector_info_t *d = t->info;
     int64_t from = 0;
     char *err = NULL;
@@ -251,11 +261,39 @@ static int restore_store(tide_tasks_t *t, int s, int32_t p) {
     }
     int rc = tide_restorer_add(t->restorer, s, p, from, &err);
     if (rc == TIDE_RESTORE_STALE) rc = tide_restorer_add(t->restorer, s, p, store_wipe(t, s, p), &err);
-    if (!rc) return 0;
-    tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot restore store %s of partition %d: %s",
-             d->store_names[s], (int)p, err);
+    if (rc == TIDE_RESTORE_RETRY && !*told)
+        tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "restore of partition %d waits for the broker (%s): "
+                 "its input stays paused, and the restore is asked again every %d s",
+                 (int)p, err, RESTORE_RETRY_MS / 1000);
+    else if (rc && rc != TIDE_RESTORE_RETRY)
+        tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "cannot restore store %s of partition %d: %s",
+                 d->store_names[s], (int)p, err);
+    *told |= rc == TIDE_RESTORE_RETRY;
     free(err);
-    return -1;
+    return rc;
+}
+
+/* Start the restore of task i's stores (which: RESTORE_ALL or
+ * RESTORE_MEMORY), all or none: 0 started, -1 failed, TIDE_RESTORE_RETRY
+ * when the broker did not answer (restore_later then). */
+static int start_restore(tide_tasks_t *t, int i, int which) {
+    const tide_detector_info_t *d = t->info;
+    int32_t p = t->t[i].partition;
+    int rc = 0, told = t->t[i].waiting != 0;
+    for (int s = 0; s < d->n_stores && t->restorer && !rc; s++)
+        if (!d->store_global[s] && (which == RESTORE_ALL || d->store_memory[s])) /* global: not a task's */
+            rc = restore_store(t, s, p, &told);
+    if (rc) tide_restorer_remove(t->restorer, p); /* none, then all again */
+    return rc;
+}
+
+/* Task i's restore (which stores) is asked for again by tide_tasks_poll:
+ * the broker did not answer, or a rebuild could not start. The task never
+ * runs half-restored meanwhile. */
+static void restore_later(tide_tasks_t *t, int i, int which) {
+    t->t[i].waiting = which;
+    t->t[i].retry_ms = tide_mono_ms() + RESTORE_RETRY_MS;
+    round_begin(t);
 }
 
 /* Ready now when nothing is restoring for it, else the round goes on. */
@@ -278,11 +316,13 @@ tide_task_start_t tide_tasks_start(tide_tasks_t *t, int32_t p, int64_t stream_ti
         t->cap = cap;
     }
     int i = t->n++;
-    t->t[i] = (tide_task_t){p, 0, stream_time};
-    int failed = 0;
-    for (int s = 0; s < t->info->n_stores && t->restorer; s++)
-        if (!t->info->store_global[s]) failed |= restore_store(t, s, p); /* global: not a task's */
-    if (failed) return TIDE_TASK_FAILED;
+    t->t[i] = (tide_task_t){p, 0, stream_time, 0, 0};
+    int rc = start_restore(t, i, RESTORE_ALL);
+    if (rc == TIDE_RESTORE_RETRY) {
+        restore_later(t, i, RESTORE_ALL);
+        return TIDE_TASK_RESTORING;
+    }
+    if (rc) return TIDE_TASK_FAILED;
     return ready_or_restoring(t, i);
 }
 
@@ -301,20 +341,16 @@ int tide_tasks_stop(tide_tasks_t *t, int32_t p) {
 }
 
 void tide_tasks_restart(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud) {
-    const tide_detector_info_t *d = t->info;
     for (int i = 0; i < t->n; i++) {
         int32_t p = t->t[i].partition;
         int64_t seen = stream_time(ud, p);
         if (seen > t->t[i].stream_time) t->t[i].stream_time = seen;
         t->t[i].ready = 0;
-        for (int s = 0; s < d->n_stores; s++) {
-            char *err = NULL;
-            if (d->store_memory[s] && tide_restorer_add(t->restorer, s, p, 0, &err)) {
-                tide_log(TIDE_LOG_ERROR, TIDE_AT_NONE, "%s", err);
-                free(err);
-            }
-        }
-        ready_or_restoring(t, i);
+        /* In-memory stores start empty in the new runtime: read again. A
+         * task whose restore waits for the broker waits as it was. */
+        if (t->t[i].waiting) restore_later(t, i, t->t[i].waiting);
+        else if (start_restore(t, i, RESTORE_MEMORY)) restore_later(t, i, RESTORE_MEMORY);
+        else ready_or_restoring(t, i);
     }
 }
 
@@ -348,9 +384,24 @@ static void on_restore_done(void *ud, int32_t partition, uint64_t records, int64
     if (i >= 0) make_ready(t, i);
 }
 
-void tide_tasks_poll(tide_tasks_t *t, int timeout_ms) {
+int tide_tasks_poll(tide_tasks_t *t, int timeout_ms) {
+    int64_t now = tide_mono_ms();
+    for (int i = 0; i < t->n; i++) {
+        if (!t->t[i].waiting || now < t->t[i].retry_ms) continue;
+        int rc = start_restore(t, i, t->t[i].waiting);
+        if (rc == TIDE_RESTORE_RETRY) {
+            t->t[i].retry_ms = now + RESTORE_RETRY_MS;
+            continue;
+        }
+        if (rc) return -1;
+        t->t[i].waiting = 0;
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "restore of partition %d started: the broker answered",
+                 (int)t->t[i].partition);
+        ready_or_restoring(t, i);
+    }
     if (t->restorer && tide_restorer_pending(t->restorer))
         tide_restorer_poll(t->restorer, timeout_ms, on_restore_apply, on_restore_done, t);
+    return 0;
 }
 
 void tide_tasks_commit(tide_tasks_t *t, int64_t (*stream_time)(void *ud, int32_t p), void *ud) {
@@ -403,10 +454,10 @@ tide_rollback_t tide_tasks_rollback(tide_tasks_t *t) {
 void tide_tasks_rebuild(tide_tasks_t *t) {
     for (int i = 0; i < t->n; i++) {
         t->t[i].ready = 0;
+        t->t[i].waiting = 0;
         if (t->restorer) tide_restorer_remove(t->restorer, t->t[i].partition);
-        for (int s = 0; s < t->info->n_stores && t->restorer; s++)
-            if (!t->info->store_global[s]) restore_store(t, s, t->t[i].partition);
-        ready_or_restoring(t, i);
+        if (start_restore(t, i, RESTORE_ALL)) restore_later(t, i, RESTORE_ALL);
+        else ready_or_restoring(t, i);
     }
 }
 

@@ -89,8 +89,9 @@ int tide_tasks_ready(const tide_tasks_t *t, int32_t partition);
 /* Tasks still restoring. */
 int tide_tasks_restoring(const tide_tasks_t *t);
 /* Read the changelogs (up to timeout_ms) into the stores; tasks whose
- * stores are all back become ready. */
-void tide_tasks_poll(tide_tasks_t *t, int timeout_ms);
+ * stores are all back become ready. A restore the broker did not answer is
+ * asked for again. -1 when one fails for good (logged), else 0. */
+int tide_tasks_poll(tide_tasks_t *t, int timeout_ms);
 /* Every task ready, and a restore round under way just ended (it is logged). */
 int tide_tasks_settled(tide_tasks_t *t);
 

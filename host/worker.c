@@ -149,7 +149,7 @@ static tide_step_t pass(tide_worker_t *w) {
     }
     int restoring = tide_tasks_restoring(w->tasks);
     if (restoring) {
-        tide_tasks_poll(w->tasks, 10);
+        if (tide_tasks_poll(w->tasks, 10)) return TIDE_STEP_FAILED;
         w->last_record_ms = tide_mono_ms(); /* restoring is not idle */
         tide_worker_settle(w);
     }

@@ -74,7 +74,7 @@ describe("integration: broker faults", function()
   local c = cluster.suite("faults", {
     "fa-in:4", "fa-out:4", "fb-in:4", "fb-out:4", "fc-in:4", "fc-out:4", "fd-in:4", "fd-out:4",
     "fe-in:4", "fe-out:4", "ff-in:4", "fg-in:4", "fg-out:4", "fh-in:4", "fh-out:4",
-    "fi-in:4", "fi-out:4", "fj-in:4", "fj-out:4" })
+    "fi-in:4", "fi-out:4", "fj-in:4", "fj-out:4", "fk-in:4", "fk-out:4" })
 
   local APIS = { "Produce", "OffsetCommit", "AddOffsetsToTxn", "TxnOffsetCommit", "EndTxn" }
 
@@ -336,5 +336,46 @@ describe("integration: broker faults", function()
     assert.are.equal(cjson.null, d.broker_waiting_since_ms)
     host:kill("TERM")
     assert.are.equal(0, host:wait(30), host:status_text() .. "\n" .. host:log_tail(20))
+  end)
+
+  it("restores a task whose changelog's end the broker would not give once it does; nothing ends",
+    function()
+    local d = detector(c, COUNTER, "fk", "fk-in", "fk-out")
+    local p = c:run(d, { name = "fk" })
+    p:wait_for_log("partitions assigned", 30)
+    c:produce("fk-in", numbered(1, 2000))
+    c:wait_for_records("fk-out", 2000, 60, { watch = p })
+    p:kill("TERM")
+    assert.are.equal(0, p:wait(30), p:status_text() .. "\n" .. p:log_tail(20))
+    -- A new state directory: every task restores from its changelog, and
+    -- the broker refuses the changelogs' offsets for a while.
+    local refusals = {}
+    for i = 1, 8 do refusals[i] = "UNKNOWN" end
+    c:push_errors("ListOffsets", refusals)
+    local again = c:run(d, { name = "fk-again", app = p.app,
+      config = { ["state.dir"] = c:path("state-fk-again") } })
+    again:wait_for_log(function(e)
+      return tostring(e.msg):find("waits for the broker", 1, true) ~= nil
+    end, 60)
+    again:wait_for_log(function(e)
+      return tostring(e.msg):find("started: the broker answered", 1, true) ~= nil
+    end, 60)
+    c:produce("fk-in", numbered(2001, 2400))
+    -- Every key counts on from its restored count: a task that ran
+    -- unrestored would count from zero.
+    cluster.eventually(function()
+      local last = {}
+      for _, r in ipairs(c:consume("fk-out", { idle_ms = 700 })) do
+        local k, n = tostring(r.value):match("^(.-)=(%d+)$")
+        last[k] = math.max(last[k] or 0, tonumber(n))
+      end
+      for k = 0, 15 do
+        if last["k" .. k] ~= 150 then return false end
+      end
+      return true
+    end, 60, "every key's count to reach 150", { watch = again, every = 1000 })
+    assert.is_true(again:running(), "the worker ended\n" .. again:log_tail(20))
+    again:kill("TERM")
+    assert.are.equal(0, again:wait(30), again:status_text() .. "\n" .. again:log_tail(20))
   end)
 end)
