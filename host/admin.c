@@ -59,7 +59,7 @@ void tide_admin_snapshot_free(tide_admin_snapshot_t *s) {
 
 /* The per-detector samples with one value each, in exposition order. */
 typedef enum metric {
-    M_RECORDS_IN, M_RECORDS_OUT, M_ERRORS, M_DLQ, M_DROPPED,
+    M_RECORDS_IN, M_RECORDS_OUT, M_ERRORS, M_DLQ, M_DROPPED, M_DROPPED_LATE,
     M_LAG, M_HEAP, M_PARTITIONS, M_CPU, M_RSS,
     M_RESTARTS, M_RELOADS, M_RELOAD_FAILURES, M_WATCHDOG_KILLS,
     M_RESTORING, M_RESTORED, M_STORE_MEMORY,
@@ -67,60 +67,64 @@ typedef enum metric {
     M_STANDBY_TASKS, M_STANDBY_LAG,
 } metric_t;
 
+/* A family may have several rows, adjacent, told apart by their labels
+ * (",reason=..."; NULL: none); the first carries its help. */
 static const struct {
     metric_t m;
-    const char *name, *type, *help;
+    const char *name, *type, *help, *labels;
 } metrics[] = {
     {M_RECORDS_IN, "tide_records_in_total", "counter",
-     "Records consumed by the detector, over all its workers."},
+     "Records consumed by the detector, over all its workers.", NULL},
     {M_RECORDS_OUT, "tide_records_out_total", "counter",
-     "Records the detector emitted to its outputs."},
+     "Records the detector emitted to its outputs.", NULL},
     {M_ERRORS, "tide_errors_total", "counter",
-     "Records whose processing failed."},
+     "Records whose processing failed.", NULL},
     {M_DLQ, "tide_dlq_records_total", "counter",
-     "Records sent to the dead-letter topic."},
+     "Records sent to the dead-letter topic.", NULL},
     {M_DROPPED, "tide_dropped_records_total", "counter",
-     "Records dropped: skipped by the error policy or already processed."},
+     "Records dropped (Kafka Streams' dropped-records): reason=\"skipped\" by the error policy "
+     "or already processed, reason=\"late\" past their window's grace.", ",reason=\"skipped\""},
+    {M_DROPPED_LATE, "tide_dropped_records_total", "counter", NULL, ",reason=\"late\""},
     {M_LAG, "tide_consumer_lag_records", "gauge",
-     "Records behind the log end over the worker's assigned partitions."},
+     "Records behind the log end over the worker's assigned partitions.", NULL},
     {M_HEAP, "tide_lua_heap_bytes", "gauge",
-     "Lua heap in use by the worker."},
+     "Lua heap in use by the worker.", NULL},
     {M_PARTITIONS, "tide_assigned_partitions", "gauge",
-     "Input partitions assigned to the worker."},
+     "Input partitions assigned to the worker.", NULL},
     {M_CPU, "tide_worker_cpu_seconds_total", "counter",
-     "CPU time (user + system) of the current worker; restarts at 0 with it."},
+     "CPU time (user + system) of the current worker; restarts at 0 with it.", NULL},
     {M_RSS, "tide_worker_rss_bytes", "gauge",
-     "Resident memory of the current worker."},
+     "Resident memory of the current worker.", NULL},
     {M_RESTARTS, "tide_worker_restarts_total", "counter",
-     "Worker restarts after a crash or a hang."},
+     "Worker restarts after a crash or a hang.", NULL},
     {M_RELOADS, "tide_reloads_total", "counter",
-     "Hot reloads that swapped in a new version."},
+     "Hot reloads that swapped in a new version.", NULL},
     {M_RELOAD_FAILURES, "tide_reload_failures_total", "counter",
-     "Hot reloads refused because the new version failed validation."},
+     "Hot reloads refused because the new version failed validation.", NULL},
     {M_WATCHDOG_KILLS, "tide_watchdog_kills_total", "counter",
-     "Workers killed by the watchdog for a batch past its budget."},
+     "Workers killed by the watchdog for a batch past its budget.", NULL},
     {M_RESTORING, "tide_restoring_tasks", "gauge",
-     "Tasks whose state stores are being restored from their changelogs."},
+     "Tasks whose state stores are being restored from their changelogs.", NULL},
     {M_RESTORED, "tide_restored_records_total", "counter",
-     "Changelog records applied while restoring, by the current worker."},
+     "Changelog records applied while restoring, by the current worker.", NULL},
     {M_STORE_MEMORY, "tide_store_memory_bytes", "gauge",
-     "Memory of the worker's RocksDB stores (block cache and memtables)."},
+     "Memory of the worker's RocksDB stores (block cache and memtables).", NULL},
     {M_LATE, "tide_late_records_total", "counter",
-     "Records dropped as late: their window had closed (past its grace)."},
+     "Records dropped as late: their window had closed (past its grace).", NULL},
     {M_ROLLBACKS, "tide_rollbacks_total", "counter",
-     "Rollbacks to the last commit (its stores, inputs and, under exactly-once, outputs)."},
+     "Rollbacks to the last commit (its stores, inputs and, under exactly-once, outputs).", NULL},
     {M_TXN_COMMITTED, "tide_transactions_committed_total", "counter",
-     "Transactions committed (processing.guarantee exactly_once_v2)."},
+     "Transactions committed (processing.guarantee exactly_once_v2).", NULL},
     {M_TXN_ABORTED, "tide_transactions_aborted_total", "counter",
-     "Transactions aborted (processing.guarantee exactly_once_v2)."},
+     "Transactions aborted (processing.guarantee exactly_once_v2).", NULL},
     {M_BROKER_WAITING, "tide_broker_waiting", "gauge",
-     "1 while the worker's commit waits for the broker, else 0."},
+     "1 while the worker's commit waits for the broker, else 0.", NULL},
     {M_OUTPUT_MISSING, "tide_output_topic_missing", "gauge",
-     "1 while an output topic does not exist and the inputs wait for it, else 0."},
+     "1 while an output topic does not exist and the inputs wait for it, else 0.", NULL},
     {M_STANDBY_TASKS, "tide_standby_tasks", "gauge",
-     "Standby replicas the worker keeps (num.standby.replicas)."},
+     "Standby replicas the worker keeps (num.standby.replicas).", NULL},
     {M_STANDBY_LAG, "tide_standby_lag_records", "gauge",
-     "Changelog records the worker's standby replicas are behind."},
+     "Changelog records the worker's standby replicas are behind.", NULL},
 };
 
 /* A gauge of the current worker: 0 when there is none. */
@@ -162,6 +166,7 @@ static int metric_value(metric_t m, const tide_admin_detector_t *d, double *v) {
     case M_ERRORS: *v = (double)t->errors; return 1;
     case M_DLQ: *v = (double)t->dlq; return 1;
     case M_DROPPED: *v = (double)t->dropped; return 1;
+    case M_DROPPED_LATE: *v = (double)t->dropped_late; return 1;
     case M_CPU:
         if (d->pid <= 0) return 0;
         *v = d->cpu_seconds;
@@ -258,11 +263,12 @@ void tide_admin_render_metrics(tide_buf_t *b, const tide_admin_snapshot_t *s) {
     render_host_families(b, s);
     render_info_and_state(b, s);
     for (size_t k = 0; k < sizeof(metrics) / sizeof(metrics[0]); k++) {
-        family(b, metrics[k].name, metrics[k].type, metrics[k].help);
+        if (metrics[k].help) family(b, metrics[k].name, metrics[k].type, metrics[k].help);
         for (int i = 0; i < s->n_dets; i++) {
             double v;
             if (!metric_value(metrics[k].m, &s->dets[i], &v)) continue;
             sample_open(b, metrics[k].name, &s->dets[i]);
+            if (metrics[k].labels) tide_buf_puts(b, metrics[k].labels);
             tide_buf_puts(b, "} ");
             tide_buf_prom_num(b, v);
             tide_buf_puts(b, "\n");

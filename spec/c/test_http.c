@@ -26,6 +26,13 @@
 
 /* The value of the sample whose name and labels are exactly `series`;
  * -1 when there is no such line. */
+/* How many times needle stands in body. */
+static int occurrences(const char *body, const char *needle) {
+    int n = 0;
+    for (const char *p = strstr(body, needle); p; p = strstr(p + 1, needle)) n++;
+    return n;
+}
+
 static double sample(const char *body, const char *series) {
     size_t n = strlen(series);
     for (const char *line = body; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
@@ -416,6 +423,10 @@ static void cases_metrics(ctx_t *x) {
     CHECK(sample(r.body, "tide_worker_rss_bytes{detector=\"alpha\"}") == (double)(48u << 20));
     CHECK(sample(r.body, "tide_worker_cpu_seconds_total{detector=\"alpha\"}") == 1.25);
     CHECK(sample(r.body, "tide_late_records_total{detector=\"alpha\"}") == 7);
+    CHECK(sample(r.body, "tide_dropped_records_total{detector=\"alpha\",reason=\"late\"}") == 7);
+    CHECK(sample(r.body, "tide_dropped_records_total{detector=\"alpha\",reason=\"skipped\"}") ==
+          (double)t.dropped);
+    CHECK(occurrences(r.body, "# TYPE tide_dropped_records_total counter\n") == 1);
     CHECK(sample(r.body, "tide_rollbacks_total{detector=\"alpha\"}") == 2);
     CHECK(sample(r.body, "tide_transactions_committed_total{detector=\"alpha\"}") == 40);
     CHECK(sample(r.body, "tide_transactions_aborted_total{detector=\"alpha\"}") == 1);
