@@ -180,12 +180,6 @@ local function setup()
     ["detector.poison.kills"] = 100,
     ["detector.quarantine.crashes"] = 1000,
     ["detector.restart.backoff.max.ms"] = 2000,
-    -- Dynamic membership by default: under kill -9 and rejoin storms, the
-    -- mock's static members of a classic group trip its own assertion
-    -- (rdkafka_mock_cgrp.c: `!member->resp`, librdkafka 2.15.1) and the
-    -- broker dies; and it gives a restarted static member nothing a dynamic
-    -- one lacks. `-D group.instance.id=auto` runs them anyway.
-    ["group.instance.id"] = "none",
   }
   for k, v in pairs(o.defines) do config[k] = v end
   w.guarantee = config["processing.guarantee"] or "at_least_once"
