@@ -52,6 +52,7 @@ const tide_api_t tide_default_api = {
     .emit = default_emit,
     .emit_header = default_emit_header,
     .utf8_valid = tide_utf8_valid,
+    .json_may_overflow = tide_json_may_overflow,
     .header_count = test_header_count,
     .header_get = test_header_get,
     .emit_partition = tide_sink_emit_partition,

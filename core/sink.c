@@ -202,3 +202,26 @@ int tide_utf8_valid(const char *buf, int32_t len) {
     }
     return 1;
 }
+
+/* Does an exponent of three digits or more follow the 'e' at p? */
+static int big_exponent(const char *p, const char *end) {
+    p++;
+    if (p < end && *p == '+') p++;
+    return end - p >= 3 && p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' &&
+           p[2] <= '9';
+}
+
+int tide_json_may_overflow(const char *buf, int32_t len) {
+    const char *end = buf + (len > 0 ? len : 0);
+    /* memchr for the exponents: most texts hold a few e's, in words */
+    for (const char *e = "eE"; *e; e++)
+        for (const char *p = buf; (p = memchr(p, *e, (size_t)(end - p))); p++)
+            if (big_exponent(p, end)) return 1;
+    if (len <= 300) return 0; /* too short for 301 digits in a row */
+    int32_t run = 0;
+    for (const char *p = buf; p < end; p++) {
+        run = *p >= '0' && *p <= '9' ? run + 1 : 0;
+        if (run > 300) return 1;
+    }
+    return 0;
+}

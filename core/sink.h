@@ -82,5 +82,10 @@ void tide_sink_set_timestamp(tide_sink_t *s, int64_t ms);
 
 /* 1 when buf[0..len) is well-formed UTF-8 (no overlongs, no surrogates). */
 int tide_utf8_valid(const char *buf, int32_t len);
+/* 1 when JSON text buf[0..len) may hold a number too large for a double:
+ * an exponent of three digits or more ("1e999", "2E+308"), or a run of
+ * over 300 digits. A cheap scan, so that the record path walks a decoded
+ * value for an infinity only then. */
+int tide_json_may_overflow(const char *buf, int32_t len);
 
 #endif

@@ -84,6 +84,10 @@ typedef struct tide_api {
     /* The timestamp of records emitted outside a batch (a punctuator's time;
      * 0: when produced). */
     void (*sink_timestamp)(tide_sink_t *sink, int64_t ms);
+    /* 1 when JSON text buf[0..len) may hold a number too large for a
+     * double (an exponent of three digits or more, or over 300 digits in a
+     * row): only then is the decoded value searched for an infinity. */
+    int (*json_may_overflow)(const char *buf, int32_t len);
 } tide_api_t;
 
 /* --- Avro (core/avro_codec.c), on avro-c ------------------------------------- */

@@ -177,6 +177,7 @@ const tide_api_t tide_records_api = {
     .emit = tide_sink_emit,
     .emit_header = tide_sink_emit_header,
     .utf8_valid = tide_utf8_valid,
+    .json_may_overflow = tide_json_may_overflow,
     .header_count = header_count,
     .header_get = header_get,
     .emit_partition = tide_sink_emit_partition,

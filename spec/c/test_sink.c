@@ -122,5 +122,18 @@ int main(int argc, char **argv) {
         memcpy(text + at, "\xc3\xa9", 2); /* a two-byte character there is fine */
         CHECK(tide_utf8_valid(text, (int32_t)sizeof(text)));
     }
+
+    CASE("json numbers that may be too large for a double");
+#define OVER(s) tide_json_may_overflow(s, (int32_t)strlen(s))
+    CHECK(OVER("{\"a\":1e999}") && OVER("[2E+308]") && OVER("1e100"));
+    CHECK(!OVER("{\"merchant\":\"e12\",\"x\":1e99,\"y\":2E-400,\"z\":1.5e+10}"));
+    CHECK(!OVER("{\"a\":1e9") && !OVER("e") && !OVER("1e") && !OVER("1e+") && !OVER(""));
+    CHECK(tide_json_may_overflow("1e999", 4) == 0); /* never past len */
+    char digits[320];
+    memset(digits, '7', sizeof(digits));
+    CHECK(tide_json_may_overflow(digits, 301) && !tide_json_may_overflow(digits, 300));
+    digits[150] = ',';
+    CHECK(!tide_json_may_overflow(digits, (int32_t)sizeof(digits)));
+#undef OVER
     return check_report(argc > 1 ? argv[1] : NULL);
 }
