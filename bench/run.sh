@@ -85,7 +85,7 @@
 # BENCH_ONLY runs only the sections it names (space- or comma-separated):
 # read (plain_consume, tide read), transform (plain_transform, tide
 # transform), dsl, state, fleet (tide run DIR), latency (drop-in), avro,
-# failover;
+# eos, failover;
 # e.g. BENCH_ONLY=transform for the transformer's rows alone.
 #
 # Every plain and tide run is also timed from the shell, from its exec to
@@ -116,6 +116,7 @@ FLEET=${BENCH_FLEET:-10}
 LATENCY_RUNS=${BENCH_LATENCY_RUNS:-5}
 STATE=${BENCH_STATE:-1}
 AVRO=${BENCH_AVRO:-1}
+EOS=${BENCH_EOS:-1}
 FAILOVER=${BENCH_FAILOVER:-1}
 ONLY=$(echo "${BENCH_ONLY:-}" | tr ',' ' ')
 # want SECTION: is SECTION to run (BENCH_ONLY empty: all are)?
@@ -128,6 +129,7 @@ want fleet || FLEET=0
 want latency || LATENCY_RUNS=0
 want state || STATE=0
 want avro || AVRO=0
+want eos || EOS=0
 want failover || FAILOVER=0
 # The state section's application.id, hence its changelog topic, which the
 # broker is told to create: the mock cannot create topics through the Admin
@@ -953,23 +955,23 @@ tide_rdk=$({ "$TIDE" version; cat "$tmp"/tide_*.err "$tmp/broker.err"; } 2>/dev/
 	}'
 
 # ---------------------------------------------------------------- avro
+# avro, eos and failover each run on a broker of their own: this one goes
+# first (it holds every record of the run).
+stop_broker() {
+	[ -n "$broker_pid" ] || return 0
+	kill "$broker_pid" 2>/dev/null
+	wait "$broker_pid" 2>/dev/null
+	broker_pid=
+}
+
 if [ "$AVRO" != 0 ]; then
-	# its own broker: stop this one first (it holds every record of the run)
-	if [ -n "$broker_pid" ]; then
-		kill "$broker_pid" 2>/dev/null
-		wait "$broker_pid" 2>/dev/null
-		broker_pid=
-	fi
+	stop_broker
 	sh "$here/avro.sh" "$TIDE" || failed=1
 fi
 
 # ---------------------------------------------------------------- exactly-once
-if [ "${BENCH_EOS:-1}" != 0 ]; then
-	if [ -n "$broker_pid" ]; then
-		kill "$broker_pid" 2>/dev/null
-		wait "$broker_pid" 2>/dev/null
-		broker_pid=
-	fi
+if [ "$EOS" != 0 ]; then
+	stop_broker
 	sh "$here/eos.sh" "$TIDE" || failed=1
 fi
 
@@ -978,11 +980,7 @@ fi
 # and without static membership (BENCH_FAILOVER=0 skips it; it runs alone as
 # `sh bench/failover.sh TIDE BENCHDIR`), on a broker of its own.
 if [ "$FAILOVER" != 0 ]; then
-	if [ -n "$broker_pid" ]; then
-		kill "$broker_pid" 2>/dev/null
-		wait "$broker_pid" 2>/dev/null
-		broker_pid=
-	fi
+	stop_broker
 	sh "$here/failover.sh" "$TIDE" "$BENCHDIR" || failed=1
 fi
 
