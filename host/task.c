@@ -57,6 +57,7 @@ struct tide_tasks {
     tide_globals_t *globals;  /* the global tables in the database, NULL: none */
     int64_t round_started_ms; /* the restore round under way began, 0: none */
     uint64_t round_records;   /* the restorer's total when it began */
+    int64_t unanswered_ms;    /* a restore's query the broker did not answer, then; 0: none */
 };
 
 static int name_changelogs(tide_tasks_t *t) {
@@ -261,6 +262,7 @@ static int restore_store(tide_tasks_t *t, int s, int32_t p, int *told) {
     }
     int rc = tide_restorer_add(t->restorer, s, p, from, &err);
     if (rc == TIDE_RESTORE_STALE) rc = tide_restorer_add(t->restorer, s, p, store_wipe(t, s, p), &err);
+    t->unanswered_ms = rc == TIDE_RESTORE_RETRY ? tide_mono_ms() : 0;
     if (rc == TIDE_RESTORE_RETRY && !*told)
         tide_log(TIDE_LOG_WARN, TIDE_AT_NONE, "restore of partition %d waits for the broker (%s): "
                  "its input stays paused, and the restore is asked again every %d s",
@@ -275,14 +277,22 @@ static int restore_store(tide_tasks_t *t, int s, int32_t p, int *told) {
 
 /* Start the restore of task i's stores (which: RESTORE_ALL or
  * RESTORE_MEMORY), all or none: 0 started, -1 failed, TIDE_RESTORE_RETRY
- * when the broker did not answer (restore_later then). */
+ * when the broker did not answer (restore_later then). Within
+ * RESTORE_RETRY_MS of a query it did not answer, no task asks again: each
+ * query waits up to the restorer's timeout, and tasks by the dozen would
+ * hold the loop (or an assignment) for minutes. */
 static int start_restore(tide_tasks_t *t, int i, int which) {
     const tide_detector_info_t *d = t->info;
     int32_t p = t->t[i].partition;
     int rc = 0, told = t->t[i].waiting != 0;
-    for (int s = 0; s < d->n_stores && t->restorer && !rc; s++)
-        if (!d->store_global[s] && (which == RESTORE_ALL || d->store_memory[s])) /* global: not a task's */
+    for (int s = 0; s < d->n_stores && t->restorer && !rc; s++) {
+        if (d->store_global[s] || (which == RESTORE_MEMORY && !d->store_memory[s]))
+            continue; /* a global table's store is not a task's */
+        if (t->unanswered_ms && tide_mono_ms() - t->unanswered_ms < RESTORE_RETRY_MS)
+            rc = TIDE_RESTORE_RETRY;
+        else
             rc = restore_store(t, s, p, &told);
+    }
     if (rc) tide_restorer_remove(t->restorer, p); /* none, then all again */
     return rc;
 }
@@ -390,13 +400,13 @@ int tide_tasks_poll(tide_tasks_t *t, int timeout_ms) {
         if (!t->t[i].waiting || now < t->t[i].retry_ms) continue;
         int rc = start_restore(t, i, t->t[i].waiting);
         if (rc == TIDE_RESTORE_RETRY) {
-            t->t[i].retry_ms = now + RESTORE_RETRY_MS;
+            restore_later(t, i, t->t[i].waiting);
             continue;
         }
         if (rc) return -1;
         t->t[i].waiting = 0;
-        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE, "restore of partition %d started: the broker answered",
-                 (int)t->t[i].partition);
+        tide_log(TIDE_LOG_INFO, TIDE_AT_NONE,
+                 "restore of partition %d started: the broker answered", (int)t->t[i].partition);
         ready_or_restoring(t, i);
     }
     if (t->restorer && tide_restorer_pending(t->restorer))
