@@ -12,6 +12,7 @@ local ffi = require("ffi")
 local errors = require("tide.errors")
 local json = require("tide.json")
 local cjson = require("cjson").new()
+local api = require("tide.ffi").api
 
 cjson.decode_invalid_numbers(false)
 
@@ -20,8 +21,7 @@ local M = {}
 local encode_json = json.new()
 local number_text = json.number_text
 
-local cjson_decode, find, huge, type, next = cjson.decode, string.find, math.huge, type, next
-local LONG_NUMBER = string.rep("%d", 300)
+local cjson_decode, huge, type, next = cjson.decode, math.huge, type, next
 
 --- Does the decoded value hold an infinity?
 local function infinite(v)
@@ -38,14 +38,14 @@ end
 --- as Infinity, which JSON does not have and tide refuses as it refuses the
 --- literal (as JavaScript's JSON.stringify would write it back as null, and a
 --- store or an output could not keep it). The decoded value is walked only
---- when the text holds a number that could overflow.
+--- when the text holds a number that could overflow, which a scan in C says
+--- (a Lua pattern would keep a detector's loop out of the JIT). `p, len`: the
+--- text's bytes when the caller has them (a record's), else those of s.
 local TOO_LARGE = "Expected a finite number: a number too large for a double (such as 1e999) is refused"
 
-local function decode(s)
+local function decode(s, p, len)
   local v = cjson_decode(s)
-  if (find(s, "[eE]%+?%d%d%d") or (#s > 300 and find(s, LONG_NUMBER))) and infinite(v) then
-    error(TOO_LARGE, 0)
-  end
+  if api.json_may_overflow(p or s, len or #s) ~= 0 and infinite(v) then error(TOO_LARGE, 0) end
   return v
 end
 
@@ -107,13 +107,7 @@ function M.new(name, api)
       name = name,
       decode = function(p, len, what)
         if len < 0 then return nil end
-        -- cjson itself: the record path's check for numbers too large for a
-        -- double is a scan in C (a pattern here would keep the loop out of
-        -- the JIT: twice the time a record)
-        local ok, v = pcall(cjson_decode, ffi.string(p, len))
-        if ok and api.json_may_overflow(p, len) ~= 0 and infinite(v) then
-          ok, v = false, TOO_LARGE
-        end
+        local ok, v = pcall(decode, ffi.string(p, len), p, len)
         if not ok then
           errors.raise(decode_error, what .. " is not valid JSON: " .. tostring(v))
         end
